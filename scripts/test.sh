@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the test suite: a Release build with ctest, then the same suite built with ASan+UBSan.
+# Set GAINCELL_SKIP_SANITIZE=1 to skip the sanitizer pass.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+jobs="$(nproc)"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j"$jobs" --timeout 900)
+
+if [ "${GAINCELL_SKIP_SANITIZE:-0}" != "1" ]; then
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_SANITIZE=ON \
+        -DGAINCELL_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-asan -j"$jobs"
+  # Tests labelled 'slow' are skipped under the sanitizers (they are covered by the Release pass).
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+     GAINCELL_SANITIZED=1 ctest --output-on-failure -j"$jobs" --timeout 900)
+fi

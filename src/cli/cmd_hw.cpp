@@ -1,0 +1,27 @@
+// gaincell hw show [--hw NAME|FILE]: prints the effective hardware configuration as JSON.
+#include <iostream>
+#include <memory>
+
+#include "cli/command.h"
+#include "gaincell/hw/hw_config.h"
+
+namespace gaincell::cli {
+namespace {
+
+void setup_hw(CLI::App& app) {
+  app.require_subcommand(1);
+  auto* show = app.add_subcommand("show", "print the effective hardware configuration as JSON");
+  auto hw = std::make_shared<std::string>("paper-nonlinear");
+  show->add_option("--hw", *hw, "preset name (paper-nonlinear, paper-linear, ideal) or JSON file")
+      ->capture_default_str();
+  show->callback([hw] {
+    HwConfig c = HwConfig::load(*hw);
+    c.validate();
+    std::cout << c.to_json().dump(2) << "\n";
+  });
+}
+
+CommandRegistration reg({"hw", "hardware configurations: presets and JSON files", setup_hw});
+
+}  // namespace
+}  // namespace gaincell::cli

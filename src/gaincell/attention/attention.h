@@ -1,0 +1,92 @@
+// Attention as a pluggable component (issue 2 item 8). The GPT-2 model only talks to this
+// interface: a whole-sequence causal forward over (B, H, T, D), its backward, and a token-by-token
+// decode state. Variants (softmax, sliding-window softmax, the gain-cell hardware models) register
+// a factory by name in attention_registry.cpp; the model code never names a variant.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "gaincell/hw/hw_config.h"
+
+namespace gaincell {
+
+// A tensor that a component owns logically but that the model allocates inside its one contiguous
+// parameter buffer (so the optimiser, checkpoints and gradient clipping see it like any weight).
+struct ParamSpec {
+  std::string name;            // relative to the layer, e.g. "attn.q_scaler.a" -> "h.3.attn.q_scaler.a"
+  std::vector<int64_t> shape;  // checkpoint shape, e.g. {n_head}
+  std::vector<float> init;     // initial values (numel entries), used when no checkpoint provides them
+  bool trainable = true;       // false: a stored buffer (no gradient, not optimised)
+  bool weight_decay = false;   // AdamW decay group
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    return n;
+  }
+};
+
+// Where the model put a ParamSpec's storage. grad is null for buffers.
+struct TensorRef {
+  float* data = nullptr;
+  float* grad = nullptr;
+  int64_t numel = 0;
+};
+
+// Everything a variant needs to build itself for one layer.
+struct AttentionContext {
+  int n_head = 12;
+  int head_dim = 64;
+  int layer = 0;
+  int block_size = 1024;  // longest whole-sequence T
+  int window = 0;         // sliding window in tokens for the software variants; 0 = full causal
+  HwConfig hw = HwConfig::preset("paper-nonlinear");  // used by the hardware variants
+};
+
+// Token-by-token state: the KV cache of a software variant, the simulated gain-cell arrays of a
+// hardware variant. Vectors are head-major: [n_head * head_dim].
+class AttentionDecodeState {
+ public:
+  virtual ~AttentionDecodeState() = default;
+  // Stores the key and value of the next token (position length()).
+  virtual void append(const float* k, const float* v) = 0;
+  // Attends with the query of the newest appended token; writes [n_head * head_dim].
+  virtual void attend(const float* q, float* out) = 0;
+  virtual int64_t length() const = 0;
+  virtual void reset() = 0;
+};
+
+class Attention {
+ public:
+  virtual ~Attention() = default;
+  virtual std::string name() const = 0;
+
+  // Extra tensors of this layer's attention (e.g. per-head scalers). Default: none.
+  virtual std::vector<ParamSpec> param_specs() const { return {}; }
+  // Storage for param_specs(), in the same order; called once after allocation.
+  virtual void bind_params(std::span<const TensorRef> refs) {}
+
+  // Whole-sequence causal forward. q, k, v, out: [B, H, T, D] contiguous, T <= block_size.
+  // Keeps what backward() needs; q, k, v must stay valid until backward() of the same step.
+  virtual void forward(const float* q, const float* k, const float* v, float* out, int B, int T,
+                       bool training) = 0;
+  // Overwrites dq, dk, dv ([B, H, T, D]); accumulates parameter gradients into bound grads.
+  virtual void backward(const float* q, const float* k, const float* v, const float* dout,
+                        float* dq, float* dk, float* dv, int B, int T) = 0;
+
+  virtual std::unique_ptr<AttentionDecodeState> make_decode_state() const = 0;
+};
+
+using AttentionFactory = std::function<std::unique_ptr<Attention>(const AttentionContext&)>;
+
+// Registry of variants by name ("softmax", "sliding", "gaincell-nonlinear", ...).
+void register_attention(const std::string& name, const std::string& help, AttentionFactory f);
+std::unique_ptr<Attention> make_attention(const std::string& name, const AttentionContext& ctx);
+std::vector<std::string> attention_names();
+std::string attention_help(const std::string& name);
+
+}  // namespace gaincell
