@@ -1,0 +1,118 @@
+// The GPT-2 engine (issue 2): pre-LN blocks, tanh-GELU MLP 4x, tied token embedding and LM head,
+// learned positions, LayerNorm eps from the config, biases; fp32; any size from a config.
+// Attention is a pluggable component (attention/attention.h), one instance per layer.
+//
+// Parameters use the Hugging Face GPT-2 names and shapes (Conv1D layout: c_attn.weight is
+// [n_embd, 3*n_embd], y = x W + b), so a HF checkpoint maps by name without transposes. Attention
+// variants may add per-layer tensors (ParamSpec), named "h.{l}.<spec.name>". Parameters, gradients,
+// optimiser state and activations live in a few contiguous allocations.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "gaincell/attention/attention.h"
+#include "gaincell/hw/hw_config.h"
+
+namespace gaincell {
+
+struct GPT2Config {
+  int n_layer = 12;
+  int n_head = 12;
+  int n_embd = 768;
+  int block_size = 1024;  // HF n_positions
+  int vocab_size = 50257;
+  float layer_norm_epsilon = 1e-5f;
+  std::string attention = "softmax";  // a registered attention variant
+  int window = 0;                     // sliding window for "sliding" (0 = block_size)
+  HwConfig hw = HwConfig::preset("paper-nonlinear");  // for the gain-cell variants
+
+  int head_dim() const { return n_embd / n_head; }
+  void validate() const;  // throws gaincell::Error naming the field
+  // Hugging Face config.json keys (n_layer, n_head, n_embd, n_positions, n_ctx, vocab_size,
+  // layer_norm_epsilon, model_type "gpt2", architectures) plus gaincell_attention, gaincell_window,
+  // gaincell_hw.
+  nlohmann::json to_json() const;
+  static GPT2Config from_json(const nlohmann::json& j);
+  // "gpt2" (124M), "gpt2-medium", "gpt2-large", "gpt2-xl", or "tiny" for tests.
+  static GPT2Config named(const std::string& name);
+};
+
+struct ParamInfo {
+  std::string name;            // e.g. "h.0.attn.c_attn.weight"
+  std::vector<int64_t> shape;  // HF shape
+  size_t offset = 0;           // into param_data()/grad_data()
+  int64_t numel = 0;
+  bool trainable = true;
+  bool weight_decay = false;  // rank >= 2 tensors (unless a ParamSpec says otherwise)
+};
+
+class DecodeSession;
+
+class GPT2Model {
+ public:
+  explicit GPT2Model(const GPT2Config& config);
+  ~GPT2Model();
+  GPT2Model(const GPT2Model&) = delete;
+  GPT2Model& operator=(const GPT2Model&) = delete;
+
+  const GPT2Config& config() const { return config_; }
+  const std::vector<ParamInfo>& params() const { return params_; }
+  const ParamInfo& param(const std::string& name) const;  // throws if unknown
+  size_t num_params() const { return num_params_; }
+  float* param_data() { return param_data_.get(); }
+  const float* param_data() const { return param_data_.get(); }
+  float* grad_data();  // allocated on first use
+  Attention& attention(int layer) { return *attention_[layer]; }
+
+  // GPT-2 initialisation (normal 0.02, residual projections 0.02/sqrt(2 n_layer), LN 1/0), and
+  // each attention ParamSpec's init values.
+  void init_random(uint64_t seed);
+
+  // Whole-sequence forward over inputs [B][T]. With targets (entries < 0 are ignored) returns the
+  // mean cross-entropy over the counted positions, else 0. `training` lets attention variants
+  // record statistics and keep what backward() needs.
+  float forward(const int32_t* inputs, const int32_t* targets, int B, int T, bool training = false);
+  const float* logits() const;        // [B, T, vocab_size] of the last forward
+  const float* token_losses() const;  // [B, T] per-position cross-entropy (0 where ignored)
+
+  void zero_grad();
+  // Backward of the last forward (which must have had targets); accumulates into grad_data().
+  void backward();
+
+  std::unique_ptr<DecodeSession> start_decoding();
+
+ private:
+  struct Activations;
+  GPT2Config config_;
+  std::vector<ParamInfo> params_;
+  size_t num_params_ = 0;
+  std::unique_ptr<float[]> param_data_;
+  std::unique_ptr<float[]> grad_data_;
+  std::vector<std::unique_ptr<Attention>> attention_;
+  std::unique_ptr<Activations> acts_;
+  friend class DecodeSession;
+};
+
+// Token-by-token inference with one AttentionDecodeState per layer (KV cache or simulated arrays).
+class DecodeSession {
+ public:
+  explicit DecodeSession(GPT2Model& model);
+  ~DecodeSession();
+  // Feeds one token at position position(); returns the logits [vocab_size] for the next token.
+  const float* step(int32_t token);
+  int64_t position() const { return position_; }
+  void reset();
+
+ private:
+  struct Buffers;
+  GPT2Model& model_;
+  std::vector<std::unique_ptr<AttentionDecodeState>> states_;
+  std::unique_ptr<Buffers> buffers_;
+  int64_t position_ = 0;
+};
+
+}  // namespace gaincell
