@@ -13,7 +13,7 @@ namespace gaincell::cost {
 namespace {
 
 constexpr double kWidthPerBar = 90.0;
-constexpr double kLeft = 90.0, kRight = 20.0, kTop = 50.0, kPlotHeight = 300.0, kBottom = 150.0;
+constexpr double kLeft = 90.0, kRight = 70.0, kTop = 50.0, kPlotHeight = 300.0, kBottom = 150.0;
 
 std::string escape_xml(const std::string& s) {
   std::string out;
@@ -66,7 +66,13 @@ Axis make_axis(const std::vector<Bar>& bars, bool log_axis) {
     if (hi <= lo) hi = lo + 1.0;
     return {true, lo, hi};
   }
-  return {false, 0.0, vmax > 0.0 ? vmax * 1.1 : 1.0};
+  // A "nice" linear top (1, 2 or 5 x 10^k) so that the five tick labels are round numbers.
+  if (vmax <= 0.0) return {false, 0.0, 1.0};
+  const double target = vmax * 1.05;
+  const double decade = std::pow(10.0, std::floor(std::log10(target)));
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * decade >= target) return {false, 0.0, m * decade};
+  return {false, 0.0, 10.0 * decade};
 }
 
 }  // namespace
