@@ -17,9 +17,10 @@ struct HardwareEventCounts {
 
   // Events, totals over the whole run (all tokens, heads, layers):
   int64_t cell_writes = 0;  // gain cells written through a DAC (K and V)
-  int64_t q_pulses = 0;     // PWM pulses applied to K-array rows (one per row per array read)
-  double q_pulse_width_sum_tmax = 0.0;    // sum of those pulse widths, in units of Tmax
-  int64_t phi_pulses = 0;                 // HardSigmoid pulses applied to V-array rows
+  int64_t q_pulses =
+      0;  // Q pulses on K-array rows: one per dimension and sub-tile, each drives N cells
+  double q_pulse_width_sum_tmax = 0.0;  // sum of those pulse widths, in units of Tmax
+  int64_t phi_pulses = 0;  // φ pulses on V-array rows: one per key slot, each drives D cells
   double phi_pulse_width_sum_tmax = 0.0;  // sum of those pulse widths, in units of Tmax
   int64_t c2p_conversions = 0;            // first-stage charge-to-pulse (HardSigmoid) conversions
   int64_t output_conversions = 0;         // output-stage signed charge-to-pulse conversions
