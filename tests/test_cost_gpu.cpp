@@ -151,3 +151,24 @@ TEST(GpuModel, EverySpecNamesItsSources) {
     EXPECT_GT(g.peak_fp32_flops, 0.0);
   }
 }
+
+TEST(GpuComparison, ZeroEnergyConfigurationIsAnErrorNotInfinity) {
+  CostConfig zero = CostConfig::preset("paper");
+  for (Param* p :
+       {&zero.qk_read_energy_per_cell_tmax_j, &zero.av_read_energy_per_cell_tmax_j,
+        &zero.write_energy_per_cell_j, &zero.c2p_energy_j, &zero.out_c2p_energy_j,
+        &zero.counter_energy_per_increment_j, &zero.adder_energy_j, &zero.control_energy_j})
+    p->value = 0.0;
+  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
+                      zero,
+                      ModelShape{},
+                      std::nullopt,
+                      "",
+                      fs::path()};
+  try {
+    build_cost_report(in);
+    FAIL() << "expected an error";
+  } catch (const gaincell::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("zero energy"), std::string::npos);
+  }
+}

@@ -72,7 +72,7 @@ GpuComparison compare_model(const GpuSpec& g, const DecodeWorkload& w, const Cos
   c.heads = w.heads;
   c.speedup = speedup_vs(est.latency_per_token_s, e);
   c.energy_reduction = energy_reduction_vs(est.energy_per_token_j, w.heads, e);
-  c.reference = g.sources["memory_bandwidth_bytes_per_s"].get<std::string>();
+  c.reference = g.sources.at("memory_bandwidth_bytes_per_s").get<std::string>();
   c.details = {{"workload", w.to_json()},
                {"estimate", est.to_json()},
                {"spec", g.to_json()},
@@ -116,10 +116,16 @@ fs::path default_measured_dir() {
 }
 
 double speedup_vs(double gpu_latency_per_token_s, const CostEstimate& e) {
+  require(e.latency_per_token_s > 0.0,
+          "the cost model gives zero latency per token; cannot "
+          "compute a speed-up");
   return gpu_latency_per_token_s / e.latency_per_token_s;
 }
 
 double energy_reduction_vs(double gpu_energy_per_token_j, int heads, const CostEstimate& e) {
+  require(e.energy_per_token_per_head_j > 0.0 && heads >= 1,
+          "the cost configuration gives zero energy per token; cannot compute an energy "
+          "reduction");
   return gpu_energy_per_token_j / (heads * e.energy_per_token_per_head_j);
 }
 

@@ -132,18 +132,17 @@ std::string svg_bar_chart(const std::string& title, const std::string& axis_labe
 std::vector<std::filesystem::path> write_cost_plots(const CostReport& report,
                                                     const std::filesystem::path& dir) {
   const CostEstimate& e = report.estimate;
-  const int heads = report.inputs.shape.n_head;
   const char* kGainCell = "#2ca02c";
   const char* kMeasured = "#d62728";
   const char* kModel = "#1f77b4";
   std::vector<Bar> latency{{"gain cell", e.latency_per_token_s, kGainCell}};
-  std::vector<Bar> energy{{"gain cell", e.energy_per_token_per_head_j * heads, kGainCell}};
+  // Energy per head, so that GPU figures measured at another head count stay unscaled.
+  std::vector<Bar> energy{{"gain cell", e.energy_per_token_per_head_j, kGainCell}};
   for (const auto& g : report.gpus) {
     const std::string label = g.gpu + (g.source == "measured" ? " (measured)" : " (model)");
     const char* color = g.source == "measured" ? kMeasured : kModel;
     latency.push_back({label, g.latency_per_token_s, color});
-    // Energy bars at the same number of heads as the gain-cell bar when the setting differs.
-    energy.push_back({label, g.energy_per_token_j * double(heads) / g.heads, color});
+    energy.push_back({label, g.energy_per_token_j / g.heads, color});
   }
   std::vector<Bar> energy_parts, area_parts;
   for (const auto& c : e.components) {
@@ -154,9 +153,7 @@ std::vector<std::filesystem::path> write_cost_plots(const CostReport& report,
   const std::vector<std::pair<std::string, std::string>> files = {
       {"latency.svg",
        svg_bar_chart("Attention latency per token (one layer)", "seconds", latency, true)},
-      {"energy.svg",
-       svg_bar_chart("Attention energy per token (one layer, " + std::to_string(heads) + " heads)",
-                     "joules", energy, true)},
+      {"energy.svg", svg_bar_chart("Attention energy per token per head", "joules", energy, true)},
       {"breakdown_energy.svg",
        svg_bar_chart("Energy per token per head by component", "pJ", energy_parts, false)},
       {"breakdown_area.svg", svg_bar_chart("Area per head by component", "mm²", area_parts, false)},
