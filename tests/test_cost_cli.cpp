@@ -2,6 +2,7 @@
 // clear errors for bad input.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -46,7 +47,8 @@ json run_json(const std::string& args) {
 }
 
 fs::path temp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("gaincell_test_cost_cli_" + name);
+  const fs::path d = fs::temp_directory_path() /
+                     ("gaincell_test_cost_cli_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

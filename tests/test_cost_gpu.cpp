@@ -1,6 +1,7 @@
 // Tests of the GPU baselines: the paper's ratios from the measured files (spec §9.4), the analytic
 // decode model against hand-computed roofline numbers, and malformed measurement files.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -25,8 +26,7 @@ CostEstimate paper_estimate() {
 
 fs::path temp_dir(const std::string& name) {
   const fs::path d = fs::temp_directory_path() /
-                     ("gaincell_test_cost_gpu_" + name + "_" +
-                      std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
+                     ("gaincell_test_cost_gpu_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
