@@ -7,6 +7,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/tools/fit/device.h"
 
 namespace gaincell {
 
@@ -14,8 +15,8 @@ using nlohmann::json;
 
 const std::array<double, 10>& paper_cell_coefficients() {
   // [CODE:modules/model_gpt.py] DRAM_MAC_temporal_encoding_surrogate_QK; spec §2.3 table.
-  static const std::array<double, 10> c = {0.17393044, 0.15653739, 0.14088365, 0.12679529,
-                                           5.51975209, 4.96777688, 4.4709992,  -1.44776001,
+  static const std::array<double, 10> c = {0.17393044,  0.15653739, 0.14088365, 0.12679529,
+                                           5.51975209,  4.96777688, 4.4709992,  -1.44776001,
                                            -1.30298401, 46.05483778};
   return c;
 }
@@ -51,10 +52,12 @@ struct EnumName {
   const char* name;
 };
 
-constexpr EnumName<CellModel> kCellNames[] = {
-    {CellModel::kPolynomial, "polynomial"}, {CellModel::kLinear, "linear"},
-    {CellModel::kCubic, "x3"},              {CellModel::kQuintic, "x5"},
-    {CellModel::kSigmoid, "sigmoid"},       {CellModel::kExp, "exp"}};
+constexpr EnumName<CellModel> kCellNames[] = {{CellModel::kPolynomial, "polynomial"},
+                                              {CellModel::kLinear, "linear"},
+                                              {CellModel::kCubic, "x3"},
+                                              {CellModel::kQuintic, "x5"},
+                                              {CellModel::kSigmoid, "sigmoid"},
+                                              {CellModel::kExp, "exp"}};
 constexpr EnumName<OutputQuantMode> kOutModeNames[] = {{OutputQuantMode::kPerTile, "per-tile"},
                                                        {OutputQuantMode::kTileMean, "tile-mean"}};
 constexpr EnumName<OutputGrid> kGridNames[] = {{OutputGrid::kCode, "code"},
@@ -76,16 +79,24 @@ E enum_from_string(const EnumName<E> (&names)[N], const std::string& s, const st
     if (s == n.name) return n.value;
     allowed += (allowed.empty() ? "" : ", ") + std::string(n.name);
   }
-  throw Error("hardware config: field '" + field + "' has unknown value '" + s + "' (allowed: " +
-              allowed + ")");
+  throw Error("hardware config: field '" + field + "' has unknown value '" + s +
+              "' (allowed: " + allowed + ")");
 }
 
 }  // namespace
 
-std::string to_string(CellModel m) { return enum_to_string(kCellNames, m); }
-std::string to_string(OutputQuantMode m) { return enum_to_string(kOutModeNames, m); }
-std::string to_string(OutputGrid g) { return enum_to_string(kGridNames, g); }
-std::string to_string(Polarity p) { return enum_to_string(kPolarityNames, p); }
+std::string to_string(CellModel m) {
+  return enum_to_string(kCellNames, m);
+}
+std::string to_string(OutputQuantMode m) {
+  return enum_to_string(kOutModeNames, m);
+}
+std::string to_string(OutputGrid g) {
+  return enum_to_string(kGridNames, g);
+}
+std::string to_string(Polarity p) {
+  return enum_to_string(kPolarityNames, p);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Presets
@@ -130,7 +141,7 @@ HwConfig HwConfig::load(const std::string& name_or_file) {
   } catch (const json::parse_error& e) {
     throw Error("hardware config '" + name_or_file + "' is not valid JSON: " + e.what());
   }
-  return from_json(j);
+  return from_json(j, std::filesystem::path(name_or_file).parent_path().string());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,7 +221,8 @@ class JsonReader {
     if (it == j_.end()) return;
     const std::string field = prefix() + key;
     if constexpr (std::is_same_v<T, bool>) {
-      if (!it->is_boolean()) throw Error("hardware config: field '" + field + "' must be a boolean");
+      if (!it->is_boolean())
+        throw Error("hardware config: field '" + field + "' must be a boolean");
     } else if constexpr (std::is_integral_v<T>) {
       if (!it->is_number_integer())
         throw Error("hardware config: field '" + field + "' must be an integer");
@@ -265,12 +277,9 @@ void read_quantizer(const json& j, const std::string& path, QuantizerConfig& q) 
 json HwConfig::to_json() const {
   json j;
   j["name"] = name;
-  j["quantization"] = {{"q", quantizer_to_json(q)},
-                       {"k", quantizer_to_json(k)},
-                       {"v", quantizer_to_json(v)},
-                       {"out", quantizer_to_json(out)},
-                       {"out_grid", to_string(out_grid)},
-                       {"out_mode", to_string(out_mode)}};
+  j["quantization"] = {{"q", quantizer_to_json(q)},       {"k", quantizer_to_json(k)},
+                       {"v", quantizer_to_json(v)},       {"out", quantizer_to_json(out)},
+                       {"out_grid", to_string(out_grid)}, {"out_mode", to_string(out_mode)}};
   j["k_offset"] = k_offset;
   j["v_offset"] = v_offset;
   j["cell"] = {{"model", to_string(cell)},
@@ -300,7 +309,32 @@ json HwConfig::to_json() const {
   return j;
 }
 
-HwConfig HwConfig::from_json(const json& j) {
+namespace {
+
+// Issue 6, point 5: a configuration names a fitted device instead of literal coefficients. Values
+// also written literally in the same JSON must agree with the device (to_json() writes both).
+void apply_device_file(HwConfig& c, const std::string& base_dir, const json* cell_json) {
+  std::filesystem::path path(c.device_file);
+  if (path.is_relative() && !base_dir.empty()) path = std::filesystem::path(base_dir) / path;
+  const fit::DeviceModel d = fit::read_device_file(path);
+  auto agrees = [](double a, double b) { return std::fabs(a - b) <= 1e-12 * std::fabs(b) + 1e-15; };
+  if (cell_json && cell_json->contains("coefficients")) {
+    for (size_t k = 0; k < 10; ++k)
+      if (!agrees(c.coefficients[k], d.coefficients[k]))
+        throw Error("hardware config: 'cell.coefficients' disagree with device file '" +
+                    path.string() + "' (give one or the other)");
+  }
+  if (cell_json && cell_json->contains("vin") && !agrees(c.vin, d.vin))
+    throw Error("hardware config: 'cell.vin' disagrees with device file '" + path.string() + "'");
+  c.coefficients = d.coefficients;
+  c.vin = d.vin;
+  c.linear_amplitude = d.linear_slope;
+  c.k_offset = c.v_offset = d.offset;
+}
+
+}  // namespace
+
+HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
   if (!j.is_object()) throw Error("hardware config must be a JSON object");
   std::string base = "paper-nonlinear";
   if (auto it = j.find("preset"); it != j.end()) {
@@ -369,6 +403,10 @@ HwConfig HwConfig::from_json(const json& j) {
     rn.reject_unknown();
   }
   r.reject_unknown();
+  if (!c.device_file.empty()) {
+    auto it = j.find("cell");
+    apply_device_file(c, base_dir, it == j.end() ? nullptr : &*it);
+  }
   c.validate();
   return c;
 }
