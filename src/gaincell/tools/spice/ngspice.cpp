@@ -62,6 +62,15 @@ bool is_error_line(const std::string& line) {
   return false;
 }
 
+// Stderr lines worth quoting before an error: not progress notes or unrelated warnings.
+bool is_context_line(const std::string& body) {
+  if (body.empty()) return false;
+  const std::string l = lower(body);
+  for (const char* noise : {"warning", "note:", "trying gmin", "remcirc", "supplies reduced"})
+    if (l.find(noise) != std::string::npos) return false;
+  return true;
+}
+
 }  // namespace
 
 #if GAINCELL_HAVE_NGSPICE
@@ -90,6 +99,7 @@ struct NgSpice::Impl {
   std::vector<std::string> lines;   // all output since the last circuit load
   std::vector<std::string> errors;  // error lines (and context) since the last clear_errors()
   int trailing_context = 0;
+  std::vector<std::string> recent;  // last stderr lines that may explain the next error
   std::atomic<bool> exit_requested{false};
   std::atomic<bool> bg_running{false};
 
@@ -102,12 +112,18 @@ struct NgSpice::Impl {
     // the offending netlist line, so the next two stderr lines are kept with it.
     const bool is_stderr = line.rfind("stderr", 0) == 0;
     const std::string body = line.substr(std::min<size_t>(7, line.size()));
+    // Lines just before it ("Undefined parameter [x]") are kept too.
     if (is_stderr && is_error_line(line)) {
+      for (auto& r : impl->recent) impl->errors.push_back(r);
+      impl->recent.clear();
       impl->errors.push_back(body);
       impl->trailing_context = 2;
     } else if (is_stderr && impl->trailing_context > 0 && !body.empty()) {
       impl->errors.push_back(body);
       --impl->trailing_context;
+    } else if (is_stderr && is_context_line(body)) {
+      impl->recent.push_back(body);
+      if (impl->recent.size() > 6) impl->recent.erase(impl->recent.begin());
     }
     return 0;
   }
@@ -184,6 +200,7 @@ struct NgSpice::Impl {
   void clear_errors() {
     std::lock_guard<std::mutex> lock(mutex);
     errors.clear();
+    recent.clear();
     trailing_context = 0;
   }
 
@@ -192,6 +209,7 @@ struct NgSpice::Impl {
     std::string all;
     for (const auto& e : errors) all += (all.empty() ? "" : "; ") + e;
     errors.clear();
+    recent.clear();
     trailing_context = 0;
     return all;
   }
