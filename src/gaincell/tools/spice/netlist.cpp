@@ -127,7 +127,7 @@ std::string with_cards(const std::string& netlist, const std::string& cards) {
 }
 
 std::string netlist_hash(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = 14695981039346656037ull;  // FNV-1a 64-bit offset basis
   for (unsigned char c : text) {
     h ^= c;
     h *= 1099511628211ull;
