@@ -18,6 +18,13 @@ std::string num(double v) {
   return buf;
 }
 
+// "DC <value>" (built with append: GCC 12 warns falsely on literal + temporary string).
+std::string dc_value(double v) {
+  std::string s = "DC ";
+  s.append(num(v));
+  return s;
+}
+
 void report(const CharacterizeOptions& o, const std::string& msg) {
   if (o.progress) o.progress(msg);
 }
@@ -109,8 +116,8 @@ fit::IvTable sweep_iv(const CharacterizeOptions& o) {
   const std::string card = ".dc VWBL " + num(o.vstore_min) + " " + num(o.vstore_max + 1e-3 * s1) +
                            " " + num(s1) + " VWLR " + num(o.vin_min) + " " +
                            num(o.vin_max + 1e-3 * s2) + " " + num(s2);
-  run_netlist(
-      o, with_cards(gain_cell_with_sources(o, "DC 0", "DC " + num(o.vwlw_on), "DC 0.45"), card));
+  run_netlist(o,
+              with_cards(gain_cell_with_sources(o, "DC 0", dc_value(o.vwlw_on), "DC 0.45"), card));
   NgSpice& sim = NgSpice::instance();
   const auto wbl = sim.vector("wbl"), wlr = sim.vector("wlr"), ibl = sim.vector("vbl#branch");
   const size_t n = t.vstore.size() * t.vin.size();
@@ -145,8 +152,8 @@ PwmCheck check_pwm(const CharacterizeOptions& o, double vstore) {
     require(w > o.edge_s, "characterize: PWM widths must exceed the edge time");
 
   // DC reference current at the read amplitude.
-  run_netlist(o, with_cards(gain_cell_with_sources(o, "DC " + num(vstore), "DC " + num(o.vwlw_on),
-                                                   "DC " + num(o.read_vin)),
+  run_netlist(o, with_cards(gain_cell_with_sources(o, dc_value(vstore), dc_value(o.vwlw_on),
+                                                   dc_value(o.read_vin)),
                             ".op"));
   p.dc_current_a = -NgSpice::instance().vector("vbl#branch").at(0);
 
@@ -157,16 +164,16 @@ PwmCheck check_pwm(const CharacterizeOptions& o, double vstore) {
   std::vector<std::pair<double, double>> windows;
   double t = 2e-9;
   for (double w : p.width_s) {
-    pwl += " " + num(t) + " " + num(o.vbl) + " " + num(t + o.edge_s) + " " + num(o.read_vin) + " " +
-           num(t + w) + " " + num(o.read_vin) + " " + num(t + w + o.edge_s) + " " + num(o.vbl);
+    for (double x :
+         {t, o.vbl, t + o.edge_s, o.read_vin, t + w, o.read_vin, t + w + o.edge_s, o.vbl})
+      pwl.append(" ").append(num(x));
     windows.push_back({t - gap / 2, t + w + o.edge_s + gap / 2});
     t += w + gap;
   }
   pwl += ")";
   const double stop = t;
-  run_netlist(
-      o, with_cards(gain_cell_with_sources(o, "DC " + num(vstore), "DC " + num(o.vwlw_on), pwl),
-                    ".tran 10p " + num(stop) + " 0 20p"));
+  run_netlist(o, with_cards(gain_cell_with_sources(o, dc_value(vstore), dc_value(o.vwlw_on), pwl),
+                            ".tran 10p " + num(stop) + " 0 20p"));
   NgSpice& sim = NgSpice::instance();
   const auto time = sim.vector("time");
   auto ibl = sim.vector("vbl#branch");
@@ -197,7 +204,7 @@ RetentionResult retention_transient(const CharacterizeOptions& o) {
                           ")";
   const double stop = o.retention_stop_s;
   run_netlist(o,
-              with_cards(gain_cell_with_sources(o, wbl, wlw, "DC " + num(o.vbl)),
+              with_cards(gain_cell_with_sources(o, wbl, wlw, dc_value(o.vbl)),
                          ".tran " + num(stop / 1000) + " " + num(stop) + " 0 " + num(stop / 500)));
   NgSpice& sim = NgSpice::instance();
   r.time_s = sim.vector("time");
