@@ -160,9 +160,14 @@ TEST(SpiceCharacterize, CliQuickRunWritesLoadableDevice) {
   const std::string cmd = std::string(GAINCELL_CLI_PATH) + " characterize --quick --out " +
                           dir.string() + " > " + dir.string() + ".json 2> " + dir.string() + ".err";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << read_text_file(dir.string() + ".err");
-  for (const char* f : {"gain_cell_iv_table.csv", "device.json", "fit.json", "pwm_check.csv",
-                        "retention.csv", "charge_to_pulse.csv", "characterization.json"})
+  for (const char* f :
+       {"gain_cell_iv_table.csv", "device.json", "fit.json", "pwm_check.csv", "retention.csv",
+        "charge_to_pulse.csv", "characterization.json", "model_vs_spice.csv"})
     EXPECT_TRUE(fs::exists(dir / f)) << f;
+  const auto summary = nlohmann::json::parse(read_text_file(dir / "characterization.json"));
+  // The configuration built from the device reproduces the fit's residual on the same table.
+  EXPECT_NEAR(summary["model_vs_spice"]["rms_ua"].get<double>(),
+              summary["fit"]["rms_ua"].get<double>(), 1e-9);
   EXPECT_NE(read_text_file(dir.string() + ".err").find("characterize: DC sweep"),
             std::string::npos);
   const fit::IvTable t = fit::read_iv_table(dir / "gain_cell_iv_table.csv");

@@ -56,7 +56,8 @@ void run_characterize(const CharacterizeCli& c) {
     reference = std::make_unique<fit::IvTable>(fit::read_iv_table(c.reference));
   const spice::Characterization result = spice::characterize(o);
   const nlohmann::json summary = spice::write_characterization(result, o, c.out, reference.get());
-  std::cerr << "characterize: wrote " << c.out << "/{gain_cell_iv_table.csv, device.json, "
+  std::cerr << "characterize: wrote " << c.out
+            << "/{gain_cell_iv_table.csv, device.json, model_vs_spice.csv, "
             << "fit.json, pwm_check.csv, retention.csv, charge_to_pulse.csv, "
             << "characterization.json}" << std::endl;
   std::cout << summary.dump(2) << "\n";

@@ -299,6 +299,7 @@ Characterization characterize(const CharacterizeOptions& o) {
 // Parameters file and outputs
 
 #include "gaincell/core/file_io.h"
+#include "gaincell/hw/hw_config.h"
 #include "gaincell/tools/fit/compare.h"
 #include "gaincell/tools/fit/device.h"
 #include "gaincell/tools/fit/fit_report.h"
@@ -431,6 +432,16 @@ nlohmann::json write_characterization(const Characterization& c, const Character
 
   write_file_atomic(dir / "gain_cell_iv_table.csv", fit::format_iv_table(c.table));
   write_file_atomic(dir / "device.json", dev.to_json().dump(2) + "\n");
+  // Close the loop through the real path: a hardware configuration naming the device file,
+  // compared point by point with the SPICE table (issue 6, point 5).
+  const HwConfig hw =
+      HwConfig::from_json({{"cell", {{"device_file", (dir / "device.json").string()}}}});
+  const fit::ModelComparison cmp = fit::compare_hw_to_table(hw, c.table);
+  summary["model_vs_spice"] = {{"hw", "paper-nonlinear with cell.device_file = device.json"},
+                               {"vin", cmp.vin},
+                               {"rms_ua", cmp.rms_ua},
+                               {"max_abs_ua", cmp.max_abs_ua}};
+  write_file_atomic(dir / "model_vs_spice.csv", cmp.csv());
   write_file_atomic(dir / "fit.json", fit::fit_report_json(fr).dump(2) + "\n");
   write_file_atomic(dir / "pwm_check.csv", pwm_csv);
   write_file_atomic(dir / "retention.csv", ret_csv);

@@ -102,7 +102,8 @@ namespace gaincell::spice {
 void apply_params_json(const nlohmann::json& j, CharacterizeOptions& o);
 
 // Writes the outputs of a characterisation into `dir` (see docs/spice.md), each file atomically:
-// gain_cell_iv_table.csv, device.json, fit.json, pwm_check.csv, retention.csv,
+// gain_cell_iv_table.csv, device.json, model_vs_spice.csv (a hardware configuration naming
+// device.json against the table at Vin), fit.json, pwm_check.csv, retention.csv,
 // charge_to_pulse.csv, characterization.json. `reference` (optional, may be null) is a table to
 // report the RMS difference against (e.g. the paper's). Returns the summary JSON.
 nlohmann::json write_characterization(const Characterization& c, const CharacterizeOptions& o,
