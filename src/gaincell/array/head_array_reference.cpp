@@ -119,7 +119,7 @@ HeadReadReference reference_head_read(const HwConfig& hw, int D, uint64_t seed,
 }
 
 SubtileReference reference_subtile(const HwConfig& hw, const float* Q, const float* K,
-                                   const float* V, int T, int D) {
+                                   const float* V, int T, int D, const float* phi_in) {
   const GainCell cell(hw);
   const double sign = hw.polarity == Polarity::kInverted ? -1.0 : 1.0;
   SubtileReference r;
@@ -131,7 +131,7 @@ SubtileReference reference_subtile(const HwConfig& hw, const float* Q, const flo
       double s = 0.0;
       for (int d = 0; d < D; ++d) s += Q[t * D + d] * cell.current(K[j * D + d] - hw.k_offset);
       r.S[t * T + j] = sign * s;
-      r.phi[t * T + j] = std::clamp(sign * s / hw.s_sat, 0.0, 1.0);
+      r.phi[t * T + j] = phi_in ? phi_in[t * T + j] : std::clamp(sign * s / hw.s_sat, 0.0, 1.0);
     }
     for (int d = 0; d < D; ++d) {
       double a = 0.0;

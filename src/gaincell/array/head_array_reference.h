@@ -32,6 +32,6 @@ struct SubtileReference {
   std::vector<double> S, phi, out;
 };
 SubtileReference reference_subtile(const HwConfig& hw, const float* Q, const float* K,
-                                   const float* V, int T, int D);
+                                   const float* V, int T, int D, const float* phi_in = nullptr);
 
 }  // namespace gaincell
