@@ -112,6 +112,11 @@ HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
   acc1_.assign(window_, 0.0f);
   acc2_.assign(window_, 0.0f);
   acc3_.assign(window_, 0.0f);
+  pulsed_values_.assign(head_dim_, 0.0f);
+  pulsed_rows_.assign(head_dim_, 0);
+  weights_.assign(3 * static_cast<size_t>(array_size_), 0.0f);
+  weight_slots_.assign(array_size_, 0);
+  column_.assign(num_tiles_, 0.0f);
 }
 
 void HeadArray::reset() {
@@ -174,30 +179,54 @@ void HeadArray::write(const float* k_volts, const float* v_volts) {
 // over the slots of each K-array row; rows with a zero pulse are skipped (no pulse is applied).
 namespace {
 
+constexpr int kSlotBlock = 32;  // slots whose accumulators stay in vector registers
+
+// acc_i[j] = sum over the pulsed rows r of q_r y_rj^i, i = 1..3 (i = 1 only when !kCubic).
+// Blocks of 32 slots keep the three accumulators in registers while the rows stream past.
 template <bool kCubic>
-void accumulate_score_powers(const float* q, const float* k_y, int head_dim, int window,
-                             int n_valid, float* acc1, float* acc2, float* acc3) {
-  std::fill(acc1, acc1 + n_valid, 0.0f);
-  if (kCubic) {
-    std::fill(acc2, acc2 + n_valid, 0.0f);
-    std::fill(acc3, acc3 + n_valid, 0.0f);
-  }
-  for (int d = 0; d < head_dim; ++d) {
-    const float qd = q[d];
-    if (qd == 0.0f) continue;
-    const float* __restrict row = k_y + static_cast<size_t>(d) * window;
-    float* __restrict a1 = acc1;
-    float* __restrict a2 = acc2;
-    float* __restrict a3 = acc3;
+void accumulate_score_powers(const float* q_values, const int* q_rows, int n_rows, const float* k_y,
+                             int window, int n_valid, float* acc1, float* acc2, float* acc3) {
+  int j0 = 0;
+  for (; j0 + kSlotBlock <= n_valid; j0 += kSlotBlock) {
+    float a1[kSlotBlock] = {}, a2[kSlotBlock] = {}, a3[kSlotBlock] = {};
+    for (int r = 0; r < n_rows; ++r) {
+      const float qd = q_values[r];
+      const float* __restrict row = k_y + static_cast<size_t>(q_rows[r]) * window + j0;
 #pragma omp simd
-    for (int j = 0; j < n_valid; ++j) {
-      const float y = row[j];
-      a1[j] += qd * y;
+      for (int j = 0; j < kSlotBlock; ++j) {
+        const float y = row[j];
+        a1[j] += qd * y;
+        if (kCubic) {
+          const float qy2 = qd * y * y;
+          a2[j] += qy2;
+          a3[j] += qy2 * y;
+        }
+      }
+    }
+    for (int j = 0; j < kSlotBlock; ++j) {
+      acc1[j0 + j] = a1[j];
+      if (kCubic) {
+        acc2[j0 + j] = a2[j];
+        acc3[j0 + j] = a3[j];
+      }
+    }
+  }
+  for (int j = j0; j < n_valid; ++j) {  // tail
+    float a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    for (int r = 0; r < n_rows; ++r) {
+      const float qd = q_values[r];
+      const float y = k_y[static_cast<size_t>(q_rows[r]) * window + j];
+      a1 += qd * y;
       if (kCubic) {
         const float qy2 = qd * y * y;
-        a2[j] += qy2;
-        a3[j] += qy2 * y;
+        a2 += qy2;
+        a3 += qy2 * y;
       }
+    }
+    acc1[j] = a1;
+    if (kCubic) {
+      acc2[j] = a2;
+      acc3[j] = a3;
     }
   }
 }
@@ -205,14 +234,22 @@ void accumulate_score_powers(const float* q, const float* k_y, int head_dim, int
 }  // namespace
 
 void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t) {
+  // Only rows that receive a pulse contribute (and only they are driven in the hardware).
   float sum_q = 0.0f;
-  for (int d = 0; d < head_dim_; ++d) sum_q += q[d];
+  int n_rows = 0;
+  for (int d = 0; d < head_dim_; ++d) {
+    sum_q += q[d];
+    if (q[d] != 0.0f) {
+      pulsed_values_[n_rows] = q[d];
+      pulsed_rows_[n_rows++] = d;
+    }
+  }
   if (cubic_) {
-    accumulate_score_powers<true>(q, k_y_.data(), head_dim_, window_, n_valid, acc1_.data(),
-                                  acc2_.data(), acc3_.data());
+    accumulate_score_powers<true>(pulsed_values_.data(), pulsed_rows_.data(), n_rows, k_y_.data(),
+                                  window_, n_valid, acc1_.data(), acc2_.data(), acc3_.data());
   } else {
-    accumulate_score_powers<false>(q, k_y_.data(), head_dim_, window_, n_valid, acc1_.data(),
-                                   acc2_.data(), acc3_.data());
+    accumulate_score_powers<false>(pulsed_values_.data(), pulsed_rows_.data(), n_rows, k_y_.data(),
+                                   window_, n_valid, acc1_.data(), acc2_.data(), acc3_.data());
   }
   const float offset = alpha_[0] * sum_q;
   for (int j = 0; j < n_valid; ++j) {
@@ -248,30 +285,53 @@ void HeadArray::compute_scores_per_cell(const float* q, int n_valid, int64_t t) 
 void HeadArray::accumulate_tile_factorised(int tile, int n_valid, int64_t t, float* acc) const {
   const int begin = tile * array_size_;
   const int end = std::min(begin + array_size_, n_valid);
+  // Pulsed slots of the tile and their per-power weights alpha_i phi_j decay_j^i.
+  int n = 0;
   float sum_phi = 0.0f;
+  float* c1 = weights_.data();
+  float* c2 = c1 + array_size_;
+  float* c3 = c2 + array_size_;
+  int* slots = weight_slots_.data();
   for (int j = begin; j < end; ++j) {
     const float w = phi_[j];
     if (w == 0.0f) continue;
     sum_phi += w;
     const float dec = decay_by_age_[t - write_time_[j]];
-    const float c1 = alpha_[1] * w * dec;
-    const float c2 = alpha_[2] * w * dec * dec;
-    const float c3 = alpha_[3] * w * dec * dec * dec;
-    const float* __restrict row = v_y_.data() + static_cast<size_t>(j) * head_dim_;
-    if (cubic_) {
-#pragma omp simd
-      for (int d = 0; d < head_dim_; ++d) {
-        const float y = row[d];
-        acc[d] += y * (c1 + y * (c2 + y * c3));
-      }
-    } else {
-#pragma omp simd
-      for (int d = 0; d < head_dim_; ++d) acc[d] += c1 * row[d];
-    }
+    c1[n] = alpha_[1] * w * dec;
+    c2[n] = alpha_[2] * w * dec * dec;
+    c3[n] = alpha_[3] * w * dec * dec * dec;
+    slots[n++] = j;
   }
   const float offset = alpha_[0] * sum_phi;  // alpha_0 only from keys that received a pulse
-  if (offset != 0.0f)
-    for (int d = 0; d < head_dim_; ++d) acc[d] += offset;
+  // Blocks of 32 output columns stay in registers while the pulsed rows stream past.
+  int d0 = 0;
+  for (; d0 + kSlotBlock <= head_dim_; d0 += kSlotBlock) {
+    float a[kSlotBlock];
+    for (int d = 0; d < kSlotBlock; ++d) a[d] = offset;
+    for (int r = 0; r < n; ++r) {
+      const float* __restrict row = v_y_.data() + static_cast<size_t>(slots[r]) * head_dim_ + d0;
+      const float w1 = c1[r], w2 = c2[r], w3 = c3[r];
+      if (cubic_) {
+#pragma omp simd
+        for (int d = 0; d < kSlotBlock; ++d) {
+          const float y = row[d];
+          a[d] += y * (w1 + y * (w2 + y * w3));
+        }
+      } else {
+#pragma omp simd
+        for (int d = 0; d < kSlotBlock; ++d) a[d] += w1 * row[d];
+      }
+    }
+    for (int d = 0; d < kSlotBlock; ++d) acc[d0 + d] = a[d];
+  }
+  for (int d = d0; d < head_dim_; ++d) {  // tail
+    float a = offset;
+    for (int r = 0; r < n; ++r) {
+      const float y = v_y_[static_cast<size_t>(slots[r]) * head_dim_ + d];
+      a += y * (c1[r] + y * (c2[r] + y * c3[r]));
+    }
+    acc[d] = a;
+  }
 }
 
 void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float* acc) const {
@@ -341,11 +401,10 @@ void HeadArray::read(const float* q_pulses, float* out) {
       x[d] = output_stage_.normalise(a);
     }
   }
-  std::vector<float> column(active_tiles);
   for (int d = 0; d < head_dim_; ++d) {
     for (int tile = 0; tile < active_tiles; ++tile)
-      column[tile] = tile_out_[static_cast<size_t>(tile) * head_dim_ + d];
-    out[d] = output_stage_.combine(column.data(), active_tiles, &step.counter_increments);
+      column_[tile] = tile_out_[static_cast<size_t>(tile) * head_dim_ + d];
+    out[d] = output_stage_.combine(column_.data(), active_tiles, &step.counter_increments);
   }
 
   // Events of this read (definitions in ArrayEvents).

@@ -127,6 +127,11 @@ class HeadArray {
   ArrayEvents events_, last_step_;
   std::vector<float> scores_, phi_, tile_out_;
   std::vector<float> acc1_, acc2_, acc3_;  // [window] score accumulators
+  std::vector<float> pulsed_values_;       // [head_dim] nonzero Q pulses ...
+  std::vector<int> pulsed_rows_;           // ... and their rows
+  mutable std::vector<float> weights_;     // [3][array_size] per-power weights of a tile's slots
+  mutable std::vector<int> weight_slots_;  // [array_size]
+  std::vector<float> column_;              // [num_tiles] one output column across tiles
 };
 
 }  // namespace gaincell
