@@ -1,9 +1,11 @@
 // Array layer: HeadArray (token-by-token gain-cell simulation) against hand-derived cases, the
 // plain loop-level reference (head_array_reference.h), closed forms, and the noise statistics.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
@@ -12,6 +14,7 @@
 #include "gaincell/array/head_array.h"
 #include "gaincell/array/head_array_reference.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/npy.h"
 #include "gaincell/device/noise.h"
 #include "gaincell/device/quantizer.h"
 
@@ -488,4 +491,24 @@ TEST(HeadArray, BadInputsRaiseClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("k_volts"), std::string::npos) << e.what();
   }
+}
+
+TEST(HeadArray, DumpsNamedIntermediatesAsNpz) {
+  HeadArray head(hand_hw(), 2, 0);
+  for (int t = 0; t < 3; ++t) head.write(kHandK[t], kHandV[t]);
+  const float q[2] = {1.0f, 0.5f};
+  float out[2];
+  head.read(q, out);
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("gaincell_dump_" + std::to_string(::getpid()) + ".npz");
+  head.dump_npz(path);
+  const auto npz = read_npz(path);
+  std::filesystem::remove(path);
+  const auto scores = npz.at("scores").to_float();
+  ASSERT_EQ(scores.size(), 4u);
+  for (int j = 0; j < 4; ++j) EXPECT_EQ(scores[j], head.last_scores()[j]);
+  EXPECT_EQ(npz.at("tile_outputs").shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(npz.at("k_stored").shape, (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(npz.at("k_stored").to_float()[1 * 4 + 1], head.stored_k(1, 1));
+  EXPECT_EQ(npz.at("write_time").to_float()[3], -1.0f);
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "gaincell/core/error.h"
+#include "gaincell/core/npy.h"
 #include "gaincell/device/leakage.h"
 #include "gaincell/device/noise.h"
 
@@ -419,6 +420,17 @@ void HeadArray::read(const float* q_pulses, float* out) {
   step.output_conversions = static_cast<int64_t>(active_tiles) * head_dim_;
   last_step_ += step;
   events_ += step;
+}
+
+void HeadArray::dump_npz(const std::filesystem::path& path) const {
+  const int64_t M = window_, D = head_dim_;
+  std::vector<float> times(write_time_.begin(), write_time_.end());
+  write_npz(path, {{"scores", scores_, {M}},
+                   {"phi", phi_, {M}},
+                   {"tile_outputs", tile_out_, {num_tiles_, D}},
+                   {"k_stored", k_y_, {D, M}},
+                   {"v_stored", v_y_, {M, D}},
+                   {"write_time", times, {M}}});
 }
 
 }  // namespace gaincell

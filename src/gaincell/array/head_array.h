@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <vector>
@@ -93,6 +94,10 @@ class HeadArray {
   float stored_k(int slot, int d) const { return k_y_[static_cast<size_t>(d) * window_ + slot]; }
   float stored_v(int slot, int d) const { return v_y_[static_cast<size_t>(slot) * head_dim_ + d]; }
   int64_t write_time(int slot) const { return write_time_[slot]; }
+  // Writes the named intermediates of the last read and the stored state as an uncompressed .npz
+  // (scores [window], phi [window], tile_outputs [tiles][D], k_stored [D][window],
+  // v_stored [window][D], write_time [window]; -1 = empty), for diffing against a reference.
+  void dump_npz(const std::filesystem::path& path) const;
 
  private:
   int valid_slots() const;
