@@ -512,3 +512,24 @@ TEST(HeadArray, DumpsNamedIntermediatesAsNpz) {
   EXPECT_EQ(npz.at("k_stored").to_float()[1 * 4 + 1], head.stored_k(1, 1));
   EXPECT_EQ(npz.at("write_time").to_float()[3], -1.0f);
 }
+
+TEST(Noise, LeakageVariationScalesEachCellsRate) {
+  // One dim, linear cell, every key stored at 0.9 V (y = 0.45): S_j = 19.3 * 0.45 *
+  // exp(-lambda * s_j * age_j), so each cell's rate factor s_j can be read back from S.
+  HwConfig hw = small_hw("paper-linear", 1024, 64);
+  hw.leakage.lambda_per_token = 0.01;
+  hw.noise.leakage_variation = 0.2;
+  HeadArray head(hw, 1, 21);
+  const float k = 0.9f, v = 0.45f, q = 1.0f;
+  for (int t = 0; t < 1024; ++t) head.write(&k, &v);
+  float out;
+  head.read(&q, &out);
+  std::vector<double> rate;
+  for (int slot = 0; slot < 1024 - 100; ++slot) {  // ages 1023 .. 100
+    const double age = 1023 - slot;
+    rate.push_back(-std::log(head.last_scores()[slot] / (19.3 * 0.45)) / (0.01 * age));
+  }
+  const Moments m = moments(rate);
+  EXPECT_NEAR(m.mean, 1.0, 0.03);
+  EXPECT_NEAR(m.std, 0.2, 0.02);
+}
