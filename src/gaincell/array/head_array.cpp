@@ -89,8 +89,14 @@ HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
   hw_.validate();
   require(head_dim >= 1 && head_dim <= 65536,
           "HeadArray: head_dim must be in [1, 65536], got " + std::to_string(head_dim));
-  factorised_ = cell_.is_polynomial() && hw.noise.leakage_variation == 0.0;
+  // x^3 is a polynomial in y too (a y^3, g(0) = 0), so it shares the factorised path.
+  factorised_ = (cell_.is_polynomial() || cell_.model() == CellModel::kCubic) &&
+                hw.noise.leakage_variation == 0.0;
   for (int i = 0; i < 4; ++i) alpha_[i] = static_cast<float>(cell_.poly()[i]);
+  if (cell_.model() == CellModel::kCubic) {
+    alpha_[0] = alpha_[1] = alpha_[2] = 0.0f;
+    alpha_[3] = static_cast<float>(cell_.current(1.0));  // a * 1^3
+  }
   cubic_ = alpha_[2] != 0.0f || alpha_[3] != 0.0f;
   lambda_ = hw.leakage.effective_lambda();
   decay_by_age_ = Leakage(lambda_).decay_table(window_);
@@ -136,7 +142,7 @@ int HeadArray::valid_slots() const {
 }
 
 float HeadArray::cell_current(float y) const {
-  return static_cast<float>(cell_.current(y));
+  return cell_.current_f(y);
 }
 
 void HeadArray::write(const float* k_volts, const float* v_volts) {
@@ -266,18 +272,29 @@ void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t
 
 // Physical per-cell evaluation f(decay_cell * y): ablation cells and per-cell leakage variation.
 void HeadArray::compute_scores_per_cell(const float* q, int n_valid, int64_t t) {
-  for (int j = 0; j < n_valid; ++j) {
-    const int64_t age = t - write_time_[j];
-    float s = 0.0f;
-    for (int d = 0; d < head_dim_; ++d) {
-      if (q[d] == 0.0f) continue;
-      const float dec =
-          k_leak_.empty() ? decay_by_age_[age]
-                          : static_cast<float>(std::exp(
-                                -lambda_ * k_leak_[static_cast<size_t>(j) * head_dim_ + d] * age));
-      s += q[d] * cell_current(dec * k_y_[static_cast<size_t>(d) * window_ + j]);
+  if (!k_leak_.empty()) {
+    for (int j = 0; j < n_valid; ++j) {
+      const int64_t age = t - write_time_[j];
+      float s = 0.0f;
+      for (int d = 0; d < head_dim_; ++d) {
+        if (q[d] == 0.0f) continue;
+        const float dec = static_cast<float>(
+            std::exp(-lambda_ * k_leak_[static_cast<size_t>(j) * head_dim_ + d] * age));
+        s += q[d] * cell_current(dec * k_y_[static_cast<size_t>(d) * window_ + j]);
+      }
+      scores_[j] = s;
     }
-    scores_[j] = s;
+    return;
+  }
+  // One decay per column: stream the pulsed rows, contiguous over the slots.
+  float* dec = acc1_.data();
+  for (int j = 0; j < n_valid; ++j) dec[j] = decay_by_age_[t - write_time_[j]];
+  std::fill(scores_.begin(), scores_.begin() + n_valid, 0.0f);
+  for (int d = 0; d < head_dim_; ++d) {
+    const float qd = q[d];
+    if (qd == 0.0f) continue;
+    const float* row = k_y_.data() + static_cast<size_t>(d) * window_;
+    for (int j = 0; j < n_valid; ++j) scores_[j] += qd * cell_current(dec[j] * row[j]);
   }
 }
 
