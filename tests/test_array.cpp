@@ -533,3 +533,20 @@ TEST(Noise, LeakageVariationScalesEachCellsRate) {
   EXPECT_NEAR(m.mean, 1.0, 0.03);
   EXPECT_NEAR(m.std, 0.2, 0.02);
 }
+
+TEST(HeadArray, CopiesContinueIndependentlyAndIdentically) {
+  HwConfig hw = small_hw("paper-nonlinear", 64, 32);
+  hw.noise.read_noise_s = 0.05;
+  HeadArray a(hw, 4, 3);
+  const float k[4] = {0.1f, 0.5f, 0.9f, 0.3f}, v[4] = {0.8f, 0.2f, 0.4f, 0.6f};
+  const float q[4] = {0.4f, 0.0f, 1.0f, 0.2f};
+  float out_a[4], out_b[4];
+  for (int t = 0; t < 10; ++t) a.write(k, v);
+  HeadArray b = a;
+  a.write(k, v);
+  b.write(k, v);
+  a.read(q, out_a);
+  b.read(q, out_b);
+  for (int d = 0; d < 4; ++d) EXPECT_EQ(out_a[d], out_b[d]);
+  EXPECT_EQ(a.events(), b.events());
+}
