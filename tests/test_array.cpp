@@ -93,6 +93,7 @@ TEST(HeadArray, HandDerivedLinearTwoTilesWithLeakage) {
   EXPECT_EQ(ev.tile_reads, 2);
   EXPECT_EQ(ev.output_conversions, 4);
   EXPECT_EQ(ev.counter_increments, 44);
+  EXPECT_EQ(ev.digital_adds, 2);  // one add of the two tiles' outputs per output column
   EXPECT_EQ(head.last_step_events().tokens, 1);
   EXPECT_EQ(head.last_step_events().cell_writes, 4);
   EXPECT_EQ(head.last_step_events().counter_increments, 44);
@@ -466,8 +467,9 @@ TEST(ArrayEvents, SumAndJson) {
   const auto j = b.to_json();
   EXPECT_EQ(j.at("tokens").get<int64_t>(), 4);
   EXPECT_EQ(j.at("counter_increments").get<int64_t>(), 14);
-  for (const char* key : {"cell_writes", "q_pulses", "phi_pulses", "phi_pulse_width_sum",
-                          "c2p_conversions", "tile_reads", "output_conversions", "reads"})
+  for (const char* key :
+       {"cell_writes", "q_pulses", "phi_pulses", "phi_pulse_width_sum", "c2p_conversions",
+        "tile_reads", "output_conversions", "reads", "digital_adds"})
     EXPECT_TRUE(j.contains(key)) << key;
 }
 

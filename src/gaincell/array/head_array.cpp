@@ -25,6 +25,7 @@ nlohmann::json ArrayEvents::to_json() const {
           {"output_conversions", output_conversions},
           {"counter_increments", counter_increments},
           {"tile_reads", tile_reads},
+          {"digital_adds", digital_adds},
           {"reads", reads}};
 }
 
@@ -39,6 +40,7 @@ ArrayEvents& ArrayEvents::operator+=(const ArrayEvents& o) {
   output_conversions += o.output_conversions;
   counter_increments += o.counter_increments;
   tile_reads += o.tile_reads;
+  digital_adds += o.digital_adds;
   reads += o.reads;
   return *this;
 }
@@ -435,6 +437,7 @@ void HeadArray::read(const float* q_pulses, float* out) {
   step.c2p_conversions = n_valid;
   step.tile_reads = active_tiles;
   step.output_conversions = static_cast<int64_t>(active_tiles) * head_dim_;
+  step.digital_adds = static_cast<int64_t>(active_tiles - 1) * head_dim_;
   last_step_ += step;
   events_ += step;
 }
