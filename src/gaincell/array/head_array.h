@@ -53,6 +53,7 @@ struct ArrayEvents {
   int64_t output_conversions = 0;  // second-stage conversions (active sub-tiles x head_dim)
   int64_t counter_increments = 0;  // output counter counts (|quantised level| summed)
   int64_t tile_reads = 0;          // sub-tiles read (active sub-tiles per read)
+  int64_t digital_adds = 0;        // digital adder operations: (active sub-tiles - 1) x head_dim
   int64_t reads = 0;               // read() calls
 
   nlohmann::json to_json() const;
