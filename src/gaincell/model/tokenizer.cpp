@@ -501,9 +501,11 @@ std::vector<int32_t> Tokenizer::bpe_word_reference(std::string_view piece) const
 }
 
 // Same result as bpe_word_reference() in O(n log n): the symbols form a linked list, the ranked
-// adjacent pairs sit in a min-heap. All occurrences of the lowest rank are merged together, left
-// to right, before the pairs they create are queued (the reference's round semantics, which
-// matter for runs like "aaaa"). Stale heap entries are recognised by their ids and skipped.
+// adjacent pairs sit in a min-heap keyed by (rank, position). Each round takes every queued
+// occurrence of the lowest rank and merges them left to right before any pair created in the
+// round is queued: that is the reference's semantics even for a vocab.bpe whose merges create
+// pairs of lower rank than their own (GPT-2's file never does; the random-table test does).
+// Stale heap entries are recognised by their ids and skipped.
 std::vector<int32_t> Tokenizer::bpe_word(std::string_view piece) const {
   const size_t n = piece.size();
   if (n == 0) return {};
