@@ -361,9 +361,11 @@ void GPT2Model::init_random(uint64_t seed) {
   auto uniform = [&rng] { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
   auto fill_normal = [&](const ParamInfo& p, double std) {
     float* w = param_data_.get() + p.offset;
-    for (int64_t i = 0; i < p.numel; i++) {
-      const double r = std::sqrt(-2.0 * std::log(uniform()));
-      w[i] = static_cast<float>(std * r * std::cos(2.0 * M_PI * uniform()));
+    for (int64_t i = 0; i < p.numel; i += 2) {  // each Box-Muller draw gives two normals
+      const double r = std * std::sqrt(-2.0 * std::log(uniform()));
+      const double angle = 2.0 * M_PI * uniform();
+      w[i] = static_cast<float>(r * std::cos(angle));
+      if (i + 1 < p.numel) w[i + 1] = static_cast<float>(r * std::sin(angle));
     }
   };
   const double residual_std = 0.02 / std::sqrt(2.0 * config_.n_layer);
