@@ -42,6 +42,11 @@ struct Case {
   int B, H, T, D, window;  // window: ctx.window (0 = block_size for "sliding")
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.variant << " B=" << c.B << " H=" << c.H << " T=" << c.T << " D=" << c.D
+      << " W=" << c.window;
+}
+
 class FastVsReference : public ::testing::TestWithParam<Case> {};
 
 // T = 300 spans three 128-query blocks (one partial), so block edges and the skipped key ranges
