@@ -168,6 +168,27 @@ TEST_P(DecodeMatchesForward, TokenByTokenLogitsEqualWholeSequenceLogits) {
   }
 }
 
+TEST_P(DecodeMatchesForward, PrefillThenStepEqualsWholeSequenceLogits) {
+  const auto [variant, window] = GetParam();
+  GPT2Model m(small_config(variant, window));
+  randomize(m, 13);
+  const int T = 20, prompt = 9;  // prompt > window for "sliding"
+  const auto tokens = random_tokens(T, 37, 14);
+  m.forward(tokens.data(), nullptr, 1, T);
+  const std::vector<float> whole(m.logits(), m.logits() + T * 37);
+  auto session = m.start_decoding();
+  const float* logits = session->prefill(tokens.data(), prompt);
+  EXPECT_EQ(session->position(), prompt);
+  for (int t = prompt - 1; t < T; t++) {
+    if (t >= prompt) logits = session->step(tokens[t]);
+    for (int v = 0; v < 37; v++) {
+      ASSERT_NEAR(logits[v], whole[t * 37 + v], 1e-4 * (1.0 + std::abs(whole[t * 37 + v])))
+          << "t=" << t << " v=" << v;
+    }
+  }
+  EXPECT_THROW(session->prefill(tokens.data(), 3), Error);  // not at position 0
+}
+
 TEST(GPT2Model, SlidingWindowChangesLogitsOnlyBeyondTheWindow) {
   GPT2Model full(small_config("softmax")), windowed(small_config("sliding", 6));
   randomize(full, 5);

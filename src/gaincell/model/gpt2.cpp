@@ -567,6 +567,33 @@ void DecodeSession::reset() {
   position_ = 0;
 }
 
+const float* DecodeSession::prefill(const int32_t* tokens, int n) {
+  const GPT2Config& cfg = model_.config();
+  require(position_ == 0, "decode: prefill() must start at position 0 (call reset() first)");
+  require(n > 0 && n <= cfg.block_size, "decode: prefill of " + std::to_string(n) +
+                                            " tokens (need 1.." + std::to_string(cfg.block_size) +
+                                            ")");
+  model_.forward(tokens, nullptr, 1, n, false);
+  const int C = cfg.n_embd, H = cfg.n_head, D = C / H;
+  std::vector<float> k(C), v(C);
+  for (int l = 0; l < cfg.n_layer; l++) {
+    const float* kh = model_.acts_->qkvh[l] + static_cast<int64_t>(n) * C;  // (1, H, n, D)
+    const float* vh = kh + static_cast<int64_t>(n) * C;
+    for (int t = 0; t < n; t++) {
+      for (int h = 0; h < H; h++) {
+        const int64_t src = (static_cast<int64_t>(h) * n + t) * D;
+        std::copy(kh + src, kh + src + D, k.begin() + h * D);
+        std::copy(vh + src, vh + src + D, v.begin() + h * D);
+      }
+      states_[l]->append(k.data(), v.data());
+    }
+  }
+  const float* last = model_.logits() + static_cast<int64_t>(n - 1) * cfg.vocab_size;
+  std::copy(last, last + cfg.vocab_size, buffers_->logits.begin());
+  position_ = n;
+  return buffers_->logits.data();
+}
+
 const float* DecodeSession::step(int32_t token) {
   const GPT2Config& cfg = model_.config();
   const int C = cfg.n_embd, V = cfg.vocab_size;
