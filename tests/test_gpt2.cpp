@@ -272,7 +272,7 @@ TEST(GPT2Model, BadInputIsRejected) {
   m.forward(tokens.data(), targets.data(), 1, 5, true);
   m.backward();
   EXPECT_THROW(m.backward(), Error);  // twice
-  EXPECT_THROW(m.logits(), Error);    // overwritten by the gradient
+  EXPECT_THROW(m.logits(), Error);    // a training forward keeps no logits
   auto session = m.start_decoding();
   EXPECT_THROW(session->step(37), Error);
   for (int t = 0; t < 24; t++) session->step(1);

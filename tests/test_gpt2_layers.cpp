@@ -157,6 +157,41 @@ TEST(Layers, CrossEntropyMatchesHandValueAndFiniteDifferences) {
   EXPECT_THROW(crossentropy_forward(l.data(), z.data(), t.data(), N, V), Error);
 }
 
+TEST(Layers, ChunkedLmHeadLossMatchesFullLogits) {
+  // Oracle: full logits = x · wteᵀ, then crossentropy_forward / crossentropy_backward_inplace
+  // (both checked by finite differences above). Chunks of 4 over V = 11: three chunks, one partial.
+  const int N = 5, C = 6, V = 11;
+  const auto x = random_vector(N * C, 16), wte = random_vector(V * C, 17);
+  const std::vector<int32_t> t = {3, -1, 10, 0, 4};
+  std::vector<float> logits(N * V, 0.0f), losses(N);
+  for (int n = 0; n < N; n++) {
+    for (int v = 0; v < V; v++) {
+      for (int c = 0; c < C; c++) logits[n * V + v] += x[n * C + c] * wte[v * C + c];
+    }
+  }
+  const LossResult full = crossentropy_forward(losses.data(), logits.data(), t.data(), N, V);
+  crossentropy_backward_inplace(logits.data(), t.data(), N, V, full.count);
+  std::vector<double> dx(N * C, 0.0), dwte(V * C, 0.0);
+  for (int n = 0; n < N; n++) {
+    for (int v = 0; v < V; v++) {
+      for (int c = 0; c < C; c++) {
+        dx[n * C + c] += logits[n * V + v] * wte[v * C + c];
+        dwte[v * C + c] += logits[n * V + v] * x[n * C + c];
+      }
+    }
+  }
+  std::vector<float> chunk_losses(N), lse(N), buffer(N * 4), cdx(N * C, 7.0f), cdwte(V * C, 1.0f);
+  const LossResult chunked = lm_head_loss_forward_chunked(
+      chunk_losses.data(), lse.data(), buffer.data(), x.data(), wte.data(), t.data(), N, C, V, 4);
+  EXPECT_EQ(chunked.count, full.count);
+  EXPECT_NEAR(chunked.mean, full.mean, 1e-6);
+  for (int n = 0; n < N; n++) EXPECT_NEAR(chunk_losses[n], losses[n], 1e-5);
+  lm_head_loss_backward_chunked(cdx.data(), cdwte.data(), buffer.data(), x.data(), wte.data(),
+                                t.data(), lse.data(), N, C, V, 4, chunked.count);
+  for (int i = 0; i < N * C; i++) EXPECT_NEAR(cdx[i], dx[i], 1e-6);            // overwritten
+  for (int i = 0; i < V * C; i++) EXPECT_NEAR(cdwte[i], 1.0 + dwte[i], 1e-6);  // accumulated
+}
+
 TEST(Layers, EmbeddingAndHeadPermutationsRoundTrip) {
   const int B = 2, T = 3, C = 4, V = 5, H = 2, D = 2;
   const auto wte = random_vector(V * C, 13), wpe = random_vector(T * C, 14);

@@ -77,15 +77,18 @@ class GPT2Model {
   // mean cross-entropy over the counted positions, else 0. `training` lets attention variants
   // record statistics and keep what backward() needs.
   float forward(const int32_t* inputs, const int32_t* targets, int B, int T, bool training = false);
-  const float* logits() const;        // [B, T, vocab_size] of the last forward
+  const float* logits() const;        // [B, T, vocab_size] of the last inference forward
   const float* token_losses() const;  // [B, T] per-position cross-entropy (0 where ignored)
 
   void zero_grad();
   // Backward of the last forward (which must have had targets and training = true); accumulates
-  // into grad_data(). It reuses the logits buffer for their gradient, so logits() is no longer
-  // valid afterwards (the logits of a 50257-token vocabulary dominate activation memory).
+  // into grad_data(). May be called again after another forward (gradient accumulation).
   void backward();
 
+  // A training forward (training = true with targets) does not keep the [B, T, vocab] logits
+  // (they dominate activation memory): it computes the loss over chunks of this many vocabulary
+  // columns and backward() recomputes them. logits() is then unavailable; token_losses() is.
+  void set_vocab_chunk(int columns);
   // Bytes held by the activation buffers (forward + backward scratch), for benchmarks.
   size_t activation_bytes() const;
 
@@ -103,6 +106,7 @@ class GPT2Model {
   std::unordered_map<std::string, size_t> param_index_;
   std::vector<LayerOffsets> layer_offsets_;
   size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
+  int vocab_chunk_ = 2048;
   std::vector<ParamInfo> params_;
   size_t num_params_ = 0;
   std::unique_ptr<float[]> param_data_;

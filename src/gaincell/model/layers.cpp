@@ -160,13 +160,19 @@ double row_logsumexp(const float* row, int V) {
 }
 }  // namespace
 
-LossResult crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
-                                int64_t N, int V) {
+namespace {
+void check_targets(const int32_t* targets, int64_t N, int V) {
   for (int64_t n = 0; n < N; n++) {
     require(targets[n] < V, "target token " + std::to_string(targets[n]) + " at position " +
                                 std::to_string(n) + " is outside the vocabulary (size " +
                                 std::to_string(V) + ")");
   }
+}
+}  // namespace
+
+LossResult crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
+                                int64_t N, int V) {
+  check_targets(targets, N, V);
   double total = 0.0;
   int64_t count = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total, count) if (N * V >= kParallelMin)
@@ -199,6 +205,68 @@ void crossentropy_backward_inplace(float* logits, const int32_t* targets, int64_
       row[v] = static_cast<float>(std::exp(row[v] - lse)) * inv_count;
     }
     row[targets[n]] -= inv_count;
+  }
+}
+
+LossResult lm_head_loss_forward_chunked(float* losses, float* lse, float* buffer, const float* x,
+                                        const float* wte, const int32_t* targets, int64_t N, int C,
+                                        int V, int chunk) {
+  check_targets(targets, N, V);
+  std::vector<double> run_max(N, -INFINITY), run_sum(N, 0.0), target_logit(N, 0.0);
+  for (int v0 = 0; v0 < V; v0 += chunk) {
+    const int vc = std::min(chunk, V - v0);
+    blas::gemm_nt(static_cast<int>(N), vc, C, x, C, wte + static_cast<int64_t>(v0) * C, C, buffer,
+                  vc);
+#pragma omp parallel for schedule(static) if (N * vc >= kParallelMin)
+    for (int64_t n = 0; n < N; n++) {
+      const float* row = buffer + n * vc;
+      float mx = row[0];
+      for (int v = 1; v < vc; v++) mx = std::max(mx, row[v]);
+      const double new_max = std::max(run_max[n], static_cast<double>(mx));
+      double sum = 0.0;
+      for (int v = 0; v < vc; v++) sum += std::exp(row[v] - new_max);
+      run_sum[n] = run_sum[n] * std::exp(run_max[n] - new_max) + sum;
+      run_max[n] = new_max;
+      const int t = targets[n];
+      if (t >= v0 && t < v0 + vc) target_logit[n] = row[t - v0];
+    }
+  }
+  double total = 0.0;
+  int64_t count = 0;
+  for (int64_t n = 0; n < N; n++) {
+    const double row_lse = run_max[n] + std::log(run_sum[n]);
+    lse[n] = static_cast<float>(row_lse);
+    losses[n] = targets[n] < 0 ? 0.0f : static_cast<float>(row_lse - target_logit[n]);
+    if (targets[n] >= 0) {
+      total += row_lse - target_logit[n];
+      count++;
+    }
+  }
+  return {count > 0 ? total / count : 0.0, count};
+}
+
+void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const float* x,
+                                   const float* wte, const int32_t* targets, const float* lse,
+                                   int64_t N, int C, int V, int chunk, int64_t count) {
+  const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
+  const int n = static_cast<int>(N);
+  for (int v0 = 0; v0 < V; v0 += chunk) {
+    const int vc = std::min(chunk, V - v0);
+    const float* w = wte + static_cast<int64_t>(v0) * C;
+    blas::gemm_nt(n, vc, C, x, C, w, C, buffer, vc);
+#pragma omp parallel for schedule(static) if (N * vc >= kParallelMin)
+    for (int64_t r = 0; r < N; r++) {
+      float* row = buffer + r * vc;
+      if (targets[r] < 0) {
+        std::fill(row, row + vc, 0.0f);
+        continue;
+      }
+      for (int v = 0; v < vc; v++) row[v] = std::exp(row[v] - lse[r]) * inv_count;
+      const int t = targets[r];
+      if (t >= v0 && t < v0 + vc) row[t - v0] -= inv_count;
+    }
+    blas::gemm_tn(vc, C, n, buffer, vc, x, C, dwte + static_cast<int64_t>(v0) * C, C, 1.0f, 1.0f);
+    blas::gemm_nn(n, C, vc, buffer, vc, w, C, dx, C, 1.0f, v0 == 0 ? 0.0f : 1.0f);
   }
 }
 
