@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gaincell/core/error.h"
+#include "gaincell/core/fast_math.h"
 #include "gaincell/model/layers.h"
 
 namespace gaincell::layers {
@@ -44,6 +45,25 @@ void check_gradient(std::vector<float>& x, const std::vector<float>& grad,
     const double fd = (up - down) / (2.0 * h);
     EXPECT_NEAR(grad[i], fd, tol * std::max(1.0, std::abs(fd))) << what << " element " << i;
   }
+}
+
+TEST(FastMath, ExpAndTanhMatchTheLibrary) {
+  double worst_exp = 0.0, worst_tanh = 0.0;
+  for (double x = -87.0; x <= 88.0; x += 0.001237) {
+    const float xf = static_cast<float>(x);
+    const double want = std::exp(static_cast<double>(xf));
+    worst_exp = std::max(worst_exp, std::abs(fast_exp(xf) - want) / want);
+    if (std::abs(x) < 20.0) {
+      worst_tanh =
+          std::max(worst_tanh, std::abs(fast_tanh(xf) - std::tanh(static_cast<double>(xf))));
+    }
+  }
+  EXPECT_LT(worst_exp, 3e-7);
+  EXPECT_LT(worst_tanh, 2e-7);
+  EXPECT_LT(fast_exp(-1000.0f), 1e-37f);  // clamped, never NaN
+  EXPECT_EQ(fast_exp(0.0f), 1.0f);
+  EXPECT_EQ(fast_tanh(-30.0f), -1.0f);
+  EXPECT_EQ(fast_tanh(30.0f), 1.0f);
 }
 
 TEST(Layers, LayerNormForwardIsNormalised) {

@@ -7,6 +7,7 @@
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/fast_math.h"
 
 namespace gaincell {
 
@@ -45,8 +46,9 @@ void block_softmax(float* S, float* lse, int i0, int i1, int k0, int window) {
     float mx = -std::numeric_limits<float>::infinity();
     for (int n = lo; n <= hi; n++) mx = std::max(mx, row[n]);
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int n = lo; n <= hi; n++) {
-      row[n] = std::exp(row[n] - mx);
+      row[n] = fast_exp(row[n] - mx);
       sum += row[n];
     }
     const float inv = 1.0f / sum;
@@ -64,7 +66,9 @@ void block_probs_from_lse(float* S, const float* lse, int i0, int i1, int k0, in
     float* row = S + static_cast<int64_t>(t - i0) * nk;
     const int lo = first_key(t, window) - k0, hi = t - k0;
     for (int n = 0; n < lo; n++) row[n] = 0.0f;
-    for (int n = lo; n <= hi; n++) row[n] = std::exp(row[n] - lse[t]);
+    const float shift = lse[t];
+#pragma omp simd
+    for (int n = lo; n <= hi; n++) row[n] = fast_exp(row[n] - shift);
     for (int n = hi + 1; n < nk; n++) row[n] = 0.0f;
   }
 }
@@ -152,7 +156,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
       }
       float sum = 0.0f;
       for (int j = 0; j < n; j++) {
-        scores_[j] = std::exp(scores_[j] - mx);
+        scores_[j] = fast_exp(scores_[j] - mx);
         sum += scores_[j];
       }
       float* oh = out + h * D_;

@@ -9,6 +9,7 @@
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/fast_math.h"
 
 namespace gaincell::layers {
 
@@ -130,19 +131,19 @@ constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 }
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; i++) {
     const float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + std::tanh(kGeluScale * (x + 0.044715f * x * x * x)));
+    out[i] = 0.5f * x * (1.0f + fast_tanh(kGeluScale * (x + 0.044715f * x * x * x)));
   }
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; i++) {
     const float x = inp[i];
     const float u = kGeluScale * (x + 0.044715f * x * x * x);
-    const float th = std::tanh(u);
+    const float th = fast_tanh(u);
     const float sech2 = 1.0f - th * th;
     const float du = kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
     dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * sech2 * du);
@@ -150,12 +151,19 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 }
 
 namespace {
-// log(sum(exp(row))) computed stably in double.
+// log(sum(exp(row))), stable: shifted by the max, vectorised float sums over blocks of 512,
+// accumulated in double.
 double row_logsumexp(const float* row, int V) {
   float mx = row[0];
   for (int v = 1; v < V; v++) mx = std::max(mx, row[v]);
   double sum = 0.0;
-  for (int v = 0; v < V; v++) sum += std::exp(static_cast<double>(row[v] - mx));
+  for (int v0 = 0; v0 < V; v0 += 512) {
+    const int v1 = std::min(V, v0 + 512);
+    float block = 0.0f;
+#pragma omp simd reduction(+ : block)
+    for (int v = v0; v < v1; v++) block += fast_exp(row[v] - mx);
+    sum += block;
+  }
   return mx + std::log(sum);
 }
 }  // namespace
@@ -223,8 +231,10 @@ LossResult lm_head_loss_forward_chunked(float* losses, float* lse, float* buffer
       float mx = row[0];
       for (int v = 1; v < vc; v++) mx = std::max(mx, row[v]);
       const double new_max = std::max(run_max[n], static_cast<double>(mx));
-      double sum = 0.0;
-      for (int v = 0; v < vc; v++) sum += std::exp(row[v] - new_max);
+      const float shift = static_cast<float>(new_max);
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int v = 0; v < vc; v++) sum += fast_exp(row[v] - shift);
       run_sum[n] = run_sum[n] * std::exp(run_max[n] - new_max) + sum;
       run_max[n] = new_max;
       const int t = targets[n];
@@ -261,7 +271,9 @@ void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const 
         std::fill(row, row + vc, 0.0f);
         continue;
       }
-      for (int v = 0; v < vc; v++) row[v] = std::exp(row[v] - lse[r]) * inv_count;
+      const float shift = lse[r];
+#pragma omp simd
+      for (int v = 0; v < vc; v++) row[v] = fast_exp(row[v] - shift) * inv_count;
       const int t = targets[r];
       if (t >= v0 && t < v0 + vc) row[t - v0] -= inv_count;
     }
