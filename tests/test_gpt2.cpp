@@ -122,6 +122,9 @@ TEST(GPT2Model, ParameterCountMatchesGpt2Formula) {
 
 TEST(GPT2Model, InitialisationFollowsGpt2) {
   GPT2Model m(small_config());
+  // Constructor: deterministic structure only (LayerNorm weights 1, the rest 0).
+  EXPECT_EQ(m.param_data()[m.param("ln_f.weight").offset], 1.0f);
+  EXPECT_EQ(m.param_data()[m.param("wte.weight").offset + 5], 0.0f);
   m.init_random(42);
   const float* w = m.param_data();
   const ParamInfo& ln = m.param("h.0.ln_1.weight");

@@ -342,7 +342,7 @@ GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Acti
   }
   if (any_trainable_spec) allocate_grads();
   bind_attention_params();
-  init_random(0);
+  initialise_params(/*random=*/false, 0);
 }
 
 GPT2Model::~GPT2Model() = default;
@@ -382,11 +382,19 @@ void GPT2Model::bind_attention_params() {
 }
 
 void GPT2Model::init_random(uint64_t seed) {
+  initialise_params(true, seed);
+}
+
+void GPT2Model::initialise_params(bool random, uint64_t seed) {
   // Box-Muller over mt19937_64 so the values do not depend on the standard library.
   std::mt19937_64 rng(seed);
   auto uniform = [&rng] { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
   auto fill_normal = [&](const ParamInfo& p, double std) {
     float* w = param_data_.get() + p.offset;
+    if (!random) {
+      std::fill(w, w + p.numel, 0.0f);
+      return;
+    }
     for (int64_t i = 0; i < p.numel; i += 2) {  // each Box-Muller draw gives two normals
       const double r = std * std::sqrt(-2.0 * std::log(uniform()));
       const double angle = 2.0 * M_PI * uniform();

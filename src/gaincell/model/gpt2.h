@@ -70,7 +70,9 @@ class GPT2Model {
   Attention& attention(int layer) { return *attention_[layer]; }
 
   // GPT-2 initialisation (normal 0.02, residual projections 0.02/sqrt(2 n_layer), LN 1/0), and
-  // each attention ParamSpec's init values.
+  // each attention ParamSpec's init values. The constructor does not draw random weights (loading
+  // a checkpoint would overwrite them): it sets LayerNorm weights to 1, the attention ParamSpecs
+  // to their init values, and everything else to 0.
   void init_random(uint64_t seed);
 
   // Whole-sequence forward over inputs [B][T]. With targets (entries < 0 are ignored) returns the
@@ -98,6 +100,7 @@ class GPT2Model {
   struct Activations;
   struct LayerOffsets;  // offsets of one block's tensors in param_data()/grad_data()
   void build_param_table();
+  void initialise_params(bool random, uint64_t seed);
   void allocate_grads();
   void bind_attention_params();
   void ensure_activations(int B, int T);
