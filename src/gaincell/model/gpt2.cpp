@@ -8,6 +8,7 @@
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/gemv.h"
 #include "gaincell/model/layers.h"
 
 namespace gaincell {
@@ -535,9 +536,10 @@ void GPT2Model::backward() {
             D = C / H;
   const int64_t BT = static_cast<int64_t>(B) * T;
 
-  layers::lm_head_loss_backward_chunked(a.dln, G + wte_, a.vocab_chunk.get(), a.lnf, P + wte_,
-                                        a.targets.data(), a.lse, BT, C, V, vocab_chunk_,
-                                        a.loss_count);
+  float* chunk =
+      ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
+  layers::lm_head_loss_backward_chunked(a.dln, G + wte_, chunk, a.lnf, P + wte_, a.targets.data(),
+                                        a.lse, BT, C, V, vocab_chunk_, a.loss_count);
   std::memset(a.dres, 0, BT * C * sizeof(float));
   layers::layernorm_backward(a.dres, G + lnf_w_, G + lnf_b_, a.dln, a.res3[config_.n_layer - 1],
                              P + lnf_w_, a.lnf_stats, a.lnf_stats + BT, BT, C);
@@ -657,22 +659,22 @@ const float* DecodeSession::step(int32_t token) {
     layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + o.ln1_w, P + o.ln1_b, 1, C,
                               eps);
     std::copy(P + o.qkv_b, P + o.qkv_b + 3 * C, b.qkv.begin());
-    blas::gemv_t(C, 3 * C, P + o.qkv_w, b.ln.data(), b.qkv.data(), 1.0f);
+    gemv_rows(P + o.qkv_w, b.ln.data(), b.qkv.data(), C, 3 * C, true);
     states_[l]->append(b.qkv.data() + C, b.qkv.data() + 2 * C);
     states_[l]->attend(b.qkv.data(), b.att.data());
     for (int c = 0; c < C; c++) x[c] += P[o.attproj_b + c];
-    blas::gemv_t(C, C, P + o.attproj_w, b.att.data(), x, 1.0f);
+    gemv_rows(P + o.attproj_w, b.att.data(), x, C, C, true);
     layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + o.ln2_w, P + o.ln2_b, 1, C,
                               eps);
     std::copy(P + o.fc_b, P + o.fc_b + 4 * C, b.fc.begin());
-    blas::gemv_t(C, 4 * C, P + o.fc_w, b.ln.data(), b.fc.data(), 1.0f);
+    gemv_rows(P + o.fc_w, b.ln.data(), b.fc.data(), C, 4 * C, true);
     layers::gelu_forward(b.fc.data(), b.fc.data(), 4 * C);
     for (int c = 0; c < C; c++) x[c] += P[o.fcproj_b + c];
-    blas::gemv_t(4 * C, C, P + o.fcproj_w, b.fc.data(), x, 1.0f);
+    gemv_rows(P + o.fcproj_w, b.fc.data(), x, 4 * C, C, true);
   }
   layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + model_.lnf_w_, P + model_.lnf_b_,
                             1, C, eps);
-  blas::gemv_n(V, C, P + model_.wte_, b.ln.data(), b.logits.data());
+  gemv_cols(P + model_.wte_, b.ln.data(), b.logits.data(), V, C, false);
   position_++;
   return b.logits.data();
 }
