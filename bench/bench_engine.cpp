@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -145,6 +146,10 @@ int run(int argc, char** argv) {
   out["threads"] = threads;
   out["reps"] = reps;
   out["only"] = only.empty() ? "all" : only;
+  // Recorded because it matters on a shared machine (bench/README.md): spinning OpenMP threads
+  // wait a whole time slice at every barrier when the cores are oversubscribed.
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
   out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
   // The machine may be shared, so each section's limit is measured right before and right after

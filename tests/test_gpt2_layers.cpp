@@ -10,7 +10,6 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/fast_math.h"
-#include "gaincell/core/gemv.h"
 #include "gaincell/model/layers.h"
 
 namespace gaincell::layers {
@@ -65,35 +64,6 @@ TEST(FastMath, ExpAndTanhMatchTheLibrary) {
   EXPECT_EQ(fast_exp(0.0f), 1.0f);
   EXPECT_EQ(fast_tanh(-30.0f), -1.0f);
   EXPECT_EQ(fast_tanh(30.0f), 1.0f);
-}
-
-TEST(Gemv, DecodeKernelsMatchLoopReference) {
-  // Odd sizes (not multiples of the SIMD width), and large enough to run on the OpenMP team.
-  for (auto [K, N] : {std::pair{7, 5}, std::pair{301, 517}, std::pair{96, 1031}}) {
-    const auto W = random_vector(static_cast<size_t>(K) * N, 30), x = random_vector(K, 31);
-    const auto y0 = random_vector(N, 32);
-    for (bool accumulate : {false, true}) {
-      std::vector<float> fast = y0, ref = y0;
-      gemv_rows(W.data(), x.data(), fast.data(), K, N, accumulate);
-      reference_gemv_rows(W.data(), x.data(), ref.data(), K, N, accumulate);
-      for (int n = 0; n < N; n++) ASSERT_NEAR(fast[n], ref[n], 1e-4) << K << "x" << N;
-    }
-    // gemv_cols on the same buffer seen as [N, K]: y = A x with A = W reshaped.
-    const auto xc = random_vector(N, 33);
-    std::vector<float> fast(K, 1.0f), ref(K, 1.0f);
-    gemv_cols(W.data(), xc.data(), fast.data(), K, N, true);
-    reference_gemv_cols(W.data(), xc.data(), ref.data(), K, N, true);
-    for (int k = 0; k < K; k++) ASSERT_NEAR(fast[k], ref[k], 1e-4) << K << "x" << N;
-  }
-  // Hand case: W = [[1, 2], [3, 4]], x = (1, -1): Wᵀx = (-2, -2), W x = (-1, -1).
-  const float W[] = {1, 2, 3, 4}, x[] = {1, -1};
-  float y[2];
-  gemv_rows(W, x, y, 2, 2, false);
-  EXPECT_EQ(y[0], -2.0f);
-  EXPECT_EQ(y[1], -2.0f);
-  gemv_cols(W, x, y, 2, 2, false);
-  EXPECT_EQ(y[0], -1.0f);
-  EXPECT_EQ(y[1], -1.0f);
 }
 
 TEST(Layers, LayerNormForwardIsNormalised) {

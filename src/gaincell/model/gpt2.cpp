@@ -8,7 +8,6 @@
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
-#include "gaincell/core/gemv.h"
 #include "gaincell/model/layers.h"
 
 namespace gaincell {
@@ -647,6 +646,9 @@ const float* DecodeSession::step(int32_t token) {
   require(position_ < cfg.block_size, "decode: position " + std::to_string(position_) +
                                           " reaches the model's block_size " +
                                           std::to_string(cfg.block_size));
+  // Matrix-vector products run on OpenBLAS's pool and everything else here is serial: a second
+  // (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
+  // (bench/README.md).
   Buffers& b = *buffers_;
   const float* P = model_.param_data();
   const float eps = cfg.layer_norm_epsilon;
@@ -659,22 +661,22 @@ const float* DecodeSession::step(int32_t token) {
     layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + o.ln1_w, P + o.ln1_b, 1, C,
                               eps);
     std::copy(P + o.qkv_b, P + o.qkv_b + 3 * C, b.qkv.begin());
-    gemv_rows(P + o.qkv_w, b.ln.data(), b.qkv.data(), C, 3 * C, true);
+    blas::gemv_t(C, 3 * C, P + o.qkv_w, b.ln.data(), b.qkv.data(), 1.0f);
     states_[l]->append(b.qkv.data() + C, b.qkv.data() + 2 * C);
     states_[l]->attend(b.qkv.data(), b.att.data());
     for (int c = 0; c < C; c++) x[c] += P[o.attproj_b + c];
-    gemv_rows(P + o.attproj_w, b.att.data(), x, C, C, true);
+    blas::gemv_t(C, C, P + o.attproj_w, b.att.data(), x, 1.0f);
     layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + o.ln2_w, P + o.ln2_b, 1, C,
                               eps);
     std::copy(P + o.fc_b, P + o.fc_b + 4 * C, b.fc.begin());
-    gemv_rows(P + o.fc_w, b.ln.data(), b.fc.data(), C, 4 * C, true);
+    blas::gemv_t(C, 4 * C, P + o.fc_w, b.ln.data(), b.fc.data(), 1.0f);
     layers::gelu_forward(b.fc.data(), b.fc.data(), 4 * C);
     for (int c = 0; c < C; c++) x[c] += P[o.fcproj_b + c];
-    gemv_rows(P + o.fcproj_w, b.fc.data(), x, 4 * C, C, true);
+    blas::gemv_t(4 * C, C, P + o.fcproj_w, b.fc.data(), x, 1.0f);
   }
   layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + model_.lnf_w_, P + model_.lnf_b_,
                             1, C, eps);
-  gemv_cols(P + model_.wte_, b.ln.data(), b.logits.data(), V, C, false);
+  blas::gemv_n(V, C, P + model_.wte_, b.ln.data(), b.logits.data());
   position_++;
   return b.logits.data();
 }
