@@ -2,6 +2,7 @@
 #include <mutex>
 
 #include "gaincell/attention/attention.h"
+#include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
 
 namespace gaincell {
@@ -18,7 +19,11 @@ struct Entry {
 void register_builtins(std::map<std::string, Entry>& r) {
   // Each variant file adds its line here, e.g.:
   // r["softmax"] = {"GPT-2 softmax attention (spec §3.3)", make_softmax_attention};
-  (void)r;
+  for (const std::string& name : gaincell_attention_names()) {
+    r[name] = {"gain-cell hardware attention, cell '" + to_string(gaincell_cell_model(name)) +
+                   "' (spec §3.5, §3.6, §2.7); hardware from --hw",
+               [name](const AttentionContext& ctx) { return make_gaincell_attention(name, ctx); }};
+  }
 }
 
 std::map<std::string, Entry>& registry() {
