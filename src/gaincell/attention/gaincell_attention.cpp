@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "gaincell/core/error.h"
+#include "gaincell/device/noise.h"
 
 namespace gaincell {
 
@@ -371,125 +372,66 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
 
 namespace {
 
-// One head's arrays, simulated slot by slot (spec §1.2, §11 item 8): K [slot][dim] and V
-// [slot][dim] stored voltages, the write time of every slot, slot = t mod M, sub-tile =
-// slot div array_size. A local stand-in with the HeadArray contract (write/read) until the array
-// layer (branch hwarray) is merged; then read() delegates to HeadArray.
-class SimulatedHeadArray {
- public:
-  SimulatedHeadArray(const GainCellKernelParams& p, int D)
-      : p_(p),
-        D_(D),
-        k_(static_cast<size_t>(p.window) * D),
-        v_(k_.size()),
-        written_at_(p.window, -1),
-        A_(static_cast<size_t>(p.physical_tiles()) * D) {}
-
-  void write(const float* k_volts, const float* v_volts) {
-    const int slot = static_cast<int>(tokens_ % p_.window);
-    std::memcpy(&k_[static_cast<size_t>(slot) * D_], k_volts, sizeof(float) * D_);
-    std::memcpy(&v_[static_cast<size_t>(slot) * D_], v_volts, sizeof(float) * D_);
-    written_at_[slot] = tokens_++;
+// K and V of every head: scalers, clamps and quantisers (spec §3.2); the arrays do the rest.
+void quantise_head_inputs(const GainCellAttention& attn, const Quantizer& qz,
+                          GainCellAttention::Scaler s, const float* x, float* out) {
+  const int D = attn.head_dim();
+  for (int h = 0; h < attn.n_head(); ++h) {
+    const float a = attn.scaler_a(s, h), b = attn.scaler_b(s, h);
+    for (int d = 0; d < D; ++d) out[h * D + d] = qz(a * x[h * D + d] + b);
   }
-
-  // Query of the newest token t = tokens_ - 1; out = sum of the sub-tile outputs.
-  void read(const float* q_pulses, float* out) {
-    const int64_t t = tokens_ - 1;
-    std::fill(A_.begin(), A_.end(), 0.0);
-    for (int slot = 0; slot < p_.window; ++slot) {
-      if (written_at_[slot] < 0) continue;  // never written: no charge (spec §1.2 masking)
-      const double decay = std::exp(-p_.lambda * static_cast<double>(t - written_at_[slot]));
-      const float* ks = &k_[static_cast<size_t>(slot) * D_];
-      double s = 0.0;
-      for (int d = 0; d < D_; ++d)
-        s += q_pulses[d] * p_.cell.current(decay * (ks[d] - p_.k_offset));
-      const double phi = std::clamp(p_.sign * s / p_.s_sat, 0.0, 1.0);
-      if (phi == 0.0) continue;
-      const int tau = slot / p_.tile;
-      const float* vs = &v_[static_cast<size_t>(slot) * D_];
-      for (int d = 0; d < D_; ++d)
-        A_[tau * D_ + d] += phi * p_.cell.current(decay * (vs[d] - p_.v_offset));
-    }
-    const int used = static_cast<int>(std::min<int64_t>(t / p_.tile + 1, p_.physical_tiles()));
-    for (int d = 0; d < D_; ++d) {
-      double o = 0.0;
-      if (p_.out_mode == OutputQuantMode::kPerTile) {
-        for (int tau = 0; tau < used; ++tau)
-          o += p_.out_q(static_cast<float>(p_.sign * A_[tau * D_ + d] / p_.a_sat));
-      } else {
-        double sum = 0.0;
-        for (int tau = 0; tau < used; ++tau) sum += A_[tau * D_ + d];
-        o = used * p_.out_q(static_cast<float>(p_.sign * sum / (used * p_.a_sat)));
-      }
-      out[d] = static_cast<float>(o);
-    }
-  }
-
-  int64_t tokens_written() const { return tokens_; }
-
- private:
-  const GainCellKernelParams& p_;
-  int D_;
-  std::vector<float> k_, v_;
-  std::vector<int64_t> written_at_;
-  std::vector<double> A_;
-  int64_t tokens_ = 0;
-};
-
-class GainCellDecodeState : public AttentionDecodeState {
- public:
-  explicit GainCellDecodeState(const GainCellAttention& attn) : attn_(attn) { reset(); }
-
-  void append(const float* k, const float* v) override {
-    const int D = attn_.head_dim();
-    std::vector<float> kv(static_cast<size_t>(2) * D);
-    const Quantizer qk(attn_.hw().k), qv(attn_.hw().v);
-    for (int h = 0; h < attn_.n_head(); ++h) {
-      const float ak = attn_.scaler_a(GainCellAttention::kK, h),
-                  bk = attn_.scaler_b(GainCellAttention::kK, h);
-      const float av = attn_.scaler_a(GainCellAttention::kV, h),
-                  bv = attn_.scaler_b(GainCellAttention::kV, h);
-      for (int d = 0; d < D; ++d) {
-        kv[d] = qk(ak * k[h * D + d] + bk);
-        kv[D + d] = qv(av * v[h * D + d] + bv);
-      }
-      heads_[h].write(kv.data(), kv.data() + D);
-    }
-    ++length_;
-  }
-
-  void attend(const float* q, float* out) override {
-    require(length_ > 0, "gain-cell decode: attend() before any append()");
-    const int D = attn_.head_dim();
-    std::vector<float> pulses(D);
-    const Quantizer qq(attn_.hw().q);
-    for (int h = 0; h < attn_.n_head(); ++h) {
-      const float aq = attn_.scaler_a(GainCellAttention::kQ, h),
-                  bq = attn_.scaler_b(GainCellAttention::kQ, h);
-      for (int d = 0; d < D; ++d) pulses[d] = qq(aq * q[h * D + d] + bq);
-      heads_[h].read(pulses.data(), out + h * D);
-      const float ao = attn_.scaler_a(GainCellAttention::kOut, h),
-                  bo = attn_.scaler_b(GainCellAttention::kOut, h);
-      for (int d = 0; d < D; ++d) out[h * D + d] = ao * out[h * D + d] + bo;
-    }
-  }
-
-  int64_t length() const override { return length_; }
-
-  void reset() override {
-    heads_.clear();
-    for (int h = 0; h < attn_.n_head(); ++h)
-      heads_.emplace_back(attn_.kernel_params(), attn_.head_dim());
-    length_ = 0;
-  }
-
- private:
-  const GainCellAttention& attn_;
-  std::vector<SimulatedHeadArray> heads_;
-  int64_t length_ = 0;
-};
+}
 
 }  // namespace
+
+GainCellDecodeState::GainCellDecodeState(const GainCellAttention& attn)
+    : attn_(attn),
+      kq_(static_cast<size_t>(attn.n_head()) * attn.head_dim()),
+      vq_(kq_.size()),
+      qq_(kq_.size()) {
+  reset();
+}
+
+void GainCellDecodeState::append(const float* k, const float* v) {
+  quantise_head_inputs(attn_, Quantizer(attn_.hw().k), GainCellAttention::kK, k, kq_.data());
+  quantise_head_inputs(attn_, Quantizer(attn_.hw().v), GainCellAttention::kV, v, vq_.data());
+  const int D = attn_.head_dim();
+  for (int h = 0; h < attn_.n_head(); ++h) heads_[h].write(kq_.data() + h * D, vq_.data() + h * D);
+  ++length_;
+}
+
+void GainCellDecodeState::attend(const float* q, float* out) {
+  require(length_ > 0, "gain-cell decode: attend() before any append()");
+  quantise_head_inputs(attn_, Quantizer(attn_.hw().q), GainCellAttention::kQ, q, qq_.data());
+  const int D = attn_.head_dim();
+  for (int h = 0; h < attn_.n_head(); ++h) {
+    heads_[h].read(qq_.data() + h * D, out + h * D);
+    // Digital output scaler (spec §1.2 step 8).
+    const float ao = attn_.scaler_a(GainCellAttention::kOut, h);
+    const float bo = attn_.scaler_b(GainCellAttention::kOut, h);
+    for (int d = 0; d < D; ++d) out[h * D + d] = ao * out[h * D + d] + bo;
+  }
+}
+
+void GainCellDecodeState::reset() {
+  heads_.clear();
+  const HwConfig& hw = attn_.hw();
+  for (int h = 0; h < attn_.n_head(); ++h)
+    heads_.emplace_back(hw, attn_.head_dim(), head_noise_seed(hw.noise.seed, attn_.layer(), h));
+  length_ = 0;
+}
+
+ArrayEvents GainCellDecodeState::events() const {
+  ArrayEvents total;
+  for (const HeadArray& h : heads_) total += h.events();
+  return total;
+}
+
+ArrayEvents GainCellDecodeState::last_step_events() const {
+  ArrayEvents total;
+  for (const HeadArray& h : heads_) total += h.last_step_events();
+  return total;
+}
 
 std::unique_ptr<AttentionDecodeState> GainCellAttention::make_decode_state() const {
   return std::make_unique<GainCellDecodeState>(*this);

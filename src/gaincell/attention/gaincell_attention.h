@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "gaincell/array/head_array.h"
 #include "gaincell/attention/attention.h"
 #include "gaincell/attention/gaincell_kernel.h"
 
@@ -52,6 +53,7 @@ class GainCellAttention : public Attention {
   const GainCellKernelParams& kernel_params() const { return params_; }
   int n_head() const { return n_head_; }
   int head_dim() const { return head_dim_; }
+  int layer() const { return layer_; }
   // Effective scaler values of head h (a clamped to >= 1e-20), for the decode state and tests.
   float scaler_a(Scaler s, int h) const;
   float scaler_b(Scaler s, int h) const;
@@ -73,6 +75,31 @@ class GainCellAttention : public Attention {
   std::shared_ptr<Saved> saved_;
 
   void prepare_head(int h, const float* x, int n, Scaler s, float* out) const;
+};
+
+// Token-by-token decoding on simulated arrays: per head, the digital scalers and quantisers, then
+// HeadArray::write/read (slot = t mod M, leakage by age, circular overwrite, noise seeded by
+// (hw.noise.seed, layer, head)), then the output scaler. Scalers are read at every step, so a
+// state follows parameter updates.
+class GainCellDecodeState : public AttentionDecodeState {
+ public:
+  explicit GainCellDecodeState(const GainCellAttention& attn);
+  void append(const float* k, const float* v) override;
+  void attend(const float* q, float* out) override;
+  int64_t length() const override { return length_; }
+  void reset() override;
+
+  // Hardware events summed over the heads (inputs of the cost model): since construction or
+  // reset, and of the last step.
+  ArrayEvents events() const;
+  ArrayEvents last_step_events() const;
+  const HeadArray& head(int h) const { return heads_.at(h); }
+
+ private:
+  const GainCellAttention& attn_;
+  std::vector<HeadArray> heads_;
+  std::vector<float> kq_, vq_, qq_;
+  int64_t length_ = 0;
 };
 
 }  // namespace gaincell
