@@ -256,6 +256,11 @@ struct Moments {
 
 void GainCellAttention::forward(const float* q, const float* k, const float* v, float* out, int B,
                                 int T, bool training) {
+  run_forward(q, k, v, out, B, T, training, training);
+}
+
+void GainCellAttention::run_forward(const float* q, const float* k, const float* v, float* out,
+                                    int B, int T, bool keep, bool record_statistics) {
   require(B >= 1 && T >= 1, "gain-cell attention: B and T must be >= 1");
   const int H = n_head_, D = head_dim_;
   const size_t total = static_cast<size_t>(B) * H * T * D, per_head = static_cast<size_t>(T) * D;
@@ -279,7 +284,8 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
   saved->K.resize(total);
   saved->V.resize(total);
   saved->O.resize(total);
-  saved->mask_stride = params_.clip_mask_size(T, D);
+  // The clip masks are only needed by backward(): kept for training forwards.
+  saved->mask_stride = keep ? params_.clip_mask_size(T, D) : 0;
   saved->mask.resize(saved->mask_stride * B * H);
   const int threads = omp_get_max_threads();
   std::vector<GainCellWorkspace> ws(threads);
@@ -303,12 +309,13 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
     } else {
       gaincell_head_forward(
           params_, saved->Q.data() + off, saved->K.data() + off, saved->V.data() + off, T, D, O,
-          saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride, ws[thread],
-          noise_seed(h));
+          keep ? saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride
+               : nullptr,
+          ws[thread], noise_seed(h));
     }
     const float ao = scaler_a(kOut, h), bo = scaler_b(kOut, h);
     for (size_t i = 0; i < per_head; ++i) out[off + i] = ao * O[i] + bo;
-    if (training) {
+    if (record_statistics) {
       Moments* m = &moments[(static_cast<size_t>(b) * H + h) * 4];
       m[kQ].add(q + off, T * D, scaler_a(kQ, h), scaler_b(kQ, h));
       m[kK].add(k + off, T * D, scaler_a(kK, h), scaler_b(kK, h));
@@ -317,7 +324,7 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
     }
   });
 
-  if (training) {
+  if (record_statistics) {
     for (int s = 0; s < 4; ++s) {
       for (int h = 0; h < H; ++h) {
         Moments m;
@@ -339,7 +346,8 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
     }
     ++stats_.recorded_forwards;
   }
-  saved_ = saved;
+  // Evaluation forwards keep nothing (backward() after one recomputes with masks).
+  saved_ = keep ? saved : nullptr;
 }
 
 void GainCellAttention::backward(const float* q, const float* k, const float* v, const float* dout,
@@ -348,7 +356,7 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
   if (!saved_ || saved_->B != B || saved_->T != T) {
     // No matching forward kept its state: recompute it (statistics are not touched).
     std::vector<float> scratch(static_cast<size_t>(B) * H * T * D);
-    forward(q, k, v, scratch.data(), B, T, false);
+    run_forward(q, k, v, scratch.data(), B, T, /*keep=*/true, /*record_statistics=*/false);
   }
   const Saved& sv = *saved_;
   const size_t per_head = static_cast<size_t>(T) * D;
