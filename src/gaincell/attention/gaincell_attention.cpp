@@ -70,10 +70,6 @@ namespace {
 HwConfig hw_for(const std::string& name, const AttentionContext& ctx) {
   HwConfig hw = ctx.hw;
   hw.cell = gaincell_cell_model(name);
-  if (hw.cell != CellModel::kPolynomial && hw.cell != CellModel::kLinear &&
-      hw.out_grid == OutputGrid::kCounter && !hw.out.enabled) {
-    hw.out_grid = OutputGrid::kCode;
-  }
   hw.validate();
   return hw;
 }
@@ -91,7 +87,7 @@ struct GainCellAttention::Saved {
   std::vector<float> Q, K, V;  // [B][H][T][D] after scaler, clamp, quantiser
   std::vector<float> O;        // [B][H][T][D] before the output scaler
   // d(stored K)/d(quantised K) per element: write-noise clamp x cell gain (empty: all 1).
-  std::vector<float> k_factor, v_factor;  // [H][T][D] (the draws do not depend on the batch)
+  std::vector<float> k_factor, v_factor;  // [B][H][T][D]
   std::vector<uint8_t> mask;              // [B*H][clip_mask_size]
   size_t mask_stride = 0;
 };
@@ -275,8 +271,8 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
   const bool write_effects =
       params_.hw.noise.write_noise_kv != 0.0 || params_.hw.noise.gain_variation != 0.0;
   if (write_effects) {
-    saved->k_factor.resize(static_cast<size_t>(H) * per_head);
-    saved->v_factor.resize(static_cast<size_t>(H) * per_head);
+    saved->k_factor.resize(total);
+    saved->v_factor.resize(total);
   }
   saved->B = B;
   saved->T = T;
@@ -298,9 +294,8 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
     prepare_head(h, k + off, T * D, kK, saved->K.data() + off);
     prepare_head(h, v + off, T * D, kV, saved->V.data() + off);
     if (write_effects) {
-      const size_t hoff = static_cast<size_t>(h) * per_head;
-      apply_write_effects(h, T, kK, saved->K.data() + off, saved->k_factor.data() + hoff);
-      apply_write_effects(h, T, kV, saved->V.data() + off, saved->v_factor.data() + hoff);
+      apply_write_effects(h, T, kK, saved->K.data() + off, saved->k_factor.data() + off);
+      apply_write_effects(h, T, kV, saved->V.data() + off, saved->v_factor.data() + off);
     }
     float* O = saved->O.data() + off;
     if (use_reference_) {
@@ -390,10 +385,9 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
                              dQ, dK, dV, ws[thread], noise_seed(h));
     }
     if (!sv.k_factor.empty()) {
-      const size_t hoff = static_cast<size_t>(h) * per_head;
       for (size_t i = 0; i < per_head; ++i) {
-        dK[i] *= sv.k_factor[hoff + i];
-        dV[i] *= sv.v_factor[hoff + i];
+        dK[i] *= sv.k_factor[off + i];
+        dV[i] *= sv.v_factor[off + i];
       }
     }
     // Input scalers: straight-through quantiser, clamp gradient, exact a and b gradients.
