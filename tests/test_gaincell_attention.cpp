@@ -66,8 +66,7 @@ std::vector<DecodeCase> decode_cases(int window) {
     hw.leakage.lambda_per_token = 2e-3;  // visible over a few hundred tokens
     cases.push_back({hw.cell == CellModel::kLinear ? "gaincell-linear" : "gaincell-nonlinear", hw});
   }
-  for (const std::string& name :
-       {"gaincell-x3", "gaincell-x5", "gaincell-sigmoid", "gaincell-exp"}) {
+  for (const char* name : {"gaincell-x3", "gaincell-x5", "gaincell-sigmoid", "gaincell-exp"}) {
     HwConfig hw = gaincell_default_hw(name);
     hw.window = window;
     cases.push_back({name, hw});
