@@ -101,7 +101,6 @@ class GainCellDecodeState : public AttentionDecodeState {
   const HeadArray& head(int h) const { return heads_.at(h); }
 
  private:
-  bool parallel_worthwhile() const;
   const GainCellAttention& attn_;
   std::vector<HeadArray> heads_;
   std::vector<float> kq_, vq_, qq_;
