@@ -12,6 +12,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "gaincell/attention/attention.h"
@@ -80,14 +81,28 @@ class GPT2Model {
   const float* token_losses() const;  // [B, T] per-position cross-entropy (0 where ignored)
 
   void zero_grad();
-  // Backward of the last forward (which must have had targets); accumulates into grad_data().
+  // Backward of the last forward (which must have had targets and training = true); accumulates
+  // into grad_data(). It reuses the logits buffer for their gradient, so logits() is no longer
+  // valid afterwards (the logits of a 50257-token vocabulary dominate activation memory).
   void backward();
+
+  // Bytes held by the activation buffers (forward + backward scratch), for benchmarks.
+  size_t activation_bytes() const;
 
   std::unique_ptr<DecodeSession> start_decoding();
 
  private:
   struct Activations;
+  struct LayerOffsets;  // offsets of one block's tensors in param_data()/grad_data()
+  void build_param_table();
+  void allocate_grads();
+  void bind_attention_params();
+  void ensure_activations(int B, int T);
+  void ensure_backward_scratch();
   GPT2Config config_;
+  std::unordered_map<std::string, size_t> param_index_;
+  std::vector<LayerOffsets> layer_offsets_;
+  size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
   std::vector<ParamInfo> params_;
   size_t num_params_ = 0;
   std::unique_ptr<float[]> param_data_;
