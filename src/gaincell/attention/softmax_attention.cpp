@@ -14,6 +14,11 @@ namespace {
 
 constexpr int kQueryBlock = 128;  // queries per block: S block of 128 x T floats stays in L2
 
+// Multiply-adds below which the heads run on one thread (a parallel region costs more).
+bool worth_parallel(int B, int H, int T, int D) {
+  return static_cast<int64_t>(B) * H * T * T * D >= (int64_t{1} << 20);
+}
+
 // First key query t may see (spec §3.1 mask: max(0, t - W + 1) <= j <= t).
 inline int first_key(int t, int window) {
   return window > 0 ? std::max(0, t - window + 1) : 0;
@@ -199,7 +204,7 @@ void SoftmaxAttention::forward(const float* q, const float* k, const float* v, f
   }
   const int64_t head_stride = static_cast<int64_t>(T) * D;
   blas::BlasSingleThreadScope single_blas;  // parallel over heads instead
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(B, H, T, D))
   {
     std::vector<float> S(static_cast<size_t>(kQueryBlock) * T);
 #pragma omp for schedule(dynamic, 1)
@@ -221,7 +226,7 @@ void SoftmaxAttention::backward(const float* q, const float* k, const float* v, 
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t head_stride = static_cast<int64_t>(T) * D;
   blas::BlasSingleThreadScope single_blas;
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(B, H, T, D))
   {
     std::vector<float> P(static_cast<size_t>(kQueryBlock) * T);
     std::vector<float> dP(P.size());

@@ -361,9 +361,11 @@ void GPT2Model::init_random(uint64_t seed) {
   auto uniform = [&rng] { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
   auto fill_normal = [&](const ParamInfo& p, double std) {
     float* w = param_data_.get() + p.offset;
-    for (int64_t i = 0; i < p.numel; i++) {
-      const double r = std::sqrt(-2.0 * std::log(uniform()));
-      w[i] = static_cast<float>(std * r * std::cos(2.0 * M_PI * uniform()));
+    for (int64_t i = 0; i < p.numel; i += 2) {  // each Box-Muller draw gives two normals
+      const double r = std * std::sqrt(-2.0 * std::log(uniform()));
+      const double angle = 2.0 * M_PI * uniform();
+      w[i] = static_cast<float>(r * std::cos(angle));
+      if (i + 1 < p.numel) w[i + 1] = static_cast<float>(r * std::sin(angle));
     }
   };
   const double residual_std = 0.02 / std::sqrt(2.0 * config_.n_layer);
@@ -563,6 +565,33 @@ DecodeSession::~DecodeSession() = default;
 void DecodeSession::reset() {
   for (auto& s : states_) s->reset();
   position_ = 0;
+}
+
+const float* DecodeSession::prefill(const int32_t* tokens, int n) {
+  const GPT2Config& cfg = model_.config();
+  require(position_ == 0, "decode: prefill() must start at position 0 (call reset() first)");
+  require(n > 0 && n <= cfg.block_size, "decode: prefill of " + std::to_string(n) +
+                                            " tokens (need 1.." + std::to_string(cfg.block_size) +
+                                            ")");
+  model_.forward(tokens, nullptr, 1, n, false);
+  const int C = cfg.n_embd, H = cfg.n_head, D = C / H;
+  std::vector<float> k(C), v(C);
+  for (int l = 0; l < cfg.n_layer; l++) {
+    const float* kh = model_.acts_->qkvh[l] + static_cast<int64_t>(n) * C;  // (1, H, n, D)
+    const float* vh = kh + static_cast<int64_t>(n) * C;
+    for (int t = 0; t < n; t++) {
+      for (int h = 0; h < H; h++) {
+        const int64_t src = (static_cast<int64_t>(h) * n + t) * D;
+        std::copy(kh + src, kh + src + D, k.begin() + h * D);
+        std::copy(vh + src, vh + src + D, v.begin() + h * D);
+      }
+      states_[l]->append(k.data(), v.data());
+    }
+  }
+  const float* last = model_.logits() + static_cast<int64_t>(n - 1) * cfg.vocab_size;
+  std::copy(last, last + cfg.vocab_size, buffers_->logits.begin());
+  position_ = n;
+  return buffers_->logits.data();
 }
 
 const float* DecodeSession::step(int32_t token) {

@@ -119,6 +119,11 @@ class DecodeSession {
   ~DecodeSession();
   // Feeds one token at position position(); returns the logits [vocab_size] for the next token.
   const float* step(int32_t token);
+  // Feeds a prompt of n tokens at once (one whole-sequence forward, whose keys and values are then
+  // appended to every layer's decode state); must start at position 0. Returns the logits
+  // [vocab_size] after the last prompt token. Equivalent to n calls of step(), but GEMM-fast.
+  // Uses the model's activation buffers (the model's last forward is overwritten).
+  const float* prefill(const int32_t* tokens, int n);
   int64_t position() const { return position_; }
   void reset();
 

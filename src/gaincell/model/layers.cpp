@@ -12,9 +12,15 @@
 
 namespace gaincell::layers {
 
+namespace {
+// Below this many elements a loop runs on one thread: waking the OpenMP team costs more than the
+// work (and on a loaded machine a barrier can wait for a descheduled thread).
+constexpr int64_t kParallelMin = int64_t{1} << 15;
+}  // namespace
+
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                        const float* bias, int64_t N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
   for (int64_t n = 0; n < N; n++) {
     const float* x = inp + n * C;
     // Two passes in double: the variance of a residual stream with a large mean loses digits in
@@ -35,7 +41,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 
 void layernorm_recompute(float* out, const float* inp, const float* mean, const float* rstd,
                          const float* weight, const float* bias, int64_t N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
   for (int64_t n = 0; n < N; n++) {
     const float* x = inp + n * C;
     float* o = out + n * C;
@@ -47,10 +53,11 @@ void layernorm_recompute(float* out, const float* inp, const float* mean, const 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean, const float* rstd,
                         int64_t N, int C) {
-  const int n_threads = omp_get_max_threads();
+  const bool parallel = N * C >= kParallelMin;
+  const int n_threads = parallel ? omp_get_max_threads() : 1;
   // Per-thread partial sums of dweight/dbias, reduced at the end (rows are split across threads).
   std::vector<float> partial(static_cast<size_t>(n_threads) * 2 * C, 0.0f);
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
   {
     float* dw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
     float* db = dw + C;
@@ -89,7 +96,7 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                     int C, int OC, bool accumulate) {
   if (bias != nullptr) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
     for (int64_t n = 0; n < N; n++) {
       float* o = out + n * OC;
       if (accumulate) {
@@ -109,7 +116,7 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
   blas::gemm_nt(n, C, OC, dout, OC, weight, OC, dinp, C);              // dinp = dout · Wᵀ
   blas::gemm_tn(C, OC, n, inp, C, dout, OC, dweight, OC, 1.0f, 1.0f);  // dW += inpᵀ · dout
   if (dbias != nullptr) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
     for (int c = 0; c < OC; c++) {
       float sum = 0.0f;
       for (int64_t r = 0; r < N; r++) sum += dout[r * OC + c];
@@ -123,7 +130,7 @@ constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 }
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; i++) {
     const float x = inp[i];
     out[i] = 0.5f * x * (1.0f + std::tanh(kGeluScale * (x + 0.044715f * x * x * x)));
@@ -131,7 +138,7 @@ void gelu_forward(float* out, const float* inp, int64_t n) {
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; i++) {
     const float x = inp[i];
     const float u = kGeluScale * (x + 0.044715f * x * x * x);
@@ -162,7 +169,7 @@ LossResult crossentropy_forward(float* losses, const float* logits, const int32_
   }
   double total = 0.0;
   int64_t count = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total, count)
+#pragma omp parallel for schedule(static) reduction(+ : total, count) if (N * V >= kParallelMin)
   for (int64_t n = 0; n < N; n++) {
     if (targets[n] < 0) {
       losses[n] = 0.0f;
@@ -180,7 +187,7 @@ LossResult crossentropy_forward(float* losses, const float* logits, const int32_
 void crossentropy_backward_inplace(float* logits, const int32_t* targets, int64_t N, int V,
                                    int64_t count) {
   const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * V >= kParallelMin)
   for (int64_t n = 0; n < N; n++) {
     float* row = logits + n * V;
     if (targets[n] < 0) {
@@ -202,7 +209,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
             "input token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
                 " is outside the vocabulary (size " + std::to_string(vocab_size) + ")");
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t{B} * T * C >= kParallelMin)
   for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
     const float* e = wte + static_cast<int64_t>(tokens[i]) * C;
     const float* p = wpe + (i % T) * C;
@@ -229,7 +236,7 @@ namespace {
 // Copies between token-major (B, T, stride) rows at column `offset` and head-major (B, H, T, D).
 template <bool kToHeads>
 void permute_heads(float* heads, float* rows, int B, int T, int H, int D, int stride, int offset) {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (int64_t{B} * T * H * D >= kParallelMin)
   for (int b = 0; b < B; b++) {
     for (int h = 0; h < H; h++) {
       for (int t = 0; t < T; t++) {
