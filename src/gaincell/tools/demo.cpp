@@ -95,6 +95,7 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
   const auto start = std::chrono::steady_clock::now();
   require(o.sample_tokens >= 0, "demo: sample tokens must be >= 0");
   require(o.eval_tokens >= 0, "demo: eval tokens must be >= 0");
+  default_corpus_files(o.corpus_dir);  // a missing corpus is reported before the slow steps
   const Tokenizer tok = o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
   fs::create_directories(o.out_dir);
   const fs::path token_dir = o.out_dir / "tokens";
