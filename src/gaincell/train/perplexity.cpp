@@ -28,9 +28,9 @@ PerplexityResult rolling_perplexity(GPT2Model& model, std::span<const int32_t> t
   const int64_t n = static_cast<int64_t>(tokens.size());
   require(n >= 2, "perplexity: the text has " + std::to_string(n) +
                       " tokens; at least 2 are needed (one to predict)");
-  require(context <= model.config().block_size,
-          "perplexity: context " + std::to_string(context) + " exceeds the model's n_positions " +
-              std::to_string(model.config().block_size));
+  require(context <= model.config().block_size, "perplexity: context " + std::to_string(context) +
+                                                    " exceeds the model's n_positions " +
+                                                    std::to_string(model.config().block_size));
   const int32_t vocab = model.config().vocab_size;
   for (int64_t i = 0; i < n; ++i) {
     require(tokens[i] >= 0 && tokens[i] < vocab,
