@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -63,9 +64,10 @@ double measure_sgemm_gflops(int reps) {
   return 2.0 * n * n * n / t / 1e9;
 }
 
-// STREAM triad a = b + s c over arrays far larger than the caches; counts 12 bytes per element.
+// STREAM triad a = b + s c; counts 12 bytes per element. 3 x 256 MiB: larger than this
+// machine's 480 MiB L3, like the ~530 MB of weights a GPT-2 124M decode step streams.
 double measure_triad_gbps(int reps) {
-  const size_t n = size_t{1} << 25;  // 128 MiB per array
+  const size_t n = size_t{1} << 26;  // 256 MiB per array
   std::unique_ptr<float[]> a(new float[n]), b(new float[n]), c(new float[n]);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) {
@@ -100,9 +102,11 @@ void adamw_step(GPT2Model& m, std::vector<float>& mom, std::vector<float>& var, 
   const float bc1 = 1.0f - std::pow(b1, step), bc2 = 1.0f - std::pow(b2, step);
   float* w = m.param_data();
   const float* g = m.grad_data();
+  // One parallel region; `nowait` lets threads run on to the next tensor without a barrier.
+#pragma omp parallel
   for (const auto& p : m.params()) {
     const float decay = p.weight_decay ? wd : 0.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t j = 0; j < p.numel; j++) {
       const size_t i = p.offset + j;
       mom[i] = b1 * mom[i] + (1 - b1) * g[i];
@@ -116,6 +120,7 @@ void adamw_step(GPT2Model& m, std::vector<float>& mom, std::vector<float>& var, 
 
 int run(int argc, char** argv) {
   int threads = 2, reps = 2;
+  std::string only;  // "", "train", "forward" or "decode"
   std::string model_name = "gpt2";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -125,8 +130,11 @@ int run(int argc, char** argv) {
       reps = std::stoi(argv[i + 1]);
     else if (flag == "--model")
       model_name = argv[i + 1];
+    else if (flag == "--only")
+      only = argv[i + 1];
     else {
-      std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME]\n";
+      std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] "
+                   "[--only train|forward|decode]\n";
       return 2;
     }
   }
@@ -137,17 +145,26 @@ int run(int argc, char** argv) {
   out["model"] = model_name;
   out["threads"] = threads;
   out["reps"] = reps;
-  out["timing"] = "best of reps after one warm-up";
+  out["only"] = only.empty() ? "all" : only;
+  // Recorded because it matters on a shared machine (bench/README.md): spinning OpenMP threads
+  // wait a whole time slice at every barrier when the cores are oversubscribed.
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
+  out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
-  const double sgemm_gflops = measure_sgemm_gflops(reps + 1);
-  out["machine"]["sgemm_gflops"] = sgemm_gflops;
+  // The machine may be shared, so each section's limit is measured right before and right after
+  // it (mean of the two), under the same load as the section itself.
+  const double sgemm_start = measure_sgemm_gflops(reps);
+  out["machine"]["sgemm_gflops_at_start"] = sgemm_start;
+  double sgemm_gflops = sgemm_start;
 
   const GPT2Config config = GPT2Config::named(model_name);
   auto model = std::make_unique<GPT2Model>(config);
   model->init_random(1);
   out["num_params"] = model->num_params();
 
-  {  // Training step: forward + backward + AdamW at B=4, T=256 (clamped to block_size).
+  auto wanted = [&only](const char* section) { return only.empty() || only == section; };
+  if (wanted("train")) {  // Training step: forward + backward + AdamW at B=4, T=256.
     const int B = 4, T = std::min(256, config.block_size);
     const auto inputs = random_tokens(size_t{B} * T, config.vocab_size, 1);
     const auto targets = random_tokens(size_t{B} * T, config.vocab_size, 2);
@@ -159,36 +176,46 @@ int run(int argc, char** argv) {
       model->backward();
       adamw_step(*model, mom, var, ++step);
     });
+    const double rss = peak_rss_mb();
+    sgemm_gflops = 0.5 * (sgemm_gflops + measure_sgemm_gflops(reps));
     const double tokens_per_s = B * T / t;
     const double gflops = 3.0 * forward_flops_per_token(config, T) * tokens_per_s / 1e9;
     out["train_B4_T256"] = {{"tokens_per_s", tokens_per_s},
+                            {"sgemm_gflops", sgemm_gflops},
                             {"step_s", t},
                             {"gflops", gflops},
                             {"fraction_of_sgemm", gflops / sgemm_gflops},
                             {"activation_mb", model->activation_bytes() / 1e6},
-                            {"peak_rss_mb", peak_rss_mb()}};
+                            {"peak_rss_mib", rss}};
   }
-  model = std::make_unique<GPT2Model>(config);  // drop gradients and optimiser state
-  model->init_random(1);
+  if (wanted("train")) {
+    model = std::make_unique<GPT2Model>(config);  // drop gradients and optimiser state
+    model->init_random(1);
+  }
 
   for (auto [B, T] : {std::pair{1, 1024}, std::pair{4, 256}}) {
+    if (!wanted("forward")) break;
     T = std::min(T, config.block_size);
     const auto inputs = random_tokens(static_cast<size_t>(B) * T, config.vocab_size, 3);
+    const double sgemm_before = measure_sgemm_gflops(reps);
     const double t = best_time(reps, [&] { model->forward(inputs.data(), nullptr, B, T); });
+    sgemm_gflops = 0.5 * (sgemm_before + measure_sgemm_gflops(reps));
     const double tokens_per_s = B * T / t;
     const double gflops = forward_flops_per_token(config, T) * tokens_per_s / 1e9;
     out["forward_B" + std::to_string(B) + "_T" + std::to_string(T)] = {
         {"tokens_per_s", tokens_per_s},
         {"pass_s", t},
+        {"sgemm_gflops", sgemm_gflops},
         {"gflops", gflops},
         {"fraction_of_sgemm", gflops / sgemm_gflops}};
   }
 
-  {  // Decode at a 512-token context: prefill 512 tokens, then time single steps.
+  if (wanted("decode")) {  // Decode at a 512-token context: prefill, then time single steps.
     const int steps = std::min(32, config.block_size / 2);
     const int context = std::min(512, config.block_size - steps);
     const auto prompt = random_tokens(context + steps, config.vocab_size, 4);
     auto session = model->start_decoding();
+    const double triad_before = measure_triad_gbps(reps);
     double best = 1e30;
     for (int r = 0; r <= reps; r++) {
       session->reset();
@@ -197,24 +224,21 @@ int run(int argc, char** argv) {
       for (int s = 0; s < steps; s++) session->step(prompt[context + s]);
       if (r > 0) best = std::min(best, seconds_since(start));
     }
+    const double triad_gbps = 0.5 * (triad_before + measure_triad_gbps(reps));
     const double tokens_per_s = steps / best;
     const double ctx_mid = context + steps / 2.0;
     const double bytes_per_token =
         4.0 * (model->num_params() - static_cast<double>(config.block_size) * config.n_embd) +
         8.0 * config.n_layer * config.n_embd * ctx_mid;
+    const double gbps = tokens_per_s * bytes_per_token / 1e9;
     out["decode_ctx512"] = {{"tokens_per_s", tokens_per_s},
-                            {"gb_per_s", tokens_per_s * bytes_per_token / 1e9},
-                            {"bytes_per_token", bytes_per_token}};
+                            {"gb_per_s", gbps},
+                            {"bytes_per_token", bytes_per_token},
+                            {"triad_gbps", triad_gbps},
+                            {"bandwidth_bound_tokens_per_s", triad_gbps * 1e9 / bytes_per_token},
+                            {"fraction_of_bandwidth", gbps / triad_gbps}};
   }
-  out["peak_rss_mb_before_triad"] = peak_rss_mb();
-  model.reset();
-
-  const double triad_gbps = measure_triad_gbps(reps + 1);
-  out["machine"]["triad_gbps"] = triad_gbps;
-  auto& decode = out["decode_ctx512"];
-  decode["fraction_of_bandwidth"] = decode["gb_per_s"].get<double>() / triad_gbps;
-  decode["bandwidth_bound_tokens_per_s"] =
-      triad_gbps * 1e9 / decode["bytes_per_token"].get<double>();
+  out["peak_rss_mib"] = peak_rss_mb();
   std::cout << out.dump(2) << std::endl;
   return 0;
 }
