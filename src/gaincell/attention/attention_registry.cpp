@@ -2,6 +2,7 @@
 #include <mutex>
 
 #include "gaincell/attention/attention.h"
+#include "gaincell/attention/softmax_attention.h"
 #include "gaincell/core/error.h"
 
 namespace gaincell {
@@ -16,9 +17,10 @@ struct Entry {
 // Built-in variants are listed here, in one place; user code may add more with
 // register_attention().
 void register_builtins(std::map<std::string, Entry>& r) {
-  // Each variant file adds its line here, e.g.:
-  // r["softmax"] = {"GPT-2 softmax attention (spec §3.3)", make_softmax_attention};
-  (void)r;
+  // Each variant file adds its line here.
+  r["softmax"] = {"GPT-2 causal softmax attention (spec §3.3)", make_softmax_attention};
+  r["sliding"] = {"softmax attention over a sliding window of W tokens (spec §3.4)",
+                  make_sliding_attention};
 }
 
 std::map<std::string, Entry>& registry() {

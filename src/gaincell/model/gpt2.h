@@ -12,6 +12,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "gaincell/attention/attention.h"
@@ -80,14 +81,28 @@ class GPT2Model {
   const float* token_losses() const;  // [B, T] per-position cross-entropy (0 where ignored)
 
   void zero_grad();
-  // Backward of the last forward (which must have had targets); accumulates into grad_data().
+  // Backward of the last forward (which must have had targets and training = true); accumulates
+  // into grad_data(). It reuses the logits buffer for their gradient, so logits() is no longer
+  // valid afterwards (the logits of a 50257-token vocabulary dominate activation memory).
   void backward();
+
+  // Bytes held by the activation buffers (forward + backward scratch), for benchmarks.
+  size_t activation_bytes() const;
 
   std::unique_ptr<DecodeSession> start_decoding();
 
  private:
   struct Activations;
+  struct LayerOffsets;  // offsets of one block's tensors in param_data()/grad_data()
+  void build_param_table();
+  void allocate_grads();
+  void bind_attention_params();
+  void ensure_activations(int B, int T);
+  void ensure_backward_scratch();
   GPT2Config config_;
+  std::unordered_map<std::string, size_t> param_index_;
+  std::vector<LayerOffsets> layer_offsets_;
+  size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
   std::vector<ParamInfo> params_;
   size_t num_params_ = 0;
   std::unique_ptr<float[]> param_data_;
@@ -104,6 +119,11 @@ class DecodeSession {
   ~DecodeSession();
   // Feeds one token at position position(); returns the logits [vocab_size] for the next token.
   const float* step(int32_t token);
+  // Feeds a prompt of n tokens at once (one whole-sequence forward, whose keys and values are then
+  // appended to every layer's decode state); must start at position 0. Returns the logits
+  // [vocab_size] after the last prompt token. Equivalent to n calls of step(), but GEMM-fast.
+  // Uses the model's activation buffers (the model's last forward is overwritten).
+  const float* prefill(const int32_t* tokens, int n);
   int64_t position() const { return position_; }
   void reset();
 

@@ -1,0 +1,229 @@
+// GPT-2 engine benchmark (issue 2): GPT-2 124M with random weights, fp32, 2 threads by default.
+// Prints one JSON object. Every rate is reported next to the machine limit measured in the same
+// run: OpenBLAS sgemm GFLOP/s for the compute-bound passes, a triad loop's GB/s for decode.
+//
+//   bench_engine [--threads N] [--reps N] [--model gpt2|gpt2-medium|...|tiny]
+//
+// FLOP counts are the useful multiply-adds x2 of the textbook model (recomputation in backward is
+// not counted): per token forward = L (24 C^2 + 2 C (T+1)) + 2 C V (the causal attention averages
+// (T+1)/2 keys for QKᵀ and PV); training = 3x forward. Decode reads every weight once per token
+// (bytes = 4 (params - wpe rows) + 8 L C ctx for the KV cache).
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gaincell/core/blas.h"
+#include "gaincell/model/gpt2.h"
+
+using gaincell::GPT2Config;
+using gaincell::GPT2Model;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// Best time of `reps` runs after one warm-up (the machine may be shared: best is least noisy).
+template <typename F>
+double best_time(int reps, F&& run) {
+  run();
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    const auto start = Clock::now();
+    run();
+    best = std::min(best, seconds_since(start));
+  }
+  return best;
+}
+
+double measure_sgemm_gflops(int reps) {
+  const int n = 2048;
+  std::vector<float> a(size_t{n} * n, 0.5f), b(a.size(), 0.25f), c(a.size());
+  const double t = best_time(
+      reps, [&] { gaincell::blas::gemm_nn(n, n, n, a.data(), n, b.data(), n, c.data(), n); });
+  return 2.0 * n * n * n / t / 1e9;
+}
+
+// STREAM triad a = b + s c over arrays far larger than the caches; counts 12 bytes per element.
+double measure_triad_gbps(int reps) {
+  const size_t n = size_t{1} << 25;  // 128 MiB per array
+  std::unique_ptr<float[]> a(new float[n]), b(new float[n]), c(new float[n]);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    a[i] = 0.0f;
+    b[i] = 1.0f;
+    c[i] = 2.0f;
+  }
+  const float s = 0.5f;
+  const double t = best_time(reps, [&] {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = b[i] + s * c[i];
+  });
+  return 3.0 * sizeof(float) * n / t / 1e9;
+}
+
+std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng() % vocab);
+  return t;
+}
+
+double forward_flops_per_token(const GPT2Config& c, int T) {
+  const double C = c.n_embd;
+  return c.n_layer * (24.0 * C * C + 2.0 * C * (T + 1)) + 2.0 * C * c.vocab_size;
+}
+
+// A plain AdamW step (lr 1e-4, betas 0.9/0.95, wd 0.1 on rank >= 2) so that the training rate and
+// peak memory include the optimiser state, as a real run would.
+void adamw_step(GPT2Model& m, std::vector<float>& mom, std::vector<float>& var, int step) {
+  const float lr = 1e-4f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+  const float bc1 = 1.0f - std::pow(b1, step), bc2 = 1.0f - std::pow(b2, step);
+  float* w = m.param_data();
+  const float* g = m.grad_data();
+  for (const auto& p : m.params()) {
+    const float decay = p.weight_decay ? wd : 0.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < p.numel; j++) {
+      const size_t i = p.offset + j;
+      mom[i] = b1 * mom[i] + (1 - b1) * g[i];
+      var[i] = b2 * var[i] + (1 - b2) * g[i] * g[i];
+      w[i] -= lr * ((mom[i] / bc1) / (std::sqrt(var[i] / bc2) + eps) + decay * w[i]);
+    }
+  }
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  int threads = 2, reps = 2;
+  std::string model_name = "gpt2";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--threads")
+      threads = std::stoi(argv[i + 1]);
+    else if (flag == "--reps")
+      reps = std::stoi(argv[i + 1]);
+    else if (flag == "--model")
+      model_name = argv[i + 1];
+    else {
+      std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME]\n";
+      return 2;
+    }
+  }
+  omp_set_num_threads(threads);
+  gaincell::blas::set_num_threads(threads);
+  nlohmann::json out;
+  out["benchmark"] = "engine";
+  out["model"] = model_name;
+  out["threads"] = threads;
+  out["reps"] = reps;
+  out["timing"] = "best of reps after one warm-up";
+
+  const double sgemm_gflops = measure_sgemm_gflops(reps + 1);
+  out["machine"]["sgemm_gflops"] = sgemm_gflops;
+
+  const GPT2Config config = GPT2Config::named(model_name);
+  auto model = std::make_unique<GPT2Model>(config);
+  model->init_random(1);
+  out["num_params"] = model->num_params();
+
+  {  // Training step: forward + backward + AdamW at B=4, T=256 (clamped to block_size).
+    const int B = 4, T = std::min(256, config.block_size);
+    const auto inputs = random_tokens(size_t{B} * T, config.vocab_size, 1);
+    const auto targets = random_tokens(size_t{B} * T, config.vocab_size, 2);
+    std::vector<float> mom(model->num_params(), 0.0f), var(model->num_params(), 0.0f);
+    int step = 0;
+    const double t = best_time(reps, [&] {
+      model->zero_grad();
+      model->forward(inputs.data(), targets.data(), B, T, true);
+      model->backward();
+      adamw_step(*model, mom, var, ++step);
+    });
+    const double tokens_per_s = B * T / t;
+    const double gflops = 3.0 * forward_flops_per_token(config, T) * tokens_per_s / 1e9;
+    out["train_B4_T256"] = {{"tokens_per_s", tokens_per_s},
+                            {"step_s", t},
+                            {"gflops", gflops},
+                            {"fraction_of_sgemm", gflops / sgemm_gflops},
+                            {"activation_mb", model->activation_bytes() / 1e6},
+                            {"peak_rss_mb", peak_rss_mb()}};
+  }
+  model = std::make_unique<GPT2Model>(config);  // drop gradients and optimiser state
+  model->init_random(1);
+
+  for (auto [B, T] : {std::pair{1, 1024}, std::pair{4, 256}}) {
+    T = std::min(T, config.block_size);
+    const auto inputs = random_tokens(static_cast<size_t>(B) * T, config.vocab_size, 3);
+    const double t = best_time(reps, [&] { model->forward(inputs.data(), nullptr, B, T); });
+    const double tokens_per_s = B * T / t;
+    const double gflops = forward_flops_per_token(config, T) * tokens_per_s / 1e9;
+    out["forward_B" + std::to_string(B) + "_T" + std::to_string(T)] = {
+        {"tokens_per_s", tokens_per_s},
+        {"pass_s", t},
+        {"gflops", gflops},
+        {"fraction_of_sgemm", gflops / sgemm_gflops}};
+  }
+
+  {  // Decode at a 512-token context: prefill 512 tokens, then time single steps.
+    const int steps = std::min(32, config.block_size / 2);
+    const int context = std::min(512, config.block_size - steps);
+    const auto prompt = random_tokens(context + steps, config.vocab_size, 4);
+    auto session = model->start_decoding();
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) {
+      session->reset();
+      session->prefill(prompt.data(), context);
+      const auto start = Clock::now();
+      for (int s = 0; s < steps; s++) session->step(prompt[context + s]);
+      if (r > 0) best = std::min(best, seconds_since(start));
+    }
+    const double tokens_per_s = steps / best;
+    const double ctx_mid = context + steps / 2.0;
+    const double bytes_per_token =
+        4.0 * (model->num_params() - static_cast<double>(config.block_size) * config.n_embd) +
+        8.0 * config.n_layer * config.n_embd * ctx_mid;
+    out["decode_ctx512"] = {{"tokens_per_s", tokens_per_s},
+                            {"gb_per_s", tokens_per_s * bytes_per_token / 1e9},
+                            {"bytes_per_token", bytes_per_token}};
+  }
+  out["peak_rss_mb_before_triad"] = peak_rss_mb();
+  model.reset();
+
+  const double triad_gbps = measure_triad_gbps(reps + 1);
+  out["machine"]["triad_gbps"] = triad_gbps;
+  auto& decode = out["decode_ctx512"];
+  decode["fraction_of_bandwidth"] = decode["gb_per_s"].get<double>() / triad_gbps;
+  decode["bandwidth_bound_tokens_per_s"] =
+      triad_gbps * 1e9 / decode["bytes_per_token"].get<double>();
+  std::cout << out.dump(2) << std::endl;
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_engine: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,127 @@
+// Tokenizer throughput: encode (cold word cache and warm), decode, and the loop-reference BPE,
+// on tinyshakespeare (../shared/data) or, when absent, the fortune files. Prints one JSON object.
+// The machine's limits in the same run: OpenBLAS sgemm GFLOP/s and a triad-loop bandwidth (the
+// tokenizer is a single-threaded, hash-lookup-bound workload, so its byte rate is reported as a
+// fraction of the triad bandwidth only for scale).
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+#include "gaincell/model/data.h"
+#include "gaincell/model/tokenizer.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_of(const std::function<void()>& fn) {
+  const auto t0 = Clock::now();
+  fn();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double best_of(int repeats, const std::function<void()>& fn) {
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) best = std::min(best, seconds_of(fn));
+  return best;
+}
+
+double sgemm_gflops() {
+  const int n = 1024;
+  std::vector<float> a(n * n, 1.0f), b(n * n, 0.5f), c(n * n, 0.0f);
+  const double t = best_of(3, [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+  });
+  return 2.0 * n * n * n / t / 1e9;
+}
+
+double triad_gbytes_per_s() {
+  const size_t n = 1 << 24;  // 3 x 64 MiB of floats: well beyond the caches
+  std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n, 0.0f);
+  const double t = best_of(3, [&] {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; ++i) c[i] = a[i] + 1.5f * b[i];
+  });
+  return 3.0 * n * sizeof(float) / t / 1e9;
+}
+
+std::string load_corpus(std::string* name) {
+  const auto shared = gaincell::shared_data_dir();
+  if (!shared.empty() && std::filesystem::exists(shared / "corpus/tinyshakespeare.txt")) {
+    *name = "tinyshakespeare";
+    return gaincell::read_text_file(shared / "corpus/tinyshakespeare.txt");
+  }
+  *name = "fortunes";
+  std::string text;
+  for (const auto& f : gaincell::default_corpus_files()) text += gaincell::read_text_file(f);
+  return text;
+}
+
+}  // namespace
+
+int main() {
+  try {
+    std::string corpus_name;
+    const std::string text = load_corpus(&corpus_name);
+    gaincell::Tokenizer tok = gaincell::Tokenizer::load_default();
+    const double load_s = best_of(1, [&] { tok = gaincell::Tokenizer::load_default(); });
+
+    std::vector<int32_t> ids;
+    const double cold_s = seconds_of([&] { ids = tok.encode(text); });  // fresh word cache
+    const double warm_s = best_of(3, [&] { ids = tok.encode(text); });
+    std::string decoded;
+    const double decode_s = best_of(3, [&] { decoded = tok.decode(ids); });
+    if (decoded != text) throw gaincell::Error("round trip failed");
+    size_t pieces = 0;
+    const double pretokenize_s = best_of(3, [&] { pieces = gaincell::pretokenize(text).size(); });
+    // Loop-reference BPE over every piece (no cache), against the fast heap version.
+    const auto all_pieces = gaincell::pretokenize(text);
+    size_t sink = 0;
+    const double bpe_reference_s = seconds_of([&] {
+      for (const auto p : all_pieces) sink += tok.bpe_word_reference(p).size();
+    });
+    const double bpe_fast_s = seconds_of([&] {
+      for (const auto p : all_pieces) sink += tok.bpe_word(p).size();
+    });
+
+    const double mb = text.size() / 1e6;
+    const double triad = triad_gbytes_per_s();
+    nlohmann::json out = {
+        {"bench", "tokenizer"},
+        {"corpus", corpus_name},
+        {"bytes", text.size()},
+        {"tokens", ids.size()},
+        {"pieces", pieces},
+        {"load_vocab_s", load_s},
+        {"encode_cold_s", cold_s},
+        {"encode_cold_mb_per_s", mb / cold_s},
+        {"encode_cold_tokens_per_s", ids.size() / cold_s},
+        {"encode_warm_s", warm_s},
+        {"encode_warm_mb_per_s", mb / warm_s},
+        {"encode_warm_tokens_per_s", ids.size() / warm_s},
+        {"decode_mb_per_s", mb / decode_s},
+        {"pretokenize_mb_per_s", mb / pretokenize_s},
+        {"bpe_uncached_fast_s", bpe_fast_s},
+        {"bpe_uncached_reference_s", bpe_reference_s},
+        {"machine_sgemm_gflops", sgemm_gflops()},
+        {"machine_triad_gb_per_s", triad},
+        {"encode_warm_fraction_of_triad_bandwidth", mb / warm_s / 1e3 / triad},
+        {"threads", 1},
+        {"sink", sink % 2},
+    };
+    std::printf("%s\n", out.dump(2).c_str());
+  } catch (const gaincell::Error& e) {
+    std::fprintf(stderr, "bench_tokenizer: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,333 @@
+#include "gaincell/attention/softmax_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "gaincell/core/blas.h"
+#include "gaincell/core/error.h"
+
+namespace gaincell {
+
+namespace {
+
+constexpr int kQueryBlock = 128;  // queries per block: S block of 128 x T floats stays in L2
+
+// Multiply-adds below which the heads run on one thread (a parallel region costs more).
+bool worth_parallel(int B, int H, int T, int D) {
+  return static_cast<int64_t>(B) * H * T * T * D >= (int64_t{1} << 20);
+}
+
+// First key query t may see (spec §3.1 mask: max(0, t - W + 1) <= j <= t).
+inline int first_key(int t, int window) {
+  return window > 0 ? std::max(0, t - window + 1) : 0;
+}
+
+struct HeadView {
+  const float* q;
+  const float* k;
+  const float* v;
+};
+
+// Scaled scores of queries [i0, i1) against keys [k0, i1): S[m, n] = scale * q_{i0+m} · k_{k0+n}.
+void block_scores(const HeadView& h, float* S, int i0, int i1, int k0, int D, float scale) {
+  blas::gemm_nt(i1 - i0, i1 - k0, D, h.q + static_cast<int64_t>(i0) * D, D,
+                h.k + static_cast<int64_t>(k0) * D, D, S, i1 - k0, scale, 0.0f);
+}
+
+// In place: row m of S becomes the softmax over its visible keys (0 elsewhere); returns lse.
+void block_softmax(float* S, float* lse, int i0, int i1, int k0, int window) {
+  const int nk = i1 - k0;
+  for (int t = i0; t < i1; t++) {
+    float* row = S + static_cast<int64_t>(t - i0) * nk;
+    const int lo = first_key(t, window) - k0, hi = t - k0;  // visible: [lo, hi]
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int n = lo; n <= hi; n++) mx = std::max(mx, row[n]);
+    float sum = 0.0f;
+    for (int n = lo; n <= hi; n++) {
+      row[n] = std::exp(row[n] - mx);
+      sum += row[n];
+    }
+    const float inv = 1.0f / sum;
+    for (int n = 0; n < lo; n++) row[n] = 0.0f;
+    for (int n = lo; n <= hi; n++) row[n] *= inv;
+    for (int n = hi + 1; n < nk; n++) row[n] = 0.0f;
+    if (lse != nullptr) lse[t] = mx + std::log(sum);
+  }
+}
+
+// Recomputes P from the stored log-sum-exp (backward).
+void block_probs_from_lse(float* S, const float* lse, int i0, int i1, int k0, int window) {
+  const int nk = i1 - k0;
+  for (int t = i0; t < i1; t++) {
+    float* row = S + static_cast<int64_t>(t - i0) * nk;
+    const int lo = first_key(t, window) - k0, hi = t - k0;
+    for (int n = 0; n < lo; n++) row[n] = 0.0f;
+    for (int n = lo; n <= hi; n++) row[n] = std::exp(row[n] - lse[t]);
+    for (int n = hi + 1; n < nk; n++) row[n] = 0.0f;
+  }
+}
+
+void head_forward(const HeadView& h, float* out, float* lse, float* S, int T, int D, int window,
+                  float scale) {
+  for (int i0 = 0; i0 < T; i0 += kQueryBlock) {
+    const int i1 = std::min(T, i0 + kQueryBlock);
+    const int k0 = first_key(i0, window);
+    block_scores(h, S, i0, i1, k0, D, scale);
+    block_softmax(S, lse, i0, i1, k0, window);
+    blas::gemm_nn(i1 - i0, D, i1 - k0, S, i1 - k0, h.v + static_cast<int64_t>(k0) * D, D,
+                  out + static_cast<int64_t>(i0) * D, D);
+  }
+}
+
+void head_backward(const HeadView& h, const float* dout, const float* lse, float* dq, float* dk,
+                   float* dv, float* P, float* dP, int T, int D, int window, float scale) {
+  std::fill(dk, dk + static_cast<int64_t>(T) * D, 0.0f);
+  std::fill(dv, dv + static_cast<int64_t>(T) * D, 0.0f);
+  for (int i0 = 0; i0 < T; i0 += kQueryBlock) {
+    const int i1 = std::min(T, i0 + kQueryBlock);
+    const int k0 = first_key(i0, window);
+    const int mb = i1 - i0, nk = i1 - k0;
+    const float* dO = dout + static_cast<int64_t>(i0) * D;
+    const float* Qb = h.q + static_cast<int64_t>(i0) * D;
+    const float* Kb = h.k + static_cast<int64_t>(k0) * D;
+    const float* Vb = h.v + static_cast<int64_t>(k0) * D;
+    block_scores(h, P, i0, i1, k0, D, scale);
+    block_probs_from_lse(P, lse, i0, i1, k0, window);
+    blas::gemm_tn(nk, D, mb, P, nk, dO, D, dv + static_cast<int64_t>(k0) * D, D, 1.0f, 1.0f);
+    blas::gemm_nt(mb, nk, D, dO, D, Vb, D, dP, nk);  // dP = dO Vᵀ
+    // dS = P ⊙ (dP - rowsum(P ⊙ dP)), times the score scale.
+    for (int m = 0; m < mb; m++) {
+      const float* p = P + static_cast<int64_t>(m) * nk;
+      float* g = dP + static_cast<int64_t>(m) * nk;
+      float dot = 0.0f;
+      for (int n = 0; n < nk; n++) dot += p[n] * g[n];
+      for (int n = 0; n < nk; n++) g[n] = p[n] * (g[n] - dot) * scale;
+    }
+    blas::gemm_nn(mb, D, nk, dP, nk, Kb, D, dq + static_cast<int64_t>(i0) * D, D);
+    blas::gemm_tn(nk, D, mb, dP, nk, Qb, D, dk + static_cast<int64_t>(k0) * D, D, 1.0f, 1.0f);
+  }
+}
+
+// KV cache for token-by-token decode. With a window only the last W entries are kept, in a
+// circular buffer (slot = position mod W); softmax does not depend on the order of its keys.
+class SoftmaxDecodeState : public AttentionDecodeState {
+ public:
+  SoftmaxDecodeState(int n_head, int head_dim, int capacity, bool circular)
+      : H_(n_head),
+        D_(head_dim),
+        capacity_(capacity),
+        circular_(circular),
+        k_(static_cast<size_t>(n_head) * capacity * head_dim),
+        v_(k_.size()),
+        scores_(capacity) {}
+
+  void append(const float* k, const float* v) override {
+    if (!circular_ && length_ >= capacity_) {
+      throw Error("softmax decode: KV cache full (" + std::to_string(capacity_) +
+                  " tokens = block_size)");
+    }
+    const int64_t slot = length_ % capacity_;
+    for (int h = 0; h < H_; h++) {
+      std::copy(k + h * D_, k + (h + 1) * D_, head_row(k_, h, slot));
+      std::copy(v + h * D_, v + (h + 1) * D_, head_row(v_, h, slot));
+    }
+    length_++;
+  }
+
+  void attend(const float* q, float* out) override {
+    require(length_ > 0, "softmax decode: attend() before any append()");
+    const int n = static_cast<int>(std::min<int64_t>(length_, capacity_));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
+    for (int h = 0; h < H_; h++) {
+      const float* qh = q + h * D_;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int j = 0; j < n; j++) {
+        const float* kj = head_row(k_, h, j);
+        float dot = 0.0f;
+        for (int d = 0; d < D_; d++) dot += qh[d] * kj[d];
+        scores_[j] = dot * scale;
+        mx = std::max(mx, scores_[j]);
+      }
+      float sum = 0.0f;
+      for (int j = 0; j < n; j++) {
+        scores_[j] = std::exp(scores_[j] - mx);
+        sum += scores_[j];
+      }
+      float* oh = out + h * D_;
+      std::fill(oh, oh + D_, 0.0f);
+      for (int j = 0; j < n; j++) {
+        const float p = scores_[j] / sum;
+        const float* vj = head_row(v_, h, j);
+        for (int d = 0; d < D_; d++) oh[d] += p * vj[d];
+      }
+    }
+  }
+
+  int64_t length() const override { return length_; }
+  void reset() override { length_ = 0; }
+
+ private:
+  float* head_row(std::vector<float>& buf, int h, int64_t slot) {
+    return buf.data() + (static_cast<int64_t>(h) * capacity_ + slot) * D_;
+  }
+  int H_, D_, capacity_;
+  bool circular_;
+  std::vector<float> k_, v_;  // [H, capacity, D]
+  std::vector<float> scores_;
+  int64_t length_ = 0;
+};
+
+}  // namespace
+
+SoftmaxAttention::SoftmaxAttention(const AttentionContext& ctx, int window)
+    : n_head_(ctx.n_head), head_dim_(ctx.head_dim), block_size_(ctx.block_size), window_(window) {
+  require(ctx.n_head > 0 && ctx.head_dim > 0, "softmax attention: n_head and head_dim must be > 0");
+  require(ctx.block_size > 0, "softmax attention: block_size must be > 0");
+  require(window >= 0, "sliding attention: window must be >= 0, got " + std::to_string(window));
+}
+
+void SoftmaxAttention::forward(const float* q, const float* k, const float* v, float* out, int B,
+                               int T, bool training) {
+  require(B > 0 && T > 0 && T <= block_size_,
+          "attention forward: need B > 0 and 0 < T <= block_size (" + std::to_string(block_size_) +
+              "), got B=" + std::to_string(B) + ", T=" + std::to_string(T));
+  const int H = n_head_, D = head_dim_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  if (training) {
+    lse_.resize(static_cast<size_t>(B) * H * T);
+    lse_B_ = B;
+    lse_T_ = T;
+  } else {
+    lse_B_ = lse_T_ = 0;
+  }
+  const int64_t head_stride = static_cast<int64_t>(T) * D;
+  blas::BlasSingleThreadScope single_blas;  // parallel over heads instead
+#pragma omp parallel if (worth_parallel(B, H, T, D))
+  {
+    std::vector<float> S(static_cast<size_t>(kQueryBlock) * T);
+#pragma omp for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+      const int64_t off = bh * head_stride;
+      HeadView view{q + off, k + off, v + off};
+      float* lse = training ? lse_.data() + static_cast<int64_t>(bh) * T : nullptr;
+      head_forward(view, out + off, lse, S.data(), T, D, window_, scale);
+    }
+  }
+}
+
+void SoftmaxAttention::backward(const float* q, const float* k, const float* v, const float* dout,
+                                float* dq, float* dk, float* dv, int B, int T) {
+  require(lse_B_ == B && lse_T_ == T,
+          "attention backward: no training forward with B=" + std::to_string(B) +
+              ", T=" + std::to_string(T) + " to differentiate");
+  const int H = n_head_, D = head_dim_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t head_stride = static_cast<int64_t>(T) * D;
+  blas::BlasSingleThreadScope single_blas;
+#pragma omp parallel if (worth_parallel(B, H, T, D))
+  {
+    std::vector<float> P(static_cast<size_t>(kQueryBlock) * T);
+    std::vector<float> dP(P.size());
+#pragma omp for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+      const int64_t off = bh * head_stride;
+      HeadView view{q + off, k + off, v + off};
+      head_backward(view, dout + off, lse_.data() + static_cast<int64_t>(bh) * T, dq + off,
+                    dk + off, dv + off, P.data(), dP.data(), T, D, window_, scale);
+    }
+  }
+}
+
+std::unique_ptr<AttentionDecodeState> SoftmaxAttention::make_decode_state() const {
+  if (window_ > 0) {
+    return std::make_unique<SoftmaxDecodeState>(n_head_, head_dim_, window_, true);
+  }
+  return std::make_unique<SoftmaxDecodeState>(n_head_, head_dim_, block_size_, false);
+}
+
+std::unique_ptr<Attention> make_softmax_attention(const AttentionContext& ctx) {
+  return std::make_unique<SoftmaxAttention>(ctx, 0);
+}
+
+std::unique_ptr<Attention> make_sliding_attention(const AttentionContext& ctx) {
+  return std::make_unique<SoftmaxAttention>(ctx, ctx.window > 0 ? ctx.window : ctx.block_size);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loop-level oracle: the textbook formulas, one (b, h, t) at a time, accumulating in double.
+
+void reference_softmax_attention_forward(const float* q, const float* k, const float* v, float* out,
+                                         int B, int H, int T, int D, int window) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> p(T);
+  for (int64_t bh = 0; bh < static_cast<int64_t>(B) * H; bh++) {
+    const float* Q = q + bh * T * D;
+    const float* K = k + bh * T * D;
+    const float* V = v + bh * T * D;
+    float* O = out + bh * T * D;
+    for (int t = 0; t < T; t++) {
+      const int lo = first_key(t, window);
+      double mx = -1e300, sum = 0.0;
+      for (int j = lo; j <= t; j++) {
+        double s = 0.0;
+        for (int d = 0; d < D; d++) s += static_cast<double>(Q[t * D + d]) * K[j * D + d];
+        p[j] = s * scale;
+        mx = std::max(mx, p[j]);
+      }
+      for (int j = lo; j <= t; j++) sum += (p[j] = std::exp(p[j] - mx));
+      for (int d = 0; d < D; d++) {
+        double acc = 0.0;
+        for (int j = lo; j <= t; j++) acc += p[j] / sum * V[j * D + d];
+        O[t * D + d] = static_cast<float>(acc);
+      }
+    }
+  }
+}
+
+void reference_softmax_attention_backward(const float* q, const float* k, const float* v,
+                                          const float* dout, float* dq, float* dk, float* dv, int B,
+                                          int H, int T, int D, int window) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const int64_t n = static_cast<int64_t>(B) * H * T * D;
+  std::fill(dq, dq + n, 0.0f);
+  std::fill(dk, dk + n, 0.0f);
+  std::fill(dv, dv + n, 0.0f);
+  std::vector<double> p(T), dp(T);
+  for (int64_t bh = 0; bh < static_cast<int64_t>(B) * H; bh++) {
+    const int64_t o = bh * T * D;
+    for (int t = 0; t < T; t++) {
+      const int lo = first_key(t, window);
+      double mx = -1e300, sum = 0.0;
+      for (int j = lo; j <= t; j++) {
+        double s = 0.0;
+        for (int d = 0; d < D; d++) s += static_cast<double>(q[o + t * D + d]) * k[o + j * D + d];
+        p[j] = s * scale;
+        mx = std::max(mx, p[j]);
+      }
+      for (int j = lo; j <= t; j++) sum += (p[j] = std::exp(p[j] - mx));
+      for (int j = lo; j <= t; j++) p[j] /= sum;
+      // out_t = Σ_j p_j v_j  =>  dv_j += p_j dout_t,  dp_j = dout_t · v_j.
+      double dot = 0.0;
+      for (int j = lo; j <= t; j++) {
+        dp[j] = 0.0;
+        for (int d = 0; d < D; d++) {
+          dv[o + j * D + d] += static_cast<float>(p[j] * dout[o + t * D + d]);
+          dp[j] += static_cast<double>(dout[o + t * D + d]) * v[o + j * D + d];
+        }
+        dot += p[j] * dp[j];
+      }
+      // softmax Jacobian: ds_j = p_j (dp_j - Σ_i p_i dp_i); s_j = scale q_t · k_j.
+      for (int j = lo; j <= t; j++) {
+        const double ds = p[j] * (dp[j] - dot) * scale;
+        for (int d = 0; d < D; d++) {
+          dq[o + t * D + d] += static_cast<float>(ds * k[o + j * D + d]);
+          dk[o + j * D + d] += static_cast<float>(ds * q[o + t * D + d]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace gaincell

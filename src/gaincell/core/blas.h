@@ -1,0 +1,63 @@
+// Thin row-major wrappers over OpenBLAS cblas_sgemm / cblas_sgemv, so model code reads like the
+// math (C = A·B, C = A·Bᵀ, ...) instead of a dozen positional BLAS arguments.
+//
+// Threading: OpenBLAS (pthread build) runs its own thread pool. Large GEMMs called from serial
+// code use it; kernels that run many small GEMMs inside an OpenMP parallel region must first pin
+// OpenBLAS to one thread with BlasSingleThreadScope, or both pools oversubscribe the cores.
+#pragma once
+
+#include <cblas.h>
+
+namespace gaincell::blas {
+
+// C[M,N] = alpha * A[M,K] · B[K,N] + beta * C (all row-major, dense leading dims unless given).
+inline void gemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                    int ldc, float alpha = 1.0f, float beta = 0.0f) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
+              ldc);
+}
+// C[M,N] = alpha * A[M,K] · B[N,K]ᵀ + beta * C.
+inline void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                    int ldc, float alpha = 1.0f, float beta = 0.0f) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
+              ldc);
+}
+// C[M,N] = alpha * A[K,M]ᵀ · B[K,N] + beta * C.
+inline void gemm_tn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                    int ldc, float alpha = 1.0f, float beta = 0.0f) {
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
+              ldc);
+}
+// y[N] = W[K,N]ᵀ · x[K] + beta * y  (a Conv1D layer applied to one vector).
+inline void gemv_t(int K, int N, const float* W, const float* x, float* y, float beta = 0.0f) {
+  cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, W, N, x, 1, beta, y, 1);
+}
+// y[M] = A[M,K] · x[K] + beta * y.
+inline void gemv_n(int M, int K, const float* A, const float* x, float* y, float beta = 0.0f) {
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, M, K, 1.0f, A, K, x, 1, beta, y, 1);
+}
+
+inline int num_threads() {
+  return openblas_get_num_threads();
+}
+inline void set_num_threads(int n) {
+  openblas_set_num_threads(n);
+}
+
+// Pins OpenBLAS to one thread for the lifetime of the scope (restores the previous count).
+class BlasSingleThreadScope {
+ public:
+  BlasSingleThreadScope() : previous_(openblas_get_num_threads()) {
+    if (previous_ != 1) openblas_set_num_threads(1);
+  }
+  ~BlasSingleThreadScope() {
+    if (previous_ != 1) openblas_set_num_threads(previous_);
+  }
+  BlasSingleThreadScope(const BlasSingleThreadScope&) = delete;
+  BlasSingleThreadScope& operator=(const BlasSingleThreadScope&) = delete;
+
+ private:
+  int previous_;
+};
+
+}  // namespace gaincell::blas

@@ -1,0 +1,225 @@
+#include "gaincell/model/checkpoint.h"
+
+#include <cctype>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+
+namespace gaincell {
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// "h.3.attn.c_attn.weight" -> "attn.c_attn.weight"; empty when not a block tensor.
+std::string block_relative_name(const std::string& name) {
+  if (!starts_with(name, "h.")) return {};
+  size_t i = 2;
+  while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) ++i;
+  if (i == 2 || i >= name.size() || name[i] != '.') return {};
+  return name.substr(i + 1);
+}
+
+// The four projection weights that nn.Linear stores as [out, in] and Conv1D as [in, out].
+bool is_projection_weight(const std::string& name) {
+  const std::string rel = block_relative_name(name);
+  return rel == "attn.c_attn.weight" || rel == "attn.c_proj.weight" || rel == "mlp.c_fc.weight" ||
+         rel == "mlp.c_proj.weight";
+}
+
+// Tensors that checkpoints carry but that are not parameters here.
+bool is_ignorable(const std::string& name) {
+  if (name == "lm_head.weight") return true;  // tied to wte.weight
+  const std::string rel = block_relative_name(name);
+  return rel == "attn.bias" || rel == "attn.masked_bias";  // HF/nanoGPT causal-mask buffers
+}
+
+std::string strip_prefixes(std::string name) {
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const char* prefix : {"_orig_mod.", "module.", "transformer."}) {
+      if (starts_with(name, prefix)) {
+        name = name.substr(std::string(prefix).size());
+        changed = true;
+      }
+    }
+  }
+  return name;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+WeightLayout resolve_layout(const SafeTensorsFile& file, WeightLayout requested) {
+  if (requested != WeightLayout::kAuto) return requested;
+  auto it = file.metadata().find("gaincell_layout");
+  if (it == file.metadata().end() || it->second == "conv1d") return WeightLayout::kConv1D;
+  if (it->second == "linear") return WeightLayout::kLinear;
+  throw Error("safetensors file " + file.source() + ": unknown gaincell_layout '" + it->second +
+              "' (expected conv1d or linear)");
+}
+
+}  // namespace
+
+bool is_gpt2_core_tensor(const std::string& name) {
+  static const std::set<std::string> top = {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"};
+  static const std::set<std::string> block = {
+      "ln_1.weight",       "ln_1.bias",         "attn.c_attn.weight", "attn.c_attn.bias",
+      "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight",        "ln_2.bias",
+      "mlp.c_fc.weight",    "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias"};
+  return top.count(name) > 0 || block.count(block_relative_name(name)) > 0;
+}
+
+LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file, WeightLayout layout) {
+  LoadReport report;
+  report.layout = resolve_layout(file, layout);
+  const bool linear = report.layout == WeightLayout::kLinear;
+
+  // Model name -> file name, after prefix stripping.
+  std::map<std::string, std::string> by_model_name;
+  for (const auto& t : file.tensors()) {
+    const std::string name = strip_prefixes(t.name);
+    if (is_ignorable(name)) {
+      report.ignored.push_back(t.name);
+      continue;
+    }
+    auto [it, inserted] = by_model_name.emplace(name, t.name);
+    require(inserted, "safetensors file " + file.source() + ": tensors '" + it->second + "' and '" +
+                          t.name + "' both map to '" + name + "'");
+  }
+
+  std::vector<float> scratch;
+  for (const ParamInfo& p : model.params()) {
+    auto it = by_model_name.find(p.name);
+    const bool core = is_gpt2_core_tensor(p.name);
+    if (it == by_model_name.end()) {
+      require(!core, "safetensors file " + file.source() + " has no tensor '" + p.name +
+                         "' (with or without a 'transformer.' prefix)");
+      report.missing_extras.push_back(p.name);
+      continue;
+    }
+    const SafeTensorInfo& info = file.info(it->second);
+    const std::string what = "safetensors file " + file.source() + ", tensor '" + info.name + "'";
+    float* dst = model.param_data() + p.offset;
+    const bool transpose = linear && is_projection_weight(p.name);
+    if (!core) {
+      // Attention extras: the paper stores per-head scalers as (1, H, 1, 1).
+      require(info.numel() == p.numel, what + ": " + std::to_string(info.numel()) +
+                                           " elements, the model expects " +
+                                           std::to_string(p.numel) + " (shape " +
+                                           shape_string(p.shape) + ")");
+      file.read_f32(info.name, dst);
+    } else if (transpose) {
+      const std::vector<int64_t> want = {p.shape[1], p.shape[0]};
+      require(info.shape == want, what + " has shape " + shape_string(info.shape) +
+                                      ", expected " + shape_string(want) +
+                                      " (nn.Linear layout [out, in])");
+      scratch.resize(p.numel);
+      file.read_f32(info.name, scratch.data());
+      const int64_t rows = p.shape[0], cols = p.shape[1];  // model [in, out] = file [out, in]^T
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = scratch[c * rows + r];
+      }
+    } else {
+      if (info.shape != p.shape) {
+        std::string hint;
+        if (is_projection_weight(p.name) && info.shape.size() == 2 &&
+            info.shape == std::vector<int64_t>{p.shape[1], p.shape[0]}) {
+          hint = "; it looks like nn.Linear layout (use --linear-layout)";
+        }
+        throw Error(what + " has shape " + shape_string(info.shape) + ", the model expects " +
+                    shape_string(p.shape) + hint);
+      }
+      file.read_f32(info.name, dst);
+    }
+    for (int64_t i = 0; i < p.numel; ++i) {
+      require(std::isfinite(dst[i]), what + " contains a non-finite value (NaN or inf)");
+    }
+    by_model_name.erase(it);
+    ++report.loaded;
+  }
+  for (const auto& [model_name, file_name] : by_model_name) report.ignored.push_back(file_name);
+  return report;
+}
+
+void save_weights(const GPT2Model& model, const std::filesystem::path& file) {
+  std::vector<TensorView> views;
+  for (const ParamInfo& p : model.params()) {
+    views.push_back({p.name, p.shape, model.param_data() + p.offset});
+  }
+  write_safetensors(file, views, {{"format", "pt"}, {"gaincell_layout", "conv1d"}});
+}
+
+void ModelOverrides::apply(GPT2Config& config) const {
+  if (attention) config.attention = *attention;
+  if (window) config.window = *window;
+  if (hw) config.hw = *hw;
+  config.validate();
+}
+
+GPT2Config read_model_config(const std::filesystem::path& model_dir) {
+  const auto path = model_dir / "config.json";
+  require(std::filesystem::is_directory(model_dir),
+          "model directory " + model_dir.string() + " does not exist");
+  require(std::filesystem::exists(path), "model directory " + model_dir.string() +
+                                             " has no config.json");
+  const nlohmann::json j = nlohmann::json::parse(read_text_file(path), nullptr, false);
+  require(!j.is_discarded(), path.string() + " is not valid JSON");
+  try {
+    return GPT2Config::from_json(j);
+  } catch (const Error& e) {
+    throw Error(path.string() + ": " + e.what());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path.string() + ": " + e.what());
+  }
+}
+
+std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
+                                      const LoadModelOptions& options) {
+  GPT2Config config = read_model_config(model_dir);
+  options.overrides.apply(config);
+  const auto weights = model_dir / "model.safetensors";
+  require(std::filesystem::exists(weights),
+          "model directory " + model_dir.string() + " has no model.safetensors");
+  const SafeTensorsFile file = SafeTensorsFile::open(weights);
+  auto model = std::make_unique<GPT2Model>(config);
+  const LoadReport report = load_weights(*model, file, options.layout);
+  if (options.log) {
+    if (!report.missing_extras.empty()) {
+      std::string names;
+      for (const auto& n : report.missing_extras) names += (names.empty() ? "" : ", ") + n;
+      options.log("attention '" + config.attention + "': " +
+                  std::to_string(report.missing_extras.size()) +
+                  " tensors not in the checkpoint keep their initial values: " + names);
+    }
+    size_t unexpected = 0;
+    std::string names;
+    for (const auto& n : report.ignored) {
+      if (is_ignorable(strip_prefixes(n))) continue;
+      ++unexpected;
+      if (unexpected <= 8) names += (names.empty() ? "" : ", ") + n;
+    }
+    if (unexpected > 0) {
+      options.log(std::to_string(unexpected) + " checkpoint tensors are not used by attention '" +
+                  config.attention + "': " + names + (unexpected > 8 ? ", ..." : ""));
+    }
+  }
+  return model;
+}
+
+void save_model(const GPT2Model& model, const std::filesystem::path& model_dir) {
+  std::filesystem::create_directories(model_dir);
+  save_weights(model, model_dir / "model.safetensors");
+  write_file_atomic(model_dir / "config.json", model.config().to_json().dump(2) + "\n");
+}
+
+}  // namespace gaincell

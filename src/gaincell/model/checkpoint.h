@@ -1,0 +1,79 @@
+// Model directories (issue 2 item 3): `config.json` (Hugging Face GPT-2 keys + gaincell_*) and
+// `model.safetensors` with Hugging Face GPT-2 tensor names in Conv1D layout ([in, out]), the LM
+// head tied to `wte.weight`. A model trained here loads in the Python ecosystem and a downloaded
+// GPT-2 runs here.
+//
+// Reading accepts: a `transformer.` and/or `_orig_mod.` prefix (HF, torch.compile'd nanoGPT),
+// F32/F16/BF16 data, nn.Linear layout (nanoGPT; metadata gaincell_layout = "linear" or an explicit
+// WeightLayout::kLinear) for the four projection weights, which are then transposed. It ignores
+// `lm_head.weight` (tied) and HF's `attn.bias` / `attn.masked_bias` buffers. Missing GPT-2 tensors
+// and wrong shapes are errors; attention-variant extras (e.g. `h.{l}.attn.q_scaler.a`) may have
+// any shape with the right number of elements (the paper stores (1,H,1,1)) and, when missing, keep
+// their initial values (reported).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gaincell/hw/hw_config.h"
+#include "gaincell/model/gpt2.h"
+#include "gaincell/model/safetensors.h"
+
+namespace gaincell {
+
+enum class WeightLayout {
+  kAuto,    // the file's metadata "gaincell_layout" ("conv1d" or "linear"); Conv1D when absent
+  kConv1D,  // Hugging Face: c_attn.weight is [n_embd, 3 n_embd]
+  kLinear,  // nn.Linear (nanoGPT): c_attn.weight is [3 n_embd, n_embd]
+};
+
+struct LoadReport {
+  WeightLayout layout = WeightLayout::kConv1D;  // the layout that was used
+  int loaded = 0;                                // model tensors filled from the file
+  std::vector<std::string> missing_extras;       // attention extras left at their init values
+  std::vector<std::string> ignored;              // file tensors not used (tied head, buffers, ...)
+};
+
+// Fills model.param_data() from `file`. Throws gaincell::Error naming the tensor for missing
+// tensors, wrong shapes, unsupported dtypes and non-finite values.
+LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file,
+                        WeightLayout layout = WeightLayout::kAuto);
+
+// Writes every model tensor as F32 with metadata {"format": "pt", "gaincell_layout": "conv1d"}
+// (atomic: temporary file, then rename).
+void save_weights(const GPT2Model& model, const std::filesystem::path& file);
+
+// Changes to a stored configuration when loading (CLI --attention / --window / --hw).
+struct ModelOverrides {
+  std::optional<std::string> attention;
+  std::optional<int> window;
+  std::optional<HwConfig> hw;
+  void apply(GPT2Config& config) const;
+};
+
+// DIR/config.json, validated.
+GPT2Config read_model_config(const std::filesystem::path& model_dir);
+
+struct LoadModelOptions {
+  ModelOverrides overrides;
+  WeightLayout layout = WeightLayout::kAuto;
+  // Receives one line per notable event (missing extras, ignored tensors); default: none.
+  std::function<void(const std::string&)> log;
+};
+
+// Builds the model of DIR/config.json and loads DIR/model.safetensors into it.
+std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
+                                      const LoadModelOptions& options = {});
+
+// Writes DIR/model.safetensors then DIR/config.json (each atomically; creates DIR).
+void save_model(const GPT2Model& model, const std::filesystem::path& model_dir);
+
+// True for the GPT-2 tensor names (wte, wpe, ln_f, and the twelve tensors of a block); false for
+// attention-variant extras.
+bool is_gpt2_core_tensor(const std::string& name);
+
+}  // namespace gaincell

@@ -1,0 +1,328 @@
+#include "gaincell/model/data.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+
+namespace gaincell {
+
+namespace fs = std::filesystem;
+
+static_assert(std::endian::native == std::endian::little,
+              "token files are little-endian uint16 and are memory-mapped as-is");
+
+// ---------------------------------------------------------------------------------------------
+// TokenDataset
+
+struct TokenDataset::Mapping {
+  const uint16_t* tokens = nullptr;
+  size_t count = 0;
+  void* address = nullptr;
+  size_t bytes = 0;
+  ~Mapping() {
+    if (address) ::munmap(address, bytes);
+  }
+};
+
+namespace {
+
+std::shared_ptr<TokenDataset::Mapping> map_file(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw Error("cannot open token file '" + path.string() + "': " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error("token file '" + path.string() + "' is not a regular file");
+  }
+  auto mapping = std::make_shared<TokenDataset::Mapping>();
+  mapping->bytes = static_cast<size_t>(st.st_size);
+  if (mapping->bytes % 2 != 0) {
+    ::close(fd);
+    throw Error("token file '" + path.string() + "' has " + std::to_string(mapping->bytes) +
+                " bytes, an odd number: not a uint16 token file (truncated?)");
+  }
+  if (mapping->bytes > 0) {
+    void* address = ::mmap(nullptr, mapping->bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (address == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      throw Error("cannot map token file '" + path.string() + "': " + std::strerror(err));
+    }
+    mapping->address = address;
+    mapping->tokens = static_cast<const uint16_t*>(address);
+    mapping->count = mapping->bytes / 2;
+  }
+  ::close(fd);
+  return mapping;
+}
+
+}  // namespace
+
+TokenDataset TokenDataset::open(const fs::path& bin_file, int32_t vocab_size) {
+  require(vocab_size > 0 && vocab_size <= 65536,
+          "vocab_size " + std::to_string(vocab_size) + " does not fit uint16 tokens");
+  auto mapping = map_file(bin_file);
+  const uint16_t* tokens = mapping->tokens;
+  const auto limit = static_cast<uint32_t>(vocab_size);
+  // One pass over the whole file: a corrupt or foreign file is caught here, not mid-training.
+  const uint16_t* bad =
+      std::find_if(tokens, tokens + mapping->count, [limit](uint16_t t) { return t >= limit; });
+  if (bad != tokens + mapping->count) {
+    const size_t index = static_cast<size_t>(bad - tokens);
+    throw Error("token file '" + bin_file.string() + "': token " + std::to_string(*bad) +
+                " at index " + std::to_string(index) + " (byte offset " +
+                std::to_string(2 * index) + ") is >= vocab size " + std::to_string(vocab_size) +
+                " (corrupt file, or not a token file of this vocabulary)");
+  }
+  TokenDataset data;
+  data.mapping_ = std::move(mapping);
+  data.path_ = bin_file;
+  return data;
+}
+
+size_t TokenDataset::size() const {
+  return mapping_ ? mapping_->count : 0;
+}
+const uint16_t* TokenDataset::tokens() const {
+  return mapping_ ? mapping_->tokens : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// BatchSampler
+
+namespace {
+
+uint64_t splitmix64(uint64_t* state) {
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+std::string to_hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+BatchSampler::BatchSampler(const TokenDataset& data, int B, int T, uint64_t seed)
+    : data_(&data), batch_(B), context_(T), rng_state_(seed) {
+  require(B >= 1, "batch size B must be >= 1, got " + std::to_string(B));
+  require(T >= 1, "context length T must be >= 1, got " + std::to_string(T));
+  require(data.size() >= static_cast<size_t>(T) + 1,
+          "token file '" + data.path().string() + "' has " + std::to_string(data.size()) +
+              " tokens, too few for windows of T = " + std::to_string(T) +
+              " (needs at least T + 1)");
+}
+
+size_t BatchSampler::next_start() {
+  // i uniform in [0, size - T - 1]: reject the first 2^64 mod n values, then reduce modulo n.
+  const uint64_t n = data_->size() - static_cast<uint64_t>(context_);
+  const uint64_t reject_below = (0 - n) % n;
+  uint64_t r;
+  do {
+    r = splitmix64(&rng_state_);
+  } while (r < reject_below);
+  return static_cast<size_t>(r % n);
+}
+
+void BatchSampler::next(int32_t* inputs, int32_t* targets) {
+  const uint16_t* tokens = data_->tokens();
+  const auto T = static_cast<size_t>(context_);
+  for (size_t b = 0; b < static_cast<size_t>(batch_); ++b) {
+    const uint16_t* window = tokens + next_start();
+    for (size_t t = 0; t < T; ++t) {
+      inputs[b * T + t] = window[t];
+      targets[b * T + t] = window[t + 1];
+    }
+  }
+}
+
+nlohmann::json BatchSampler::state() const {
+  return {{"kind", "splitmix64"},
+          {"state", to_hex(rng_state_)},
+          {"B", batch_},
+          {"T", context_},
+          {"tokens", data_->size()}};
+}
+
+void BatchSampler::set_state(const nlohmann::json& state) {
+  const auto bad = [&](const std::string& why) {
+    return Error("invalid sampler state " + state.dump() + ": " + why);
+  };
+  if (!state.is_object() || state.value("kind", "") != "splitmix64") {
+    throw bad("expected an object with \"kind\": \"splitmix64\"");
+  }
+  const auto field = [&](const char* name) -> const nlohmann::json& {
+    if (!state.contains(name)) throw bad(std::string("missing \"") + name + "\"");
+    return state.at(name);
+  };
+  const auto& hex = field("state");
+  if (!hex.is_string() || hex.get<std::string>().size() != 16 ||
+      hex.get<std::string>().find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+    throw bad("\"state\" must be 16 hex digits");
+  }
+  const auto& B = field("B");
+  const auto& T = field("T");
+  const auto& tokens = field("tokens");
+  if (!B.is_number_integer() || !T.is_number_integer() || !tokens.is_number_integer()) {
+    throw bad("\"B\", \"T\" and \"tokens\" must be integers");
+  }
+  if (B.get<int64_t>() != batch_ || T.get<int64_t>() != context_ ||
+      tokens.get<int64_t>() != static_cast<int64_t>(data_->size())) {
+    throw bad("saved for B = " + B.dump() + ", T = " + T.dump() + ", " + tokens.dump() +
+              " tokens, but this sampler has B = " + std::to_string(batch_) + ", T = " +
+              std::to_string(context_) + ", " + std::to_string(data_->size()) + " tokens");
+  }
+  rng_state_ = std::stoull(hex.get<std::string>(), nullptr, 16);
+}
+
+// ---------------------------------------------------------------------------------------------
+// prepare
+
+std::vector<std::string_view> split_fortunes(std::string_view text) {
+  std::vector<std::string_view> docs;
+  const auto keep = [&](std::string_view doc) {
+    if (doc.find_first_not_of(" \t\r\n\f\v") != std::string_view::npos) docs.push_back(doc);
+  };
+  size_t doc_start = 0, line_start = 0;
+  while (line_start < text.size()) {
+    size_t line_end = text.find('\n', line_start);
+    const size_t next_line = line_end == std::string_view::npos ? text.size() : line_end + 1;
+    if (line_end == std::string_view::npos) line_end = text.size();
+    std::string_view line = text.substr(line_start, line_end - line_start);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line == "%") {
+      keep(text.substr(doc_start, line_start - doc_start));
+      doc_start = next_line;
+    }
+    line_start = next_line;
+  }
+  keep(text.substr(doc_start));
+  return docs;
+}
+
+std::vector<fs::path> default_corpus_files(const fs::path& dir) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const fs::path& p = entry.path();
+    // Skip the strfile indexes (.dat) and the .u8 symlinks to the same texts.
+    if (entry.is_symlink() || !entry.is_regular_file() || p.extension() == ".dat") continue;
+    files.push_back(p);
+  }
+  require(!files.empty(), "no fortune files in '" + dir.string() +
+                              "': install Debian's fortunes package (apt-get install fortunes)");
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+void write_token_file(const fs::path& path, const std::vector<int32_t>& tokens) {
+  std::vector<uint16_t> packed(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    require(tokens[i] >= 0 && tokens[i] <= 0xFFFF,
+            "token " + std::to_string(tokens[i]) + " does not fit a uint16 token file");
+    packed[i] = static_cast<uint16_t>(tokens[i]);
+  }
+  write_file_atomic(path, packed.data(), packed.size() * sizeof(uint16_t));
+}
+
+PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::path>& texts,
+                                  const fs::path& out_dir, double val_fraction) {
+  PrepareOptions options;
+  options.val_fraction = val_fraction;
+  return prepare_token_files(tok, texts, out_dir, options);
+}
+
+PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::path>& texts,
+                                  const fs::path& out_dir, const PrepareOptions& options) {
+  const double f = options.val_fraction;
+  require(std::isfinite(f) && f >= 0.0 && f < 1.0,
+          "val_fraction must be in [0, 1), got " + std::to_string(f));
+  require(!texts.empty(), "prepare needs at least one text file");
+  require(tok.vocab_size() <= 65536, "vocabulary of " + std::to_string(tok.vocab_size()) +
+                                         " tokens does not fit uint16 token files");
+  std::vector<int32_t> stream;
+  size_t documents = 0;
+  nlohmann::json sources = nlohmann::json::array();
+  for (size_t k = 0; k < texts.size(); ++k) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string text = read_text_file(texts[k]);
+    std::vector<std::string_view> docs;
+    if (options.split_fortunes) {
+      docs = split_fortunes(text);
+    } else if (!text.empty()) {
+      docs.push_back(text);
+    }
+    const size_t before = stream.size();
+    for (const std::string_view doc : docs) {
+      if (!stream.empty()) stream.push_back(Tokenizer::kEndOfText);  // document separator
+      const auto ids = tok.encode(doc);
+      stream.insert(stream.end(), ids.begin(), ids.end());
+    }
+    documents += docs.size();
+    const size_t file_tokens = stream.size() - before;
+    sources.push_back({{"path", texts[k].string()},
+                       {"bytes", text.size()},
+                       {"documents", docs.size()},
+                       {"tokens", file_tokens}});
+    if (options.progress) {
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::ostringstream line;
+      line << "prepare: [" << k + 1 << "/" << texts.size() << "] " << texts[k].string() << ": "
+           << text.size() << " bytes, " << docs.size() << " documents, " << file_tokens
+           << " tokens (" << static_cast<int>(text.size() / 1e6 / std::max(seconds, 1e-9))
+           << " MB/s)";
+      options.progress(line.str());
+    }
+  }
+  require(!stream.empty(), "the input files hold no text to tokenize");
+
+  const auto val_tokens = static_cast<size_t>(std::llround(static_cast<double>(stream.size()) * f));
+  const size_t train_tokens = stream.size() - val_tokens;
+  require(train_tokens > 0, "val_fraction leaves no training tokens");
+  const std::vector<int32_t> train(stream.begin(),
+                                   stream.begin() + static_cast<long>(train_tokens));
+  const std::vector<int32_t> val(stream.begin() + static_cast<long>(train_tokens), stream.end());
+  write_token_file(out_dir / "train.bin", train);
+  write_token_file(out_dir / "val.bin", val);
+  const nlohmann::json meta = {{"format", "gaincell-tokens"},
+                               {"version", 1},
+                               {"dtype", "uint16"},
+                               {"byte_order", "little"},
+                               {"tokenizer", "gpt2-bpe"},
+                               {"vocab_size", tok.vocab_size()},
+                               {"eot_token", Tokenizer::kEndOfText},
+                               {"documents", documents},
+                               {"split_fortunes", options.split_fortunes},
+                               {"val_fraction", f},
+                               {"train_tokens", train_tokens},
+                               {"val_tokens", val_tokens},
+                               {"sources", sources}};
+  // meta.json last: its presence means both token files are complete.
+  write_file_atomic(out_dir / "meta.json", meta.dump(2) + "\n");
+  if (options.progress) {
+    options.progress("prepare: wrote " + (out_dir / "train.bin").string() + " (" +
+                     std::to_string(train_tokens) + " tokens), " + (out_dir / "val.bin").string() +
+                     " (" + std::to_string(val_tokens) + " tokens), meta.json");
+  }
+  return {train_tokens, val_tokens};
+}
+
+}  // namespace gaincell

@@ -1,0 +1,93 @@
+// Token data files and the training-window sampler.
+//
+// File layout (nanoGPT's): a flat array of little-endian uint16 token ids, no header. prepare
+// writes DIR/train.bin, DIR/val.bin and DIR/meta.json (format name, version, dtype, vocabulary,
+// token counts, sources), each atomically. Training code takes `--data DIR`.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gaincell/model/tokenizer.h"
+
+namespace gaincell {
+
+// A read-only, validated token file: size even, every token < vocab_size. Memory-mapped (the
+// mapping is shared by copies). An empty file is a valid, empty dataset.
+class TokenDataset {
+ public:
+  static TokenDataset open(const std::filesystem::path& bin_file, int32_t vocab_size = 50257);
+  size_t size() const;  // number of tokens
+  const uint16_t* tokens() const;
+  const std::filesystem::path& path() const { return path_; }
+
+  struct Mapping;
+
+ private:
+  std::shared_ptr<const Mapping> mapping_;
+  std::filesystem::path path_;
+};
+
+// Seeded sampler of (input, target) windows: x = data[i : i+T], y = data[i+1 : i+T+1], with i
+// uniform in [0, size-T-1] (rejection sampling on a splitmix64 stream, so no modulo bias). The
+// dataset must outlive the sampler. Requires B >= 1, T >= 1 and size >= T + 1.
+class BatchSampler {
+ public:
+  BatchSampler(const TokenDataset& data, int B, int T, uint64_t seed);
+  void next(int32_t* inputs, int32_t* targets);  // B*T each, row-major [B][T]
+  // {"kind": "splitmix64", "state": "<16 hex digits>", "B", "T", "tokens"}: the exact RNG state.
+  nlohmann::json state() const;
+  // Restores a state() result; throws gaincell::Error when it is malformed or was saved for a
+  // different B, T or dataset size (a resume would then not be bit-identical).
+  void set_state(const nlohmann::json& state);
+  // The next window start (advances the RNG); exposed for tests.
+  size_t next_start();
+
+ private:
+  const TokenDataset* data_;
+  int batch_;
+  int context_;
+  uint64_t rng_state_;
+};
+
+// Writes DIR/train.bin, DIR/val.bin and DIR/meta.json (atomic). The validation split is the last
+// `val_fraction` (in [0, 1)) of the token stream of the concatenated inputs (documents separated
+// by <|endoftext|>). Each text file is one document.
+struct PrepareResult {
+  size_t train_tokens, val_tokens;
+};
+PrepareResult prepare_token_files(const Tokenizer& tok,
+                                  const std::vector<std::filesystem::path>& texts,
+                                  const std::filesystem::path& out_dir, double val_fraction);
+
+struct PrepareOptions {
+  double val_fraction = 0.1;
+  // Split each file into documents at lines holding a single '%' (the fortune(6) format).
+  bool split_fortunes = false;
+  // Called with one human-readable progress line per file (e.g. to print on stderr).
+  std::function<void(const std::string&)> progress;
+};
+PrepareResult prepare_token_files(const Tokenizer& tok,
+                                  const std::vector<std::filesystem::path>& texts,
+                                  const std::filesystem::path& out_dir,
+                                  const PrepareOptions& options);
+
+// The demo corpus: the plain-text fortune files of Debian's `fortunes` packages in `dir` (not the
+// .dat indexes, not the .u8 links), sorted by name. Throws when there are none.
+std::vector<std::filesystem::path> default_corpus_files(
+    const std::filesystem::path& dir = "/usr/share/games/fortunes");
+
+// Fortunes of a fortune(6) file: the texts between lines that are exactly "%" (each with its
+// trailing newline); empty ones are dropped.
+std::vector<std::string_view> split_fortunes(std::string_view text);
+
+// Writes tokens as little-endian uint16 (atomic); throws when one does not fit in uint16.
+void write_token_file(const std::filesystem::path& path, const std::vector<int32_t>& tokens);
+
+}  // namespace gaincell

@@ -1,0 +1,280 @@
+#include "gaincell/model/layers.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gaincell/core/blas.h"
+#include "gaincell/core/error.h"
+
+namespace gaincell::layers {
+
+namespace {
+// Below this many elements a loop runs on one thread: waking the OpenMP team costs more than the
+// work (and on a loaded machine a barrier can wait for a descheduled thread).
+constexpr int64_t kParallelMin = int64_t{1} << 15;
+}  // namespace
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t N, int C, float eps) {
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    const float* x = inp + n * C;
+    // Two passes in double: the variance of a residual stream with a large mean loses digits in
+    // a one-pass float formula.
+    double sum = 0.0;
+    for (int c = 0; c < C; c++) sum += x[c];
+    const double m = sum / C;
+    double var = 0.0;
+    for (int c = 0; c < C; c++) var += (x[c] - m) * (x[c] - m);
+    const float s = static_cast<float>(1.0 / std::sqrt(var / C + eps));
+    const float mf = static_cast<float>(m);
+    float* o = out + n * C;
+    for (int c = 0; c < C; c++) o[c] = (x[c] - mf) * s * weight[c] + bias[c];
+    mean[n] = mf;
+    rstd[n] = s;
+  }
+}
+
+void layernorm_recompute(float* out, const float* inp, const float* mean, const float* rstd,
+                         const float* weight, const float* bias, int64_t N, int C) {
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    const float* x = inp + n * C;
+    float* o = out + n * C;
+    const float m = mean[n], s = rstd[n];
+    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+  }
+}
+
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean, const float* rstd,
+                        int64_t N, int C) {
+  const bool parallel = N * C >= kParallelMin;
+  const int n_threads = parallel ? omp_get_max_threads() : 1;
+  // Per-thread partial sums of dweight/dbias, reduced at the end (rows are split across threads).
+  std::vector<float> partial(static_cast<size_t>(n_threads) * 2 * C, 0.0f);
+#pragma omp parallel num_threads(n_threads)
+  {
+    float* dw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
+    float* db = dw + C;
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      const float* x = inp + n * C;
+      const float* g = dout + n * C;
+      const float m = mean[n], s = rstd[n];
+      // dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)), dnorm = dout * weight.
+      float sum_dnorm = 0.0f, sum_dnorm_norm = 0.0f;
+      for (int c = 0; c < C; c++) {
+        const float norm = (x[c] - m) * s;
+        const float dnorm = g[c] * weight[c];
+        sum_dnorm += dnorm;
+        sum_dnorm_norm += dnorm * norm;
+        dw[c] += norm * g[c];
+        db[c] += g[c];
+      }
+      const float mean_dnorm = sum_dnorm / C, mean_dnorm_norm = sum_dnorm_norm / C;
+      float* dx = dinp + n * C;
+      for (int c = 0; c < C; c++) {
+        const float norm = (x[c] - m) * s;
+        dx[c] += s * (g[c] * weight[c] - mean_dnorm - norm * mean_dnorm_norm);
+      }
+    }
+  }
+  for (int t = 0; t < n_threads; t++) {
+    const float* dw = partial.data() + static_cast<size_t>(t) * 2 * C;
+    for (int c = 0; c < C; c++) {
+      dweight[c] += dw[c];
+      dbias[c] += dw[C + c];
+    }
+  }
+}
+
+void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                    int C, int OC, bool accumulate) {
+  if (bias != nullptr) {
+#pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
+    for (int64_t n = 0; n < N; n++) {
+      float* o = out + n * OC;
+      if (accumulate) {
+        for (int c = 0; c < OC; c++) o[c] += bias[c];
+      } else {
+        for (int c = 0; c < OC; c++) o[c] = bias[c];
+      }
+    }
+  }
+  const float beta = (bias != nullptr || accumulate) ? 1.0f : 0.0f;
+  blas::gemm_nn(static_cast<int>(N), OC, C, inp, C, weight, OC, out, OC, 1.0f, beta);
+}
+
+void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int64_t N, int C, int OC) {
+  const int n = static_cast<int>(N);
+  blas::gemm_nt(n, C, OC, dout, OC, weight, OC, dinp, C);              // dinp = dout · Wᵀ
+  blas::gemm_tn(C, OC, n, inp, C, dout, OC, dweight, OC, 1.0f, 1.0f);  // dW += inpᵀ · dout
+  if (dbias != nullptr) {
+#pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
+    for (int c = 0; c < OC; c++) {
+      float sum = 0.0f;
+      for (int64_t r = 0; r < N; r++) sum += dout[r * OC + c];
+      dbias[c] += sum;
+    }
+  }
+}
+
+namespace {
+constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
+}
+
+void gelu_forward(float* out, const float* inp, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; i++) {
+    const float x = inp[i];
+    out[i] = 0.5f * x * (1.0f + std::tanh(kGeluScale * (x + 0.044715f * x * x * x)));
+  }
+}
+
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; i++) {
+    const float x = inp[i];
+    const float u = kGeluScale * (x + 0.044715f * x * x * x);
+    const float th = std::tanh(u);
+    const float sech2 = 1.0f - th * th;
+    const float du = kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
+    dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * sech2 * du);
+  }
+}
+
+namespace {
+// log(sum(exp(row))) computed stably in double.
+double row_logsumexp(const float* row, int V) {
+  float mx = row[0];
+  for (int v = 1; v < V; v++) mx = std::max(mx, row[v]);
+  double sum = 0.0;
+  for (int v = 0; v < V; v++) sum += std::exp(static_cast<double>(row[v] - mx));
+  return mx + std::log(sum);
+}
+}  // namespace
+
+LossResult crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
+                                int64_t N, int V) {
+  for (int64_t n = 0; n < N; n++) {
+    require(targets[n] < V, "target token " + std::to_string(targets[n]) + " at position " +
+                                std::to_string(n) + " is outside the vocabulary (size " +
+                                std::to_string(V) + ")");
+  }
+  double total = 0.0;
+  int64_t count = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total, count) if (N * V >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    if (targets[n] < 0) {
+      losses[n] = 0.0f;
+      continue;
+    }
+    const float* row = logits + n * V;
+    const double loss = row_logsumexp(row, V) - row[targets[n]];
+    losses[n] = static_cast<float>(loss);
+    total += loss;
+    count++;
+  }
+  return {count > 0 ? total / count : 0.0, count};
+}
+
+void crossentropy_backward_inplace(float* logits, const int32_t* targets, int64_t N, int V,
+                                   int64_t count) {
+  const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
+#pragma omp parallel for schedule(static) if (N * V >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    float* row = logits + n * V;
+    if (targets[n] < 0) {
+      std::fill(row, row + V, 0.0f);
+      continue;
+    }
+    const double lse = row_logsumexp(row, V);
+    for (int v = 0; v < V; v++) {
+      row[v] = static_cast<float>(std::exp(row[v] - lse)) * inv_count;
+    }
+    row[targets[n]] -= inv_count;
+  }
+}
+
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
+                       int T, int C, int vocab_size) {
+  for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
+    require(tokens[i] >= 0 && tokens[i] < vocab_size,
+            "input token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                " is outside the vocabulary (size " + std::to_string(vocab_size) + ")");
+  }
+#pragma omp parallel for schedule(static) if (int64_t{B} * T * C >= kParallelMin)
+  for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
+    const float* e = wte + static_cast<int64_t>(tokens[i]) * C;
+    const float* p = wpe + (i % T) * C;
+    float* o = out + i * C;
+    for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+  }
+}
+
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,
+                        int T, int C) {
+  // Serial over rows: several positions may share a token, and this is a tiny O(B*T*C) pass.
+  for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
+    const float* g = dout + i * C;
+    float* e = dwte + static_cast<int64_t>(tokens[i]) * C;
+    float* p = dwpe + (i % T) * C;
+    for (int c = 0; c < C; c++) {
+      e[c] += g[c];
+      p[c] += g[c];
+    }
+  }
+}
+
+namespace {
+// Copies between token-major (B, T, stride) rows at column `offset` and head-major (B, H, T, D).
+template <bool kToHeads>
+void permute_heads(float* heads, float* rows, int B, int T, int H, int D, int stride, int offset) {
+#pragma omp parallel for collapse(2) schedule(static) if (int64_t{B} * T * H * D >= kParallelMin)
+  for (int b = 0; b < B; b++) {
+    for (int h = 0; h < H; h++) {
+      for (int t = 0; t < T; t++) {
+        float* hd = heads + ((static_cast<int64_t>(b) * H + h) * T + t) * D;
+        float* rw = rows + (static_cast<int64_t>(b) * T + t) * stride + offset + h * D;
+        if constexpr (kToHeads) {
+          std::copy(rw, rw + D, hd);
+        } else {
+          std::copy(hd, hd + D, rw);
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
+void split_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int D) {
+  const int C = H * D;
+  float* src = const_cast<float*>(qkv);  // read only: permute_heads<true> never writes rows
+  permute_heads<true>(q, src, B, T, H, D, 3 * C, 0);
+  permute_heads<true>(k, src, B, T, H, D, 3 * C, C);
+  permute_heads<true>(v, src, B, T, H, D, 3 * C, 2 * C);
+}
+
+void merge_heads_qkv(float* qkv, const float* q, const float* k, const float* v, int B, int T,
+                     int H, int D) {
+  const int C = H * D;
+  permute_heads<false>(const_cast<float*>(q), qkv, B, T, H, D, 3 * C, 0);
+  permute_heads<false>(const_cast<float*>(k), qkv, B, T, H, D, 3 * C, C);
+  permute_heads<false>(const_cast<float*>(v), qkv, B, T, H, D, 3 * C, 2 * C);
+}
+
+void merge_heads(float* out, const float* heads, int B, int T, int H, int D) {
+  permute_heads<false>(const_cast<float*>(heads), out, B, T, H, D, H * D, 0);
+}
+
+void split_heads_one(float* heads, const float* inp, int B, int T, int H, int D) {
+  permute_heads<true>(heads, const_cast<float*>(inp), B, T, H, D, H * D, 0);
+}
+
+}  // namespace gaincell::layers

@@ -1,0 +1,63 @@
+// The GPT-2 layer kernels (forward and hand-written backward), fp32, row-major [N rows, C columns].
+// Backward kernels ACCUMULATE into parameter gradients and into `dinp` (the residual-stream
+// gradient), as the residual connections need; callers zero them once per step.
+// Each kernel is small and standalone so tests can check it by finite differences.
+#pragma once
+
+#include <cstdint>
+
+namespace gaincell::layers {
+
+// LayerNorm over the last dimension: out = (x - mean) * rstd * weight + bias; stores mean and
+// rstd per row for the backward pass (and for recomputing `out` there).
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t N, int C, float eps);
+// Recomputes `out` from the stored statistics (activation recomputation saves memory).
+void layernorm_recompute(float* out, const float* inp, const float* mean, const float* rstd,
+                         const float* weight, const float* bias, int64_t N, int C);
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean, const float* rstd,
+                        int64_t N, int C);
+
+// Conv1D linear layer (Hugging Face layout): out[N,OC] = inp[N,C] · W[C,OC] + bias.
+// With accumulate = true the result is added to `out` (used for residual additions).
+void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                    int C, int OC, bool accumulate = false);
+// dinp is OVERWRITTEN (it is always a scratch buffer); dweight, dbias accumulate. dbias may be
+// null.
+void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int64_t N, int C, int OC);
+
+// tanh-approximated GELU ("gelu_new" in Hugging Face GPT-2).
+void gelu_forward(float* out, const float* inp, int64_t n);
+// dinp = dout * gelu'(inp); dinp may alias dout.
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
+
+// Cross-entropy of each row of logits [N,V] against targets (< 0: ignored, loss 0).
+// Writes per-row losses and returns the mean over counted rows (0 if none) and their count.
+struct LossResult {
+  double mean = 0.0;
+  int64_t count = 0;
+};
+LossResult crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
+                                int64_t N, int V);
+// Overwrites `logits` in place with d(mean loss)/d(logits) = (softmax - onehot) / count; ignored
+// rows become 0. In place because the logits of a 50257-token vocabulary dominate memory.
+void crossentropy_backward_inplace(float* logits, const int32_t* targets, int64_t N, int V,
+                                   int64_t count);
+
+// Token + position embedding: out[b,t,:] = wte[tok] + wpe[t]. Throws on out-of-range tokens.
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
+                       int T, int C, int vocab_size);
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,
+                        int T, int C);
+
+// (B, T, 3C) c_attn output -> q, k, v each (B, H, T, D); and the inverse.
+void split_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int D);
+void merge_heads_qkv(float* qkv, const float* q, const float* k, const float* v, int B, int T,
+                     int H, int D);
+// (B, H, T, D) -> (B, T, H*D) and the inverse.
+void merge_heads(float* out, const float* heads, int B, int T, int H, int D);
+void split_heads_one(float* heads, const float* inp, int B, int T, int H, int D);
+
+}  // namespace gaincell::layers

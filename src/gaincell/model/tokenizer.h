@@ -1,0 +1,74 @@
+// GPT-2 byte-level BPE tokenizer (Radford et al. 2019), built from encoder.json and vocab.bpe.
+//
+// encode(): split the bytes with GPT-2's pre-tokenization pattern
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// (implemented by hand in pretokenize(); the \p{L}, \p{N}, \s tables are generated from Python's
+// `regex` module into unicode_tables.inc), then merge each piece's bytes by rank (vocab.bpe order).
+//
+// Any byte string is accepted. Bytes that are not part of valid UTF-8 (stray continuation bytes,
+// truncated sequences, overlongs, surrogates, > U+10FFFF) each count as one code point that is
+// neither letter, number nor whitespace, exactly like Python's 'surrogateescape' decoding used by
+// the reference (tests/reference/gpt2_bpe_reference.py). Since every token is a byte string,
+// decode(encode(x)) == x for every x.
+//
+// The text "<|endoftext|>" inside the input is encoded as ordinary text (as GPT-2's encoder.py
+// does); the end-of-text id is only inserted explicitly (e.g. by prepare_token_files()).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gaincell {
+
+class Tokenizer {
+ public:
+  static constexpr int32_t kEndOfText = 50256;
+
+  // Reads vocab_dir/encoder.json and vocab_dir/vocab.bpe and validates them (dense unique ids,
+  // all 256 byte tokens present, <|endoftext|> = 50256, every merge's parts and result in the
+  // vocabulary). Throws gaincell::Error naming the file and the problem.
+  static Tokenizer load(const std::filesystem::path& vocab_dir);
+  // default_data_dir() / "vocab"; the error says to run scripts/setup.sh.
+  static Tokenizer load_default();
+
+  // Never throws on content. Thread-safe (the word cache is guarded by a mutex).
+  std::vector<int32_t> encode(std::string_view text) const;
+  // Concatenated token bytes; throws gaincell::Error naming the id when one is out of range.
+  std::string decode(std::span<const int32_t> ids) const;
+  // Bytes of one token (kEndOfText gives "<|endoftext|>"); throws on an out-of-range id.
+  std::string token_text(int32_t id) const;
+  int32_t vocab_size() const;
+
+  // BPE of one pre-tokenized piece: the fast heap-based merge and the plain loop reference
+  // (Python-reference semantics: merge every occurrence of the lowest-ranked pair, left to right).
+  std::vector<int32_t> bpe_word(std::string_view piece) const;
+  std::vector<int32_t> bpe_word_reference(std::string_view piece) const;
+
+  struct Vocabulary;  // defined in tokenizer.cpp
+  struct WordCache;
+
+ private:
+  Tokenizer() = default;
+  std::shared_ptr<const Vocabulary> vocab_;
+  std::shared_ptr<WordCache> cache_;
+};
+
+// Pre-tokenization of GPT-2 (see above): the byte lengths of consecutive pieces, which cover
+// `text` exactly. Exposed for tests.
+std::vector<std::string_view> pretokenize(std::string_view text);
+
+// Character classes of the pattern, for one Unicode scalar value (spec: Python `regex` semantics).
+enum class CharClass : uint8_t { kLetter, kNumber, kSpace, kOther };
+CharClass classify_code_point(uint32_t cp);
+
+// Decodes one UTF-8 code point at text[pos]: returns its byte length (1..4) and sets *cp, or
+// returns 1 with *cp = kInvalidByte when the byte does not start a valid, shortest-form sequence.
+inline constexpr uint32_t kInvalidByte = 0xFFFFFFFFu;
+int decode_utf8(std::string_view text, size_t pos, uint32_t* cp);
+
+}  // namespace gaincell

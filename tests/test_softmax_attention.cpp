@@ -1,0 +1,201 @@
+// Softmax and sliding-window attention (spec §3.3, §3.4): the blocked GEMM kernel against the
+// loop-level reference, the reference backward against finite differences, and the decode state
+// (KV cache, circular for a window) against the whole-sequence forward.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gaincell/attention/attention.h"
+#include "gaincell/attention/softmax_attention.h"
+#include "gaincell/core/error.h"
+
+namespace gaincell {
+namespace {
+
+std::vector<float> random_vector(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0.0;
+  for (size_t i = 0; i < a.size(); i++) m = std::max(m, static_cast<double>(std::abs(a[i] - b[i])));
+  return m;
+}
+
+AttentionContext context(int H, int D, int block_size, int window) {
+  AttentionContext ctx;
+  ctx.n_head = H;
+  ctx.head_dim = D;
+  ctx.block_size = block_size;
+  ctx.window = window;
+  return ctx;
+}
+
+struct Case {
+  std::string variant;
+  int B, H, T, D, window;  // window: ctx.window (0 = block_size for "sliding")
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.variant << " B=" << c.B << " H=" << c.H << " T=" << c.T << " D=" << c.D
+      << " W=" << c.window;
+}
+
+class FastVsReference : public ::testing::TestWithParam<Case> {};
+
+// T = 300 spans three 128-query blocks (one partial), so block edges and the skipped key ranges
+// of the sliding window are exercised.
+INSTANTIATE_TEST_SUITE_P(Variants, FastVsReference,
+                         ::testing::Values(Case{"softmax", 2, 3, 300, 16, 0},
+                                           Case{"softmax", 1, 2, 7, 8, 0},
+                                           Case{"sliding", 2, 2, 300, 16, 37},
+                                           Case{"sliding", 1, 2, 300, 8, 128},
+                                           Case{"sliding", 1, 1, 50, 8, 1}));
+
+TEST_P(FastVsReference, ForwardAndBackwardMatchLoopReference) {
+  const Case c = GetParam();
+  const size_t n = static_cast<size_t>(c.B) * c.H * c.T * c.D;
+  const auto q = random_vector(n, 1, 1.5f), k = random_vector(n, 2, 1.5f), v = random_vector(n, 3),
+             dout = random_vector(n, 4);
+  auto attn = make_attention(c.variant, context(c.H, c.D, 512, c.window));
+  const int window = c.variant == "sliding" ? c.window : 0;
+
+  std::vector<float> out(n), ref_out(n);
+  attn->forward(q.data(), k.data(), v.data(), out.data(), c.B, c.T, true);
+  reference_softmax_attention_forward(q.data(), k.data(), v.data(), ref_out.data(), c.B, c.H, c.T,
+                                      c.D, window);
+  EXPECT_LT(max_abs_diff(out, ref_out), 2e-5);
+
+  std::vector<float> dq(n), dk(n), dv(n), rq(n), rk(n), rv(n);
+  attn->backward(q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data(), c.B,
+                 c.T);
+  reference_softmax_attention_backward(q.data(), k.data(), v.data(), dout.data(), rq.data(),
+                                       rk.data(), rv.data(), c.B, c.H, c.T, c.D, window);
+  EXPECT_LT(max_abs_diff(dq, rq), 1e-4);
+  EXPECT_LT(max_abs_diff(dk, rk), 1e-4);
+  EXPECT_LT(max_abs_diff(dv, rv), 1e-4);
+}
+
+TEST(SoftmaxAttention, WindowOneCopiesTheCurrentValue) {
+  // Hand-derived: with W = 1 each query sees only itself, so out_t = v_t exactly.
+  const int B = 1, H = 2, T = 9, D = 4;
+  const size_t n = static_cast<size_t>(B) * H * T * D;
+  const auto q = random_vector(n, 5), k = random_vector(n, 6), v = random_vector(n, 7);
+  std::vector<float> out(n);
+  make_attention("sliding", context(H, D, 16, 1))
+      ->forward(q.data(), k.data(), v.data(), out.data(), B, T, false);
+  for (size_t i = 0; i < n; i++) EXPECT_FLOAT_EQ(out[i], v[i]);
+}
+
+TEST(SoftmaxAttention, EqualScoresAverageThePrefix) {
+  // Hand-derived: q = 0 gives equal scores, so out_t = mean(v_0 .. v_t).
+  const int T = 6, D = 3;
+  std::vector<float> q(T * D, 0.0f), k = random_vector(T * D, 8), v(T * D);
+  for (int t = 0; t < T; t++) {
+    for (int d = 0; d < D; d++) v[t * D + d] = static_cast<float>(t + 10 * d);
+  }
+  std::vector<float> out(T * D);
+  make_attention("softmax", context(1, D, 8, 0))
+      ->forward(q.data(), k.data(), v.data(), out.data(), 1, T, false);
+  for (int t = 0; t < T; t++) {
+    for (int d = 0; d < D; d++) EXPECT_NEAR(out[t * D + d], t / 2.0 + 10 * d, 1e-5);
+  }
+}
+
+TEST(SoftmaxAttention, ReferenceBackwardMatchesFiniteDifferences) {
+  const int B = 1, H = 2, T = 5, D = 3, window = 3;
+  const size_t n = static_cast<size_t>(B) * H * T * D;
+  std::vector<float> q = random_vector(n, 11), k = random_vector(n, 12), v = random_vector(n, 13);
+  const auto w = random_vector(n, 14);  // loss = Σ w ⊙ out
+  std::vector<float> out(n), dq(n), dk(n), dv(n);
+  auto loss = [&] {
+    reference_softmax_attention_forward(q.data(), k.data(), v.data(), out.data(), B, H, T, D,
+                                        window);
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += static_cast<double>(w[i]) * out[i];
+    return s;
+  };
+  reference_softmax_attention_backward(q.data(), k.data(), v.data(), w.data(), dq.data(), dk.data(),
+                                       dv.data(), B, H, T, D, window);
+  const float h = 1e-2f;
+  for (auto [x, g] : {std::pair{&q, &dq}, std::pair{&k, &dk}, std::pair{&v, &dv}}) {
+    for (size_t i = 0; i < n; i++) {
+      const float saved = (*x)[i];
+      (*x)[i] = saved + h;
+      const double up = loss();
+      (*x)[i] = saved - h;
+      const double down = loss();
+      (*x)[i] = saved;
+      const double fd = (up - down) / (2 * h);
+      EXPECT_NEAR((*g)[i], fd, 2e-3 * std::max(1.0, std::abs(fd))) << "element " << i;
+    }
+  }
+}
+
+TEST(SoftmaxAttention, DecodeStateMatchesWholeSequenceForward) {
+  // Includes T > W for the sliding window, so the circular cache wraps around.
+  for (auto [variant, window] : {std::pair{"softmax", 0}, std::pair{"sliding", 5}}) {
+    SCOPED_TRACE(variant);
+    const int H = 3, T = 23, D = 8;
+    const size_t n = static_cast<size_t>(H) * T * D;
+    const auto q = random_vector(n, 21), k = random_vector(n, 22), v = random_vector(n, 23);
+    auto attn = make_attention(variant, context(H, D, 32, window));
+    std::vector<float> out(n);
+    attn->forward(q.data(), k.data(), v.data(), out.data(), 1, T, false);
+    auto state = attn->make_decode_state();
+    std::vector<float> qt(H * D), kt(H * D), vt(H * D), ot(H * D);
+    for (int t = 0; t < T; t++) {
+      for (int h = 0; h < H; h++) {  // (1, H, T, D) -> head-major vectors of token t
+        for (int d = 0; d < D; d++) {
+          const size_t src = (static_cast<size_t>(h) * T + t) * D + d;
+          qt[h * D + d] = q[src];
+          kt[h * D + d] = k[src];
+          vt[h * D + d] = v[src];
+        }
+      }
+      state->append(kt.data(), vt.data());
+      state->attend(qt.data(), ot.data());
+      EXPECT_EQ(state->length(), t + 1);
+      for (int h = 0; h < H; h++) {
+        for (int d = 0; d < D; d++) {
+          EXPECT_NEAR(ot[h * D + d], out[(static_cast<size_t>(h) * T + t) * D + d], 1e-5);
+        }
+      }
+    }
+    state->reset();
+    EXPECT_EQ(state->length(), 0);
+  }
+}
+
+TEST(SoftmaxAttention, RejectsBadUse) {
+  auto attn = make_attention("softmax", context(2, 4, 8, 0));
+  std::vector<float> x(2 * 16 * 4);
+  EXPECT_THROW(attn->forward(x.data(), x.data(), x.data(), x.data(), 1, 9, false), Error);
+  // backward without a training forward of the same shape
+  attn->forward(x.data(), x.data(), x.data(), x.data(), 1, 4, false);
+  EXPECT_THROW(
+      attn->backward(x.data(), x.data(), x.data(), x.data(), x.data(), x.data(), x.data(), 1, 4),
+      Error);
+  auto state = attn->make_decode_state();
+  EXPECT_THROW(state->attend(x.data(), x.data()), Error);
+  for (int t = 0; t < 8; t++) state->append(x.data(), x.data());
+  EXPECT_THROW(state->append(x.data(), x.data()), Error);  // cache = block_size
+  EXPECT_THROW(make_attention("no-such-variant", context(2, 4, 8, 0)), Error);
+}
+
+TEST(SoftmaxAttention, RegisteredNames) {
+  const auto names = attention_names();
+  EXPECT_NE(std::find(names.begin(), names.end(), "softmax"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "sliding"), names.end());
+  EXPECT_FALSE(attention_help("sliding").empty());
+  EXPECT_EQ(make_attention("sliding", context(2, 4, 8, 0))->name(), "sliding");
+}
+
+}  // namespace
+}  // namespace gaincell

@@ -1,0 +1,150 @@
+// The `gaincell tokenize` and `gaincell prepare` subcommands, run as a user would, checked
+// against the library (whose ids are checked against the Python reference in test_tokenizer).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+#include "gaincell/core/file_io.h"
+#include "gaincell/model/data.h"
+#include "test_tokenizer_util.h"
+
+namespace gaincell {
+namespace {
+
+namespace fs = std::filesystem;
+using test_util::shared_tokenizer;
+using test_util::TempDir;
+
+struct CliResult {
+  int exit_code;
+  std::string out, err;
+};
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (const char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs `gaincell ARGS` with stdout and stderr captured in files of `dir`.
+CliResult run_cli(const TempDir& dir, const std::string& args, const std::string& env = "") {
+  const auto out = dir.path() / "cli.out", err = dir.path() / "cli.err";
+  const std::string cmd = env + " " + shell_quote(GAINCELL_CLI_PATH) + " " + args + " >" +
+                          shell_quote(out.string()) + " 2>" + shell_quote(err.string());
+  const int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text_file(out), read_text_file(err)};
+}
+
+TEST(TokenizeCli, HelpWorks) {
+  TempDir dir;
+  EXPECT_EQ(run_cli(dir, "tokenize --help").exit_code, 0);
+  EXPECT_EQ(run_cli(dir, "prepare --help").exit_code, 0);
+}
+
+TEST(TokenizeCli, JsonAndPlainIdsMatchTheLibrary) {
+  GAINCELL_REQUIRE_VOCAB();
+  TempDir dir;
+  const std::string text = "Hello, world! It's 2024 \xF0\x9F\x98\x80  spaces\n";
+  const auto expected = shared_tokenizer()->encode(text);
+  const auto json = run_cli(dir, "tokenize --json --string " + shell_quote(text));
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(nlohmann::json::parse(json.out).at("ids").get<std::vector<int32_t>>(), expected);
+  const auto plain = run_cli(dir, "tokenize --string " + shell_quote(text));
+  std::string want;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (i) want += ' ';
+    want += std::to_string(expected[i]);
+  }
+  EXPECT_EQ(plain.out, want + "\n");
+}
+
+TEST(TokenizeCli, FileWithInvalidUtf8RoundTripsThroughDecode) {
+  GAINCELL_REQUIRE_VOCAB();
+  TempDir dir;
+  const std::string bytes("caf\xE9 \xFF\xFE\x00 \xE2\x82 end\r\n", 16);
+  write_file_atomic(dir.path() / "in.txt", bytes);
+  const auto enc =
+      run_cli(dir, "tokenize --json --text " + shell_quote((dir.path() / "in.txt").string()));
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  EXPECT_EQ(nlohmann::json::parse(enc.out).at("ids").get<std::vector<int32_t>>(),
+            shared_tokenizer()->encode(bytes));
+  write_file_atomic(dir.path() / "ids.json", enc.out);
+  const auto dec =
+      run_cli(dir, "tokenize --decode --text " + shell_quote((dir.path() / "ids.json").string()));
+  ASSERT_EQ(dec.exit_code, 0) << dec.err;
+  EXPECT_EQ(dec.out, bytes);
+}
+
+TEST(TokenizeCli, BadInputsAreErrors) {
+  GAINCELL_REQUIRE_VOCAB();
+  TempDir dir;
+  const auto out_of_range = run_cli(dir, "tokenize --decode --string '1 2 50257'");
+  EXPECT_EQ(out_of_range.exit_code, 1);
+  EXPECT_NE(out_of_range.err.find("gaincell: error:"), std::string::npos) << out_of_range.err;
+  EXPECT_NE(out_of_range.err.find("50257"), std::string::npos) << out_of_range.err;
+  EXPECT_EQ(run_cli(dir, "tokenize --decode --string '1 x2'").exit_code, 1);
+  EXPECT_EQ(run_cli(dir, "tokenize --decode --string '[1, \"a\"]'").exit_code, 1);
+  EXPECT_EQ(run_cli(dir, "tokenize --string a --text /dev/null").exit_code, 1);
+  EXPECT_EQ(run_cli(dir, "tokenize").exit_code, 1);
+  EXPECT_EQ(run_cli(dir, "tokenize --text /nonexistent/file").exit_code, 1);
+}
+
+TEST(TokenizeCli, MissingVocabularySaysHowToGetIt) {
+  TempDir dir;
+  const auto r =
+      run_cli(dir, "tokenize --string hi", "GAINCELL_DATA=" + shell_quote(dir.path().string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("scripts/setup.sh"), std::string::npos) << r.err;
+}
+
+TEST(PrepareCli, WritesSplitFilesAndReportsProgress) {
+  GAINCELL_REQUIRE_VOCAB();
+  TempDir dir;
+  write_file_atomic(dir.path() / "a.txt", "To be, or not to be, that is the question.\n");
+  write_file_atomic(dir.path() / "b.txt", "Whether 'tis nobler in the mind to suffer\n");
+  const auto out = dir.path() / "data";
+  const auto r = run_cli(dir, "prepare --text " + shell_quote((dir.path() / "a.txt").string()) +
+                                  " " + shell_quote((dir.path() / "b.txt").string()) + " --out " +
+                                  shell_quote(out.string()) + " --val-fraction 0.2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("[2/2]"), std::string::npos) << r.err;
+  const auto summary = nlohmann::json::parse(r.out);
+  const auto lib = prepare_token_files(
+      *shared_tokenizer(), {dir.path() / "a.txt", dir.path() / "b.txt"}, dir.path() / "lib", 0.2);
+  EXPECT_EQ(summary.at("train_tokens").get<size_t>(), lib.train_tokens);
+  EXPECT_EQ(summary.at("val_tokens").get<size_t>(), lib.val_tokens);
+  EXPECT_EQ(read_binary_file(out / "train.bin"),
+            read_binary_file(dir.path() / "lib" / "train.bin"));
+  EXPECT_EQ(read_binary_file(out / "val.bin"), read_binary_file(dir.path() / "lib" / "val.bin"));
+}
+
+TEST(PrepareCli, FortunesDirectory) {
+  GAINCELL_REQUIRE_VOCAB();
+  TempDir dir;
+  fs::create_directories(dir.path() / "fortunes");
+  write_file_atomic(dir.path() / "fortunes" / "wisdom", "A.\n%\nB.\n%\nC.\n");
+  write_file_atomic(dir.path() / "fortunes" / "wisdom.dat", "\x02\x00");
+  const auto r = run_cli(dir, "prepare --fortunes --fortunes-dir " +
+                                  shell_quote((dir.path() / "fortunes").string()) + " --out " +
+                                  shell_quote((dir.path() / "data").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto meta = nlohmann::json::parse(read_text_file(dir.path() / "data" / "meta.json"));
+  EXPECT_EQ(meta.at("documents"), 3);
+  EXPECT_EQ(meta.at("sources").size(), 1u);
+}
+
+TEST(PrepareCli, MissingInputWritesNothing) {
+  GAINCELL_REQUIRE_VOCAB();
+  TempDir dir;
+  const auto r = run_cli(
+      dir, "prepare --text /nonexistent.txt --out " + shell_quote((dir.path() / "data").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("nonexistent.txt"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir.path() / "data" / "train.bin"));
+  EXPECT_EQ(run_cli(dir, "prepare --out x").exit_code, 1);
+  EXPECT_NE(run_cli(dir, "prepare --text a.txt").exit_code, 0);  // --out is required
+}
+
+}  // namespace
+}  // namespace gaincell
