@@ -4,6 +4,7 @@
 // a factory by name in attention_registry.cpp; the model code never names a variant.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -18,11 +19,11 @@ namespace gaincell {
 // A tensor that a component owns logically but that the model allocates inside its one contiguous
 // parameter buffer (so the optimiser, checkpoints and gradient clipping see it like any weight).
 struct ParamSpec {
-  std::string name;            // relative to the layer, e.g. "attn.q_scaler.a" -> "h.3.attn.q_scaler.a"
+  std::string name;  // relative to the layer, e.g. "attn.q_scaler.a" -> "h.3.attn.q_scaler.a"
   std::vector<int64_t> shape;  // checkpoint shape, e.g. {n_head}
-  std::vector<float> init;     // initial values (numel entries), used when no checkpoint provides them
-  bool trainable = true;       // false: a stored buffer (no gradient, not optimised)
-  bool weight_decay = false;   // AdamW decay group
+  std::vector<float> init;  // initial values (numel entries), used when no checkpoint provides them
+  bool trainable = true;    // false: a stored buffer (no gradient, not optimised)
+  bool weight_decay = false;  // AdamW decay group
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t s : shape) n *= s;
@@ -60,6 +61,18 @@ class AttentionDecodeState {
   virtual void reset() = 0;
 };
 
+// Per-head statistics of the range scalers' outputs (spec §5.1), for the adaptation algorithm:
+// mean and unbiased std over batch, tokens and features of x_out = a x + b (before the clamp and
+// quantiser) for q, k, v, and of the final per-head output for the output scaler. Recorded by the
+// hardware variants on every forward with training == true (the last such forward).
+struct ScalerStatistics {
+  static constexpr int kQ = 0, kK = 1, kV = 2, kOutput = 3, kCount = 4;
+  static constexpr const char* kNames[kCount] = {"q", "k", "v", "output"};
+  std::array<std::vector<float>, kCount> mean;  // [scaler][head]
+  std::array<std::vector<float>, kCount> std;   // [scaler][head], unbiased
+  int64_t recorded_forwards = 0;                // forwards with training == true so far
+};
+
 class Attention {
  public:
   virtual ~Attention() = default;
@@ -79,6 +92,12 @@ class Attention {
                         float* dq, float* dk, float* dv, int B, int T) = 0;
 
   virtual std::unique_ptr<AttentionDecodeState> make_decode_state() const = 0;
+
+  // Optional (hardware variants): statistics of the last training forward, null if none.
+  virtual const ScalerStatistics* scaler_statistics() const { return nullptr; }
+  // Optional: when on, every training forward also moves the target_mean/target_std buffers
+  // towards the statistics by an EMA with alpha 0.1 (spec §5.1, §12 item 7; stage A).
+  virtual void set_record_targets(bool on) {}
 };
 
 using AttentionFactory = std::function<std::unique_ptr<Attention>(const AttentionContext&)>;

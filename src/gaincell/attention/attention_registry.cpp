@@ -2,6 +2,7 @@
 #include <mutex>
 
 #include "gaincell/attention/attention.h"
+#include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/attention/softmax_attention.h"
 #include "gaincell/core/error.h"
 
@@ -21,6 +22,11 @@ void register_builtins(std::map<std::string, Entry>& r) {
   r["softmax"] = {"GPT-2 causal softmax attention (spec §3.3)", make_softmax_attention};
   r["sliding"] = {"softmax attention over a sliding window of W tokens (spec §3.4)",
                   make_sliding_attention};
+  for (const std::string& name : gaincell_attention_names()) {
+    r[name] = {"gain-cell hardware attention, cell '" + to_string(gaincell_cell_model(name)) +
+                   "' (spec §3.5, §3.6, §2.7); hardware from --hw",
+               [name](const AttentionContext& ctx) { return make_gaincell_attention(name, ctx); }};
+  }
 }
 
 std::map<std::string, Entry>& registry() {

@@ -1,0 +1,365 @@
+#include "gaincell/array/head_array.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "gaincell/core/error.h"
+#include "gaincell/device/leakage.h"
+#include "gaincell/device/noise.h"
+
+namespace gaincell {
+
+// ---------------------------------------------------------------------------------------------
+// ArrayEvents
+
+nlohmann::json ArrayEvents::to_json() const {
+  return {{"tokens", tokens},
+          {"cell_writes", cell_writes},
+          {"q_pulses", q_pulses},
+          {"q_pulse_width_sum", q_pulse_width_sum},
+          {"phi_pulses", phi_pulses},
+          {"phi_pulse_width_sum", phi_pulse_width_sum},
+          {"c2p_conversions", c2p_conversions},
+          {"output_conversions", output_conversions},
+          {"counter_increments", counter_increments},
+          {"tile_reads", tile_reads},
+          {"reads", reads}};
+}
+
+ArrayEvents& ArrayEvents::operator+=(const ArrayEvents& o) {
+  tokens += o.tokens;
+  cell_writes += o.cell_writes;
+  q_pulses += o.q_pulses;
+  q_pulse_width_sum += o.q_pulse_width_sum;
+  phi_pulses += o.phi_pulses;
+  phi_pulse_width_sum += o.phi_pulse_width_sum;
+  c2p_conversions += o.c2p_conversions;
+  output_conversions += o.output_conversions;
+  counter_increments += o.counter_increments;
+  tile_reads += o.tile_reads;
+  reads += o.reads;
+  return *this;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HeadArray
+
+namespace {
+
+// Per-cell factors 1 + sigma * N(0,1), drawn once per array (cell-to-cell variation). Indexed
+// [slot][dim] for both arrays so that the whole-sequence form can reproduce them (key j sits in
+// slot j mod window).
+std::vector<float> draw_cell_factors(double sigma, uint64_t seed, NoiseStream stream, int window,
+                                     int head_dim, bool clamp_at_zero) {
+  std::vector<float> f;
+  if (sigma == 0.0) return f;
+  f.resize(static_cast<size_t>(window) * head_dim);
+  for (int slot = 0; slot < window; ++slot) {
+    for (int d = 0; d < head_dim; ++d) {
+      double x = 1.0 + sigma * standard_normal(seed, stream, slot, d);
+      if (clamp_at_zero) x = std::max(0.0, x);  // a leakage rate cannot be negative
+      f[static_cast<size_t>(slot) * head_dim + d] = static_cast<float>(x);
+    }
+  }
+  return f;
+}
+
+void require_finite(const float* x, int n, const char* what) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i]))
+      throw Error(std::string("HeadArray: ") + what + "[" + std::to_string(i) +
+                  "] is not finite (" + std::to_string(x[i]) + ")");
+  }
+}
+
+}  // namespace
+
+HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
+    : hw_(hw),
+      head_dim_(head_dim),
+      window_(hw.window),
+      array_size_(hw.array_size),
+      num_tiles_(hw.window / hw.array_size),
+      seed_(seed),
+      cell_(hw),
+      c2p_(hw),
+      output_stage_(hw) {
+  hw_.validate();
+  require(head_dim >= 1 && head_dim <= 65536,
+          "HeadArray: head_dim must be in [1, 65536], got " + std::to_string(head_dim));
+  factorised_ = cell_.is_polynomial() && hw.noise.leakage_variation == 0.0;
+  for (int i = 0; i < 4; ++i) alpha_[i] = static_cast<float>(cell_.poly()[i]);
+  cubic_ = alpha_[2] != 0.0f || alpha_[3] != 0.0f;
+  lambda_ = hw.leakage.effective_lambda();
+  decay_by_age_ = Leakage(lambda_).decay_table(window_);
+
+  const size_t cells = static_cast<size_t>(window_) * head_dim_;
+  k_y_.assign(cells, 0.0f);
+  v_y_.assign(cells, 0.0f);
+  write_time_.assign(window_, -1);
+  k_gain_ = draw_cell_factors(hw.noise.gain_variation, seed, NoiseStream::kGainK, window_,
+                              head_dim_, false);
+  v_gain_ = draw_cell_factors(hw.noise.gain_variation, seed, NoiseStream::kGainV, window_,
+                              head_dim_, false);
+  k_leak_ = draw_cell_factors(hw.noise.leakage_variation, seed, NoiseStream::kLeakK, window_,
+                              head_dim_, true);
+  v_leak_ = draw_cell_factors(hw.noise.leakage_variation, seed, NoiseStream::kLeakV, window_,
+                              head_dim_, true);
+  scores_.assign(window_, 0.0f);
+  phi_.assign(window_, 0.0f);
+  tile_out_.assign(static_cast<size_t>(num_tiles_) * head_dim_, 0.0f);
+  acc1_.assign(window_, 0.0f);
+  acc2_.assign(window_, 0.0f);
+  acc3_.assign(window_, 0.0f);
+}
+
+void HeadArray::reset() {
+  tokens_written_ = 0;
+  std::fill(write_time_.begin(), write_time_.end(), -1);
+  events_ = {};
+  last_step_ = {};
+  std::fill(scores_.begin(), scores_.end(), 0.0f);
+  std::fill(phi_.begin(), phi_.end(), 0.0f);
+  std::fill(tile_out_.begin(), tile_out_.end(), 0.0f);
+}
+
+int HeadArray::valid_slots() const {
+  // Slots are filled in order 0, 1, ...; after `window` tokens every slot holds an in-window token.
+  return static_cast<int>(std::min<int64_t>(tokens_written_, window_));
+}
+
+float HeadArray::cell_current(float y) const {
+  return static_cast<float>(cell_.current(y));
+}
+
+void HeadArray::write(const float* k_volts, const float* v_volts) {
+  require_finite(k_volts, head_dim_, "k_volts");
+  require_finite(v_volts, head_dim_, "v_volts");
+  const int64_t t = tokens_written_;
+  const int slot = static_cast<int>(t % window_);
+  const double write_sigma = hw_.noise.write_noise_kv;
+  const float k_off = static_cast<float>(hw_.k_offset);
+  const float v_off = static_cast<float>(hw_.v_offset);
+  for (int d = 0; d < head_dim_; ++d) {
+    float k = k_volts[d];
+    float v = v_volts[d];
+    if (write_sigma != 0.0) {
+      // The DAC's written voltage is noisy but stays inside the storage range.
+      k = static_cast<float>(
+          std::clamp(k + write_sigma * standard_normal(seed_, NoiseStream::kWriteK, t, d),
+                     hw_.k.vmin, hw_.k.vmax));
+      v = static_cast<float>(
+          std::clamp(v + write_sigma * standard_normal(seed_, NoiseStream::kWriteV, t, d),
+                     hw_.v.vmin, hw_.v.vmax));
+    }
+    float ky = k - k_off;
+    float vy = v - v_off;
+    const size_t cell = static_cast<size_t>(slot) * head_dim_ + d;
+    if (!k_gain_.empty()) ky *= k_gain_[cell];
+    if (!v_gain_.empty()) vy *= v_gain_[cell];
+    k_y_[static_cast<size_t>(d) * window_ + slot] = ky;
+    v_y_[cell] = vy;
+  }
+  write_time_[slot] = t;
+  ++tokens_written_;
+
+  last_step_ = {};
+  last_step_.tokens = 1;
+  last_step_.cell_writes = 2 * static_cast<int64_t>(head_dim_);
+  events_ += last_step_;
+}
+
+// S_j = alpha_0 sum_d Q_d + sum_{i>=1} alpha_i decay_j^i sum_d Q_d y_jd^i (spec §2.3), vectorised
+// over the slots of each K-array row; rows with a zero pulse are skipped (no pulse is applied).
+namespace {
+
+template <bool kCubic>
+void accumulate_score_powers(const float* q, const float* k_y, int head_dim, int window,
+                             int n_valid, float* acc1, float* acc2, float* acc3) {
+  std::fill(acc1, acc1 + n_valid, 0.0f);
+  if (kCubic) {
+    std::fill(acc2, acc2 + n_valid, 0.0f);
+    std::fill(acc3, acc3 + n_valid, 0.0f);
+  }
+  for (int d = 0; d < head_dim; ++d) {
+    const float qd = q[d];
+    if (qd == 0.0f) continue;
+    const float* __restrict row = k_y + static_cast<size_t>(d) * window;
+    float* __restrict a1 = acc1;
+    float* __restrict a2 = acc2;
+    float* __restrict a3 = acc3;
+#pragma omp simd
+    for (int j = 0; j < n_valid; ++j) {
+      const float y = row[j];
+      a1[j] += qd * y;
+      if (kCubic) {
+        const float qy2 = qd * y * y;
+        a2[j] += qy2;
+        a3[j] += qy2 * y;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t) {
+  float sum_q = 0.0f;
+  for (int d = 0; d < head_dim_; ++d) sum_q += q[d];
+  if (cubic_) {
+    accumulate_score_powers<true>(q, k_y_.data(), head_dim_, window_, n_valid, acc1_.data(),
+                                  acc2_.data(), acc3_.data());
+  } else {
+    accumulate_score_powers<false>(q, k_y_.data(), head_dim_, window_, n_valid, acc1_.data(),
+                                   acc2_.data(), acc3_.data());
+  }
+  const float offset = alpha_[0] * sum_q;
+  for (int j = 0; j < n_valid; ++j) {
+    const float dec = decay_by_age_[t - write_time_[j]];
+    float s = alpha_[1] * acc1_[j];
+    if (cubic_)
+      s = dec * (alpha_[1] * acc1_[j] + dec * (alpha_[2] * acc2_[j] + dec * alpha_[3] * acc3_[j]));
+    else
+      s *= dec;
+    scores_[j] = offset + s;
+  }
+}
+
+// Physical per-cell evaluation f(decay_cell * y): ablation cells and per-cell leakage variation.
+void HeadArray::compute_scores_per_cell(const float* q, int n_valid, int64_t t) {
+  for (int j = 0; j < n_valid; ++j) {
+    const int64_t age = t - write_time_[j];
+    float s = 0.0f;
+    for (int d = 0; d < head_dim_; ++d) {
+      if (q[d] == 0.0f) continue;
+      const float dec =
+          k_leak_.empty() ? decay_by_age_[age]
+                          : static_cast<float>(std::exp(
+                                -lambda_ * k_leak_[static_cast<size_t>(j) * head_dim_ + d] * age));
+      s += q[d] * cell_current(dec * k_y_[static_cast<size_t>(d) * window_ + j]);
+    }
+    scores_[j] = s;
+  }
+}
+
+// acc[d] += sum_{j in tile} phi_j f(decay_j y_jd) = sum_j phi_j sum_i alpha_i decay_j^i y_jd^i,
+// vectorised over the V-array columns (dims); slots without a phi pulse are skipped.
+void HeadArray::accumulate_tile_factorised(int tile, int n_valid, int64_t t, float* acc) const {
+  const int begin = tile * array_size_;
+  const int end = std::min(begin + array_size_, n_valid);
+  float sum_phi = 0.0f;
+  for (int j = begin; j < end; ++j) {
+    const float w = phi_[j];
+    if (w == 0.0f) continue;
+    sum_phi += w;
+    const float dec = decay_by_age_[t - write_time_[j]];
+    const float c1 = alpha_[1] * w * dec;
+    const float c2 = alpha_[2] * w * dec * dec;
+    const float c3 = alpha_[3] * w * dec * dec * dec;
+    const float* __restrict row = v_y_.data() + static_cast<size_t>(j) * head_dim_;
+    if (cubic_) {
+#pragma omp simd
+      for (int d = 0; d < head_dim_; ++d) {
+        const float y = row[d];
+        acc[d] += y * (c1 + y * (c2 + y * c3));
+      }
+    } else {
+#pragma omp simd
+      for (int d = 0; d < head_dim_; ++d) acc[d] += c1 * row[d];
+    }
+  }
+  const float offset = alpha_[0] * sum_phi;  // alpha_0 only from keys that received a pulse
+  if (offset != 0.0f)
+    for (int d = 0; d < head_dim_; ++d) acc[d] += offset;
+}
+
+void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float* acc) const {
+  const int begin = tile * array_size_;
+  const int end = std::min(begin + array_size_, n_valid);
+  for (int j = begin; j < end; ++j) {
+    const float w = phi_[j];
+    if (w == 0.0f) continue;
+    const int64_t age = t - write_time_[j];
+    const float* row = v_y_.data() + static_cast<size_t>(j) * head_dim_;
+    for (int d = 0; d < head_dim_; ++d) {
+      const float dec =
+          v_leak_.empty() ? decay_by_age_[age]
+                          : static_cast<float>(std::exp(
+                                -lambda_ * v_leak_[static_cast<size_t>(j) * head_dim_ + d] * age));
+      acc[d] += w * cell_current(dec * row[d]);
+    }
+  }
+}
+
+void HeadArray::read(const float* q_pulses, float* out) {
+  require(tokens_written_ > 0, "HeadArray::read: no token has been written yet");
+  require_finite(q_pulses, head_dim_, "q_pulses");
+  const int64_t t = tokens_written_ - 1;  // the query's own token is the newest (age 0)
+  const int n_valid = valid_slots();
+  const NoiseConfig& noise = hw_.noise;
+
+  // First stage: bit-line charges and charge-to-pulse (HardSigmoid).
+  if (factorised_)
+    compute_scores_factorised(q_pulses, n_valid, t);
+  else
+    compute_scores_per_cell(q_pulses, n_valid, t);
+  ArrayEvents step;
+  step.reads = 1;
+  for (int j = 0; j < n_valid; ++j) {
+    float s = c2p_.signed_charge(scores_[j]);
+    if (noise.read_noise_s != 0.0) {
+      s += static_cast<float>(read_noise_std(noise.read_noise_s, noise.read_noise_relative, s) *
+                              standard_normal(seed_, NoiseStream::kReadS, t, write_time_[j]));
+    }
+    scores_[j] = s;
+    phi_[j] = c2p_.pulse(s);
+    if (phi_[j] > 0.0f) {
+      ++step.phi_pulses;
+      step.phi_pulse_width_sum += phi_[j];
+    }
+  }
+  std::fill(scores_.begin() + n_valid, scores_.end(), 0.0f);
+  std::fill(phi_.begin() + n_valid, phi_.end(), 0.0f);
+
+  // Second stage per active sub-tile, then the output converters and the digital sum.
+  const int active_tiles = (n_valid + array_size_ - 1) / array_size_;
+  std::fill(tile_out_.begin(), tile_out_.end(), 0.0f);
+  for (int tile = 0; tile < active_tiles; ++tile) {
+    float* x = tile_out_.data() + static_cast<size_t>(tile) * head_dim_;
+    if (factorised_)
+      accumulate_tile_factorised(tile, n_valid, t, x);
+    else
+      accumulate_tile_per_cell(tile, n_valid, t, x);
+    for (int d = 0; d < head_dim_; ++d) {
+      float a = x[d];
+      if (noise.read_noise_a != 0.0) {
+        a += static_cast<float>(read_noise_std(noise.read_noise_a, noise.read_noise_relative, a) *
+                                standard_normal(seed_, NoiseStream::kReadA, t,
+                                                static_cast<uint64_t>(tile) * head_dim_ + d));
+      }
+      x[d] = output_stage_.normalise(a);
+    }
+  }
+  std::vector<float> column(active_tiles);
+  for (int d = 0; d < head_dim_; ++d) {
+    for (int tile = 0; tile < active_tiles; ++tile)
+      column[tile] = tile_out_[static_cast<size_t>(tile) * head_dim_ + d];
+    out[d] = output_stage_.combine(column.data(), active_tiles, &step.counter_increments);
+  }
+
+  // Events of this read (definitions in ArrayEvents).
+  for (int d = 0; d < head_dim_; ++d) {
+    if (q_pulses[d] != 0.0f) {
+      step.q_pulses += active_tiles;
+      step.q_pulse_width_sum += static_cast<double>(q_pulses[d]) * active_tiles;
+    }
+  }
+  step.c2p_conversions = n_valid;
+  step.tile_reads = active_tiles;
+  step.output_conversions = static_cast<int64_t>(active_tiles) * head_dim_;
+  last_step_ += step;
+  events_ += step;
+}
+
+}  // namespace gaincell

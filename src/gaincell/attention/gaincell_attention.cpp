@@ -1,0 +1,440 @@
+#include "gaincell/attention/gaincell_attention.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "gaincell/core/error.h"
+#include "gaincell/device/noise.h"
+
+namespace gaincell {
+
+namespace {
+
+struct Variant {
+  const char* name;
+  CellModel cell;
+};
+
+constexpr Variant kVariants[] = {
+    {"gaincell-linear", CellModel::kLinear},   {"gaincell-nonlinear", CellModel::kPolynomial},
+    {"gaincell-x3", CellModel::kCubic},        {"gaincell-x5", CellModel::kQuintic},
+    {"gaincell-sigmoid", CellModel::kSigmoid}, {"gaincell-exp", CellModel::kExp}};
+
+constexpr const char* kScalerNames[4] = {"q", "k", "v", "output"};
+// Scaler a is clamped to >= 1e-20 (spec §3.1 bounds).
+constexpr float kMinScalerA = 1e-20f;
+// EMA weight of the target statistics (spec §5.1).
+constexpr double kTargetAlpha = 0.1;
+
+}  // namespace
+
+std::vector<std::string> gaincell_attention_names() {
+  std::vector<std::string> names;
+  for (const Variant& v : kVariants) names.push_back(v.name);
+  return names;
+}
+
+bool is_gaincell_attention(const std::string& name) {
+  for (const Variant& v : kVariants)
+    if (name == v.name) return true;
+  return false;
+}
+
+CellModel gaincell_cell_model(const std::string& name) {
+  for (const Variant& v : kVariants)
+    if (name == v.name) return v.cell;
+  throw Error("'" + name + "' is not a gain-cell attention variant");
+}
+
+HwConfig gaincell_default_hw(const std::string& name) {
+  const CellModel cell = gaincell_cell_model(name);
+  if (cell == CellModel::kLinear) return HwConfig::preset("paper-linear");
+  HwConfig hw = HwConfig::preset("paper-nonlinear");
+  if (cell != CellModel::kPolynomial) {
+    // Spec §2.7: the ablation classes switch the Q and output quantisers off and keep K/V at
+    // 8 levels (the flag typo of the published code).
+    hw.name = "paper-nonlinear-ablation";
+    hw.cell = cell;
+    hw.q.enabled = false;
+    hw.out.enabled = false;
+  }
+  return hw;
+}
+
+namespace {
+
+HwConfig hw_for(const std::string& name, const AttentionContext& ctx) {
+  HwConfig hw = ctx.hw;
+  hw.cell = gaincell_cell_model(name);
+  if (hw.cell != CellModel::kPolynomial && hw.cell != CellModel::kLinear &&
+      hw.out_grid == OutputGrid::kCounter && !hw.out.enabled) {
+    hw.out_grid = OutputGrid::kCode;
+  }
+  hw.validate();
+  if (hw.noise.any()) {
+    throw Error("attention '" + name +
+                "': read/write noise and cell variation are not implemented in the gain-cell "
+                "attention yet (set every hw noise field to 0)");
+  }
+  return hw;
+}
+
+}  // namespace
+
+std::unique_ptr<Attention> make_gaincell_attention(const std::string& name,
+                                                   const AttentionContext& ctx) {
+  return std::make_unique<GainCellAttention>(name, ctx);
+}
+
+// What forward() keeps for backward(): the hardware signals and the output clip masks.
+struct GainCellAttention::Saved {
+  int B = 0, T = 0;
+  std::vector<float> Q, K, V;  // [B][H][T][D] after scaler, clamp, quantiser
+  std::vector<float> O;        // [B][H][T][D] before the output scaler
+  std::vector<uint8_t> mask;   // [B*H][clip_mask_size]
+  size_t mask_stride = 0;
+};
+
+GainCellAttention::GainCellAttention(std::string name, const AttentionContext& ctx)
+    : name_(std::move(name)),
+      n_head_(ctx.n_head),
+      head_dim_(ctx.head_dim),
+      layer_(ctx.layer),
+      params_(hw_for(name_, ctx)) {
+  require(n_head_ >= 1 && head_dim_ >= 1, "gain-cell attention: n_head and head_dim must be >= 1");
+  quant_[kQ] = Quantizer(params_.hw.q);
+  quant_[kK] = Quantizer(params_.hw.k);
+  quant_[kV] = Quantizer(params_.hw.v);
+  // Standalone storage with the spec's initial values until the model binds its own.
+  const auto specs = param_specs();
+  own_storage_.resize(specs.size() * n_head_ * 2);
+  std::vector<TensorRef> refs;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    float* data = own_storage_.data() + i * n_head_;
+    float* grad = own_storage_.data() + (specs.size() + i) * n_head_;
+    std::copy(specs[i].init.begin(), specs[i].init.end(), data);
+    std::fill(grad, grad + n_head_, 0.0f);
+    refs.push_back({data, specs[i].trainable ? grad : nullptr, n_head_});
+  }
+  bind_params(refs);
+  stats_.mean.fill(std::vector<float>(n_head_, 0.0f));
+  stats_.std.fill(std::vector<float>(n_head_, 0.0f));
+}
+
+std::vector<ParamSpec> GainCellAttention::param_specs() const {
+  // Spec §3.1: a = 1; b_q = 0, b_k = b_v = 0.45 (the K/V offset), b_o = 0. The paper's
+  // configure_optimizers puts these 4-D tensors in the weight-decayed group; we keep that.
+  const float b_init[4] = {0.0f, static_cast<float>(params_.hw.k_offset),
+                           static_cast<float>(params_.hw.v_offset), 0.0f};
+  std::vector<ParamSpec> specs;
+  for (int s = 0; s < 4; ++s) {
+    const std::string base = std::string("attn.") + kScalerNames[s] + "_scaler.";
+    specs.push_back({base + "a", {n_head_}, std::vector<float>(n_head_, 1.0f), true, true});
+    specs.push_back({base + "b", {n_head_}, std::vector<float>(n_head_, b_init[s]), true, true});
+  }
+  for (int s = 0; s < 4; ++s) {
+    const std::string base = std::string("attn.") + kScalerNames[s] + "_scaler.";
+    specs.push_back(
+        {base + "target_mean", {n_head_}, std::vector<float>(n_head_, 0.0f), false, false});
+    specs.push_back(
+        {base + "target_std", {n_head_}, std::vector<float>(n_head_, 0.0f), false, false});
+  }
+  return specs;
+}
+
+void GainCellAttention::bind_params(std::span<const TensorRef> refs) {
+  require(refs.size() == 16,
+          "gain-cell attention: expected 16 bound tensors, got " + std::to_string(refs.size()));
+  for (const TensorRef& r : refs) {
+    require(r.data != nullptr && r.numel == n_head_,
+            "gain-cell attention: a bound scaler tensor does not have n_head entries");
+  }
+  for (int s = 0; s < 4; ++s) {
+    a_[s] = refs[2 * s];
+    b_[s] = refs[2 * s + 1];
+    target_mean_[s] = refs[8 + 2 * s];
+    target_std_[s] = refs[8 + 2 * s + 1];
+  }
+}
+
+float GainCellAttention::scaler_a(Scaler s, int h) const {
+  return std::max(a_[s].data[h], kMinScalerA);
+}
+float GainCellAttention::scaler_b(Scaler s, int h) const {
+  return b_[s].data[h];
+}
+
+const ScalerStatistics* GainCellAttention::scaler_statistics() const {
+  return stats_.recorded_forwards > 0 ? &stats_ : nullptr;
+}
+
+// Spec §3.2: clamp(a x + b) then the quantiser (the Quantizer does both).
+void GainCellAttention::prepare_head(int h, const float* x, int n, Scaler s, float* out) const {
+  const float a = scaler_a(s, h), b = scaler_b(s, h);
+  const Quantizer& qz = quant_[s];
+  for (int i = 0; i < n; ++i) out[i] = qz(a * x[i] + b);
+}
+
+namespace {
+
+void check_finite(const float* x, size_t n, const char* what) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) {
+      throw Error(std::string("gain-cell attention: non-finite value in ") + what + " at index " +
+                  std::to_string(i));
+    }
+  }
+}
+
+// Runs body(b, h) over all heads with OpenMP, OpenBLAS single-threaded inside (its pthreads
+// would otherwise oversubscribe the cores).
+template <typename F>
+void for_each_head(int B, int H, F&& body) {
+  const int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+  const int n = B * H;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int i = 0; i < n; ++i) body(i / H, i % H, omp_get_thread_num());
+  openblas_set_num_threads(blas_threads);
+}
+
+struct Moments {
+  double sum = 0.0, sumsq = 0.0;
+  int64_t n = 0;
+  void add(const float* x, int count, float a, float b) {
+    for (int i = 0; i < count; ++i) {
+      const double v = static_cast<double>(a) * x[i] + b;
+      sum += v;
+      sumsq += v * v;
+    }
+    n += count;
+  }
+  double mean() const { return n ? sum / n : 0.0; }
+  double std() const {  // unbiased, as torch.std
+    if (n < 2) return 0.0;
+    const double m = mean();
+    return std::sqrt(std::max(0.0, (sumsq - n * m * m) / (n - 1)));
+  }
+};
+
+}  // namespace
+
+void GainCellAttention::forward(const float* q, const float* k, const float* v, float* out, int B,
+                                int T, bool training) {
+  require(B >= 1 && T >= 1, "gain-cell attention: B and T must be >= 1");
+  const int H = n_head_, D = head_dim_;
+  const size_t total = static_cast<size_t>(B) * H * T * D, per_head = static_cast<size_t>(T) * D;
+  check_finite(q, total, "q");
+  check_finite(k, total, "k");
+  check_finite(v, total, "v");
+  auto saved = std::make_shared<Saved>();
+  saved->B = B;
+  saved->T = T;
+  saved->Q.resize(total);
+  saved->K.resize(total);
+  saved->V.resize(total);
+  saved->O.resize(total);
+  saved->mask_stride = params_.clip_mask_size(T, D);
+  saved->mask.resize(saved->mask_stride * B * H);
+  const int threads = omp_get_max_threads();
+  std::vector<GainCellWorkspace> ws(threads);
+  // Per (b, h) moments of the four scaler outputs, reduced per head afterwards.
+  std::vector<Moments> moments(static_cast<size_t>(B) * H * 4);
+
+  for_each_head(B, H, [&](int b, int h, int thread) {
+    const size_t off = (static_cast<size_t>(b) * H + h) * per_head;
+    prepare_head(h, q + off, T * D, kQ, saved->Q.data() + off);
+    prepare_head(h, k + off, T * D, kK, saved->K.data() + off);
+    prepare_head(h, v + off, T * D, kV, saved->V.data() + off);
+    float* O = saved->O.data() + off;
+    if (use_reference_) {
+      reference_gaincell_forward(params_, saved->Q.data() + off, saved->K.data() + off,
+                                 saved->V.data() + off, T, D, O);
+    } else {
+      gaincell_head_forward(
+          params_, saved->Q.data() + off, saved->K.data() + off, saved->V.data() + off, T, D, O,
+          saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride, ws[thread]);
+    }
+    const float ao = scaler_a(kOut, h), bo = scaler_b(kOut, h);
+    for (size_t i = 0; i < per_head; ++i) out[off + i] = ao * O[i] + bo;
+    if (training) {
+      Moments* m = &moments[(static_cast<size_t>(b) * H + h) * 4];
+      m[kQ].add(q + off, T * D, scaler_a(kQ, h), scaler_b(kQ, h));
+      m[kK].add(k + off, T * D, scaler_a(kK, h), scaler_b(kK, h));
+      m[kV].add(v + off, T * D, scaler_a(kV, h), scaler_b(kV, h));
+      m[kOut].add(out + off, T * D, 1.0f, 0.0f);
+    }
+  });
+
+  if (training) {
+    for (int s = 0; s < 4; ++s) {
+      for (int h = 0; h < H; ++h) {
+        Moments m;
+        for (int b = 0; b < B; ++b) {
+          const Moments& part = moments[(static_cast<size_t>(b) * H + h) * 4 + s];
+          m.sum += part.sum;
+          m.sumsq += part.sumsq;
+          m.n += part.n;
+        }
+        stats_.mean[s][h] = static_cast<float>(m.mean());
+        stats_.std[s][h] = static_cast<float>(m.std());
+        if (record_targets_) {
+          float& tm = target_mean_[s].data[h];
+          float& ts = target_std_[s].data[h];
+          tm = static_cast<float>(kTargetAlpha * m.mean() + (1.0 - kTargetAlpha) * tm);
+          ts = static_cast<float>(kTargetAlpha * m.std() + (1.0 - kTargetAlpha) * ts);
+        }
+      }
+    }
+    ++stats_.recorded_forwards;
+  }
+  saved_ = saved;
+}
+
+void GainCellAttention::backward(const float* q, const float* k, const float* v, const float* dout,
+                                 float* dq, float* dk, float* dv, int B, int T) {
+  const int H = n_head_, D = head_dim_;
+  if (!saved_ || saved_->B != B || saved_->T != T) {
+    // No matching forward kept its state: recompute it (statistics are not touched).
+    std::vector<float> scratch(static_cast<size_t>(B) * H * T * D);
+    forward(q, k, v, scratch.data(), B, T, false);
+  }
+  const Saved& sv = *saved_;
+  const size_t per_head = static_cast<size_t>(T) * D;
+  const int threads = omp_get_max_threads();
+  std::vector<GainCellWorkspace> ws(threads);
+  // Per (b, h) partial scaler gradients [4 scalers][a, b], reduced serially (deterministic).
+  std::vector<double> partial(static_cast<size_t>(B) * H * 8, 0.0);
+  std::vector<std::vector<float>> dO_buf(threads, std::vector<float>(per_head));
+  std::vector<std::vector<float>> dX_buf(threads, std::vector<float>(3 * per_head));
+
+  for_each_head(B, H, [&](int b, int h, int thread) {
+    const size_t off = (static_cast<size_t>(b) * H + h) * per_head;
+    double* g = &partial[(static_cast<size_t>(b) * H + h) * 8];
+    // Output scaler y = a_o O + b_o (exact).
+    const float ao = scaler_a(kOut, h);
+    float* dO = dO_buf[thread].data();
+    for (size_t i = 0; i < per_head; ++i) {
+      g[2 * kOut] += static_cast<double>(dout[off + i]) * sv.O[off + i];
+      g[2 * kOut + 1] += dout[off + i];
+      dO[i] = ao * dout[off + i];
+    }
+    float* dQ = dX_buf[thread].data();
+    float* dK = dQ + per_head;
+    float* dV = dK + per_head;
+    if (use_reference_) {
+      reference_gaincell_backward(params_, sv.Q.data() + off, sv.K.data() + off, sv.V.data() + off,
+                                  T, D, dO, dQ, dK, dV);
+    } else {
+      gaincell_head_backward(params_, sv.Q.data() + off, sv.K.data() + off, sv.V.data() + off, T, D,
+                             dO, sv.mask.data() + (static_cast<size_t>(b) * H + h) * sv.mask_stride,
+                             dQ, dK, dV, ws[thread]);
+    }
+    // Input scalers: straight-through quantiser, clamp gradient, exact a and b gradients.
+    const float* xs[3] = {q + off, k + off, v + off};
+    const float* ds[3] = {dQ, dK, dV};
+    float* dx[3] = {dq + off, dk + off, dv + off};
+    for (int s = 0; s < 3; ++s) {
+      const float a = scaler_a(static_cast<Scaler>(s), h), bb = scaler_b(static_cast<Scaler>(s), h);
+      const Quantizer& qz = quant_[s];
+      double ga = 0.0, gb = 0.0;
+      for (size_t i = 0; i < per_head; ++i) {
+        const float din = ds[s][i] * qz.grad(a * xs[s][i] + bb);
+        dx[s][i] = a * din;
+        ga += static_cast<double>(din) * xs[s][i];
+        gb += din;
+      }
+      g[2 * s] += ga;
+      g[2 * s + 1] += gb;
+    }
+  });
+
+  for (int s = 0; s < 4; ++s) {
+    for (int h = 0; h < H; ++h) {
+      double ga = 0.0, gb = 0.0;
+      for (int b = 0; b < B; ++b) {
+        ga += partial[(static_cast<size_t>(b) * H + h) * 8 + 2 * s];
+        gb += partial[(static_cast<size_t>(b) * H + h) * 8 + 2 * s + 1];
+      }
+      // clamp(a, min=1e-20) passes the gradient only where a >= 1e-20.
+      if (a_[s].grad && a_[s].data[h] >= kMinScalerA) a_[s].grad[h] += static_cast<float>(ga);
+      if (b_[s].grad) b_[s].grad[h] += static_cast<float>(gb);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token-by-token decoding.
+
+namespace {
+
+// K and V of every head: scalers, clamps and quantisers (spec §3.2); the arrays do the rest.
+void quantise_head_inputs(const GainCellAttention& attn, const Quantizer& qz,
+                          GainCellAttention::Scaler s, const float* x, float* out) {
+  const int D = attn.head_dim();
+  for (int h = 0; h < attn.n_head(); ++h) {
+    const float a = attn.scaler_a(s, h), b = attn.scaler_b(s, h);
+    for (int d = 0; d < D; ++d) out[h * D + d] = qz(a * x[h * D + d] + b);
+  }
+}
+
+}  // namespace
+
+GainCellDecodeState::GainCellDecodeState(const GainCellAttention& attn)
+    : attn_(attn),
+      kq_(static_cast<size_t>(attn.n_head()) * attn.head_dim()),
+      vq_(kq_.size()),
+      qq_(kq_.size()) {
+  reset();
+}
+
+void GainCellDecodeState::append(const float* k, const float* v) {
+  quantise_head_inputs(attn_, Quantizer(attn_.hw().k), GainCellAttention::kK, k, kq_.data());
+  quantise_head_inputs(attn_, Quantizer(attn_.hw().v), GainCellAttention::kV, v, vq_.data());
+  const int D = attn_.head_dim();
+  for (int h = 0; h < attn_.n_head(); ++h) heads_[h].write(kq_.data() + h * D, vq_.data() + h * D);
+  ++length_;
+}
+
+void GainCellDecodeState::attend(const float* q, float* out) {
+  require(length_ > 0, "gain-cell decode: attend() before any append()");
+  quantise_head_inputs(attn_, Quantizer(attn_.hw().q), GainCellAttention::kQ, q, qq_.data());
+  const int D = attn_.head_dim();
+  for (int h = 0; h < attn_.n_head(); ++h) {
+    heads_[h].read(qq_.data() + h * D, out + h * D);
+    // Digital output scaler (spec §1.2 step 8).
+    const float ao = attn_.scaler_a(GainCellAttention::kOut, h);
+    const float bo = attn_.scaler_b(GainCellAttention::kOut, h);
+    for (int d = 0; d < D; ++d) out[h * D + d] = ao * out[h * D + d] + bo;
+  }
+}
+
+void GainCellDecodeState::reset() {
+  heads_.clear();
+  const HwConfig& hw = attn_.hw();
+  for (int h = 0; h < attn_.n_head(); ++h)
+    heads_.emplace_back(hw, attn_.head_dim(), head_noise_seed(hw.noise.seed, attn_.layer(), h));
+  length_ = 0;
+}
+
+ArrayEvents GainCellDecodeState::events() const {
+  ArrayEvents total;
+  for (const HeadArray& h : heads_) total += h.events();
+  return total;
+}
+
+ArrayEvents GainCellDecodeState::last_step_events() const {
+  ArrayEvents total;
+  for (const HeadArray& h : heads_) total += h.last_step_events();
+  return total;
+}
+
+std::unique_ptr<AttentionDecodeState> GainCellAttention::make_decode_state() const {
+  return std::make_unique<GainCellDecodeState>(*this);
+}
+
+}  // namespace gaincell

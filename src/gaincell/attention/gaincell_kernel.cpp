@@ -1,0 +1,514 @@
+#include "gaincell/attention/gaincell_kernel.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "gaincell/core/error.h"
+
+namespace gaincell {
+
+GainCellKernelParams::GainCellKernelParams(const HwConfig& h)
+    : hw(h),
+      cell(h),
+      k_offset(static_cast<float>(h.k_offset)),
+      v_offset(static_cast<float>(h.v_offset)),
+      s_sat(static_cast<float>(h.s_sat)),
+      a_sat(static_cast<float>(h.a_sat)),
+      surrogate_slope(static_cast<float>(h.linear_amplitude)),
+      lambda(h.leakage.effective_lambda()),
+      tile(h.array_size),
+      window(h.window),
+      sign(h.polarity == Polarity::kInverted ? -1.0f : 1.0f),
+      out_mode(h.out_mode),
+      out_q(h.out, h.out_grid == OutputGrid::kCounter) {
+  h.validate();
+  if (cell.is_polynomial()) poly = cell.poly();
+}
+
+int GainCellKernelParams::tiles_in_use(int t) const {
+  return std::min(t / tile + 1, physical_tiles());
+}
+
+size_t GainCellKernelParams::clip_mask_size(int T, int D) const {
+  if (out_mode == OutputQuantMode::kTileMean) return static_cast<size_t>(T) * D;
+  const int used = std::min((T + tile - 1) / tile, physical_tiles());
+  return static_cast<size_t>(T) * used * D;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference: plain loops, double accumulation, no factorisation, any cell model.
+
+namespace {
+
+// The window of query t: keys [first_key(t), t] (spec §3.1 WindowMaskGeneration).
+int first_key(int t, int window) {
+  return std::max(0, t - window + 1);
+}
+
+struct ReferenceRow {
+  std::vector<double> A;    // [physical tiles][D] sub-tile sums of the row
+  std::vector<double> sum;  // [D] sum over tiles (tile-mean mode)
+};
+
+// S and phi of every (t, j) in the window; A of row t per physical tile.
+void reference_scores(const GainCellKernelParams& p, const float* Q, const float* K, int T, int D,
+                      std::vector<double>& S, std::vector<double>& phi) {
+  S.assign(static_cast<size_t>(T) * T, 0.0);
+  phi.assign(static_cast<size_t>(T) * T, 0.0);
+  for (int t = 0; t < T; ++t) {
+    for (int j = first_key(t, p.window); j <= t; ++j) {
+      const double decay = std::exp(-p.lambda * (t - j));
+      double s = 0.0;
+      for (int d = 0; d < D; ++d) {
+        s +=
+            static_cast<double>(Q[t * D + d]) * p.cell.current(decay * (K[j * D + d] - p.k_offset));
+      }
+      S[static_cast<size_t>(t) * T + j] = s;
+      phi[static_cast<size_t>(t) * T + j] = std::clamp(p.sign * s / p.s_sat, 0.0, 1.0);
+    }
+  }
+}
+
+void reference_tile_sums(const GainCellKernelParams& p, const float* V, int T, int D, int t,
+                         const std::vector<double>& phi, std::vector<double>& A) {
+  A.assign(static_cast<size_t>(p.physical_tiles()) * D, 0.0);
+  for (int j = first_key(t, p.window); j <= t; ++j) {
+    const double ph = phi[static_cast<size_t>(t) * T + j];
+    if (ph == 0.0) continue;  // masked and non-firing keys add nothing (spec §12 item 17)
+    const double decay = std::exp(-p.lambda * (t - j));
+    const int tau = (j % p.window) / p.tile;  // slot-based sub-tile (spec §11 item 7)
+    for (int d = 0; d < D; ++d) {
+      A[tau * D + d] += ph * p.cell.current(decay * (V[j * D + d] - p.v_offset));
+    }
+  }
+}
+
+}  // namespace
+
+void reference_gaincell_forward(const GainCellKernelParams& p, const float* Q, const float* K,
+                                const float* V, int T, int D, float* O, std::vector<double>* S_out,
+                                std::vector<double>* phi_out) {
+  std::vector<double> S, phi, A;
+  reference_scores(p, Q, K, T, D, S, phi);
+  for (int t = 0; t < T; ++t) {
+    reference_tile_sums(p, V, T, D, t, phi, A);
+    const int n = p.tiles_in_use(t);
+    for (int d = 0; d < D; ++d) {
+      double o = 0.0;
+      if (p.out_mode == OutputQuantMode::kPerTile) {
+        for (int tau = 0; tau < p.physical_tiles(); ++tau)
+          o += p.out_q(static_cast<float>(p.sign * A[tau * D + d] / p.a_sat));
+      } else {
+        double sum = 0.0;
+        for (int tau = 0; tau < p.physical_tiles(); ++tau) sum += A[tau * D + d];
+        o = n * p.out_q(static_cast<float>(p.sign * sum / (n * p.a_sat)));
+      }
+      O[t * D + d] = static_cast<float>(o);
+    }
+  }
+  if (S_out) *S_out = std::move(S);
+  if (phi_out) *phi_out = std::move(phi);
+}
+
+void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, const float* K,
+                                 const float* V, int T, int D, const float* dO, float* dQ,
+                                 float* dK, float* dV) {
+  std::vector<double> S, phi, A, G(static_cast<size_t>(p.physical_tiles()) * D);
+  std::vector<double> gq(static_cast<size_t>(T) * D, 0.0), gk(gq), gv(gq);
+  reference_scores(p, Q, K, T, D, S, phi);
+  const double slope = p.surrogate_slope;
+  for (int t = 0; t < T; ++t) {
+    reference_tile_sums(p, V, T, D, t, phi, A);
+    const int n = p.tiles_in_use(t);
+    // G = dL/dA per tile: straight-through quantiser, clamp gradient at +-1 (spec §4).
+    for (int d = 0; d < D; ++d) {
+      double sum = 0.0;
+      for (int tau = 0; tau < p.physical_tiles(); ++tau) sum += A[tau * D + d];
+      for (int tau = 0; tau < p.physical_tiles(); ++tau) {
+        const double x = p.out_mode == OutputQuantMode::kPerTile ? p.sign * A[tau * D + d] / p.a_sat
+                                                                 : p.sign * sum / (n * p.a_sat);
+        G[tau * D + d] = (x >= -1.0 && x <= 1.0) ? dO[t * D + d] * p.sign / p.a_sat : 0.0;
+      }
+    }
+    for (int j = first_key(t, p.window); j <= t; ++j) {
+      const size_t tj = static_cast<size_t>(t) * T + j;
+      const double decay = std::exp(-p.lambda * (t - j));
+      const int tau = (j % p.window) / p.tile;
+      // Surrogate AV (spec §4): dphi = A (G (V-0.45)^T) . D, dV = A (phi . D)^T G.
+      double dphi = 0.0;
+      for (int d = 0; d < D; ++d) {
+        dphi += G[tau * D + d] * (V[j * D + d] - p.v_offset);
+        gv[j * D + d] += slope * decay * phi[tj] * G[tau * D + d];
+      }
+      dphi *= slope * decay;
+      // HardSigmoid clamp gradient on [0, 1], closed.
+      const double x = p.sign * S[tj] / p.s_sat;
+      const double dS = (x >= 0.0 && x <= 1.0) ? dphi * p.sign / p.s_sat : 0.0;
+      // Surrogate QK: dQ = A (dS . D)(K-0.45), dK = A (dS . D)^T Q.
+      for (int d = 0; d < D; ++d) {
+        gq[t * D + d] += slope * decay * dS * (K[j * D + d] - p.k_offset);
+        gk[j * D + d] += slope * decay * dS * Q[t * D + d];
+      }
+    }
+  }
+  for (size_t i = 0; i < gq.size(); ++i) {
+    dQ[i] = static_cast<float>(gq[i]);
+    dK[i] = static_cast<float>(gk[i]);
+    dV[i] = static_cast<float>(gv[i]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast kernel.
+
+namespace {
+
+// One separable term of the cell polynomial: c * decay^e * g(y), with g(y) = y^power, or the
+// whole f(y) - f(0) when power < 0 (used when there is no leakage, so f needs no splitting).
+struct Term {
+  int decay_power;
+  double coeff;
+  int power;
+};
+
+struct Plan {
+  bool direct = false;  // no separable form: fall back to the plain loops
+  double alpha0 = 0.0;  // f(0), the non-decaying offset term
+  std::vector<Term> terms;
+  double centre = 0.0;  // reference time c of the factorised decay
+};
+
+// Largest |exponent| allowed in the factorised decay exp(+-e lambda (t - c)): keeps both
+// factors far from float overflow/underflow (e^40 ~ 2e17).
+constexpr double kMaxExponent = 40.0;
+
+Plan make_plan(const GainCellKernelParams& p, int T) {
+  Plan plan;
+  plan.centre = 0.5 * T;
+  const bool leaky = p.lambda > 0.0;
+  if (!leaky) {
+    // f(decay y) = f(y): one GEMM with the cell's table f(y) - f(0), any cell model.
+    plan.alpha0 = p.cell.offset_current();
+    plan.terms.push_back({0, 1.0, -1});
+    return plan;
+  }
+  if (!p.cell.is_polynomial()) {
+    plan.direct = true;  // ablation cells with leakage: f(decay y) is not separable
+    return plan;
+  }
+  plan.alpha0 = p.poly[0];
+  for (int i = 1; i <= 3; ++i)
+    if (p.poly[i] != 0.0) plan.terms.push_back({i, p.poly[i], i});
+  int max_power = 1;
+  for (const Term& term : plan.terms) max_power = std::max(max_power, term.decay_power);
+  if (max_power * p.lambda * 0.5 * T > kMaxExponent) plan.direct = true;
+  return plan;
+}
+
+double term_value(const GainCellKernelParams& p, const Term& term, double y) {
+  if (term.power < 0) return p.cell.current(y) - p.cell.offset_current();
+  double v = 1.0;
+  for (int i = 0; i < term.power; ++i) v *= y;
+  return v;
+}
+
+// X_ext[t][p*D + d] = scale_p(t) * g_p(X[t][d] - offset): the key/value-side matrices of the
+// factorised decay, scale_p(t) = exp(e_p lambda (t - c)).
+void build_key_side(const GainCellKernelParams& p, const Plan& plan, const float* X, float offset,
+                    int T, int D, float* out) {
+  const int P = static_cast<int>(plan.terms.size());
+  for (int t = 0; t < T; ++t) {
+    for (int q = 0; q < P; ++q) {
+      const Term& term = plan.terms[q];
+      const double scale = std::exp(term.decay_power * p.lambda * (t - plan.centre));
+      for (int d = 0; d < D; ++d) {
+        out[(static_cast<size_t>(t) * P + q) * D + d] =
+            static_cast<float>(scale * term_value(p, term, X[t * D + d] - offset));
+      }
+    }
+  }
+}
+
+// Row scales of the query side: rs[p][t] = c_p exp(-e_p lambda (t - c)).
+void build_row_scales(const GainCellKernelParams& p, const Plan& plan, int T, float* rs) {
+  const int P = static_cast<int>(plan.terms.size());
+  for (int q = 0; q < P; ++q) {
+    const Term& term = plan.terms[q];
+    for (int t = 0; t < T; ++t)
+      rs[q * T + t] = static_cast<float>(
+          term.coeff * std::exp(-term.decay_power * p.lambda * (t - plan.centre)));
+  }
+}
+
+// Row-major C[m][n] = alpha * op(A) op(B) + beta * C.
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda,
+          const float* B, int ldb, float beta, float* C, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// Everything the per-block passes share.
+struct Prepared {
+  int T, D, P, PD;
+  int blocks;   // key blocks of `tile` keys in sequence order
+  int row_cap;  // most query rows a key block sees: min(T, window + tile)
+  float* qx;    // [T][P*D]  rs_p(t) * Q
+  float* kx;    // [T][P*D]
+  float* vx;    // [T][P*D]
+  float* rs;    // [P][T]
+  float* qsum;  // [T] sum_d Q (alpha_0 term)
+};
+
+// Query rows [r0, r1) that key block kb = keys [j0, j1) can reach through the window.
+void block_rows(const GainCellKernelParams& p, int T, int j0, int j1, int& r0, int& r1) {
+  r0 = j0;
+  r1 = std::min(T, j1 + p.window - 1);
+}
+
+// S for rows [r0, r1) x keys [j0, j1) of the block, then phi; masked entries get S = phi = 0.
+void block_scores(const GainCellKernelParams& p, const Plan& plan, const Prepared& pr, int j0,
+                  int j1, int r0, int r1, float* S, float* phi) {
+  const int kn = j1 - j0, rn = r1 - r0, tile = p.tile;
+  gemm(false, true, rn, kn, pr.PD, 1.0f, pr.qx + static_cast<size_t>(r0) * pr.PD, pr.PD,
+       pr.kx + static_cast<size_t>(j0) * pr.PD, pr.PD, 0.0f, S, tile);
+  const float a0 = static_cast<float>(plan.alpha0);
+  const float inv_sat = p.sign / p.s_sat;
+  for (int r = 0; r < rn; ++r) {
+    const int t = r0 + r;
+    const int lo = first_key(t, p.window);
+    float* s = S + r * tile;
+    float* ph = phi + r * tile;
+    for (int c = 0; c < kn; ++c) {
+      const int j = j0 + c;
+      if (j > t || j < lo) {
+        s[c] = 0.0f;
+        ph[c] = 0.0f;
+        continue;
+      }
+      s[c] += a0 * pr.qsum[t];
+      ph[c] = std::clamp(s[c] * inv_sat, 0.0f, 1.0f);
+    }
+  }
+}
+
+// A for rows [r0, r1) of key block [j0, j1): alpha_0 sum_j phi + sum_p rs_p(t) (phi vx_p).
+void block_tile_sums(const Plan& plan, const Prepared& pr, int tile, int j0, int j1, int r0, int r1,
+                     const float* phi, float* Z, float* A) {
+  const int kn = j1 - j0, rn = r1 - r0, D = pr.D, P = pr.P;
+  gemm(false, false, rn, pr.PD, kn, 1.0f, phi, tile, pr.vx + static_cast<size_t>(j0) * pr.PD, pr.PD,
+       0.0f, Z, pr.PD);
+  const float a0 = static_cast<float>(plan.alpha0);
+  for (int r = 0; r < rn; ++r) {
+    const int t = r0 + r;
+    float phisum = 0.0f;
+    for (int c = 0; c < kn; ++c) phisum += phi[r * tile + c];
+    float* a = A + static_cast<size_t>(r) * D;
+    for (int d = 0; d < D; ++d) a[d] = a0 * phisum;
+    for (int q = 0; q < P; ++q) {
+      const float scale = pr.rs[q * pr.T + t];
+      const float* z = Z + static_cast<size_t>(r) * pr.PD + q * D;
+      for (int d = 0; d < D; ++d) a[d] += scale * z[d];
+    }
+  }
+}
+
+float* sized(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+Prepared prepare(const GainCellKernelParams& p, const Plan& plan, const float* Q, const float* K,
+                 const float* V, int T, int D, GainCellWorkspace& ws) {
+  Prepared pr;
+  pr.T = T;
+  pr.D = D;
+  pr.P = static_cast<int>(plan.terms.size());
+  pr.PD = pr.P * D;
+  pr.blocks = (T + p.tile - 1) / p.tile;
+  pr.row_cap = std::min(T, p.window + p.tile);
+  const size_t n = static_cast<size_t>(T) * pr.PD;
+  pr.qx = sized(ws.buf[0], n);
+  pr.kx = sized(ws.buf[1], n);
+  pr.vx = sized(ws.buf[2], n);
+  pr.rs = sized(ws.buf[3], static_cast<size_t>(pr.P) * T);
+  pr.qsum = sized(ws.buf[4], T);
+  build_key_side(p, plan, K, p.k_offset, T, D, pr.kx);
+  build_key_side(p, plan, V, p.v_offset, T, D, pr.vx);
+  build_row_scales(p, plan, T, pr.rs);
+  for (int t = 0; t < T; ++t) {
+    float s = 0.0f;
+    for (int d = 0; d < D; ++d) s += Q[t * D + d];
+    pr.qsum[t] = s;
+    for (int q = 0; q < pr.P; ++q) {
+      const float scale = pr.rs[q * T + t];
+      float* dst = pr.qx + (static_cast<size_t>(t) * pr.P + q) * D;
+      for (int d = 0; d < D; ++d) dst[d] = scale * Q[t * D + d];
+    }
+  }
+  return pr;
+}
+
+}  // namespace
+
+void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const float* K,
+                           const float* V, int T, int D, float* O, uint8_t* clip_mask,
+                           GainCellWorkspace& ws) {
+  const Plan plan = make_plan(p, T);
+  if (plan.direct) {
+    // Not separable (ablation cell with leakage, or extreme lambda*T): plain loops. The
+    // backward of this path recomputes everything, so no clip mask is needed.
+    reference_gaincell_forward(p, Q, K, V, T, D, O);
+    return;
+  }
+  const Prepared pr = prepare(p, plan, Q, K, V, T, D, ws);
+  const int tile = p.tile, nb = p.physical_tiles();
+  const int used_tiles = std::min(pr.blocks, nb);
+  float* S = sized(ws.buf[5], static_cast<size_t>(pr.row_cap) * tile);
+  float* phi = sized(ws.buf[6], static_cast<size_t>(pr.row_cap) * tile);
+  float* Z = sized(ws.buf[7], static_cast<size_t>(pr.row_cap) * pr.PD);
+  float* A = sized(ws.buf[8], static_cast<size_t>(pr.row_cap) * D);
+  // carry[tau]: partial sums of the rows whose window holds keys of two sequence blocks that map
+  // to the same physical sub-tile tau (T > M; spec §11 item 7).
+  float* carry = sized(ws.buf[9], static_cast<size_t>(nb) * tile * D);
+  float* mean_sum = sized(ws.buf[10], static_cast<size_t>(T) * D);
+  const bool per_tile = p.out_mode == OutputQuantMode::kPerTile;
+  std::fill(O, O + static_cast<size_t>(T) * D, 0.0f);
+  if (!per_tile) std::fill(mean_sum, mean_sum + static_cast<size_t>(T) * D, 0.0f);
+  const float to_unit = p.sign / p.a_sat;
+
+  for (int kb = 0; kb < pr.blocks; ++kb) {
+    const int j0 = kb * tile, j1 = std::min(T, j0 + tile);
+    int r0, r1;
+    block_rows(p, T, j0, j1, r0, r1);
+    block_scores(p, plan, pr, j0, j1, r0, r1, S, phi);
+    block_tile_sums(plan, pr, tile, j0, j1, r0, r1, phi, Z, A);
+    if (!per_tile) {
+      for (int r = 0; r < r1 - r0; ++r)
+        for (int d = 0; d < D; ++d) mean_sum[static_cast<size_t>(r0 + r) * D + d] += A[r * D + d];
+      continue;
+    }
+    const int tau = kb % nb;
+    float* tile_carry = carry + static_cast<size_t>(tau) * tile * D;
+    const int tail = j0 + p.window;  // rows from here on also see keys of block kb + nb
+    if (kb >= nb) {
+      for (int t = r0; t < std::min(r0 + tile, r1); ++t)
+        for (int d = 0; d < D; ++d) A[(t - r0) * D + d] += tile_carry[(t - r0) * D + d];
+    }
+    if (tail < r1) std::fill(tile_carry, tile_carry + static_cast<size_t>(tile) * D, 0.0f);
+    for (int t = r0; t < r1; ++t) {
+      const float* a = A + static_cast<size_t>(t - r0) * D;
+      if (t >= tail) {
+        std::memcpy(tile_carry + static_cast<size_t>(t - tail) * D, a, sizeof(float) * D);
+        continue;
+      }
+      float* o = O + static_cast<size_t>(t) * D;
+      uint8_t* m =
+          clip_mask ? clip_mask + (static_cast<size_t>(t) * used_tiles + tau) * D : nullptr;
+      for (int d = 0; d < D; ++d) {
+        const float x = a[d] * to_unit;
+        o[d] += p.out_q(x);
+        if (m) m[d] = (x >= -1.0f && x <= 1.0f) ? 1 : 0;
+      }
+    }
+  }
+  if (!per_tile) {
+    for (int t = 0; t < T; ++t) {
+      const float n = static_cast<float>(p.tiles_in_use(t));
+      for (int d = 0; d < D; ++d) {
+        const size_t i = static_cast<size_t>(t) * D + d;
+        const float x = mean_sum[i] * to_unit / n;
+        O[i] = n * p.out_q(x);
+        if (clip_mask) clip_mask[i] = (x >= -1.0f && x <= 1.0f) ? 1 : 0;
+      }
+    }
+  }
+}
+
+void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const float* K,
+                            const float* V, int T, int D, const float* dO, const uint8_t* clip_mask,
+                            float* dQ, float* dK, float* dV, GainCellWorkspace& ws) {
+  const Plan plan = make_plan(p, T);
+  if (plan.direct) {
+    reference_gaincell_backward(p, Q, K, V, T, D, dO, dQ, dK, dV);
+    return;
+  }
+  require(clip_mask != nullptr, "gain-cell backward: the forward pass kept no clip mask");
+  const Prepared pr = prepare(p, plan, Q, K, V, T, D, ws);
+  const int tile = p.tile, nb = p.physical_tiles();
+  const int used_tiles = std::min(pr.blocks, nb);
+  const bool per_tile = p.out_mode == OutputQuantMode::kPerTile;
+  float* S = sized(ws.buf[5], static_cast<size_t>(pr.row_cap) * tile);
+  float* phi = sized(ws.buf[6], static_cast<size_t>(pr.row_cap) * tile);
+  float* dS = sized(ws.buf[7], static_cast<size_t>(pr.row_cap) * std::max(tile, D));
+  float* Gs = sized(ws.buf[8], static_cast<size_t>(pr.row_cap) * D);
+  // Surrogate side (decay^1 only, spec §4): kl = e^{lambda (j-c)} (K - k_off), vl likewise,
+  // r1(t) = e^{-lambda (t-c)}.
+  float* kl = sized(ws.buf[9], static_cast<size_t>(T) * D);
+  float* vl = sized(ws.buf[10], static_cast<size_t>(T) * D);
+  float* r1s = sized(ws.buf[11], static_cast<size_t>(2) * T);
+  float* ks1 = r1s + T;
+  for (int t = 0; t < T; ++t) {
+    r1s[t] = static_cast<float>(std::exp(-p.lambda * (t - plan.centre)));
+    ks1[t] = static_cast<float>(std::exp(p.lambda * (t - plan.centre)));
+    for (int d = 0; d < D; ++d) {
+      kl[t * D + d] = ks1[t] * (K[t * D + d] - p.k_offset);
+      vl[t * D + d] = ks1[t] * (V[t * D + d] - p.v_offset);
+    }
+  }
+  const float slope = p.surrogate_slope;
+  const float to_unit = p.sign / p.a_sat;
+  const float hs_scale = p.sign / p.s_sat;
+  std::fill(dQ, dQ + static_cast<size_t>(T) * D, 0.0f);
+
+  for (int kb = 0; kb < pr.blocks; ++kb) {
+    const int j0 = kb * tile, j1 = std::min(T, j0 + tile), kn = j1 - j0;
+    int r0, r1;
+    block_rows(p, T, j0, j1, r0, r1);
+    const int rn = r1 - r0;
+    block_scores(p, plan, pr, j0, j1, r0, r1, S, phi);
+    const int tau = kb % nb;
+    // Gs = r1(t) dL/dA: straight-through quantiser, clamp gradient from the forward's mask.
+    for (int r = 0; r < rn; ++r) {
+      const int t = r0 + r;
+      const uint8_t* m = per_tile ? clip_mask + (static_cast<size_t>(t) * used_tiles + tau) * D
+                                  : clip_mask + static_cast<size_t>(t) * D;
+      const float scale = r1s[t] * to_unit;
+      for (int d = 0; d < D; ++d) Gs[r * D + d] = m[d] ? scale * dO[t * D + d] : 0.0f;
+    }
+    // dV[block] = A ks1(j) (phi^T Gs)
+    gemm(true, false, kn, D, rn, slope, phi, tile, Gs, D, 0.0f, dV + static_cast<size_t>(j0) * D,
+         D);
+    for (int c = 0; c < kn; ++c)
+      for (int d = 0; d < D; ++d) dV[(j0 + c) * D + d] *= ks1[j0 + c];
+    // dphi = A Gs vl^T, then the HardSigmoid clamp and the window mask give dS; dS <- r1(t) dS.
+    gemm(false, true, rn, kn, D, slope, Gs, D, vl + static_cast<size_t>(j0) * D, D, 0.0f, dS, tile);
+    for (int r = 0; r < rn; ++r) {
+      const int t = r0 + r;
+      const int lo = first_key(t, p.window);
+      for (int c = 0; c < kn; ++c) {
+        const int j = j0 + c;
+        const float x = S[r * tile + c] * hs_scale;
+        const bool pass = j <= t && j >= lo && x >= 0.0f && x <= 1.0f;
+        dS[r * tile + c] = pass ? dS[r * tile + c] * hs_scale * r1s[t] : 0.0f;
+      }
+    }
+    // dQ[rows] += A dS kl[block];  dK[block] = A ks1(j) (dS^T Q[rows])
+    gemm(false, false, rn, D, kn, slope, dS, tile, kl + static_cast<size_t>(j0) * D, D, 1.0f,
+         dQ + static_cast<size_t>(r0) * D, D);
+    gemm(true, false, kn, D, rn, slope, dS, tile, Q + static_cast<size_t>(r0) * D, D, 0.0f,
+         dK + static_cast<size_t>(j0) * D, D);
+    for (int c = 0; c < kn; ++c)
+      for (int d = 0; d < D; ++d) dK[(j0 + c) * D + d] *= ks1[j0 + c];
+  }
+}
+
+}  // namespace gaincell

@@ -1,0 +1,85 @@
+// Whole-sequence gain-cell attention core of ONE head (spec §3.5, §3.6, §4, §11 item 7): the
+// masked T x T form used for training and evaluation, forward and backward.
+//
+// Inputs are the hardware signals after the q/k/v range scalers, clamps and quantisers (§3.2):
+// Q pulse widths [T][D] in units of Tmax, K and V stored voltages [T][D] in volts. The output O
+// [T][D] is the digital sum of the sub-tile outputs BEFORE the output scaler (§1.2 step 8).
+//
+//   y = V - offset, decay_tj = exp(-lambda (t - j)), f = the cell model (gain_cell.h)
+//   S_tj   = sum_d Q_td f(decay_tj y^K_jd)          keys j in the window [t-M+1, t], else 0
+//   phi_tj = clip(sign S_tj / s_sat, 0, 1)           sign = -1 for the inverted polarity (§3.9)
+//   A_tau  = sum_{j in tile tau} phi_tj f(decay_tj y^V_jd),  tau = (j mod M) div array_size
+//   O_t    = sum_tau Qz_out(clip(sign A_tau / a_sat, -1, 1))            (per-tile mode, §3.5)
+//          = n_t Qz_out(clip(sign sum_tau A_tau / (n_t a_sat), -1, 1))  (tile-mean mode, §3.7)
+//
+// Masked keys have phi = 0 exactly, so they add nothing, not even the alpha_0 offset (§12 item
+// 17). For f polynomial, f(decay y) = sum_i alpha_i decay^i y^i (the code's decay^i, §2.3).
+//
+// Backward (spec §4): straight-through output quantiser, clamp gradients (closed intervals),
+// and the linear surrogate of both MACs, slope A = linear_amplitude and decay^1:
+//   dphi = A (G y^V^T) . D,  dy^V = A (phi . D)^T G,  dQ = A (dS . D) y^K,  dy^K = A (dS . D)^T Q
+// which is the exact gradient for the linear cell.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "gaincell/device/gain_cell.h"
+#include "gaincell/device/quantizer.h"
+#include "gaincell/hw/hw_config.h"
+
+namespace gaincell {
+
+// The constants of one hardware configuration in the form the kernels use.
+struct GainCellKernelParams {
+  explicit GainCellKernelParams(const HwConfig& hw);
+
+  HwConfig hw;
+  GainCell cell;
+  std::array<double, 4> poly{};  // alpha_i when cell.is_polynomial()
+  float k_offset, v_offset;
+  float s_sat, a_sat;
+  float surrogate_slope;  // 19.3
+  double lambda;          // per token, 0 = no leakage
+  int tile;               // array_size
+  int window;             // M
+  float sign;             // +1 normal, -1 inverted polarity
+  OutputQuantMode out_mode;
+  Quantizer out_q;
+
+  int physical_tiles() const { return window / tile; }
+  // Tiles that hold at least one key of query t's window: min(t div tile + 1, M / tile).
+  int tiles_in_use(int t) const;
+  // Bytes of the clip mask that forward() writes for backward(): one byte per (t, tile, d)
+  // in per-tile mode (tiles = min(ceil(T/tile), M/tile)), per (t, d) in tile-mean mode.
+  size_t clip_mask_size(int T, int D) const;
+};
+
+// Scratch buffers of one head's kernel, reused across calls (one per thread).
+struct GainCellWorkspace {
+  std::vector<float> buf[12];
+};
+
+// Fast kernel: tiled by array_size keys, every MAC a few sgemm calls thanks to the factorised
+// decay exp(-lambda (t-j))^i = exp(-i lambda (t-c)) exp(i lambda (j-c)).
+// clip_mask: clip_mask_size(T, D) bytes or null (no backward needed).
+void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const float* K,
+                           const float* V, int T, int D, float* O, uint8_t* clip_mask,
+                           GainCellWorkspace& ws);
+// dO: dL/dO [T][D] (O before the output scaler). Writes dQ, dK, dV (gradients w.r.t. the
+// scaled/clamped/quantised signals; straight-through for the quantisers).
+void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const float* K,
+                            const float* V, int T, int D, const float* dO, const uint8_t* clip_mask,
+                            float* dQ, float* dK, float* dV, GainCellWorkspace& ws);
+
+// Plain loop-level reference of the same math (double accumulation), the oracle of the fast
+// kernel. Optional named intermediates: S and phi [T][T] (0 outside the window).
+void reference_gaincell_forward(const GainCellKernelParams& p, const float* Q, const float* K,
+                                const float* V, int T, int D, float* O,
+                                std::vector<double>* S = nullptr,
+                                std::vector<double>* phi = nullptr);
+void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, const float* K,
+                                 const float* V, int T, int D, const float* dO, float* dQ,
+                                 float* dK, float* dV);
+
+}  // namespace gaincell

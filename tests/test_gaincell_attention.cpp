@@ -1,0 +1,282 @@
+// The gain-cell attention variants as Attention components: registry, token-by-token decoding
+// against the whole-sequence form (T <= M and sliding T > M, every preset, noise off), scaler
+// gradients by finite differences, the adaptation statistics, and bad input.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "gaincell/attention/gaincell_attention.h"
+#include "gaincell/core/error.h"
+
+using namespace gaincell;
+
+namespace {
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float stddev = 0.5f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.0f, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = g(rng);
+  return v;
+}
+
+AttentionContext context(const HwConfig& hw, int H, int D) {
+  AttentionContext ctx;
+  ctx.n_head = H;
+  ctx.head_dim = D;
+  ctx.hw = hw;
+  return ctx;
+}
+
+// Runs the decode state token by token over [1][H][T][D] inputs; returns [1][H][T][D].
+std::vector<float> decode_all(const Attention& attn, const std::vector<float>& q,
+                              const std::vector<float>& k, const std::vector<float>& v, int H,
+                              int T, int D) {
+  auto state = attn.make_decode_state();
+  std::vector<float> out(q.size()), qt(H * D), kt(H * D), vt(H * D), ot(H * D);
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < H; ++h)
+      for (int d = 0; d < D; ++d) {
+        const size_t i = (static_cast<size_t>(h) * T + t) * D + d;
+        qt[h * D + d] = q[i];
+        kt[h * D + d] = k[i];
+        vt[h * D + d] = v[i];
+      }
+    state->append(kt.data(), vt.data());
+    state->attend(qt.data(), ot.data());
+    for (int h = 0; h < H; ++h)
+      for (int d = 0; d < D; ++d) out[(static_cast<size_t>(h) * T + t) * D + d] = ot[h * D + d];
+  }
+  EXPECT_EQ(state->length(), T);
+  return out;
+}
+
+struct DecodeCase {
+  std::string attention;
+  HwConfig hw;
+};
+
+std::vector<DecodeCase> decode_cases(int window) {
+  std::vector<DecodeCase> cases;
+  for (const char* preset : {"paper-nonlinear", "paper-linear", "ideal"}) {
+    HwConfig hw = HwConfig::preset(preset);
+    hw.window = window;
+    hw.leakage.lambda_per_token = 2e-3;  // visible over a few hundred tokens
+    cases.push_back({hw.cell == CellModel::kLinear ? "gaincell-linear" : "gaincell-nonlinear", hw});
+  }
+  for (const std::string& name :
+       {"gaincell-x3", "gaincell-x5", "gaincell-sigmoid", "gaincell-exp"}) {
+    HwConfig hw = gaincell_default_hw(name);
+    hw.window = window;
+    cases.push_back({name, hw});
+  }
+  HwConfig inverted = HwConfig::preset("paper-nonlinear");
+  inverted.window = window;
+  inverted.polarity = Polarity::kInverted;
+  cases.push_back({"gaincell-nonlinear", inverted});
+  HwConfig mean = HwConfig::preset("paper-nonlinear");
+  mean.window = window;
+  mean.out_mode = OutputQuantMode::kTileMean;
+  cases.push_back({"gaincell-nonlinear", mean});
+  HwConfig counter = HwConfig::preset("paper-linear");
+  counter.window = window;
+  counter.out_grid = OutputGrid::kCounter;
+  cases.push_back({"gaincell-linear", counter});
+  return cases;
+}
+
+void check_decode_equals_whole_sequence(int window, int T) {
+  const int H = 2, D = 16;
+  const size_t n = static_cast<size_t>(H) * T * D;
+  uint32_t seed = 100;
+  for (const DecodeCase& c : decode_cases(window)) {
+    SCOPED_TRACE(c.attention + " hw " + c.hw.to_json().dump());
+    auto attn = make_gaincell_attention(c.attention, context(c.hw, H, D));
+    auto& ga = static_cast<GainCellAttention&>(*attn);
+    const auto q = random_vector(n, seed++), k = random_vector(n, seed++),
+               v = random_vector(n, seed++);
+    const std::vector<float> dec = decode_all(*attn, q, k, v, H, T, D);
+    // Against the loop reference of the whole-sequence form: the same double sums, so equal.
+    ga.set_use_reference_kernel(true);
+    std::vector<float> whole(n);
+    attn->forward(q.data(), k.data(), v.data(), whole.data(), 1, T, false);
+    double max_out = 0.0;
+    int differ = 0;
+    for (size_t i = 0; i < n; ++i) {
+      max_out = std::max(max_out, static_cast<double>(std::fabs(whole[i])));
+      if (std::fabs(dec[i] - whole[i]) > 1e-6) ++differ;
+    }
+    EXPECT_EQ(differ, 0);
+    EXPECT_GT(max_out, 0.05);  // the comparison is not between zeros
+    // Against the fast kernel: equal up to float rounding, except a rare output-quantiser tie.
+    ga.set_use_reference_kernel(false);
+    attn->forward(q.data(), k.data(), v.data(), whole.data(), 1, T, false);
+    const double step = c.hw.out.enabled ? 2.0 / 31.0 : 0.0;
+    int flips = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const double diff = std::fabs(dec[i] - whole[i]);
+      if (diff <= 1e-5) continue;
+      EXPECT_TRUE(step > 0.0) << "element " << i << ": " << dec[i] << " vs " << whole[i];
+      ++flips;
+    }
+    EXPECT_LE(flips, 3);
+  }
+}
+
+}  // namespace
+
+TEST(GainCellAttention, AllVariantsAreRegistered) {
+  for (const std::string& name : gaincell_attention_names()) {
+    AttentionContext ctx = context(gaincell_default_hw(name), 2, 8);
+    auto attn = make_attention(name, ctx);
+    EXPECT_EQ(attn->name(), name);
+    EXPECT_EQ(static_cast<GainCellAttention&>(*attn).hw().cell, gaincell_cell_model(name));
+    EXPECT_EQ(attn->param_specs().size(), 16u);
+  }
+  EXPECT_EQ(gaincell_attention_names().size(), 6u);
+  EXPECT_FALSE(gaincell_default_hw("gaincell-x3").q.enabled);
+  EXPECT_TRUE(gaincell_default_hw("gaincell-x3").k.enabled);
+  EXPECT_EQ(gaincell_default_hw("gaincell-linear").name, "paper-linear");
+}
+
+TEST(GainCellAttention, ParamSpecsHaveSpecInitialValues) {
+  auto attn = make_gaincell_attention("gaincell-nonlinear",
+                                      context(HwConfig::preset("paper-nonlinear"), 3, 8));
+  const auto specs = attn->param_specs();
+  auto find = [&](const std::string& name) -> const ParamSpec& {
+    for (const auto& s : specs)
+      if (s.name == name) return s;
+    throw Error("missing " + name);
+  };
+  EXPECT_EQ(find("attn.q_scaler.a").init, std::vector<float>(3, 1.0f));
+  EXPECT_EQ(find("attn.q_scaler.b").init, std::vector<float>(3, 0.0f));
+  EXPECT_EQ(find("attn.k_scaler.b").init, std::vector<float>(3, 0.45f));
+  EXPECT_EQ(find("attn.v_scaler.b").init, std::vector<float>(3, 0.45f));
+  EXPECT_EQ(find("attn.output_scaler.a").init, std::vector<float>(3, 1.0f));
+  EXPECT_EQ(find("attn.output_scaler.b").init, std::vector<float>(3, 0.0f));
+  EXPECT_TRUE(find("attn.k_scaler.a").trainable);
+  EXPECT_FALSE(find("attn.k_scaler.target_std").trainable);
+  EXPECT_EQ(find("attn.output_scaler.target_mean").shape, std::vector<int64_t>{3});
+}
+
+TEST(GainCellAttention, DecodeEqualsWholeSequenceWithinWindow) {
+  check_decode_equals_whole_sequence(1024, 150);
+}
+
+TEST(GainCellAttention, DecodeEqualsMaskedWholeSequenceWhenSliding) {
+  check_decode_equals_whole_sequence(128, 300);
+}
+
+// Exact scaler gradients (ideal preset: linear cell, no quantisers) by central differences of
+// L = sum dy . y with respect to every a and b of every head. The inputs keep every clamp away
+// from its kinks (Q in (0,1), K in (0.45, 0.9) so 0 < S < 80, small V so |A| < 40), where
+// finite differences are exact to O(step^2).
+TEST(GainCellAttention, ScalerGradientsMatchFiniteDifferences) {
+  HwConfig hw = HwConfig::preset("ideal");
+  hw.window = 64;
+  hw.leakage.enabled = true;
+  hw.leakage.lambda_per_token = 5e-3;
+  const int B = 2, H = 2, T = 90, D = 8;
+  const size_t n = static_cast<size_t>(B) * H * T * D;
+  GainCellAttention attn("gaincell-linear", context(hw, H, D));
+  std::vector<std::vector<float>> vals(16, std::vector<float>(H)),
+      grads(16, std::vector<float>(H, 0.0f));
+  const float init[8] = {1.1f, 0.5f, 0.9f, 0.65f, 1.2f, 0.42f, 0.8f, 0.1f};
+  std::vector<TensorRef> refs;
+  for (int i = 0; i < 16; ++i) {
+    for (int h = 0; h < H; ++h) vals[i][h] = i < 8 ? init[i] * (1.0f + 0.1f * h) : 0.0f;
+    refs.push_back({vals[i].data(), i < 8 ? grads[i].data() : nullptr, H});
+  }
+  attn.bind_params(refs);
+  const auto q = random_vector(n, 1, 0.1f), k = random_vector(n, 2, 0.04f),
+             v = random_vector(n, 3, 0.05f), dy = random_vector(n, 4, 1.0f);
+  std::vector<float> y(n), dq(n), dk(n), dv(n);
+  attn.forward(q.data(), k.data(), v.data(), y.data(), B, T, true);
+  attn.backward(q.data(), k.data(), v.data(), dy.data(), dq.data(), dk.data(), dv.data(), B, T);
+  auto loss = [&]() {
+    attn.forward(q.data(), k.data(), v.data(), y.data(), B, T, false);
+    double l = 0.0;
+    for (size_t i = 0; i < n; ++i) l += static_cast<double>(dy[i]) * y[i];
+    return l;
+  };
+  const float step = 1e-3f;
+  for (int i = 0; i < 8; ++i) {
+    for (int h = 0; h < H; ++h) {
+      const float saved = vals[i][h];
+      vals[i][h] = saved + step;
+      const double lp = loss();
+      vals[i][h] = saved - step;
+      const double lm = loss();
+      vals[i][h] = saved;
+      const double fd = (lp - lm) / (2.0 * step);
+      EXPECT_NEAR(grads[i][h], fd, 2e-3 * std::fabs(fd) + 2e-3)
+          << "scaler tensor " << i << " head " << h;
+    }
+  }
+}
+
+TEST(GainCellAttention, RecordsScalerStatisticsAndTargetEma) {
+  const int B = 2, H = 2, T = 70, D = 8;
+  const size_t n = static_cast<size_t>(B) * H * T * D;
+  GainCellAttention attn("gaincell-nonlinear", context(HwConfig::preset("paper-nonlinear"), H, D));
+  EXPECT_EQ(attn.scaler_statistics(), nullptr);
+  std::vector<std::vector<float>> vals(16, std::vector<float>(H, 0.0f));
+  const float init[8] = {1.5f, 0.1f, 0.7f, 0.45f, 1.3f, 0.4f, 2.0f, 0.3f};
+  std::vector<TensorRef> refs;
+  for (int i = 0; i < 16; ++i) {
+    if (i < 8) vals[i] = {init[i], init[i] * 0.5f};
+    refs.push_back({vals[i].data(), nullptr, H});
+  }
+  attn.bind_params(refs);
+  attn.set_record_targets(true);
+  const auto q = random_vector(n, 1), k = random_vector(n, 2), v = random_vector(n, 3);
+  std::vector<float> y(n);
+  attn.forward(q.data(), k.data(), v.data(), y.data(), B, T, false);
+  EXPECT_EQ(attn.scaler_statistics(), nullptr) << "statistics only in training";
+  attn.forward(q.data(), k.data(), v.data(), y.data(), B, T, true);
+  const ScalerStatistics* st = attn.scaler_statistics();
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->recorded_forwards, 1);
+  const std::vector<float>* inputs[3] = {&q, &k, &v};
+  for (int s = 0; s < 4; ++s) {
+    for (int h = 0; h < H; ++h) {
+      // Hand computation: x_out = a x + b over (b, t, d) for q/k/v; y itself for the output.
+      std::vector<double> xs;
+      for (int b = 0; b < B; ++b)
+        for (int i = 0; i < T * D; ++i) {
+          const size_t idx = (static_cast<size_t>(b) * H + h) * T * D + i;
+          xs.push_back(s < 3 ? vals[2 * s][h] * (*inputs[s])[idx] + vals[2 * s + 1][h] : y[idx]);
+        }
+      double mean = 0.0, var = 0.0;
+      for (double x : xs) mean += x;
+      mean /= xs.size();
+      for (double x : xs) var += (x - mean) * (x - mean);
+      const double sd = std::sqrt(var / (xs.size() - 1));
+      EXPECT_NEAR(st->mean[s][h], mean, 1e-5 * (1 + std::fabs(mean))) << s << " " << h;
+      EXPECT_NEAR(st->std[s][h], sd, 1e-5 * (1 + sd)) << s << " " << h;
+      // EMA from 0 with alpha 0.1 after one training forward.
+      EXPECT_NEAR(vals[8 + 2 * s][h], 0.1 * mean, 1e-6 * (1 + std::fabs(mean)));
+      EXPECT_NEAR(vals[8 + 2 * s + 1][h], 0.1 * sd, 1e-6 * (1 + sd));
+    }
+  }
+}
+
+TEST(GainCellAttention, BadInputGivesClearErrors) {
+  AttentionContext ctx = context(HwConfig::preset("paper-nonlinear"), 2, 4);
+  EXPECT_THROW(make_gaincell_attention("gaincell-x7", ctx), Error);
+  GainCellAttention attn("gaincell-nonlinear", ctx);
+  std::vector<float> x(2 * 5 * 4, 0.1f), y(x.size());
+  x[7] = std::nanf("");
+  try {
+    attn.forward(x.data(), x.data(), x.data(), y.data(), 1, 5, false);
+    ADD_FAILURE() << "NaN accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos);
+  }
+  AttentionContext noisy = ctx;
+  noisy.hw.noise.read_noise_s = 0.1;
+  EXPECT_THROW(GainCellAttention("gaincell-nonlinear", noisy), Error);
+  auto state = attn.make_decode_state();
+  EXPECT_THROW(state->attend(x.data(), y.data()), Error);
+}
