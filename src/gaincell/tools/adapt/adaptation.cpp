@@ -104,6 +104,7 @@ AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs
   require(B > 0 && T > 0 && inputs.size() == static_cast<size_t>(B) * T &&
               targets.size() == inputs.size(),
           "adaptation: the batch must hold B*T inputs and targets");
+  options.matching.validate();
   check_adaptable(model);
   auto layers = find_scalers(model);
   check_targets_recorded(layers);
