@@ -1,9 +1,11 @@
 // Array layer: HeadArray (token-by-token gain-cell simulation) against hand-derived cases, the
 // plain loop-level reference (head_array_reference.h), closed forms, and the noise statistics.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
@@ -12,6 +14,7 @@
 #include "gaincell/array/head_array.h"
 #include "gaincell/array/head_array_reference.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/npy.h"
 #include "gaincell/device/noise.h"
 #include "gaincell/device/quantizer.h"
 
@@ -90,6 +93,7 @@ TEST(HeadArray, HandDerivedLinearTwoTilesWithLeakage) {
   EXPECT_EQ(ev.tile_reads, 2);
   EXPECT_EQ(ev.output_conversions, 4);
   EXPECT_EQ(ev.counter_increments, 44);
+  EXPECT_EQ(ev.digital_adds, 2);  // one add of the two tiles' outputs per output column
   EXPECT_EQ(head.last_step_events().tokens, 1);
   EXPECT_EQ(head.last_step_events().cell_writes, 4);
   EXPECT_EQ(head.last_step_events().counter_increments, 44);
@@ -463,8 +467,9 @@ TEST(ArrayEvents, SumAndJson) {
   const auto j = b.to_json();
   EXPECT_EQ(j.at("tokens").get<int64_t>(), 4);
   EXPECT_EQ(j.at("counter_increments").get<int64_t>(), 14);
-  for (const char* key : {"cell_writes", "q_pulses", "phi_pulses", "phi_pulse_width_sum",
-                          "c2p_conversions", "tile_reads", "output_conversions", "reads"})
+  for (const char* key :
+       {"cell_writes", "q_pulses", "phi_pulses", "phi_pulse_width_sum", "c2p_conversions",
+        "tile_reads", "output_conversions", "reads", "digital_adds"})
     EXPECT_TRUE(j.contains(key)) << key;
 }
 
@@ -488,4 +493,62 @@ TEST(HeadArray, BadInputsRaiseClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("k_volts"), std::string::npos) << e.what();
   }
+}
+
+TEST(HeadArray, DumpsNamedIntermediatesAsNpz) {
+  HeadArray head(hand_hw(), 2, 0);
+  for (int t = 0; t < 3; ++t) head.write(kHandK[t], kHandV[t]);
+  const float q[2] = {1.0f, 0.5f};
+  float out[2];
+  head.read(q, out);
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("gaincell_dump_" + std::to_string(::getpid()) + ".npz");
+  head.dump_npz(path);
+  const auto npz = read_npz(path);
+  std::filesystem::remove(path);
+  const auto scores = npz.at("scores").to_float();
+  ASSERT_EQ(scores.size(), 4u);
+  for (int j = 0; j < 4; ++j) EXPECT_EQ(scores[j], head.last_scores()[j]);
+  EXPECT_EQ(npz.at("tile_outputs").shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(npz.at("k_stored").shape, (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(npz.at("k_stored").to_float()[1 * 4 + 1], head.stored_k(1, 1));
+  EXPECT_EQ(npz.at("write_time").to_float()[3], -1.0f);
+}
+
+TEST(Noise, LeakageVariationScalesEachCellsRate) {
+  // One dim, linear cell, every key stored at 0.9 V (y = 0.45): S_j = 19.3 * 0.45 *
+  // exp(-lambda * s_j * age_j), so each cell's rate factor s_j can be read back from S.
+  HwConfig hw = small_hw("paper-linear", 1024, 64);
+  hw.leakage.lambda_per_token = 0.01;
+  hw.noise.leakage_variation = 0.2;
+  HeadArray head(hw, 1, 21);
+  const float k = 0.9f, v = 0.45f, q = 1.0f;
+  for (int t = 0; t < 1024; ++t) head.write(&k, &v);
+  float out;
+  head.read(&q, &out);
+  std::vector<double> rate;
+  for (int slot = 0; slot < 1024 - 100; ++slot) {  // ages 1023 .. 100
+    const double age = 1023 - slot;
+    rate.push_back(-std::log(head.last_scores()[slot] / (19.3 * 0.45)) / (0.01 * age));
+  }
+  const Moments m = moments(rate);
+  EXPECT_NEAR(m.mean, 1.0, 0.03);
+  EXPECT_NEAR(m.std, 0.2, 0.02);
+}
+
+TEST(HeadArray, CopiesContinueIndependentlyAndIdentically) {
+  HwConfig hw = small_hw("paper-nonlinear", 64, 32);
+  hw.noise.read_noise_s = 0.05;
+  HeadArray a(hw, 4, 3);
+  const float k[4] = {0.1f, 0.5f, 0.9f, 0.3f}, v[4] = {0.8f, 0.2f, 0.4f, 0.6f};
+  const float q[4] = {0.4f, 0.0f, 1.0f, 0.2f};
+  float out_a[4], out_b[4];
+  for (int t = 0; t < 10; ++t) a.write(k, v);
+  HeadArray b = a;
+  a.write(k, v);
+  b.write(k, v);
+  a.read(q, out_a);
+  b.read(q, out_b);
+  for (int d = 0; d < 4; ++d) EXPECT_EQ(out_a[d], out_b[d]);
+  EXPECT_EQ(a.events(), b.events());
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "gaincell/device/charge_to_pulse.h"
+#include "gaincell/device/gain_cell.h"
 #include "gaincell/device/leakage.h"
 #include "gaincell/device/output_stage.h"
 
@@ -83,4 +84,17 @@ TEST(OutputStage, CounterGridAndPolarityAndDisabledQuantiser) {
   const float y[2] = {0.3f, 1.7f};
   levels = 0;
   EXPECT_FLOAT_EQ(plain.combine(y, 2, &levels), 1.3f);  // clamp only
+}
+
+TEST(GainCell, SinglePrecisionCurrentMatchesDouble) {
+  for (CellModel m : {CellModel::kPolynomial, CellModel::kLinear, CellModel::kCubic,
+                      CellModel::kQuintic, CellModel::kSigmoid, CellModel::kExp}) {
+    HwConfig hw = HwConfig::preset("paper-nonlinear");
+    hw.cell = m;
+    const GainCell cell(hw);
+    for (double y = -0.45; y <= 0.45; y += 0.01)
+      EXPECT_NEAR(cell.current_f(static_cast<float>(y)), cell.current(static_cast<float>(y)),
+                  2e-6 * (1 + std::fabs(cell.current(y))))
+          << to_string(m) << " y=" << y;
+  }
 }

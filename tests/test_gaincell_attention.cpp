@@ -3,6 +3,7 @@
 // gradients by finite differences, the adaptation statistics, and bad input.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <random>
 
@@ -172,17 +173,41 @@ TEST(GainCellAttention, DecodeEqualsMaskedWholeSequenceWhenSliding) {
 // L = sum dy . y with respect to every a and b of every head. The inputs keep every clamp away
 // from its kinks (Q in (0,1), K in (0.45, 0.9) so 0 < S < 80, small V so |A| < 40), where
 // finite differences are exact to O(step^2).
+// Scaler values (a, b for q, k, v, output) of head 0; head 1 is 10% larger.
+using ScalerInit = std::array<float, 8>;
+constexpr ScalerInit kPlainInit = {1.1f, 0.5f, 0.9f, 0.65f, 1.2f, 0.42f, 0.8f, 0.1f};
+void check_scaler_gradients(const HwConfig& hw, const ScalerInit& init);
+
 TEST(GainCellAttention, ScalerGradientsMatchFiniteDifferences) {
   HwConfig hw = HwConfig::preset("ideal");
   hw.window = 64;
   hw.leakage.enabled = true;
   hw.leakage.lambda_per_token = 5e-3;
+  check_scaler_gradients(hw, kPlainInit);
+}
+
+// The same with relative read noise on S and A, write noise and gain variation: the gradient
+// includes d(x + level |x| n)/dx and the per-cell gains. Relative noise has a kink at 0, so the
+// inputs keep S and A positive (V above the offset, smaller Q so that A stays below a_sat).
+TEST(GainCellAttention, ScalerGradientsMatchFiniteDifferencesWithNoise) {
+  HwConfig hw = HwConfig::preset("ideal");
+  hw.window = 64;
+  hw.leakage.enabled = true;
+  hw.leakage.lambda_per_token = 5e-3;
+  hw.noise.read_noise_s = 0.1;
+  hw.noise.read_noise_a = 0.1;
+  hw.noise.write_noise_kv = 0.005;
+  hw.noise.gain_variation = 0.1;
+  hw.noise.seed = 99;
+  check_scaler_gradients(hw, {1.1f, 0.35f, 0.9f, 0.65f, 1.2f, 0.52f, 0.8f, 0.1f});
+}
+
+void check_scaler_gradients(const HwConfig& hw, const ScalerInit& init) {
   const int B = 2, H = 2, T = 90, D = 8;
   const size_t n = static_cast<size_t>(B) * H * T * D;
   GainCellAttention attn("gaincell-linear", context(hw, H, D));
   std::vector<std::vector<float>> vals(16, std::vector<float>(H)),
       grads(16, std::vector<float>(H, 0.0f));
-  const float init[8] = {1.1f, 0.5f, 0.9f, 0.65f, 1.2f, 0.42f, 0.8f, 0.1f};
   std::vector<TensorRef> refs;
   for (int i = 0; i < 16; ++i) {
     for (int h = 0; h < H; ++h) vals[i][h] = i < 8 ? init[i] * (1.0f + 0.1f * h) : 0.0f;
@@ -262,6 +287,52 @@ TEST(GainCellAttention, RecordsScalerStatisticsAndTargetEma) {
   }
 }
 
+// Noise and variation beyond the paper: both simulations draw the same seeded numbers (per
+// (layer, head) seed, event indices of gaincell/device/noise.h), so with read noise on S and A,
+// write noise and gain variation, decoding still equals the whole-sequence form.
+TEST(GainCellAttention, DecodeEqualsWholeSequenceWithNoise) {
+  const int H = 2, D = 16;
+  uint32_t seed = 500;
+  for (bool relative : {true, false}) {
+    for (int window : {1024, 64}) {
+      HwConfig hw = HwConfig::preset("paper-nonlinear");
+      hw.window = window;
+      hw.leakage.lambda_per_token = 2e-3;
+      hw.noise.read_noise_relative = relative;
+      hw.noise.read_noise_s = relative ? 0.05 : 0.5;
+      hw.noise.read_noise_a = relative ? 0.05 : 0.5;
+      hw.noise.write_noise_kv = 0.02;
+      hw.noise.gain_variation = 0.05;
+      hw.noise.seed = 1234;
+      SCOPED_TRACE(hw.noise.read_noise_relative ? "relative" : "absolute");
+      SCOPED_TRACE(window);
+      AttentionContext ctx = context(hw, H, D);
+      ctx.layer = 3;
+      GainCellAttention attn("gaincell-nonlinear", ctx);
+      const int T = 150;
+      const size_t n = static_cast<size_t>(H) * T * D;
+      const auto q = random_vector(n, seed++), k = random_vector(n, seed++),
+                 v = random_vector(n, seed++);
+      const std::vector<float> dec = decode_all(attn, q, k, v, H, T, D);
+      std::vector<float> whole(n), quiet(n);
+      attn.forward(q.data(), k.data(), v.data(), whole.data(), 1, T, false);
+      int flips = 0;
+      for (size_t i = 0; i < n; ++i)
+        if (std::fabs(dec[i] - whole[i]) > 1e-5) ++flips;
+      EXPECT_LE(flips, 3) << "of " << n;  // rare output-quantiser ties (float vs float paths)
+      // The noise matters: the noiseless hardware gives a different output.
+      AttentionContext clean = ctx;
+      clean.hw.noise = NoiseConfig{};
+      GainCellAttention noiseless("gaincell-nonlinear", clean);
+      noiseless.forward(q.data(), k.data(), v.data(), quiet.data(), 1, T, false);
+      int changed = 0;
+      for (size_t i = 0; i < n; ++i)
+        if (std::fabs(quiet[i] - whole[i]) > 1e-3) ++changed;
+      EXPECT_GT(changed, static_cast<int>(n / 20));
+    }
+  }
+}
+
 TEST(GainCellAttention, BadInputGivesClearErrors) {
   AttentionContext ctx = context(HwConfig::preset("paper-nonlinear"), 2, 4);
   EXPECT_THROW(make_gaincell_attention("gaincell-x7", ctx), Error);
@@ -274,9 +345,16 @@ TEST(GainCellAttention, BadInputGivesClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos);
   }
-  AttentionContext noisy = ctx;
-  noisy.hw.noise.read_noise_s = 0.1;
-  EXPECT_THROW(GainCellAttention("gaincell-nonlinear", noisy), Error);
+  // Per-cell leakage variation breaks the one-lambda whole-sequence form: a clear error there,
+  // while decoding (HeadArray) simulates it.
+  AttentionContext leaky = ctx;
+  leaky.hw.noise.leakage_variation = 0.1;
+  GainCellAttention varied("gaincell-nonlinear", leaky);
+  std::vector<float> ok(x.size(), 0.1f);
+  EXPECT_THROW(varied.forward(ok.data(), ok.data(), ok.data(), y.data(), 1, 5, false), Error);
+  auto varied_state = varied.make_decode_state();
+  varied_state->append(ok.data(), ok.data());
+  EXPECT_NO_THROW(varied_state->attend(ok.data(), y.data()));
   auto state = attn.make_decode_state();
   EXPECT_THROW(state->attend(x.data(), y.data()), Error);
 }

@@ -91,6 +91,13 @@ std::vector<Case> kernel_cases() {
   cases.push_back({"tile-mean", mean, 260, 8});
   HwConfig nolk = config("paper-nonlinear", 128, 0.0, false);
   cases.push_back({"no leakage", nolk, 200, 8});
+  for (bool relative : {true, false}) {
+    HwConfig noisy = config("paper-nonlinear", 128, 1e-3, false);
+    noisy.noise.read_noise_relative = relative;
+    noisy.noise.read_noise_s = relative ? 0.05 : 0.5;
+    noisy.noise.read_noise_a = relative ? 0.05 : 0.5;
+    cases.push_back({relative ? "relative read noise" : "absolute read noise", noisy, 260, 8});
+  }
   for (CellModel cell : {CellModel::kCubic, CellModel::kSigmoid, CellModel::kExp}) {
     HwConfig c = config("paper-nonlinear", 128, 0.0, false);
     c.cell = cell;
@@ -114,9 +121,11 @@ TEST(GainCellKernel, FastForwardAndBackwardMatchReference) {
     std::vector<float> O(n), Oref(n);
     std::vector<uint8_t> mask(p.clip_mask_size(c.T, c.D));
     GainCellWorkspace ws;
+    const uint64_t noise_seed = 42;
     gaincell_head_forward(p, s.Q.data(), s.K.data(), s.V.data(), c.T, c.D, O.data(), mask.data(),
-                          ws);
-    reference_gaincell_forward(p, s.Q.data(), s.K.data(), s.V.data(), c.T, c.D, Oref.data());
+                          ws, noise_seed);
+    reference_gaincell_forward(p, s.Q.data(), s.K.data(), s.V.data(), c.T, c.D, Oref.data(),
+                               nullptr, nullptr, noise_seed);
     expect_close(O, Oref, 2e-6, "O");
     // The output must not be trivially saturated or zero: the test would then prove little.
     EXPECT_GT(max_abs(Oref), 0.05);
@@ -124,9 +133,9 @@ TEST(GainCellKernel, FastForwardAndBackwardMatchReference) {
     const std::vector<float> dO = random_vector(n, seed++);
     std::vector<float> dQ(n), dK(n), dV(n), rQ(n), rK(n), rV(n);
     gaincell_head_backward(p, s.Q.data(), s.K.data(), s.V.data(), c.T, c.D, dO.data(), mask.data(),
-                           dQ.data(), dK.data(), dV.data(), ws);
+                           dQ.data(), dK.data(), dV.data(), ws, noise_seed);
     reference_gaincell_backward(p, s.Q.data(), s.K.data(), s.V.data(), c.T, c.D, dO.data(),
-                                rQ.data(), rK.data(), rV.data());
+                                rQ.data(), rK.data(), rV.data(), noise_seed);
     expect_close(dQ, rQ, 1e-5, "dQ");
     expect_close(dK, rK, 1e-5, "dK");
     expect_close(dV, rV, 1e-5, "dV");

@@ -122,6 +122,9 @@ TEST(GPT2Model, ParameterCountMatchesGpt2Formula) {
 
 TEST(GPT2Model, InitialisationFollowsGpt2) {
   GPT2Model m(small_config());
+  // Constructor: deterministic structure only (LayerNorm weights 1, the rest 0).
+  EXPECT_EQ(m.param_data()[m.param("ln_f.weight").offset], 1.0f);
+  EXPECT_EQ(m.param_data()[m.param("wte.weight").offset + 5], 0.0f);
   m.init_random(42);
   const float* w = m.param_data();
   const ParamInfo& ln = m.param("h.0.ln_1.weight");
@@ -272,7 +275,7 @@ TEST(GPT2Model, BadInputIsRejected) {
   m.forward(tokens.data(), targets.data(), 1, 5, true);
   m.backward();
   EXPECT_THROW(m.backward(), Error);  // twice
-  EXPECT_THROW(m.logits(), Error);    // overwritten by the gradient
+  EXPECT_THROW(m.logits(), Error);    // a training forward keeps no logits
   auto session = m.start_decoding();
   EXPECT_THROW(session->step(37), Error);
   for (int t = 0; t < 24; t++) session->step(1);

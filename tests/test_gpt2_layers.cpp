@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gaincell/core/error.h"
+#include "gaincell/core/fast_math.h"
 #include "gaincell/model/layers.h"
 
 namespace gaincell::layers {
@@ -44,6 +45,25 @@ void check_gradient(std::vector<float>& x, const std::vector<float>& grad,
     const double fd = (up - down) / (2.0 * h);
     EXPECT_NEAR(grad[i], fd, tol * std::max(1.0, std::abs(fd))) << what << " element " << i;
   }
+}
+
+TEST(FastMath, ExpAndTanhMatchTheLibrary) {
+  double worst_exp = 0.0, worst_tanh = 0.0;
+  for (double x = -87.0; x <= 88.0; x += 0.001237) {
+    const float xf = static_cast<float>(x);
+    const double want = std::exp(static_cast<double>(xf));
+    worst_exp = std::max(worst_exp, std::abs(fast_exp(xf) - want) / want);
+    if (std::abs(x) < 20.0) {
+      worst_tanh =
+          std::max(worst_tanh, std::abs(fast_tanh(xf) - std::tanh(static_cast<double>(xf))));
+    }
+  }
+  EXPECT_LT(worst_exp, 3e-7);
+  EXPECT_LT(worst_tanh, 2e-7);
+  EXPECT_LT(fast_exp(-1000.0f), 1e-37f);  // clamped, never NaN
+  EXPECT_EQ(fast_exp(0.0f), 1.0f);
+  EXPECT_EQ(fast_tanh(-30.0f), -1.0f);
+  EXPECT_EQ(fast_tanh(30.0f), 1.0f);
 }
 
 TEST(Layers, LayerNormForwardIsNormalised) {
@@ -155,6 +175,41 @@ TEST(Layers, CrossEntropyMatchesHandValueAndFiniteDifferences) {
   check_gradient(z, dz, loss, "dlogits");
   t[0] = V;
   EXPECT_THROW(crossentropy_forward(l.data(), z.data(), t.data(), N, V), Error);
+}
+
+TEST(Layers, ChunkedLmHeadLossMatchesFullLogits) {
+  // Oracle: full logits = x · wteᵀ, then crossentropy_forward / crossentropy_backward_inplace
+  // (both checked by finite differences above). Chunks of 4 over V = 11: three chunks, one partial.
+  const int N = 5, C = 6, V = 11;
+  const auto x = random_vector(N * C, 16), wte = random_vector(V * C, 17);
+  const std::vector<int32_t> t = {3, -1, 10, 0, 4};
+  std::vector<float> logits(N * V, 0.0f), losses(N);
+  for (int n = 0; n < N; n++) {
+    for (int v = 0; v < V; v++) {
+      for (int c = 0; c < C; c++) logits[n * V + v] += x[n * C + c] * wte[v * C + c];
+    }
+  }
+  const LossResult full = crossentropy_forward(losses.data(), logits.data(), t.data(), N, V);
+  crossentropy_backward_inplace(logits.data(), t.data(), N, V, full.count);
+  std::vector<double> dx(N * C, 0.0), dwte(V * C, 0.0);
+  for (int n = 0; n < N; n++) {
+    for (int v = 0; v < V; v++) {
+      for (int c = 0; c < C; c++) {
+        dx[n * C + c] += logits[n * V + v] * wte[v * C + c];
+        dwte[v * C + c] += logits[n * V + v] * x[n * C + c];
+      }
+    }
+  }
+  std::vector<float> chunk_losses(N), lse(N), buffer(N * 4), cdx(N * C, 7.0f), cdwte(V * C, 1.0f);
+  const LossResult chunked = lm_head_loss_forward_chunked(
+      chunk_losses.data(), lse.data(), buffer.data(), x.data(), wte.data(), t.data(), N, C, V, 4);
+  EXPECT_EQ(chunked.count, full.count);
+  EXPECT_NEAR(chunked.mean, full.mean, 1e-6);
+  for (int n = 0; n < N; n++) EXPECT_NEAR(chunk_losses[n], losses[n], 1e-5);
+  lm_head_loss_backward_chunked(cdx.data(), cdwte.data(), buffer.data(), x.data(), wte.data(),
+                                t.data(), lse.data(), N, C, V, 4, chunked.count);
+  for (int i = 0; i < N * C; i++) EXPECT_NEAR(cdx[i], dx[i], 1e-6);            // overwritten
+  for (int i = 0; i < V * C; i++) EXPECT_NEAR(cdwte[i], 1.0 + dwte[i], 1e-6);  // accumulated
 }
 
 TEST(Layers, EmbeddingAndHeadPermutationsRoundTrip) {

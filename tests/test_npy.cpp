@@ -2,6 +2,8 @@
 // make_npy_fixtures.py), round trips, and every kind of malformed input.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>

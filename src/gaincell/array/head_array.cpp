@@ -5,6 +5,7 @@
 #include <string>
 
 #include "gaincell/core/error.h"
+#include "gaincell/core/npy.h"
 #include "gaincell/device/leakage.h"
 #include "gaincell/device/noise.h"
 
@@ -24,6 +25,7 @@ nlohmann::json ArrayEvents::to_json() const {
           {"output_conversions", output_conversions},
           {"counter_increments", counter_increments},
           {"tile_reads", tile_reads},
+          {"digital_adds", digital_adds},
           {"reads", reads}};
 }
 
@@ -38,6 +40,7 @@ ArrayEvents& ArrayEvents::operator+=(const ArrayEvents& o) {
   output_conversions += o.output_conversions;
   counter_increments += o.counter_increments;
   tile_reads += o.tile_reads;
+  digital_adds += o.digital_adds;
   reads += o.reads;
   return *this;
 }
@@ -88,8 +91,14 @@ HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
   hw_.validate();
   require(head_dim >= 1 && head_dim <= 65536,
           "HeadArray: head_dim must be in [1, 65536], got " + std::to_string(head_dim));
-  factorised_ = cell_.is_polynomial() && hw.noise.leakage_variation == 0.0;
+  // x^3 is a polynomial in y too (a y^3, g(0) = 0), so it shares the factorised path.
+  factorised_ = (cell_.is_polynomial() || cell_.model() == CellModel::kCubic) &&
+                hw.noise.leakage_variation == 0.0;
   for (int i = 0; i < 4; ++i) alpha_[i] = static_cast<float>(cell_.poly()[i]);
+  if (cell_.model() == CellModel::kCubic) {
+    alpha_[0] = alpha_[1] = alpha_[2] = 0.0f;
+    alpha_[3] = static_cast<float>(cell_.current(1.0));  // a * 1^3
+  }
   cubic_ = alpha_[2] != 0.0f || alpha_[3] != 0.0f;
   lambda_ = hw.leakage.effective_lambda();
   decay_by_age_ = Leakage(lambda_).decay_table(window_);
@@ -112,6 +121,11 @@ HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
   acc1_.assign(window_, 0.0f);
   acc2_.assign(window_, 0.0f);
   acc3_.assign(window_, 0.0f);
+  pulsed_values_.assign(head_dim_, 0.0f);
+  pulsed_rows_.assign(head_dim_, 0);
+  weights_.assign(3 * static_cast<size_t>(array_size_), 0.0f);
+  weight_slots_.assign(array_size_, 0);
+  column_.assign(num_tiles_, 0.0f);
 }
 
 void HeadArray::reset() {
@@ -130,7 +144,7 @@ int HeadArray::valid_slots() const {
 }
 
 float HeadArray::cell_current(float y) const {
-  return static_cast<float>(cell_.current(y));
+  return cell_.current_f(y);
 }
 
 void HeadArray::write(const float* k_volts, const float* v_volts) {
@@ -174,30 +188,54 @@ void HeadArray::write(const float* k_volts, const float* v_volts) {
 // over the slots of each K-array row; rows with a zero pulse are skipped (no pulse is applied).
 namespace {
 
+constexpr int kSlotBlock = 32;  // slots whose accumulators stay in vector registers
+
+// acc_i[j] = sum over the pulsed rows r of q_r y_rj^i, i = 1..3 (i = 1 only when !kCubic).
+// Blocks of 32 slots keep the three accumulators in registers while the rows stream past.
 template <bool kCubic>
-void accumulate_score_powers(const float* q, const float* k_y, int head_dim, int window,
-                             int n_valid, float* acc1, float* acc2, float* acc3) {
-  std::fill(acc1, acc1 + n_valid, 0.0f);
-  if (kCubic) {
-    std::fill(acc2, acc2 + n_valid, 0.0f);
-    std::fill(acc3, acc3 + n_valid, 0.0f);
-  }
-  for (int d = 0; d < head_dim; ++d) {
-    const float qd = q[d];
-    if (qd == 0.0f) continue;
-    const float* __restrict row = k_y + static_cast<size_t>(d) * window;
-    float* __restrict a1 = acc1;
-    float* __restrict a2 = acc2;
-    float* __restrict a3 = acc3;
+void accumulate_score_powers(const float* q_values, const int* q_rows, int n_rows, const float* k_y,
+                             int window, int n_valid, float* acc1, float* acc2, float* acc3) {
+  int j0 = 0;
+  for (; j0 + kSlotBlock <= n_valid; j0 += kSlotBlock) {
+    float a1[kSlotBlock] = {}, a2[kSlotBlock] = {}, a3[kSlotBlock] = {};
+    for (int r = 0; r < n_rows; ++r) {
+      const float qd = q_values[r];
+      const float* __restrict row = k_y + static_cast<size_t>(q_rows[r]) * window + j0;
 #pragma omp simd
-    for (int j = 0; j < n_valid; ++j) {
-      const float y = row[j];
-      a1[j] += qd * y;
+      for (int j = 0; j < kSlotBlock; ++j) {
+        const float y = row[j];
+        a1[j] += qd * y;
+        if (kCubic) {
+          const float qy2 = qd * y * y;
+          a2[j] += qy2;
+          a3[j] += qy2 * y;
+        }
+      }
+    }
+    for (int j = 0; j < kSlotBlock; ++j) {
+      acc1[j0 + j] = a1[j];
+      if (kCubic) {
+        acc2[j0 + j] = a2[j];
+        acc3[j0 + j] = a3[j];
+      }
+    }
+  }
+  for (int j = j0; j < n_valid; ++j) {  // tail
+    float a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    for (int r = 0; r < n_rows; ++r) {
+      const float qd = q_values[r];
+      const float y = k_y[static_cast<size_t>(q_rows[r]) * window + j];
+      a1 += qd * y;
       if (kCubic) {
         const float qy2 = qd * y * y;
-        a2[j] += qy2;
-        a3[j] += qy2 * y;
+        a2 += qy2;
+        a3 += qy2 * y;
       }
+    }
+    acc1[j] = a1;
+    if (kCubic) {
+      acc2[j] = a2;
+      acc3[j] = a3;
     }
   }
 }
@@ -205,14 +243,22 @@ void accumulate_score_powers(const float* q, const float* k_y, int head_dim, int
 }  // namespace
 
 void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t) {
+  // Only rows that receive a pulse contribute (and only they are driven in the hardware).
   float sum_q = 0.0f;
-  for (int d = 0; d < head_dim_; ++d) sum_q += q[d];
+  int n_rows = 0;
+  for (int d = 0; d < head_dim_; ++d) {
+    sum_q += q[d];
+    if (q[d] != 0.0f) {
+      pulsed_values_[n_rows] = q[d];
+      pulsed_rows_[n_rows++] = d;
+    }
+  }
   if (cubic_) {
-    accumulate_score_powers<true>(q, k_y_.data(), head_dim_, window_, n_valid, acc1_.data(),
-                                  acc2_.data(), acc3_.data());
+    accumulate_score_powers<true>(pulsed_values_.data(), pulsed_rows_.data(), n_rows, k_y_.data(),
+                                  window_, n_valid, acc1_.data(), acc2_.data(), acc3_.data());
   } else {
-    accumulate_score_powers<false>(q, k_y_.data(), head_dim_, window_, n_valid, acc1_.data(),
-                                   acc2_.data(), acc3_.data());
+    accumulate_score_powers<false>(pulsed_values_.data(), pulsed_rows_.data(), n_rows, k_y_.data(),
+                                   window_, n_valid, acc1_.data(), acc2_.data(), acc3_.data());
   }
   const float offset = alpha_[0] * sum_q;
   for (int j = 0; j < n_valid; ++j) {
@@ -228,18 +274,29 @@ void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t
 
 // Physical per-cell evaluation f(decay_cell * y): ablation cells and per-cell leakage variation.
 void HeadArray::compute_scores_per_cell(const float* q, int n_valid, int64_t t) {
-  for (int j = 0; j < n_valid; ++j) {
-    const int64_t age = t - write_time_[j];
-    float s = 0.0f;
-    for (int d = 0; d < head_dim_; ++d) {
-      if (q[d] == 0.0f) continue;
-      const float dec =
-          k_leak_.empty() ? decay_by_age_[age]
-                          : static_cast<float>(std::exp(
-                                -lambda_ * k_leak_[static_cast<size_t>(j) * head_dim_ + d] * age));
-      s += q[d] * cell_current(dec * k_y_[static_cast<size_t>(d) * window_ + j]);
+  if (!k_leak_.empty()) {
+    for (int j = 0; j < n_valid; ++j) {
+      const int64_t age = t - write_time_[j];
+      float s = 0.0f;
+      for (int d = 0; d < head_dim_; ++d) {
+        if (q[d] == 0.0f) continue;
+        const float dec = static_cast<float>(
+            std::exp(-lambda_ * k_leak_[static_cast<size_t>(j) * head_dim_ + d] * age));
+        s += q[d] * cell_current(dec * k_y_[static_cast<size_t>(d) * window_ + j]);
+      }
+      scores_[j] = s;
     }
-    scores_[j] = s;
+    return;
+  }
+  // One decay per column: stream the pulsed rows, contiguous over the slots.
+  float* dec = acc1_.data();
+  for (int j = 0; j < n_valid; ++j) dec[j] = decay_by_age_[t - write_time_[j]];
+  std::fill(scores_.begin(), scores_.begin() + n_valid, 0.0f);
+  for (int d = 0; d < head_dim_; ++d) {
+    const float qd = q[d];
+    if (qd == 0.0f) continue;
+    const float* row = k_y_.data() + static_cast<size_t>(d) * window_;
+    for (int j = 0; j < n_valid; ++j) scores_[j] += qd * cell_current(dec[j] * row[j]);
   }
 }
 
@@ -248,30 +305,53 @@ void HeadArray::compute_scores_per_cell(const float* q, int n_valid, int64_t t) 
 void HeadArray::accumulate_tile_factorised(int tile, int n_valid, int64_t t, float* acc) const {
   const int begin = tile * array_size_;
   const int end = std::min(begin + array_size_, n_valid);
+  // Pulsed slots of the tile and their per-power weights alpha_i phi_j decay_j^i.
+  int n = 0;
   float sum_phi = 0.0f;
+  float* c1 = weights_.data();
+  float* c2 = c1 + array_size_;
+  float* c3 = c2 + array_size_;
+  int* slots = weight_slots_.data();
   for (int j = begin; j < end; ++j) {
     const float w = phi_[j];
     if (w == 0.0f) continue;
     sum_phi += w;
     const float dec = decay_by_age_[t - write_time_[j]];
-    const float c1 = alpha_[1] * w * dec;
-    const float c2 = alpha_[2] * w * dec * dec;
-    const float c3 = alpha_[3] * w * dec * dec * dec;
-    const float* __restrict row = v_y_.data() + static_cast<size_t>(j) * head_dim_;
-    if (cubic_) {
-#pragma omp simd
-      for (int d = 0; d < head_dim_; ++d) {
-        const float y = row[d];
-        acc[d] += y * (c1 + y * (c2 + y * c3));
-      }
-    } else {
-#pragma omp simd
-      for (int d = 0; d < head_dim_; ++d) acc[d] += c1 * row[d];
-    }
+    c1[n] = alpha_[1] * w * dec;
+    c2[n] = alpha_[2] * w * dec * dec;
+    c3[n] = alpha_[3] * w * dec * dec * dec;
+    slots[n++] = j;
   }
   const float offset = alpha_[0] * sum_phi;  // alpha_0 only from keys that received a pulse
-  if (offset != 0.0f)
-    for (int d = 0; d < head_dim_; ++d) acc[d] += offset;
+  // Blocks of 32 output columns stay in registers while the pulsed rows stream past.
+  int d0 = 0;
+  for (; d0 + kSlotBlock <= head_dim_; d0 += kSlotBlock) {
+    float a[kSlotBlock];
+    for (int d = 0; d < kSlotBlock; ++d) a[d] = offset;
+    for (int r = 0; r < n; ++r) {
+      const float* __restrict row = v_y_.data() + static_cast<size_t>(slots[r]) * head_dim_ + d0;
+      const float w1 = c1[r], w2 = c2[r], w3 = c3[r];
+      if (cubic_) {
+#pragma omp simd
+        for (int d = 0; d < kSlotBlock; ++d) {
+          const float y = row[d];
+          a[d] += y * (w1 + y * (w2 + y * w3));
+        }
+      } else {
+#pragma omp simd
+        for (int d = 0; d < kSlotBlock; ++d) a[d] += w1 * row[d];
+      }
+    }
+    for (int d = 0; d < kSlotBlock; ++d) acc[d0 + d] = a[d];
+  }
+  for (int d = d0; d < head_dim_; ++d) {  // tail
+    float a = offset;
+    for (int r = 0; r < n; ++r) {
+      const float y = v_y_[static_cast<size_t>(slots[r]) * head_dim_ + d];
+      a += y * (c1[r] + y * (c2[r] + y * c3[r]));
+    }
+    acc[d] = a;
+  }
 }
 
 void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float* acc) const {
@@ -341,11 +421,10 @@ void HeadArray::read(const float* q_pulses, float* out) {
       x[d] = output_stage_.normalise(a);
     }
   }
-  std::vector<float> column(active_tiles);
   for (int d = 0; d < head_dim_; ++d) {
     for (int tile = 0; tile < active_tiles; ++tile)
-      column[tile] = tile_out_[static_cast<size_t>(tile) * head_dim_ + d];
-    out[d] = output_stage_.combine(column.data(), active_tiles, &step.counter_increments);
+      column_[tile] = tile_out_[static_cast<size_t>(tile) * head_dim_ + d];
+    out[d] = output_stage_.combine(column_.data(), active_tiles, &step.counter_increments);
   }
 
   // Events of this read (definitions in ArrayEvents).
@@ -358,8 +437,20 @@ void HeadArray::read(const float* q_pulses, float* out) {
   step.c2p_conversions = n_valid;
   step.tile_reads = active_tiles;
   step.output_conversions = static_cast<int64_t>(active_tiles) * head_dim_;
+  step.digital_adds = static_cast<int64_t>(active_tiles - 1) * head_dim_;
   last_step_ += step;
   events_ += step;
+}
+
+void HeadArray::dump_npz(const std::filesystem::path& path) const {
+  const int64_t M = window_, D = head_dim_;
+  std::vector<float> times(write_time_.begin(), write_time_.end());
+  write_npz(path, {{"scores", scores_, {M}},
+                   {"phi", phi_, {M}},
+                   {"tile_outputs", tile_out_, {num_tiles_, D}},
+                   {"k_stored", k_y_, {D, M}},
+                   {"v_stored", v_y_, {M, D}},
+                   {"write_time", times, {M}}});
 }
 
 }  // namespace gaincell

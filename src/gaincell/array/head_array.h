@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <vector>
@@ -52,6 +53,7 @@ struct ArrayEvents {
   int64_t output_conversions = 0;  // second-stage conversions (active sub-tiles x head_dim)
   int64_t counter_increments = 0;  // output counter counts (|quantised level| summed)
   int64_t tile_reads = 0;          // sub-tiles read (active sub-tiles per read)
+  int64_t digital_adds = 0;        // digital adder operations: (active sub-tiles - 1) x head_dim
   int64_t reads = 0;               // read() calls
 
   nlohmann::json to_json() const;
@@ -93,6 +95,10 @@ class HeadArray {
   float stored_k(int slot, int d) const { return k_y_[static_cast<size_t>(d) * window_ + slot]; }
   float stored_v(int slot, int d) const { return v_y_[static_cast<size_t>(slot) * head_dim_ + d]; }
   int64_t write_time(int slot) const { return write_time_[slot]; }
+  // Writes the named intermediates of the last read and the stored state as an uncompressed .npz
+  // (scores [window], phi [window], tile_outputs [tiles][D], k_stored [D][window],
+  // v_stored [window][D], write_time [window]; -1 = empty), for diffing against a reference.
+  void dump_npz(const std::filesystem::path& path) const;
 
  private:
   int valid_slots() const;
@@ -127,6 +133,11 @@ class HeadArray {
   ArrayEvents events_, last_step_;
   std::vector<float> scores_, phi_, tile_out_;
   std::vector<float> acc1_, acc2_, acc3_;  // [window] score accumulators
+  std::vector<float> pulsed_values_;       // [head_dim] nonzero Q pulses ...
+  std::vector<int> pulsed_rows_;           // ... and their rows
+  mutable std::vector<float> weights_;     // [3][array_size] per-power weights of a tile's slots
+  mutable std::vector<int> weight_slots_;  // [array_size]
+  std::vector<float> column_;              // [num_tiles] one output column across tiles
 };
 
 }  // namespace gaincell

@@ -1,12 +1,12 @@
 #include "gaincell/attention/gaincell_attention.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 #include "gaincell/device/noise.h"
 
@@ -75,11 +75,6 @@ HwConfig hw_for(const std::string& name, const AttentionContext& ctx) {
     hw.out_grid = OutputGrid::kCode;
   }
   hw.validate();
-  if (hw.noise.any()) {
-    throw Error("attention '" + name +
-                "': read/write noise and cell variation are not implemented in the gain-cell "
-                "attention yet (set every hw noise field to 0)");
-  }
   return hw;
 }
 
@@ -95,7 +90,9 @@ struct GainCellAttention::Saved {
   int B = 0, T = 0;
   std::vector<float> Q, K, V;  // [B][H][T][D] after scaler, clamp, quantiser
   std::vector<float> O;        // [B][H][T][D] before the output scaler
-  std::vector<uint8_t> mask;   // [B*H][clip_mask_size]
+  // d(stored K)/d(quantised K) per element: write-noise clamp x cell gain (empty: all 1).
+  std::vector<float> k_factor, v_factor;  // [H][T][D] (the draws do not depend on the batch)
+  std::vector<uint8_t> mask;              // [B*H][clip_mask_size]
   size_t mask_stride = 0;
 };
 
@@ -179,6 +176,42 @@ void GainCellAttention::prepare_head(int h, const float* x, int n, Scaler s, flo
   for (int i = 0; i < n; ++i) out[i] = qz(a * x[i] + b);
 }
 
+uint64_t GainCellAttention::noise_seed(int h) const {
+  return head_noise_seed(params_.hw.noise.seed, layer_, h);
+}
+
+// Write noise and cell gain variation of the K (or V) arrays, exactly as HeadArray::write:
+// stored = clamp(X + sigma_w N(kWrite, t, d), vmin, vmax), then (stored - offset) * gain with
+// gain = 1 + sigma_g N(kGain, slot, d), slot = t mod M. X is replaced by offset + that product;
+// factor receives d(result)/dX (the clamp gradient times the gain).
+void GainCellAttention::apply_write_effects(int h, int T, Scaler s, float* X, float* factor) const {
+  const NoiseConfig& nz = params_.hw.noise;
+  const QuantizerConfig& range = s == kK ? params_.hw.k : params_.hw.v;
+  const float offset = s == kK ? params_.k_offset : params_.v_offset;
+  const NoiseStream write_stream = s == kK ? NoiseStream::kWriteK : NoiseStream::kWriteV;
+  const NoiseStream gain_stream = s == kK ? NoiseStream::kGainK : NoiseStream::kGainV;
+  const uint64_t seed = noise_seed(h);
+  const int D = head_dim_;
+  for (int t = 0; t < T; ++t) {
+    const int slot = t % params_.window;
+    for (int d = 0; d < D; ++d) {
+      float& x = X[t * D + d];
+      float pass = 1.0f;
+      if (nz.write_noise_kv != 0.0) {
+        const double noisy = x + nz.write_noise_kv * standard_normal(seed, write_stream, t, d);
+        pass = (noisy >= range.vmin && noisy <= range.vmax) ? 1.0f : 0.0f;
+        x = static_cast<float>(std::clamp(noisy, range.vmin, range.vmax));
+      }
+      float gain = 1.0f;
+      if (nz.gain_variation != 0.0)
+        gain = static_cast<float>(1.0 +
+                                  nz.gain_variation * standard_normal(seed, gain_stream, slot, d));
+      x = offset + (x - offset) * gain;
+      factor[t * D + d] = pass * gain;
+    }
+  }
+}
+
 namespace {
 
 void check_finite(const float* x, size_t n, const char* what) {
@@ -194,12 +227,10 @@ void check_finite(const float* x, size_t n, const char* what) {
 // would otherwise oversubscribe the cores).
 template <typename F>
 void for_each_head(int B, int H, F&& body) {
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  blas::BlasSingleThreadScope single_threaded_blas;
   const int n = B * H;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int i = 0; i < n; ++i) body(i / H, i % H, omp_get_thread_num());
-  openblas_set_num_threads(blas_threads);
 }
 
 struct Moments {
@@ -231,7 +262,17 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
   check_finite(q, total, "q");
   check_finite(k, total, "k");
   check_finite(v, total, "v");
+  require(params_.hw.noise.leakage_variation == 0.0,
+          "gain-cell attention '" + name_ +
+              "': cell-to-cell leakage variation is simulated token by token only (the "
+              "whole-sequence form needs one lambda); set hw noise.leakage_variation to 0");
   auto saved = std::make_shared<Saved>();
+  const bool write_effects =
+      params_.hw.noise.write_noise_kv != 0.0 || params_.hw.noise.gain_variation != 0.0;
+  if (write_effects) {
+    saved->k_factor.resize(static_cast<size_t>(H) * per_head);
+    saved->v_factor.resize(static_cast<size_t>(H) * per_head);
+  }
   saved->B = B;
   saved->T = T;
   saved->Q.resize(total);
@@ -250,14 +291,20 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
     prepare_head(h, q + off, T * D, kQ, saved->Q.data() + off);
     prepare_head(h, k + off, T * D, kK, saved->K.data() + off);
     prepare_head(h, v + off, T * D, kV, saved->V.data() + off);
+    if (write_effects) {
+      const size_t hoff = static_cast<size_t>(h) * per_head;
+      apply_write_effects(h, T, kK, saved->K.data() + off, saved->k_factor.data() + hoff);
+      apply_write_effects(h, T, kV, saved->V.data() + off, saved->v_factor.data() + hoff);
+    }
     float* O = saved->O.data() + off;
     if (use_reference_) {
       reference_gaincell_forward(params_, saved->Q.data() + off, saved->K.data() + off,
-                                 saved->V.data() + off, T, D, O);
+                                 saved->V.data() + off, T, D, O, nullptr, nullptr, noise_seed(h));
     } else {
       gaincell_head_forward(
           params_, saved->Q.data() + off, saved->K.data() + off, saved->V.data() + off, T, D, O,
-          saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride, ws[thread]);
+          saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride, ws[thread],
+          noise_seed(h));
     }
     const float ao = scaler_a(kOut, h), bo = scaler_b(kOut, h);
     for (size_t i = 0; i < per_head; ++i) out[off + i] = ao * O[i] + bo;
@@ -328,11 +375,18 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
     float* dV = dK + per_head;
     if (use_reference_) {
       reference_gaincell_backward(params_, sv.Q.data() + off, sv.K.data() + off, sv.V.data() + off,
-                                  T, D, dO, dQ, dK, dV);
+                                  T, D, dO, dQ, dK, dV, noise_seed(h));
     } else {
       gaincell_head_backward(params_, sv.Q.data() + off, sv.K.data() + off, sv.V.data() + off, T, D,
                              dO, sv.mask.data() + (static_cast<size_t>(b) * H + h) * sv.mask_stride,
-                             dQ, dK, dV, ws[thread]);
+                             dQ, dK, dV, ws[thread], noise_seed(h));
+    }
+    if (!sv.k_factor.empty()) {
+      const size_t hoff = static_cast<size_t>(h) * per_head;
+      for (size_t i = 0; i < per_head; ++i) {
+        dK[i] *= sv.k_factor[hoff + i];
+        dV[i] *= sv.v_factor[hoff + i];
+      }
     }
     // Input scalers: straight-through quantiser, clamp gradient, exact a and b gradients.
     const float* xs[3] = {q + off, k + off, v + off};
@@ -395,16 +449,20 @@ GainCellDecodeState::GainCellDecodeState(const GainCellAttention& attn)
 void GainCellDecodeState::append(const float* k, const float* v) {
   quantise_head_inputs(attn_, Quantizer(attn_.hw().k), GainCellAttention::kK, k, kq_.data());
   quantise_head_inputs(attn_, Quantizer(attn_.hw().v), GainCellAttention::kV, v, vq_.data());
-  const int D = attn_.head_dim();
-  for (int h = 0; h < attn_.n_head(); ++h) heads_[h].write(kq_.data() + h * D, vq_.data() + h * D);
+  const int D = attn_.head_dim(), H = attn_.n_head();
+  // Heads are independent arrays: simulate them in parallel (OpenMP over heads) when the step
+  // is big enough to pay for the fork/join.
+#pragma omp parallel for schedule(static) if (parallel_worthwhile())
+  for (int h = 0; h < H; ++h) heads_[h].write(kq_.data() + h * D, vq_.data() + h * D);
   ++length_;
 }
 
 void GainCellDecodeState::attend(const float* q, float* out) {
   require(length_ > 0, "gain-cell decode: attend() before any append()");
   quantise_head_inputs(attn_, Quantizer(attn_.hw().q), GainCellAttention::kQ, q, qq_.data());
-  const int D = attn_.head_dim();
-  for (int h = 0; h < attn_.n_head(); ++h) {
+  const int D = attn_.head_dim(), H = attn_.n_head();
+#pragma omp parallel for schedule(static) if (parallel_worthwhile())
+  for (int h = 0; h < H; ++h) {
     heads_[h].read(qq_.data() + h * D, out + h * D);
     // Digital output scaler (spec §1.2 step 8).
     const float ao = attn_.scaler_a(GainCellAttention::kOut, h);
@@ -419,6 +477,12 @@ void GainCellDecodeState::reset() {
   for (int h = 0; h < attn_.n_head(); ++h)
     heads_.emplace_back(hw, attn_.head_dim(), head_noise_seed(hw.noise.seed, attn_.layer(), h));
   length_ = 0;
+}
+
+bool GainCellDecodeState::parallel_worthwhile() const {
+  // Cells touched by one read, all heads: stored tokens x head_dim x heads.
+  const int64_t stored = std::min<int64_t>(length_ + 1, attn_.hw().window);
+  return attn_.n_head() > 1 && stored * attn_.head_dim() * attn_.n_head() >= (int64_t{1} << 17);
 }
 
 ArrayEvents GainCellDecodeState::events() const {

@@ -75,6 +75,8 @@ class GainCellAttention : public Attention {
   std::shared_ptr<Saved> saved_;
 
   void prepare_head(int h, const float* x, int n, Scaler s, float* out) const;
+  uint64_t noise_seed(int h) const;
+  void apply_write_effects(int h, int T, Scaler s, float* X, float* factor) const;
 };
 
 // Token-by-token decoding on simulated arrays: per head, the digital scalers and quantisers, then
@@ -96,6 +98,7 @@ class GainCellDecodeState : public AttentionDecodeState {
   const HeadArray& head(int h) const { return heads_.at(h); }
 
  private:
+  bool parallel_worthwhile() const;
   const GainCellAttention& attn_;
   std::vector<HeadArray> heads_;
   std::vector<float> kq_, vq_, qq_;

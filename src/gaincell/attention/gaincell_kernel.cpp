@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "gaincell/core/error.h"
+#include "gaincell/device/noise.h"
 
 namespace gaincell {
 
@@ -23,7 +24,10 @@ GainCellKernelParams::GainCellKernelParams(const HwConfig& h)
       window(h.window),
       sign(h.polarity == Polarity::kInverted ? -1.0f : 1.0f),
       out_mode(h.out_mode),
-      out_q(h.out, h.out_grid == OutputGrid::kCounter) {
+      out_q(h.out, h.out_grid == OutputGrid::kCounter),
+      read_noise_s(h.noise.read_noise_s),
+      read_noise_a(h.noise.read_noise_a),
+      read_noise_relative(h.noise.read_noise_relative) {
   h.validate();
   if (cell.is_polynomial()) poly = cell.poly();
 }
@@ -39,6 +43,20 @@ size_t GainCellKernelParams::clip_mask_size(int T, int D) const {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Read noise (shared by the reference and the fast kernel).
+
+namespace {
+
+// x + sigma n with sigma = level (absolute) or level |x| (relative); *factor receives
+// d(noisy)/dx = 1 + level sgn(x) n (relative) or 1.
+inline double add_read_noise(double level, bool relative, double x, double n, double* factor) {
+  if (factor) *factor = relative ? 1.0 + level * ((x > 0) - (x < 0)) * n : 1.0;
+  return x + read_noise_std(level, relative, x) * n;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
 // Reference: plain loops, double accumulation, no factorisation, any cell model.
 
 namespace {
@@ -48,33 +66,41 @@ int first_key(int t, int window) {
   return std::max(0, t - window + 1);
 }
 
-struct ReferenceRow {
-  std::vector<double> A;    // [physical tiles][D] sub-tile sums of the row
-  std::vector<double> sum;  // [D] sum over tiles (tile-mean mode)
-};
-
-// S and phi of every (t, j) in the window; A of row t per physical tile.
+// S (with read noise, stored without the polarity sign: phi = clip(sign S / s_sat, 0, 1)), phi,
+// and the read-noise gradient factor of every (t, j) in the window.
 void reference_scores(const GainCellKernelParams& p, const float* Q, const float* K, int T, int D,
-                      std::vector<double>& S, std::vector<double>& phi) {
+                      uint64_t seed, std::vector<double>& S, std::vector<double>& phi,
+                      std::vector<double>* factor = nullptr) {
   S.assign(static_cast<size_t>(T) * T, 0.0);
   phi.assign(static_cast<size_t>(T) * T, 0.0);
+  if (factor) factor->assign(static_cast<size_t>(T) * T, 1.0);
   for (int t = 0; t < T; ++t) {
     for (int j = first_key(t, p.window); j <= t; ++j) {
+      const size_t tj = static_cast<size_t>(t) * T + j;
       const double decay = std::exp(-p.lambda * (t - j));
       double s = 0.0;
       for (int d = 0; d < D; ++d) {
         s +=
             static_cast<double>(Q[t * D + d]) * p.cell.current(decay * (K[j * D + d] - p.k_offset));
       }
-      S[static_cast<size_t>(t) * T + j] = s;
-      phi[static_cast<size_t>(t) * T + j] = std::clamp(p.sign * s / p.s_sat, 0.0, 1.0);
+      double signed_s = p.sign * s;
+      if (p.read_noise_s != 0.0) {
+        const double n = standard_normal(seed, NoiseStream::kReadS, t, j);
+        signed_s = add_read_noise(p.read_noise_s, p.read_noise_relative, signed_s, n,
+                                  factor ? &(*factor)[tj] : nullptr);
+      }
+      S[tj] = p.sign * signed_s;
+      phi[tj] = std::clamp(signed_s / p.s_sat, 0.0, 1.0);
     }
   }
 }
 
+// A of row t per physical sub-tile, with read noise on the tiles in use; factor: its gradient.
 void reference_tile_sums(const GainCellKernelParams& p, const float* V, int T, int D, int t,
-                         const std::vector<double>& phi, std::vector<double>& A) {
+                         uint64_t seed, const std::vector<double>& phi, std::vector<double>& A,
+                         std::vector<double>* factor = nullptr) {
   A.assign(static_cast<size_t>(p.physical_tiles()) * D, 0.0);
+  if (factor) factor->assign(A.size(), 1.0);
   for (int j = first_key(t, p.window); j <= t; ++j) {
     const double ph = phi[static_cast<size_t>(t) * T + j];
     if (ph == 0.0) continue;  // masked and non-firing keys add nothing (spec §12 item 17)
@@ -84,17 +110,26 @@ void reference_tile_sums(const GainCellKernelParams& p, const float* V, int T, i
       A[tau * D + d] += ph * p.cell.current(decay * (V[j * D + d] - p.v_offset));
     }
   }
+  if (p.read_noise_a == 0.0) return;
+  for (int tau = 0; tau < p.tiles_in_use(t); ++tau) {
+    for (int d = 0; d < D; ++d) {
+      const double n =
+          standard_normal(seed, NoiseStream::kReadA, t, static_cast<uint64_t>(tau) * D + d);
+      A[tau * D + d] = add_read_noise(p.read_noise_a, p.read_noise_relative, A[tau * D + d], n,
+                                      factor ? &(*factor)[tau * D + d] : nullptr);
+    }
+  }
 }
 
 }  // namespace
 
 void reference_gaincell_forward(const GainCellKernelParams& p, const float* Q, const float* K,
                                 const float* V, int T, int D, float* O, std::vector<double>* S_out,
-                                std::vector<double>* phi_out) {
+                                std::vector<double>* phi_out, uint64_t seed) {
   std::vector<double> S, phi, A;
-  reference_scores(p, Q, K, T, D, S, phi);
+  reference_scores(p, Q, K, T, D, seed, S, phi);
   for (int t = 0; t < T; ++t) {
-    reference_tile_sums(p, V, T, D, t, phi, A);
+    reference_tile_sums(p, V, T, D, t, seed, phi, A);
     const int n = p.tiles_in_use(t);
     for (int d = 0; d < D; ++d) {
       double o = 0.0;
@@ -115,22 +150,24 @@ void reference_gaincell_forward(const GainCellKernelParams& p, const float* Q, c
 
 void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, const float* K,
                                  const float* V, int T, int D, const float* dO, float* dQ,
-                                 float* dK, float* dV) {
-  std::vector<double> S, phi, A, G(static_cast<size_t>(p.physical_tiles()) * D);
+                                 float* dK, float* dV, uint64_t seed) {
+  std::vector<double> S, phi, s_factor, A, a_factor, G(static_cast<size_t>(p.physical_tiles()) * D);
   std::vector<double> gq(static_cast<size_t>(T) * D, 0.0), gk(gq), gv(gq);
-  reference_scores(p, Q, K, T, D, S, phi);
+  reference_scores(p, Q, K, T, D, seed, S, phi, &s_factor);
   const double slope = p.surrogate_slope;
   for (int t = 0; t < T; ++t) {
-    reference_tile_sums(p, V, T, D, t, phi, A);
+    reference_tile_sums(p, V, T, D, t, seed, phi, A, &a_factor);
     const int n = p.tiles_in_use(t);
-    // G = dL/dA per tile: straight-through quantiser, clamp gradient at +-1 (spec §4).
+    // G = dL/dA per tile: straight-through quantiser, clamp gradient at +-1 (spec §4), read noise.
     for (int d = 0; d < D; ++d) {
       double sum = 0.0;
       for (int tau = 0; tau < p.physical_tiles(); ++tau) sum += A[tau * D + d];
       for (int tau = 0; tau < p.physical_tiles(); ++tau) {
         const double x = p.out_mode == OutputQuantMode::kPerTile ? p.sign * A[tau * D + d] / p.a_sat
                                                                  : p.sign * sum / (n * p.a_sat);
-        G[tau * D + d] = (x >= -1.0 && x <= 1.0) ? dO[t * D + d] * p.sign / p.a_sat : 0.0;
+        G[tau * D + d] = (x >= -1.0 && x <= 1.0)
+                             ? dO[t * D + d] * p.sign / p.a_sat * a_factor[tau * D + d]
+                             : 0.0;
       }
     }
     for (int j = first_key(t, p.window); j <= t; ++j) {
@@ -144,9 +181,9 @@ void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, 
         gv[j * D + d] += slope * decay * phi[tj] * G[tau * D + d];
       }
       dphi *= slope * decay;
-      // HardSigmoid clamp gradient on [0, 1], closed.
+      // HardSigmoid clamp gradient on [0, 1], closed; then the read-noise factor.
       const double x = p.sign * S[tj] / p.s_sat;
-      const double dS = (x >= 0.0 && x <= 1.0) ? dphi * p.sign / p.s_sat : 0.0;
+      const double dS = (x >= 0.0 && x <= 1.0) ? dphi * p.sign / p.s_sat * s_factor[tj] : 0.0;
       // Surrogate QK: dQ = A (dS . D)(K-0.45), dK = A (dS . D)^T Q.
       for (int d = 0; d < D; ++d) {
         gq[t * D + d] += slope * decay * dS * (K[j * D + d] - p.k_offset);
@@ -275,8 +312,11 @@ void block_rows(const GainCellKernelParams& p, int T, int j0, int j1, int& r0, i
 }
 
 // S for rows [r0, r1) x keys [j0, j1) of the block, then phi; masked entries get S = phi = 0.
+// With read noise on S, S holds the noisy value (sign S_noisy = sign S + sigma n) and
+// noise_factor (if given) its derivative.
 void block_scores(const GainCellKernelParams& p, const Plan& plan, const Prepared& pr, int j0,
-                  int j1, int r0, int r1, float* S, float* phi) {
+                  int j1, int r0, int r1, float* S, float* phi, uint64_t seed = 0,
+                  float* noise_factor = nullptr) {
   const int kn = j1 - j0, rn = r1 - r0, tile = p.tile;
   gemm(false, true, rn, kn, pr.PD, 1.0f, pr.qx + static_cast<size_t>(r0) * pr.PD, pr.PD,
        pr.kx + static_cast<size_t>(j0) * pr.PD, pr.PD, 0.0f, S, tile);
@@ -284,18 +324,27 @@ void block_scores(const GainCellKernelParams& p, const Plan& plan, const Prepare
   const float inv_sat = p.sign / p.s_sat;
   for (int r = 0; r < rn; ++r) {
     const int t = r0 + r;
-    const int lo = first_key(t, p.window);
+    // Keys of this block inside the window of t: columns [c_lo, c_hi); the rest is masked.
+    const int c_lo = std::clamp(first_key(t, p.window) - j0, 0, kn);
+    const int c_hi = std::clamp(t + 1 - j0, c_lo, kn);
     float* s = S + r * tile;
     float* ph = phi + r * tile;
-    for (int c = 0; c < kn; ++c) {
-      const int j = j0 + c;
-      if (j > t || j < lo) {
-        s[c] = 0.0f;
-        ph[c] = 0.0f;
-        continue;
-      }
-      s[c] += a0 * pr.qsum[t];
+    const float offset = a0 * pr.qsum[t];
+    for (int c = 0; c < c_lo; ++c) s[c] = ph[c] = 0.0f;
+    for (int c = c_lo; c < c_hi; ++c) {
+      s[c] += offset;
       ph[c] = std::clamp(s[c] * inv_sat, 0.0f, 1.0f);
+    }
+    for (int c = c_hi; c < kn; ++c) s[c] = ph[c] = 0.0f;
+    if (p.read_noise_s == 0.0) continue;
+    for (int c = c_lo; c < c_hi; ++c) {
+      const double n = standard_normal(seed, NoiseStream::kReadS, t, j0 + c);
+      double factor;
+      const double noisy =
+          add_read_noise(p.read_noise_s, p.read_noise_relative, p.sign * s[c], n, &factor);
+      s[c] = static_cast<float>(p.sign * noisy);
+      ph[c] = std::clamp(static_cast<float>(noisy / p.s_sat), 0.0f, 1.0f);
+      if (noise_factor) noise_factor[r * tile + c] = static_cast<float>(factor);
     }
   }
 }
@@ -318,6 +367,41 @@ void block_tile_sums(const Plan& plan, const Prepared& pr, int tile, int j0, int
       const float* z = Z + static_cast<size_t>(r) * pr.PD + q * D;
       for (int d = 0; d < D; ++d) a[d] += scale * z[d];
     }
+  }
+}
+
+// o += Qz_out(clip(a * scale)) and the clamp-gradient mask, with the quantiser's mode hoisted
+// out of the loop (the common case, the code grid, then vectorises).
+void accumulate_tile_output(const Quantizer& qz, const float* a, float scale, int D, float* o,
+                            uint8_t* mask) {
+  if (mask) {
+    for (int d = 0; d < D; ++d) {
+      const float x = a[d] * scale;
+      mask[d] = (x >= qz.vmin && x <= qz.vmax) ? 1 : 0;
+    }
+  }
+  if (qz.enabled && !qz.counter_grid) {
+    const float step = qz.step;
+    for (int d = 0; d < D; ++d) {
+      const float c = std::clamp(a[d] * scale, qz.vmin, qz.vmax);
+      o[d] += step * round_half_even(c / step);  // exactly Quantizer::operator() (spec §2.5)
+    }
+  } else {
+    for (int d = 0; d < D; ++d) o[d] += qz(a[d] * scale);
+  }
+}
+
+// Read noise on the final (physical) sub-tile sum A of row t, in place (HeadArray order: raw A,
+// then the output stage). signs[d]: clip-mask bits 1 (A < 0) and 2 (A > 0) of the noiseless A,
+// for the gradient of relative noise.
+void add_tile_read_noise(const GainCellKernelParams& p, uint64_t seed, int t, int tau, int D,
+                         float* a, uint8_t* signs) {
+  for (int d = 0; d < D; ++d) {
+    signs[d] = static_cast<uint8_t>((a[d] < 0.0f ? 2 : 0) | (a[d] > 0.0f ? 4 : 0));
+    const double n =
+        standard_normal(seed, NoiseStream::kReadA, t, static_cast<uint64_t>(tau) * D + d);
+    a[d] =
+        static_cast<float>(add_read_noise(p.read_noise_a, p.read_noise_relative, a[d], n, nullptr));
   }
 }
 
@@ -361,12 +445,12 @@ Prepared prepare(const GainCellKernelParams& p, const Plan& plan, const float* Q
 
 void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const float* K,
                            const float* V, int T, int D, float* O, uint8_t* clip_mask,
-                           GainCellWorkspace& ws) {
+                           GainCellWorkspace& ws, uint64_t noise_seed) {
   const Plan plan = make_plan(p, T);
   if (plan.direct) {
     // Not separable (ablation cell with leakage, or extreme lambda*T): plain loops. The
     // backward of this path recomputes everything, so no clip mask is needed.
-    reference_gaincell_forward(p, Q, K, V, T, D, O);
+    reference_gaincell_forward(p, Q, K, V, T, D, O, nullptr, nullptr, noise_seed);
     return;
   }
   const Prepared pr = prepare(p, plan, Q, K, V, T, D, ws);
@@ -384,12 +468,16 @@ void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const 
   std::fill(O, O + static_cast<size_t>(T) * D, 0.0f);
   if (!per_tile) std::fill(mean_sum, mean_sum + static_cast<size_t>(T) * D, 0.0f);
   const float to_unit = p.sign / p.a_sat;
+  std::vector<uint8_t> signs(D);
+  require(per_tile || p.read_noise_a == 0.0,
+          "gain-cell attention: read noise on A in tile-mean mode is simulated token by token "
+          "only");
 
   for (int kb = 0; kb < pr.blocks; ++kb) {
     const int j0 = kb * tile, j1 = std::min(T, j0 + tile);
     int r0, r1;
     block_rows(p, T, j0, j1, r0, r1);
-    block_scores(p, plan, pr, j0, j1, r0, r1, S, phi);
+    block_scores(p, plan, pr, j0, j1, r0, r1, S, phi, noise_seed);
     block_tile_sums(plan, pr, tile, j0, j1, r0, r1, phi, Z, A);
     if (!per_tile) {
       for (int r = 0; r < r1 - r0; ++r)
@@ -405,19 +493,17 @@ void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const 
     }
     if (tail < r1) std::fill(tile_carry, tile_carry + static_cast<size_t>(tile) * D, 0.0f);
     for (int t = r0; t < r1; ++t) {
-      const float* a = A + static_cast<size_t>(t - r0) * D;
+      float* a = A + static_cast<size_t>(t - r0) * D;
       if (t >= tail) {
         std::memcpy(tile_carry + static_cast<size_t>(t - tail) * D, a, sizeof(float) * D);
         continue;
       }
-      float* o = O + static_cast<size_t>(t) * D;
       uint8_t* m =
           clip_mask ? clip_mask + (static_cast<size_t>(t) * used_tiles + tau) * D : nullptr;
-      for (int d = 0; d < D; ++d) {
-        const float x = a[d] * to_unit;
-        o[d] += p.out_q(x);
-        if (m) m[d] = (x >= -1.0f && x <= 1.0f) ? 1 : 0;
-      }
+      if (p.read_noise_a != 0.0) add_tile_read_noise(p, noise_seed, t, tau, D, a, signs.data());
+      accumulate_tile_output(p.out_q, a, to_unit, D, O + static_cast<size_t>(t) * D, m);
+      if (m && p.read_noise_a != 0.0)
+        for (int d = 0; d < D; ++d) m[d] |= signs[d];
     }
   }
   if (!per_tile) {
@@ -435,10 +521,11 @@ void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const 
 
 void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const float* K,
                             const float* V, int T, int D, const float* dO, const uint8_t* clip_mask,
-                            float* dQ, float* dK, float* dV, GainCellWorkspace& ws) {
+                            float* dQ, float* dK, float* dV, GainCellWorkspace& ws,
+                            uint64_t noise_seed) {
   const Plan plan = make_plan(p, T);
   if (plan.direct) {
-    reference_gaincell_backward(p, Q, K, V, T, D, dO, dQ, dK, dV);
+    reference_gaincell_backward(p, Q, K, V, T, D, dO, dQ, dK, dV, noise_seed);
     return;
   }
   require(clip_mask != nullptr, "gain-cell backward: the forward pass kept no clip mask");
@@ -467,6 +554,8 @@ void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const
   const float slope = p.surrogate_slope;
   const float to_unit = p.sign / p.a_sat;
   const float hs_scale = p.sign / p.s_sat;
+  float* s_factor = sized(ws.buf[12], static_cast<size_t>(pr.row_cap) * tile);
+  const bool a_noise_relative = p.read_noise_a != 0.0 && p.read_noise_relative && per_tile;
   std::fill(dQ, dQ + static_cast<size_t>(T) * D, 0.0f);
 
   for (int kb = 0; kb < pr.blocks; ++kb) {
@@ -474,7 +563,7 @@ void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const
     int r0, r1;
     block_rows(p, T, j0, j1, r0, r1);
     const int rn = r1 - r0;
-    block_scores(p, plan, pr, j0, j1, r0, r1, S, phi);
+    block_scores(p, plan, pr, j0, j1, r0, r1, S, phi, noise_seed, s_factor);
     const int tau = kb % nb;
     // Gs = r1(t) dL/dA: straight-through quantiser, clamp gradient from the forward's mask.
     for (int r = 0; r < rn; ++r) {
@@ -482,7 +571,16 @@ void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const
       const uint8_t* m = per_tile ? clip_mask + (static_cast<size_t>(t) * used_tiles + tau) * D
                                   : clip_mask + static_cast<size_t>(t) * D;
       const float scale = r1s[t] * to_unit;
-      for (int d = 0; d < D; ++d) Gs[r * D + d] = m[d] ? scale * dO[t * D + d] : 0.0f;
+      for (int d = 0; d < D; ++d) Gs[r * D + d] = (m[d] & 1) ? scale * dO[t * D + d] : 0.0f;
+      if (a_noise_relative) {
+        for (int d = 0; d < D; ++d) {
+          const int sgn = (m[d] & 4) ? 1 : ((m[d] & 2) ? -1 : 0);
+          if (sgn == 0) continue;
+          const double n = standard_normal(noise_seed, NoiseStream::kReadA, t,
+                                           static_cast<uint64_t>(tau) * D + d);
+          Gs[r * D + d] *= static_cast<float>(1.0 + p.read_noise_a * sgn * n);
+        }
+      }
     }
     // dV[block] = A ks1(j) (phi^T Gs)
     gemm(true, false, kn, D, rn, slope, phi, tile, Gs, D, 0.0f, dV + static_cast<size_t>(j0) * D,
@@ -493,13 +591,19 @@ void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const
     gemm(false, true, rn, kn, D, slope, Gs, D, vl + static_cast<size_t>(j0) * D, D, 0.0f, dS, tile);
     for (int r = 0; r < rn; ++r) {
       const int t = r0 + r;
-      const int lo = first_key(t, p.window);
-      for (int c = 0; c < kn; ++c) {
-        const int j = j0 + c;
-        const float x = S[r * tile + c] * hs_scale;
-        const bool pass = j <= t && j >= lo && x >= 0.0f && x <= 1.0f;
-        dS[r * tile + c] = pass ? dS[r * tile + c] * hs_scale * r1s[t] : 0.0f;
+      const int c_lo = std::clamp(first_key(t, p.window) - j0, 0, kn);
+      const int c_hi = std::clamp(t + 1 - j0, c_lo, kn);
+      const float scale = hs_scale * r1s[t];
+      float* ds = dS + r * tile;
+      const float* s = S + r * tile;
+      for (int c = 0; c < c_lo; ++c) ds[c] = 0.0f;
+      for (int c = c_lo; c < c_hi; ++c) {
+        const float x = s[c] * hs_scale;
+        ds[c] = (x >= 0.0f && x <= 1.0f) ? ds[c] * scale : 0.0f;
       }
+      if (p.read_noise_s != 0.0)
+        for (int c = c_lo; c < c_hi; ++c) ds[c] *= s_factor[r * tile + c];
+      for (int c = c_hi; c < kn; ++c) ds[c] = 0.0f;
     }
     // dQ[rows] += A dS kl[block];  dK[block] = A ks1(j) (dS^T Q[rows])
     gemm(false, false, rn, D, kn, slope, dS, tile, kl + static_cast<size_t>(j0) * D, D, 1.0f,

@@ -46,6 +46,14 @@ struct GainCellKernelParams {
   float sign;             // +1 normal, -1 inverted polarity
   OutputQuantMode out_mode;
   Quantizer out_q;
+  // Read noise beyond the paper (hw.noise; spec §2.6 has none): additive N(0, sigma) on the
+  // polarity-applied S before phi and on each sub-tile's raw A before the output stage,
+  // sigma = level or level * |signal| (relative). Draws are gaincell/device/noise.h events
+  // (kReadS: (t, j), kReadA: (t, tile * D + d)) of the head's seed, the same numbers HeadArray
+  // draws, so both simulations agree with noise on. The gradient is the exact derivative of
+  // x + level |x| n (1 + level sgn(x) n; 1 for absolute noise).
+  double read_noise_s = 0.0, read_noise_a = 0.0;
+  bool read_noise_relative = true;
 
   int physical_tiles() const { return window / tile; }
   // Tiles that hold at least one key of query t's window: min(t div tile + 1, M / tile).
@@ -57,29 +65,31 @@ struct GainCellKernelParams {
 
 // Scratch buffers of one head's kernel, reused across calls (one per thread).
 struct GainCellWorkspace {
-  std::vector<float> buf[12];
+  std::vector<float> buf[13];
 };
 
 // Fast kernel: tiled by array_size keys, every MAC a few sgemm calls thanks to the factorised
 // decay exp(-lambda (t-j))^i = exp(-i lambda (t-c)) exp(i lambda (j-c)).
 // clip_mask: clip_mask_size(T, D) bytes or null (no backward needed).
+// noise_seed: the head's seed (head_noise_seed), used only when read noise is on.
 void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const float* K,
                            const float* V, int T, int D, float* O, uint8_t* clip_mask,
-                           GainCellWorkspace& ws);
+                           GainCellWorkspace& ws, uint64_t noise_seed = 0);
 // dO: dL/dO [T][D] (O before the output scaler). Writes dQ, dK, dV (gradients w.r.t. the
 // scaled/clamped/quantised signals; straight-through for the quantisers).
 void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const float* K,
                             const float* V, int T, int D, const float* dO, const uint8_t* clip_mask,
-                            float* dQ, float* dK, float* dV, GainCellWorkspace& ws);
+                            float* dQ, float* dK, float* dV, GainCellWorkspace& ws,
+                            uint64_t noise_seed = 0);
 
 // Plain loop-level reference of the same math (double accumulation), the oracle of the fast
 // kernel. Optional named intermediates: S and phi [T][T] (0 outside the window).
 void reference_gaincell_forward(const GainCellKernelParams& p, const float* Q, const float* K,
                                 const float* V, int T, int D, float* O,
                                 std::vector<double>* S = nullptr,
-                                std::vector<double>* phi = nullptr);
+                                std::vector<double>* phi = nullptr, uint64_t noise_seed = 0);
 void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, const float* K,
                                  const float* V, int T, int D, const float* dO, float* dQ,
-                                 float* dK, float* dV);
+                                 float* dK, float* dV, uint64_t noise_seed = 0);
 
 }  // namespace gaincell

@@ -7,6 +7,7 @@
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/fast_math.h"
 
 namespace gaincell {
 
@@ -45,8 +46,9 @@ void block_softmax(float* S, float* lse, int i0, int i1, int k0, int window) {
     float mx = -std::numeric_limits<float>::infinity();
     for (int n = lo; n <= hi; n++) mx = std::max(mx, row[n]);
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int n = lo; n <= hi; n++) {
-      row[n] = std::exp(row[n] - mx);
+      row[n] = fast_exp(row[n] - mx);
       sum += row[n];
     }
     const float inv = 1.0f / sum;
@@ -64,7 +66,9 @@ void block_probs_from_lse(float* S, const float* lse, int i0, int i1, int k0, in
     float* row = S + static_cast<int64_t>(t - i0) * nk;
     const int lo = first_key(t, window) - k0, hi = t - k0;
     for (int n = 0; n < lo; n++) row[n] = 0.0f;
-    for (int n = lo; n <= hi; n++) row[n] = std::exp(row[n] - lse[t]);
+    const float shift = lse[t];
+#pragma omp simd
+    for (int n = lo; n <= hi; n++) row[n] = fast_exp(row[n] - shift);
     for (int n = hi + 1; n < nk; n++) row[n] = 0.0f;
   }
 }
@@ -121,7 +125,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
         circular_(circular),
         k_(static_cast<size_t>(n_head) * capacity * head_dim),
         v_(k_.size()),
-        scores_(capacity) {}
+        scores_(static_cast<size_t>(n_head) * capacity) {}
 
   void append(const float* k, const float* v) override {
     if (!circular_ && length_ >= capacity_) {
@@ -140,42 +144,56 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     require(length_ > 0, "softmax decode: attend() before any append()");
     const int n = static_cast<int>(std::min<int64_t>(length_, capacity_));
     const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
+    // Heads in parallel once the cache is large enough to be worth a team.
+#pragma omp parallel for schedule(static) if (int64_t{n} * H_ * D_ >= (int64_t{1} << 16))
     for (int h = 0; h < H_; h++) {
       const float* qh = q + h * D_;
+      float* scores = scores_.data() + static_cast<int64_t>(h) * capacity_;
       float mx = -std::numeric_limits<float>::infinity();
       for (int j = 0; j < n; j++) {
         const float* kj = head_row(k_, h, j);
         float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
         for (int d = 0; d < D_; d++) dot += qh[d] * kj[d];
-        scores_[j] = dot * scale;
-        mx = std::max(mx, scores_[j]);
+        scores[j] = dot * scale;
+        mx = std::max(mx, scores[j]);
       }
       float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
       for (int j = 0; j < n; j++) {
-        scores_[j] = std::exp(scores_[j] - mx);
-        sum += scores_[j];
+        scores[j] = fast_exp(scores[j] - mx);
+        sum += scores[j];
       }
       float* oh = out + h * D_;
       std::fill(oh, oh + D_, 0.0f);
+      const float inv = 1.0f / sum;
       for (int j = 0; j < n; j++) {
-        const float p = scores_[j] / sum;
+        const float p = scores[j] * inv;
         const float* vj = head_row(v_, h, j);
+#pragma omp simd
         for (int d = 0; d < D_; d++) oh[d] += p * vj[d];
       }
     }
   }
 
-  int64_t length() const override { return length_; }
-  void reset() override { length_ = 0; }
+  int64_t length() const override {
+    return length_;
+  }
+  void reset() override {
+    length_ = 0;
+  }
 
  private:
   float* head_row(std::vector<float>& buf, int h, int64_t slot) {
     return buf.data() + (static_cast<int64_t>(h) * capacity_ + slot) * D_;
   }
+  const float* head_row(const std::vector<float>& buf, int h, int64_t slot) const {
+    return buf.data() + (static_cast<int64_t>(h) * capacity_ + slot) * D_;
+  }
   int H_, D_, capacity_;
   bool circular_;
-  std::vector<float> k_, v_;  // [H, capacity, D]
-  std::vector<float> scores_;
+  std::vector<float> k_, v_;   // [H, capacity, D]
+  std::vector<float> scores_;  // [H, capacity]: one score row per head
   int64_t length_ = 0;
 };
 

@@ -15,6 +15,9 @@ GainCell::GainCell(const HwConfig& hw) : model_(hw.cell), surrogate_slope_(hw.li
     ablation_g0_ = g(0.0);
     ablation_gain_ = hw.linear_amplitude / (g(half_swing) - g(-half_swing));
   }
+  for (int i = 0; i < 4; ++i) polyf_[i] = static_cast<float>(poly_[i]);
+  gainf_ = static_cast<float>(ablation_gain_);
+  g0f_ = static_cast<float>(ablation_g0_);
 }
 
 double GainCell::g(double y) const {

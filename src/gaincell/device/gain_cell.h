@@ -16,6 +16,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 
 #include "gaincell/hw/hw_config.h"
 
@@ -28,6 +29,23 @@ class GainCell {
   CellModel model() const { return model_; }
   // f(y) in uA; y = stored voltage minus offset (already multiplied by the leakage decay).
   double current(double y) const;
+  // Single-precision f(y) for hot loops (same model as current(); float math).
+  float current_f(float y) const {
+    switch (model_) {
+      case CellModel::kPolynomial:
+      case CellModel::kLinear:
+        return polyf_[0] + y * (polyf_[1] + y * (polyf_[2] + y * polyf_[3]));
+      case CellModel::kCubic:
+        return gainf_ * y * y * y;
+      case CellModel::kQuintic:
+        return gainf_ * y * y * y * y * y;
+      case CellModel::kSigmoid:
+        return gainf_ * (1.0f / (1.0f + std::exp(-10.0f * y)) - g0f_);
+      case CellModel::kExp:
+        return gainf_ * (std::exp(3.0f * y) - g0f_);
+    }
+    return 0.0f;
+  }
   // Exact df/dy (used only by tests and fits; training uses the surrogate slope).
   double current_slope(double y) const;
   // Surrogate gradient slope A (spec §2.4: 19.3).
@@ -49,6 +67,9 @@ class GainCell {
   double ablation_gain_ = 1.0;  // a = 19.3 / range
   double ablation_g0_ = 0.0;    // g(0)
   double g(double y) const;     // ablation base function
+  float polyf_[4] = {};         // float copies for current_f
+  float gainf_ = 1.0f;
+  float g0f_ = 0.0f;
 };
 
 }  // namespace gaincell

@@ -32,8 +32,8 @@ class OutputStage {
   // Counter count of a converted value: |level| on the active grid (on the code grid when the
   // quantiser is disabled, as a count estimate).
   int64_t counter_level(float converted) const {
-    const float step = quantizer_.counter_grid ? quantizer_.counter_step : quantizer_.step;
-    return static_cast<int64_t>(std::llround(std::fabs(converted) / step));
+    const float inv = quantizer_.counter_grid ? quantizer_.counter_inv_step : quantizer_.inv_step;
+    return static_cast<int64_t>(std::fabs(converted) * inv + 0.5f);  // converted is on the grid
   }
   // Digital combination of the tiles' normalised values x[0..n): per-tile convert and sum, or the
   // tile-mean mode n * convert(sum / n). `levels` receives the counter counts.

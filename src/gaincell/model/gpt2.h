@@ -70,22 +70,27 @@ class GPT2Model {
   Attention& attention(int layer) { return *attention_[layer]; }
 
   // GPT-2 initialisation (normal 0.02, residual projections 0.02/sqrt(2 n_layer), LN 1/0), and
-  // each attention ParamSpec's init values.
+  // each attention ParamSpec's init values. The constructor does not draw random weights (loading
+  // a checkpoint would overwrite them): it sets LayerNorm weights to 1, the attention ParamSpecs
+  // to their init values, and everything else to 0.
   void init_random(uint64_t seed);
 
   // Whole-sequence forward over inputs [B][T]. With targets (entries < 0 are ignored) returns the
   // mean cross-entropy over the counted positions, else 0. `training` lets attention variants
   // record statistics and keep what backward() needs.
   float forward(const int32_t* inputs, const int32_t* targets, int B, int T, bool training = false);
-  const float* logits() const;        // [B, T, vocab_size] of the last forward
+  const float* logits() const;        // [B, T, vocab_size] of the last inference forward
   const float* token_losses() const;  // [B, T] per-position cross-entropy (0 where ignored)
 
   void zero_grad();
   // Backward of the last forward (which must have had targets and training = true); accumulates
-  // into grad_data(). It reuses the logits buffer for their gradient, so logits() is no longer
-  // valid afterwards (the logits of a 50257-token vocabulary dominate activation memory).
+  // into grad_data(). May be called again after another forward (gradient accumulation).
   void backward();
 
+  // A training forward (training = true with targets) does not keep the [B, T, vocab] logits
+  // (they dominate activation memory): it computes the loss over chunks of this many vocabulary
+  // columns and backward() recomputes them. logits() is then unavailable; token_losses() is.
+  void set_vocab_chunk(int columns);
   // Bytes held by the activation buffers (forward + backward scratch), for benchmarks.
   size_t activation_bytes() const;
 
@@ -95,6 +100,7 @@ class GPT2Model {
   struct Activations;
   struct LayerOffsets;  // offsets of one block's tensors in param_data()/grad_data()
   void build_param_table();
+  void initialise_params(bool random, uint64_t seed);
   void allocate_grads();
   void bind_attention_params();
   void ensure_activations(int B, int T);
@@ -103,6 +109,7 @@ class GPT2Model {
   std::unordered_map<std::string, size_t> param_index_;
   std::vector<LayerOffsets> layer_offsets_;
   size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
+  int vocab_chunk_ = 2048;
   std::vector<ParamInfo> params_;
   size_t num_params_ = 0;
   std::unique_ptr<float[]> param_data_;

@@ -9,6 +9,7 @@
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/fast_math.h"
 
 namespace gaincell::layers {
 
@@ -116,11 +117,19 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
   blas::gemm_nt(n, C, OC, dout, OC, weight, OC, dinp, C);              // dinp = dout · Wᵀ
   blas::gemm_tn(C, OC, n, inp, C, dout, OC, dweight, OC, 1.0f, 1.0f);  // dW += inpᵀ · dout
   if (dbias != nullptr) {
+    // Column sums, walking rows contiguously within blocks of columns (a strided walk down each
+    // column would miss the cache on every element).
+    constexpr int kBlock = 128;
 #pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
-    for (int c = 0; c < OC; c++) {
-      float sum = 0.0f;
-      for (int64_t r = 0; r < N; r++) sum += dout[r * OC + c];
-      dbias[c] += sum;
+    for (int c0 = 0; c0 < OC; c0 += kBlock) {
+      const int width = std::min(kBlock, OC - c0);
+      float acc[kBlock] = {};
+      for (int64_t r = 0; r < N; r++) {
+        const float* row = dout + r * OC + c0;
+#pragma omp simd
+        for (int c = 0; c < width; c++) acc[c] += row[c];
+      }
+      for (int c = 0; c < width; c++) dbias[c0 + c] += acc[c];
     }
   }
 }
@@ -130,19 +139,19 @@ constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 }
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; i++) {
     const float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + std::tanh(kGeluScale * (x + 0.044715f * x * x * x)));
+    out[i] = 0.5f * x * (1.0f + fast_tanh(kGeluScale * (x + 0.044715f * x * x * x)));
   }
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; i++) {
     const float x = inp[i];
     const float u = kGeluScale * (x + 0.044715f * x * x * x);
-    const float th = std::tanh(u);
+    const float th = fast_tanh(u);
     const float sech2 = 1.0f - th * th;
     const float du = kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
     dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * sech2 * du);
@@ -150,23 +159,36 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 }
 
 namespace {
-// log(sum(exp(row))) computed stably in double.
+// log(sum(exp(row))), stable: shifted by the max, vectorised float sums over blocks of 512,
+// accumulated in double.
 double row_logsumexp(const float* row, int V) {
   float mx = row[0];
   for (int v = 1; v < V; v++) mx = std::max(mx, row[v]);
   double sum = 0.0;
-  for (int v = 0; v < V; v++) sum += std::exp(static_cast<double>(row[v] - mx));
+  for (int v0 = 0; v0 < V; v0 += 512) {
+    const int v1 = std::min(V, v0 + 512);
+    float block = 0.0f;
+#pragma omp simd reduction(+ : block)
+    for (int v = v0; v < v1; v++) block += fast_exp(row[v] - mx);
+    sum += block;
+  }
   return mx + std::log(sum);
 }
 }  // namespace
 
-LossResult crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
-                                int64_t N, int V) {
+namespace {
+void check_targets(const int32_t* targets, int64_t N, int V) {
   for (int64_t n = 0; n < N; n++) {
     require(targets[n] < V, "target token " + std::to_string(targets[n]) + " at position " +
                                 std::to_string(n) + " is outside the vocabulary (size " +
                                 std::to_string(V) + ")");
   }
+}
+}  // namespace
+
+LossResult crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
+                                int64_t N, int V) {
+  check_targets(targets, N, V);
   double total = 0.0;
   int64_t count = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total, count) if (N * V >= kParallelMin)
@@ -199,6 +221,72 @@ void crossentropy_backward_inplace(float* logits, const int32_t* targets, int64_
       row[v] = static_cast<float>(std::exp(row[v] - lse)) * inv_count;
     }
     row[targets[n]] -= inv_count;
+  }
+}
+
+LossResult lm_head_loss_forward_chunked(float* losses, float* lse, float* buffer, const float* x,
+                                        const float* wte, const int32_t* targets, int64_t N, int C,
+                                        int V, int chunk) {
+  check_targets(targets, N, V);
+  std::vector<double> run_max(N, -INFINITY), run_sum(N, 0.0), target_logit(N, 0.0);
+  for (int v0 = 0; v0 < V; v0 += chunk) {
+    const int vc = std::min(chunk, V - v0);
+    blas::gemm_nt(static_cast<int>(N), vc, C, x, C, wte + static_cast<int64_t>(v0) * C, C, buffer,
+                  vc);
+#pragma omp parallel for schedule(static) if (N * vc >= kParallelMin)
+    for (int64_t n = 0; n < N; n++) {
+      const float* row = buffer + n * vc;
+      float mx = row[0];
+      for (int v = 1; v < vc; v++) mx = std::max(mx, row[v]);
+      const double new_max = std::max(run_max[n], static_cast<double>(mx));
+      const float shift = static_cast<float>(new_max);
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int v = 0; v < vc; v++) sum += fast_exp(row[v] - shift);
+      run_sum[n] = run_sum[n] * std::exp(run_max[n] - new_max) + sum;
+      run_max[n] = new_max;
+      const int t = targets[n];
+      if (t >= v0 && t < v0 + vc) target_logit[n] = row[t - v0];
+    }
+  }
+  double total = 0.0;
+  int64_t count = 0;
+  for (int64_t n = 0; n < N; n++) {
+    const double row_lse = run_max[n] + std::log(run_sum[n]);
+    lse[n] = static_cast<float>(row_lse);
+    losses[n] = targets[n] < 0 ? 0.0f : static_cast<float>(row_lse - target_logit[n]);
+    if (targets[n] >= 0) {
+      total += row_lse - target_logit[n];
+      count++;
+    }
+  }
+  return {count > 0 ? total / count : 0.0, count};
+}
+
+void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const float* x,
+                                   const float* wte, const int32_t* targets, const float* lse,
+                                   int64_t N, int C, int V, int chunk, int64_t count) {
+  const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
+  const int n = static_cast<int>(N);
+  for (int v0 = 0; v0 < V; v0 += chunk) {
+    const int vc = std::min(chunk, V - v0);
+    const float* w = wte + static_cast<int64_t>(v0) * C;
+    blas::gemm_nt(n, vc, C, x, C, w, C, buffer, vc);
+#pragma omp parallel for schedule(static) if (N * vc >= kParallelMin)
+    for (int64_t r = 0; r < N; r++) {
+      float* row = buffer + r * vc;
+      if (targets[r] < 0) {
+        std::fill(row, row + vc, 0.0f);
+        continue;
+      }
+      const float shift = lse[r];
+#pragma omp simd
+      for (int v = 0; v < vc; v++) row[v] = fast_exp(row[v] - shift) * inv_count;
+      const int t = targets[r];
+      if (t >= v0 && t < v0 + vc) row[t - v0] -= inv_count;
+    }
+    blas::gemm_tn(vc, C, n, buffer, vc, x, C, dwte + static_cast<int64_t>(v0) * C, C, 1.0f, 1.0f);
+    blas::gemm_nn(n, C, vc, buffer, vc, w, C, dx, C, 1.0f, v0 == 0 ? 0.0f : 1.0f);
   }
 }
 

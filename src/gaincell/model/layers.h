@@ -46,6 +46,18 @@ LossResult crossentropy_forward(float* losses, const float* logits, const int32_
 void crossentropy_backward_inplace(float* logits, const int32_t* targets, int64_t N, int V,
                                    int64_t count);
 
+// Tied LM head + cross-entropy without materialising the [N, V] logits (training memory): logits
+// are produced `chunk` vocabulary columns at a time into `buffer` [N, chunk], with an online
+// log-sum-exp per row. Forward writes lse [N] and per-row losses; returns the mean as above.
+LossResult lm_head_loss_forward_chunked(float* losses, float* lse, float* buffer, const float* x,
+                                        const float* wte, const int32_t* targets, int64_t N, int C,
+                                        int V, int chunk);
+// Recomputes each logits chunk, turns it into d(mean loss)/d(logits) with the stored lse, and
+// accumulates dwte += dlogitsᵀ x; OVERWRITES dx = dlogits · wte. Each dwte row is touched once.
+void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const float* x,
+                                   const float* wte, const int32_t* targets, const float* lse,
+                                   int64_t N, int C, int V, int chunk, int64_t count);
+
 // Token + position embedding: out[b,t,:] = wte[tok] + wpe[t]. Throws on out-of-range tokens.
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
                        int T, int C, int vocab_size);

@@ -1,0 +1,113 @@
+// gaincell generate: continues a prompt with a model directory, token by token (KV cache or the
+// simulated arrays of the attention variant).
+//   gaincell generate --model DIR --prompt TEXT --max-new-tokens N [--temperature T --top-k K
+//                     --seed S] [--attention NAME --window W --hw NAME|FILE] [--json]
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "cli/model_options.h"
+#include "gaincell/core/error.h"
+#include "gaincell/model/checkpoint.h"
+#include "gaincell/model/sampling.h"
+#include "gaincell/model/tokenizer.h"
+
+namespace gaincell::cli {
+namespace {
+
+struct GenerateOptions {
+  std::string model_dir;
+  std::string prompt;
+  int max_new_tokens = 64;
+  SamplingOptions sampling;
+  bool stop_at_eot = true;
+  bool json = false;
+  std::string vocab_dir;
+  ModelCliOptions model;
+};
+
+void run_generate(const GenerateOptions& o) {
+  require(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
+  o.sampling.validate();
+  const Tokenizer tok = o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
+  LoadModelOptions load;
+  load.overrides = o.model.overrides();
+  load.layout = o.model.layout();
+  load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
+  auto model = load_model(o.model_dir, load);
+  const GPT2Config& cfg = model->config();
+
+  // An empty prompt starts from <|endoftext|>, as GPT-2's unconditional samples do.
+  std::vector<int32_t> prompt = tok.encode(o.prompt);
+  const bool unconditional = prompt.empty();
+  if (unconditional) prompt.push_back(Tokenizer::kEndOfText);
+  for (int32_t id : prompt) {
+    require(id < cfg.vocab_size, "prompt token " + std::to_string(id) +
+                                     " is outside the model's vocabulary of " +
+                                     std::to_string(cfg.vocab_size));
+  }
+  require(static_cast<int64_t>(prompt.size()) <= cfg.block_size,
+          "the prompt has " + std::to_string(prompt.size()) +
+              " tokens, more than the model's n_positions " + std::to_string(cfg.block_size));
+
+  auto session = model->start_decoding();
+  const float* logits = session->prefill(prompt.data(), static_cast<int>(prompt.size()));
+  TokenSampler sampler(o.sampling);
+  std::vector<int32_t> generated;
+  std::string text;
+  if (!o.json && !unconditional) std::cout << o.prompt << std::flush;
+  for (int i = 0; i < o.max_new_tokens; ++i) {
+    const int32_t next = sampler.next(logits, cfg.vocab_size);
+    if (next == Tokenizer::kEndOfText && o.stop_at_eot) break;
+    generated.push_back(next);
+    const std::string piece = next < tok.vocab_size() ? tok.token_text(next) : "";
+    text += piece;
+    if (!o.json) std::cout << piece << std::flush;
+    if (session->position() >= cfg.block_size) {
+      std::cerr << "gaincell: stopped at the model's context length " << cfg.block_size << "\n";
+      break;
+    }
+    logits = session->step(next);
+  }
+  if (o.json) {
+    // decode() joins the bytes of all tokens, so multi-byte characters split across tokens are
+    // whole here; invalid UTF-8 (a cut character) is replaced for the JSON output.
+    nlohmann::json j = {{"prompt", o.prompt},
+                        {"completion", tok.decode(generated)},
+                        {"prompt_tokens", prompt.size()},
+                        {"tokens", generated},
+                        {"temperature", o.sampling.temperature},
+                        {"top_k", o.sampling.top_k},
+                        {"seed", o.sampling.seed},
+                        {"attention", cfg.attention}};
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    std::cout << "\n";
+  }
+}
+
+void setup_generate(CLI::App& app) {
+  auto o = std::make_shared<GenerateOptions>();
+  app.add_option("--model", o->model_dir, "model directory (config.json, model.safetensors)")
+      ->required();
+  app.add_option("--prompt", o->prompt, "text to continue (empty: start from <|endoftext|>)");
+  app.add_option("--max-new-tokens", o->max_new_tokens, "tokens to generate")->capture_default_str();
+  app.add_option("--temperature", o->sampling.temperature, "sampling temperature; 0 = greedy")
+      ->capture_default_str();
+  app.add_option("--top-k", o->sampling.top_k, "sample among the k most likely tokens; 0 = all")
+      ->capture_default_str();
+  app.add_option("--seed", o->sampling.seed, "random seed of the sampler")->capture_default_str();
+  app.add_flag("!--no-stop", o->stop_at_eot, "keep generating after <|endoftext|>");
+  app.add_flag("--json", o->json, "print one JSON object (prompt, completion, tokens) instead of text");
+  app.add_option("--vocab", o->vocab_dir, "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_model_options(app, o->model);
+  app.callback([o] { run_generate(*o); });
+}
+
+CommandRegistration reg({"generate", "continue a prompt with a model (greedy, temperature, top-k)",
+                         setup_generate});
+
+}  // namespace
+}  // namespace gaincell::cli

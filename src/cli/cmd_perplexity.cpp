@@ -1,0 +1,95 @@
+// gaincell perplexity: token-level perplexity of a text file under a model, with lm-eval-style
+// rolling windows (train/perplexity.h).
+//   gaincell perplexity --model DIR --text FILE [--context T] [--stride S] [--json] [--per-token]
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "cli/model_options.h"
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+#include "gaincell/model/checkpoint.h"
+#include "gaincell/model/tokenizer.h"
+#include "gaincell/train/perplexity.h"
+
+namespace gaincell::cli {
+namespace {
+
+struct PerplexityOptions {
+  std::string model_dir;
+  std::string text_file;
+  int context = 0;
+  int stride = 0;
+  bool json = false;
+  bool per_token = false;
+  bool no_eot = false;
+  std::string vocab_dir;
+  ModelCliOptions model;
+};
+
+void run_perplexity(const PerplexityOptions& o) {
+  const Tokenizer tok = o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
+  const std::string text = read_text_file(o.text_file);
+  LoadModelOptions load;
+  load.overrides = o.model.overrides();
+  load.layout = o.model.layout();
+  load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
+  auto model = load_model(o.model_dir, load);
+  const int context = o.context > 0 ? o.context : model->config().block_size;
+  const int stride = o.stride > 0 ? o.stride : context;
+  require(o.context >= 0 && o.stride >= 0, "--context and --stride must be >= 0");
+  std::vector<int32_t> tokens;
+  if (!o.no_eot) tokens.push_back(Tokenizer::kEndOfText);
+  const std::vector<int32_t> body = tok.encode(text);
+  tokens.insert(tokens.end(), body.begin(), body.end());
+  require(!body.empty(), o.text_file + " holds no text");
+  const PerplexityResult r = rolling_perplexity(*model, tokens, context, stride);
+  if (o.json || o.per_token) {
+    nlohmann::json j = {{"metric", "token-level perplexity (GPT-2 BPE tokens)"},
+                        {"tokens", r.tokens},
+                        {"mean_nll", r.mean_nll},
+                        {"ppl", r.ppl},
+                        {"nll_sum", r.nll_sum},
+                        {"bytes", text.size()},
+                        {"context", context},
+                        {"stride", stride},
+                        {"windows", r.windows},
+                        {"prepend_eot", !o.no_eot},
+                        {"model", o.model_dir},
+                        {"attention", model->config().attention}};
+    if (o.per_token) j["nll"] = r.nll;
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("tokens %lld  mean_nll %.6f  ppl %.4f  (context %d, stride %d)\n",
+                static_cast<long long>(r.tokens), r.mean_nll, r.ppl, context, stride);
+  }
+}
+
+void setup_perplexity(CLI::App& app) {
+  auto o = std::make_shared<PerplexityOptions>();
+  app.footer(
+      "A leading <|endoftext|> is prepended (as lm-eval's rolling loglikelihood does), so the "
+      "first token of the text is predicted too and 'tokens' equals the number of text tokens; "
+      "--no-eot turns this off. With --stride S < --context T each window after the first "
+      "predicts S new tokens with up to T tokens of context (Hugging Face strided evaluation); "
+      "S = T gives lm-eval's disjoint rolling windows.");
+  app.add_option("--model", o->model_dir, "model directory (config.json, model.safetensors)")
+      ->required();
+  app.add_option("--text", o->text_file, "UTF-8 text file to score")->required();
+  app.add_option("--context", o->context, "tokens per window (default: the model's n_positions)");
+  app.add_option("--stride", o->stride, "new tokens predicted per window (default: --context)");
+  app.add_flag("--json", o->json, "print one JSON object: tokens, mean_nll (nats/token), ppl, ...");
+  app.add_flag("--per-token", o->per_token, "add 'nll', the per-token values in text order (implies --json)");
+  app.add_flag("--no-eot", o->no_eot, "do not prepend <|endoftext|> (the first token is then not predicted)");
+  app.add_option("--vocab", o->vocab_dir, "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_model_options(app, o->model);
+  app.callback([o] { run_perplexity(*o); });
+}
+
+CommandRegistration reg({"perplexity", "token-level perplexity of a text file (rolling windows)",
+                         setup_perplexity});
+
+}  // namespace
+}  // namespace gaincell::cli

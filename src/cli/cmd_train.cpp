@@ -1,0 +1,163 @@
+// gaincell train: trains a GPT-2 on token files (gaincell prepare) with AdamW, warm-up + cosine
+// LR, clipping, accumulation, periodic validation and atomic checkpoints into --out.
+//   gaincell train --data DIR --out DIR [--config NAME|FILE | --init MODEL_DIR] [options]
+//   gaincell train --resume DIR [--steps N]        (continues bit-identically)
+#include <cmath>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "cli/command.h"
+#include "cli/model_options.h"
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+#include "gaincell/model/checkpoint.h"
+#include "gaincell/model/data.h"
+#include "gaincell/train/trainer.h"
+
+namespace gaincell::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TrainCliOptions {
+  std::string data_dir;
+  std::string out_dir;
+  std::string config = "gpt2";
+  std::string init_dir;
+  std::string resume_dir;
+  int n_layer = 0, n_head = 0, n_embd = 0, n_positions = 0;
+  TrainOptions train;
+  bool json = false;
+  ModelCliOptions model;
+  CLI::Option* steps_option = nullptr;
+};
+
+GPT2Config config_from_cli(const TrainCliOptions& o) {
+  GPT2Config c;
+  if (fs::exists(o.config) && fs::is_regular_file(o.config)) {
+    const auto j = nlohmann::json::parse(read_text_file(o.config), nullptr, false);
+    require(!j.is_discarded(), o.config + " is not valid JSON");
+    c = GPT2Config::from_json(j);
+  } else {
+    c = GPT2Config::named(o.config);
+  }
+  if (o.n_layer) c.n_layer = o.n_layer;
+  if (o.n_head) c.n_head = o.n_head;
+  if (o.n_embd) c.n_embd = o.n_embd;
+  if (o.n_positions) c.block_size = o.n_positions;
+  o.model.overrides().apply(c);
+  return c;
+}
+
+std::optional<TokenDataset> open_val(const fs::path& data_dir, int32_t vocab) {
+  const auto path = data_dir / "val.bin";
+  if (!fs::exists(path)) {
+    std::cerr << "gaincell: no " << path.string() << "; training without validation\n";
+    return std::nullopt;
+  }
+  return TokenDataset::open(path, vocab);
+}
+
+void run_train(TrainCliOptions o) {
+  std::unique_ptr<GPT2Model> model;
+  TrainOptions options = o.train;
+  const bool resuming = !o.resume_dir.empty();
+  if (resuming) {
+    require(o.init_dir.empty(), "--resume and --init exclude each other");
+    require(o.model.attention.empty() && o.model.window < 0 && o.model.hw.empty(),
+            "--attention, --window and --hw cannot change on --resume (the checkpoint fixes them)");
+    options = Trainer::saved_options(o.resume_dir);
+    if (o.steps_option->count() > 0) options.steps = o.train.steps;
+    options.out_dir = o.resume_dir;
+    if (!o.data_dir.empty()) options.data_dir = o.data_dir;
+    LoadModelOptions load;
+    load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
+    model = load_model(o.resume_dir, load);
+  } else {
+    require(!o.data_dir.empty(), "--data DIR is required (train.bin, val.bin from gaincell prepare)");
+    require(!o.out_dir.empty(), "--out DIR is required");
+    options.out_dir = o.out_dir;
+    options.data_dir = o.data_dir;
+    if (!o.init_dir.empty()) {
+      LoadModelOptions load;
+      load.overrides = o.model.overrides();
+      load.layout = o.model.layout();
+      load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
+      model = load_model(o.init_dir, load);
+    } else {
+      model = std::make_unique<GPT2Model>(config_from_cli(o));
+      model->init_random(options.seed);
+    }
+  }
+  require(!options.data_dir.empty(), "the checkpoint does not record its data directory; give --data");
+  const int32_t vocab = model->config().vocab_size;
+  const TokenDataset train = TokenDataset::open(options.data_dir / "train.bin", vocab);
+  const std::optional<TokenDataset> val = open_val(options.data_dir, vocab);
+  Trainer trainer(*model, train, val ? &*val : nullptr, options);
+  if (resuming) {
+    trainer.resume(o.resume_dir);
+    std::cerr << "gaincell: resumed " << o.resume_dir << " at step " << trainer.step() << "\n";
+  }
+  std::cerr << "gaincell: training " << model->num_params() << " parameters (" << model->config().n_layer
+            << " layers, " << model->config().n_embd << " dims, attention "
+            << model->config().attention << ") on " << train.size() << " tokens for "
+            << options.steps << " steps\n";
+  const TrainResult r = trainer.run();
+  if (o.json) {
+    nlohmann::json j = r.to_json();
+    j["out"] = options.out_dir.string();
+    j["params"] = model->num_params();
+    if (r.final_val_loss) j["final_val_ppl"] = std::exp(*r.final_val_loss);
+    std::cout << j.dump() << "\n";
+  }
+}
+
+void setup_train(CLI::App& app) {
+  auto o = std::make_shared<TrainCliOptions>();
+  TrainOptions& t = o->train;
+  app.add_option("--data", o->data_dir, "token directory (train.bin, val.bin) from gaincell prepare");
+  app.add_option("--out", o->out_dir, "checkpoint directory (a model directory plus training state)");
+  app.add_option("--config", o->config,
+                 "new model: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a config.json file")
+      ->capture_default_str();
+  app.add_option("--n-layer", o->n_layer, "override the config's n_layer");
+  app.add_option("--n-head", o->n_head, "override the config's n_head");
+  app.add_option("--n-embd", o->n_embd, "override the config's n_embd");
+  app.add_option("--n-positions", o->n_positions, "override the config's n_positions");
+  app.add_option("--init", o->init_dir, "start from this model directory instead of --config");
+  app.add_option("--resume", o->resume_dir,
+                 "continue the checkpoint in DIR bit-identically (options from its state; "
+                 "--steps may extend the run)");
+  o->steps_option = app.add_option("--steps", t.steps, "optimizer steps in total")->capture_default_str();
+  app.add_option("--batch-size", t.batch_size, "sequences per micro-batch (B)")->capture_default_str();
+  app.add_option("--seq-len", t.seq_len, "tokens per sequence (T)")->capture_default_str();
+  app.add_option("--grad-accum", t.grad_accum, "micro-batches per step")->capture_default_str();
+  app.add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
+  app.add_option("--min-lr", t.min_lr, "learning rate at the end of the cosine")->capture_default_str();
+  app.add_option("--warmup", t.warmup_steps, "linear warm-up steps")->capture_default_str();
+  app.add_option("--lr-decay-steps", t.lr_decay_steps, "end of the cosine (0 = --steps)")
+      ->capture_default_str();
+  app.add_option("--weight-decay", t.weight_decay, "AdamW weight decay (rank >= 2 tensors only)")
+      ->capture_default_str();
+  app.add_option("--grad-clip", t.grad_clip, "global gradient-norm clip (0 = off)")->capture_default_str();
+  app.add_option("--eval-interval", t.eval_interval, "validate every N steps (0 = at the end only)")
+      ->capture_default_str();
+  app.add_option("--eval-iters", t.eval_iters, "validation batches")->capture_default_str();
+  app.add_option("--checkpoint-interval", t.checkpoint_interval,
+                 "checkpoint every N steps (0 = at the end only)")
+      ->capture_default_str();
+  app.add_option("--log-interval", t.log_interval, "progress line every N steps (0 = quiet)")
+      ->capture_default_str();
+  app.add_option("--seed", t.seed, "seed of the initialisation and the batch order")->capture_default_str();
+  app.add_flag("--json", o->json, "print a JSON summary on stdout at the end");
+  add_model_options(app, o->model);
+  app.callback([o] { run_train(*o); });
+}
+
+CommandRegistration reg({"train", "train or fine-tune a GPT-2 on token files (AdamW, resumable)",
+                         setup_train});
+
+}  // namespace
+}  // namespace gaincell::cli

@@ -1,0 +1,82 @@
+// `gaincell demo` end to end on a small fortune corpus with a tiny model (the real run uses
+// Debian's fortunes and the defaults; see the report for its timing).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "gaincell/core/file_io.h"
+#include "gaincell/model/checkpoint.h"
+#include "gaincell/model/data.h"
+#include "gaincell/train/perplexity.h"
+#include "test_cli_util.h"
+#include "test_tokenizer_util.h"
+
+namespace gaincell {
+namespace {
+
+namespace fs = std::filesystem;
+using cli_test::run_cli;
+using test_util::TempDir;
+
+void write_corpus(const fs::path& dir, int copies) {
+  fs::create_directories(dir);
+  std::string text;
+  for (int i = 0; i < copies; ++i) {
+    text += "A penny saved is a penny earned.\n%\nThe early bird catches the worm, number " +
+            std::to_string(i) + ".\n%\nAll that glitters is not gold.\n%\n";
+  }
+  write_file_atomic(dir / "proverbs", text);
+  write_file_atomic(dir / "proverbs.dat", std::string("\x01\x02 index, not text"));
+}
+
+TEST(DemoCli, TrainsReportsPerplexityAndSampleAndCachesTokens) {
+  GAINCELL_REQUIRE_VOCAB();
+  TempDir dir;
+  write_corpus(dir.path() / "corpus", 40);
+  const std::string args = "demo --out " + (dir.path() / "out").string() + " --corpus-dir " +
+                           (dir.path() / "corpus").string() +
+                           " --steps 3 --n-layer 1 --n-head 2 --n-embd 16 --seq-len 16 --batch-size 2"
+                           " --eval-interval 1 --eval-tokens 300 --sample-tokens 5 --prompt 'A penny' --json";
+  auto r = run_cli(dir.path(), args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("tokenizing"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("step 3/3"), std::string::npos) << r.err;
+  auto s = nlohmann::json::parse(r.out);
+  EXPECT_EQ(s, nlohmann::json::parse(read_text_file(dir.path() / "out/summary.json")));
+  EXPECT_EQ(s["train"]["steps"], 3);
+  EXPECT_EQ(s["model"]["config"]["n_positions"], 16);
+  // The reported perplexity is the rolling perplexity of the saved model on the saved val tokens.
+  auto model = load_model(dir.path() / "out/model");
+  auto val = TokenDataset::open(dir.path() / "out/tokens/val.bin");
+  const size_t n = std::min<size_t>(val.size(), 300);
+  std::vector<int32_t> tokens(val.tokens(), val.tokens() + n);
+  const auto ppl = rolling_perplexity(*model, tokens, 16, 16);
+  EXPECT_EQ(s["val"]["tokens"].get<int64_t>(), ppl.tokens);
+  EXPECT_NEAR(s["val"]["ppl"].get<double>(), ppl.ppl, 1e-6 * ppl.ppl);
+  EXPECT_TRUE(s["sample"]["greedy"].is_string());
+  EXPECT_EQ(s["sample"]["prompt"], "A penny");
+
+  // Second run: cached tokens. A changed corpus: tokenized again.
+  auto again = run_cli(dir.path(), args);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.err.find("using the cached tokens"), std::string::npos) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(again.out)["val"], s["val"]);  // deterministic
+  write_corpus(dir.path() / "corpus", 41);
+  auto changed = run_cli(dir.path(), args);
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  EXPECT_NE(changed.err.find("tokenizing"), std::string::npos) << changed.err;
+}
+
+TEST(DemoCli, MissingCorpusIsANamedError) {
+  TempDir dir;
+  fs::create_directories(dir.path() / "empty");
+  auto r = run_cli(dir.path(), "demo --out " + (dir.path() / "out").string() + " --corpus-dir " +
+                                   (dir.path() / "empty").string() + " --steps 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("empty"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("internal error"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace gaincell
