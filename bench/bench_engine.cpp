@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -119,6 +120,7 @@ void adamw_step(GPT2Model& m, std::vector<float>& mom, std::vector<float>& var, 
 
 int run(int argc, char** argv) {
   int threads = 2, reps = 2;
+  std::string only;  // "", "train", "forward" or "decode"
   std::string model_name = "gpt2";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -128,8 +130,11 @@ int run(int argc, char** argv) {
       reps = std::stoi(argv[i + 1]);
     else if (flag == "--model")
       model_name = argv[i + 1];
+    else if (flag == "--only")
+      only = argv[i + 1];
     else {
-      std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME]\n";
+      std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] "
+                   "[--only train|forward|decode]\n";
       return 2;
     }
   }
@@ -140,6 +145,11 @@ int run(int argc, char** argv) {
   out["model"] = model_name;
   out["threads"] = threads;
   out["reps"] = reps;
+  out["only"] = only.empty() ? "all" : only;
+  // Recorded because it matters on a shared machine (bench/README.md): spinning OpenMP threads
+  // wait a whole time slice at every barrier when the cores are oversubscribed.
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
   out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
   // The machine may be shared, so each section's limit is measured right before and right after
@@ -153,7 +163,8 @@ int run(int argc, char** argv) {
   model->init_random(1);
   out["num_params"] = model->num_params();
 
-  {  // Training step: forward + backward + AdamW at B=4, T=256 (clamped to block_size).
+  auto wanted = [&only](const char* section) { return only.empty() || only == section; };
+  if (wanted("train")) {  // Training step: forward + backward + AdamW at B=4, T=256.
     const int B = 4, T = std::min(256, config.block_size);
     const auto inputs = random_tokens(size_t{B} * T, config.vocab_size, 1);
     const auto targets = random_tokens(size_t{B} * T, config.vocab_size, 2);
@@ -177,10 +188,13 @@ int run(int argc, char** argv) {
                             {"activation_mb", model->activation_bytes() / 1e6},
                             {"peak_rss_mib", rss}};
   }
-  model = std::make_unique<GPT2Model>(config);  // drop gradients and optimiser state
-  model->init_random(1);
+  if (wanted("train")) {
+    model = std::make_unique<GPT2Model>(config);  // drop gradients and optimiser state
+    model->init_random(1);
+  }
 
   for (auto [B, T] : {std::pair{1, 1024}, std::pair{4, 256}}) {
+    if (!wanted("forward")) break;
     T = std::min(T, config.block_size);
     const auto inputs = random_tokens(static_cast<size_t>(B) * T, config.vocab_size, 3);
     const double sgemm_before = measure_sgemm_gflops(reps);
@@ -196,7 +210,7 @@ int run(int argc, char** argv) {
         {"fraction_of_sgemm", gflops / sgemm_gflops}};
   }
 
-  {  // Decode at a 512-token context: prefill 512 tokens, then time single steps.
+  if (wanted("decode")) {  // Decode at a 512-token context: prefill, then time single steps.
     const int steps = std::min(32, config.block_size / 2);
     const int context = std::min(512, config.block_size - steps);
     const auto prompt = random_tokens(context + steps, config.vocab_size, 4);

@@ -6,6 +6,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -93,6 +94,16 @@ int main() {
       for (const auto p : all_pieces) sink += tok.bpe_word(p).size();
     });
 
+    // One long piece: the corpus's first 5,000 ASCII letters run together (no spaces), merged by
+    // the O(n log n) heap version and by the loop reference (one pass per merge round).
+    std::string long_piece;
+    for (size_t i = 0; i < text.size() && long_piece.size() < 5000; ++i) {
+      if (std::isalpha(static_cast<unsigned char>(text[i]))) long_piece += text[i];
+    }
+    const double long_fast_s = seconds_of([&] { sink += tok.bpe_word(long_piece).size(); });
+    const double long_reference_s =
+        seconds_of([&] { sink += tok.bpe_word_reference(long_piece).size(); });
+
     const double mb = text.size() / 1e6;
     const double triad = triad_gbytes_per_s();
     nlohmann::json out = {
@@ -112,6 +123,9 @@ int main() {
         {"pretokenize_mb_per_s", mb / pretokenize_s},
         {"bpe_uncached_fast_s", bpe_fast_s},
         {"bpe_uncached_reference_s", bpe_reference_s},
+        {"bpe_long_piece_bytes", long_piece.size()},
+        {"bpe_long_piece_fast_s", long_fast_s},
+        {"bpe_long_piece_reference_s", long_reference_s},
         {"machine_sgemm_gflops", sgemm_gflops()},
         {"machine_triad_gb_per_s", triad},
         {"encode_warm_fraction_of_triad_bandwidth", mb / warm_s / 1e3 / triad},

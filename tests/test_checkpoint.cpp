@@ -178,9 +178,11 @@ TEST(Checkpoint, MissingWrongShapeAndNonFiniteTensorsAreNamed) {
   wide.n_embd = 48;
   GPT2Model other(wide);
   std::vector<TensorView> views;
-  for (const ParamInfo& p : other.params()) views.push_back({p.name, p.shape, other.param_data() + p.offset});
-  expect_error([&] { load_weights(t, SafeTensorsFile::from_bytes(serialize_safetensors(views, {}), "w")); },
-               "has shape [101, 48], the model expects [101, 32]");
+  for (const ParamInfo& p : other.params())
+    views.push_back({p.name, p.shape, other.param_data() + p.offset});
+  expect_error(
+      [&] { load_weights(t, SafeTensorsFile::from_bytes(serialize_safetensors(views, {}), "w")); },
+      "has shape [101, 48], the model expects [101, 32]");
 
   model->param_data()[model->param("ln_f.bias").offset + 3] = NAN;
   auto nan_bytes = export_tensors(*model, "", false, {}, storage);
@@ -189,7 +191,8 @@ TEST(Checkpoint, MissingWrongShapeAndNonFiniteTensorsAreNamed) {
   expect_error(
       [&] { load_weights(t, SafeTensorsFile::from_bytes(missing, "m"), WeightLayout::kAuto); },
       "h.1.mlp.c_fc.bias");
-  auto bad_meta = export_tensors(*random_tiny(1), "", false, {{"gaincell_layout", "rows"}}, storage);
+  auto bad_meta =
+      export_tensors(*random_tiny(1), "", false, {{"gaincell_layout", "rows"}}, storage);
   expect_error([&] { load_weights(t, SafeTensorsFile::from_bytes(bad_meta, "meta")); },
                "unknown gaincell_layout 'rows'");
 }
@@ -232,7 +235,8 @@ TEST(Checkpoint, BadModelDirectoriesGiveErrors) {
 // a trainable tensor "attn.q_scaler.a" of shape [n_head], initialised to 1, 2, 3, ...
 class ScaledSoftmax : public Attention {
  public:
-  explicit ScaledSoftmax(const AttentionContext& ctx) : ctx_(ctx), inner_(make_attention("softmax", ctx)) {}
+  explicit ScaledSoftmax(const AttentionContext& ctx)
+      : ctx_(ctx), inner_(make_attention("softmax", ctx)) {}
   std::string name() const override { return "test-scaled"; }
   std::vector<ParamSpec> param_specs() const override {
     ParamSpec s;
@@ -273,9 +277,8 @@ TEST(Checkpoint, AttentionExtrasAcceptPaperShapeAndKeepInitWhenMissing) {
   // Paper form (1, H, 1, 1).
   std::vector<TensorView> views;
   for (const ParamInfo& p : source.params()) {
-    std::vector<int64_t> shape = p.name.find("q_scaler") != std::string::npos
-                                     ? std::vector<int64_t>{1, 4, 1, 1}
-                                     : p.shape;
+    std::vector<int64_t> shape =
+        p.name.find("q_scaler") != std::string::npos ? std::vector<int64_t>{1, 4, 1, 1} : p.shape;
     views.push_back({"transformer." + p.name, shape, source.param_data() + p.offset});
   }
   GPT2Model target(cfg);
@@ -313,12 +316,14 @@ TEST(Checkpoint, AttentionExtrasAcceptPaperShapeAndKeepInitWhenMissing) {
   // Wrong element count for an extra.
   views.clear();
   for (const ParamInfo& p : source.params()) {
-    std::vector<int64_t> shape = p.name == "h.0.attn.q_scaler.a" ? std::vector<int64_t>{3} : p.shape;
+    std::vector<int64_t> shape =
+        p.name == "h.0.attn.q_scaler.a" ? std::vector<int64_t>{3} : p.shape;
     views.push_back({p.name, shape, source.param_data() + p.offset});
   }
   GPT2Model t2(cfg);
-  expect_error([&] { load_weights(t2, SafeTensorsFile::from_bytes(serialize_safetensors(views, {}), "x")); },
-               "3 elements, the model expects 4");
+  expect_error(
+      [&] { load_weights(t2, SafeTensorsFile::from_bytes(serialize_safetensors(views, {}), "x")); },
+      "3 elements, the model expects 4");
 }
 
 }  // namespace

@@ -34,10 +34,11 @@ TEST(DemoCli, TrainsReportsPerplexityAndSampleAndCachesTokens) {
   GAINCELL_REQUIRE_VOCAB();
   TempDir dir;
   write_corpus(dir.path() / "corpus", 40);
-  const std::string args = "demo --out " + (dir.path() / "out").string() + " --corpus-dir " +
-                           (dir.path() / "corpus").string() +
-                           " --steps 3 --n-layer 1 --n-head 2 --n-embd 16 --seq-len 16 --batch-size 2"
-                           " --eval-interval 1 --eval-tokens 300 --sample-tokens 5 --prompt 'A penny' --json";
+  const std::string args =
+      "demo --out " + (dir.path() / "out").string() + " --corpus-dir " +
+      (dir.path() / "corpus").string() +
+      " --steps 3 --n-layer 1 --n-head 2 --n-embd 16 --seq-len 16 --batch-size 2"
+      " --eval-interval 1 --eval-tokens 300 --sample-tokens 5 --prompt 'A penny' --json";
   auto r = run_cli(dir.path(), args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("tokenizing"), std::string::npos) << r.err;

@@ -40,7 +40,8 @@ TEST(GenerateCli, GreedyMatchesWholeSequenceArgmaxAndIsReproducible) {
   const fs::path model_dir = make_model(dir);
   const std::string prompt = "The quick brown fox";
   const std::string args = "generate --model " + model_dir.string() + " --prompt " +
-                           shell_quote(prompt) + " --max-new-tokens 12 --temperature 0 --no-stop --json";
+                           shell_quote(prompt) +
+                           " --max-new-tokens 12 --temperature 0 --no-stop --json";
   auto r = run_cli(dir.path(), args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
@@ -62,7 +63,8 @@ TEST(GenerateCli, GreedyMatchesWholeSequenceArgmaxAndIsReproducible) {
   EXPECT_EQ(j["completion"], shared_tokenizer()->decode(tokens));
   // Plain-text output: the prompt followed by the same completion; reproducible.
   auto plain = run_cli(dir.path(), "generate --model " + model_dir.string() + " --prompt " +
-                                       shell_quote(prompt) + " --max-new-tokens 12 --temperature 0 --no-stop");
+                                       shell_quote(prompt) +
+                                       " --max-new-tokens 12 --temperature 0 --no-stop");
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
   EXPECT_EQ(plain.out, prompt + j["completion"].get<std::string>() + "\n");
 }
@@ -72,9 +74,11 @@ TEST(GenerateCli, SeededSamplingIsReproducibleAndSeedMatters) {
   TempDir dir;
   const fs::path model_dir = make_model(dir);
   auto run = [&](int seed) {
-    auto r = run_cli(dir.path(), "generate --model " + model_dir.string() +
-                                     " --prompt Hello --max-new-tokens 16 --temperature 1.5 --top-k 50 --no-stop"
-                                     " --json --seed " + std::to_string(seed));
+    auto r = run_cli(
+        dir.path(), "generate --model " + model_dir.string() +
+                        " --prompt Hello --max-new-tokens 16 --temperature 1.5 --top-k 50 --no-stop"
+                        " --json --seed " +
+                        std::to_string(seed));
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return nlohmann::json::parse(r.out)["tokens"].get<std::vector<int32_t>>();
   };
@@ -125,9 +129,11 @@ TEST(PerplexityCli, JsonMatchesOneForwardPassAndCountsTokens) {
   auto model = load_model(model_dir);
   const float mean = model->forward(x.data(), body.data(), 1, static_cast<int>(x.size()));
   EXPECT_NEAR(j["mean_nll"].get<double>(), mean, 1e-5 * (1 + mean));
-  EXPECT_NEAR(j["ppl"].get<double>(), std::exp(j["mean_nll"].get<double>()), 1e-9 * j["ppl"].get<double>());
+  EXPECT_NEAR(j["ppl"].get<double>(), std::exp(j["mean_nll"].get<double>()),
+              1e-9 * j["ppl"].get<double>());
   for (size_t i = 0; i < body.size(); ++i) {
-    EXPECT_NEAR(j["nll"][i].get<double>(), model->token_losses()[i], 1e-5 * (1 + model->token_losses()[i]));
+    EXPECT_NEAR(j["nll"][i].get<double>(), model->token_losses()[i],
+                1e-5 * (1 + model->token_losses()[i]));
   }
   // Without the EOT the first token is not predicted.
   auto no_eot = run_cli(dir.path(), "perplexity --model " + model_dir.string() + " --text " +
@@ -135,7 +141,8 @@ TEST(PerplexityCli, JsonMatchesOneForwardPassAndCountsTokens) {
   ASSERT_EQ(no_eot.exit_code, 0) << no_eot.err;
   EXPECT_EQ(nlohmann::json::parse(no_eot.out)["tokens"].get<size_t>(), body.size() - 1);
   // Help says what is prepended.
-  EXPECT_NE(run_cli(dir.path(), "perplexity --help").out.find("<|endoftext|> is prepended"), std::string::npos);
+  EXPECT_NE(run_cli(dir.path(), "perplexity --help").out.find("<|endoftext|> is prepended"),
+            std::string::npos);
 }
 
 TEST(PerplexityCli, BadInputsFailWithNamedProblems) {
@@ -154,7 +161,8 @@ TEST(PerplexityCli, BadInputsFailWithNamedProblems) {
       {m + " --text " + (dir.path() / "t.txt").string() + " --context 100", "n_positions"},
       {m + " --text " + (dir.path() / "t.txt").string() + " --context 8 --stride 9", "stride"},
       {"perplexity --model " + (dir.path() / "nomodel").string() + " --text " +
-           (dir.path() / "t.txt").string(), "nomodel"},
+           (dir.path() / "t.txt").string(),
+       "nomodel"},
   };
   for (const auto& c : cases) {
     auto r = run_cli(dir.path(), c.args);

@@ -39,7 +39,8 @@ TEST(TrainCli, HelpListsOptions) {
   TempDir dir;
   auto r = run_cli(dir.path(), "train --help");
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* opt : {"--resume", "--grad-accum", "--attention", "--hw", "--warmup", "--init"}) {
+  for (const char* opt :
+       {"--resume", "--grad-accum", "--attention", "--hw", "--warmup", "--init"}) {
     EXPECT_NE(r.out.find(opt), std::string::npos) << opt;
   }
 }
@@ -50,7 +51,8 @@ TEST(TrainCli, InterruptedAndResumedRunEqualsUninterruptedRun) {
   const std::string common = "--data " + (dir.path() / "tok").string() + " " + kModelArgs +
                              " --lr 1e-2 --warmup 2 --lr-decay-steps 6 --eval-interval 3 "
                              "--eval-iters 2 --grad-accum 2 --seed 4 --log-interval 1";
-  auto a = run_cli(dir.path(), "train " + common + " --steps 6 --out " + (dir.path() / "a").string() + " --json");
+  auto a = run_cli(dir.path(), "train " + common + " --steps 6 --out " +
+                                   (dir.path() / "a").string() + " --json");
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_NE(a.err.find("step 6/6"), std::string::npos) << a.err;  // progress on stderr
   EXPECT_NE(a.err.find("tok/s"), std::string::npos);
@@ -58,7 +60,8 @@ TEST(TrainCli, InterruptedAndResumedRunEqualsUninterruptedRun) {
   auto summary = nlohmann::json::parse(a.out);
   EXPECT_EQ(summary["steps"], 6);
 
-  auto b = run_cli(dir.path(), "train " + common + " --steps 3 --out " + (dir.path() / "b").string());
+  auto b =
+      run_cli(dir.path(), "train " + common + " --steps 3 --out " + (dir.path() / "b").string());
   ASSERT_EQ(b.exit_code, 0) << b.err;
   auto c = run_cli(dir.path(), "train --resume " + (dir.path() / "b").string() + " --steps 6");
   ASSERT_EQ(c.exit_code, 0) << c.err;
@@ -82,10 +85,13 @@ TEST(TrainCli, InitFromModelDirWithOtherAttentionAndHw) {
   write_tokens(dir.path() / "tok");
   const std::string data = "--data " + (dir.path() / "tok").string();
   ASSERT_EQ(run_cli(dir.path(), "train " + data + " " + kModelArgs + " --steps 1 --out " +
-                                    (dir.path() / "base").string()).exit_code, 0);
+                                    (dir.path() / "base").string())
+                .exit_code,
+            0);
   auto r = run_cli(dir.path(), "train " + data + " --init " + (dir.path() / "base").string() +
                                    " --attention sliding --window 4 --hw paper-linear --seq-len 16"
-                                   " --batch-size 2 --steps 1 --out " + (dir.path() / "ft").string());
+                                   " --batch-size 2 --steps 1 --out " +
+                                   (dir.path() / "ft").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto cfg = nlohmann::json::parse(read_text_file(dir.path() / "ft/config.json"));
   EXPECT_EQ(cfg["gaincell_attention"], "sliding");
@@ -115,12 +121,15 @@ TEST(TrainCli, BadInputsFailWithNamedProblems) {
       {"train --data " + (dir.path() / "odd").string() + " " + kModelArgs + out, "odd"},
       {"train --data " + (dir.path() / "big").string() + " " + kModelArgs + out, "65535"},
       {"train " + data + " --config " + (dir.path() / "bad_config.json").string() + out, "n_layer"},
-      {"train " + data + " --config " + (dir.path() / "junk_config.json").string() + out, "not valid JSON"},
+      {"train " + data + " --config " + (dir.path() / "junk_config.json").string() + out,
+       "not valid JSON"},
       {"train " + data + " --config gpt3" + out, "unknown model name 'gpt3'"},
-      {"train " + data + " " + kModelArgs + " --attention nonesuch" + out, "unknown attention 'nonesuch'"},
+      {"train " + data + " " + kModelArgs + " --attention nonesuch" + out,
+       "unknown attention 'nonesuch'"},
       {"train " + data + " " + kModelArgs + " --hw nonesuch" + out, "nonesuch"},
       {"train " + data + " " + kModelArgs + " --lr -1" + out, "learning rate"},
-      {"train " + data + " --config gpt2 --n-layer 1 --n-head 2 --n-embd 16 --n-positions 16 --seq-len 64" + out,
+      {"train " + data +
+           " --config gpt2 --n-layer 1 --n-head 2 --n-embd 16 --n-positions 16 --seq-len 64" + out,
        "n_positions"},
       {"train --resume " + (dir.path() / "nothing").string(), "nothing"},
       {"train " + data + " --init " + (dir.path() / "nothing").string() + out, "nothing"},

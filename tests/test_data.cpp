@@ -345,6 +345,8 @@ TEST(Prepare, BadInputsWriteNothing) {
   EXPECT_THROW(prepare_token_files(tok, {dir.path() / "a.txt"}, out, -0.1), Error);
   EXPECT_THROW(prepare_token_files(tok, {dir.path() / "a.txt"}, out, std::nan("")), Error);
   EXPECT_THROW(prepare_token_files(tok, {}, out, 0.1), Error);
+  EXPECT_TRUE(contains(error_of([&] { prepare_token_files(tok, {dir.path()}, out, 0.1); }),
+                       "not a regular file"));
   write_file_atomic(dir.path() / "empty.txt", "");
   EXPECT_THROW(prepare_token_files(tok, {dir.path() / "empty.txt"}, out, 0.1), Error);
   EXPECT_FALSE(fs::exists(out / "train.bin"));

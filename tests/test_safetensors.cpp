@@ -15,7 +15,8 @@
 namespace gaincell {
 namespace {
 
-const std::filesystem::path kFixtures = std::filesystem::path(GAINCELL_SOURCE_DIR) / "tests/fixtures";
+const std::filesystem::path kFixtures =
+    std::filesystem::path(GAINCELL_SOURCE_DIR) / "tests/fixtures";
 
 std::vector<uint8_t> fixture_bytes() {
   return read_binary_file(kFixtures / "safetensors_mixed.safetensors");
@@ -96,7 +97,8 @@ TEST(SafeTensors, HalfConversionMatchesCompilerFloat16ForAllBitPatterns) {
     if (std::isnan(want)) {
       EXPECT_TRUE(std::isnan(got)) << bits;
     } else {
-      ASSERT_EQ(std::memcmp(&want, &got, 4), 0) << "bits " << bits << " want " << want << " got " << got;
+      ASSERT_EQ(std::memcmp(&want, &got, 4), 0)
+          << "bits " << bits << " want " << want << " got " << got;
     }
   }
 }
@@ -149,11 +151,17 @@ TEST(SafeTensors, WriterRejectsDuplicatesAndLeavesNoFile) {
   std::vector<float> a = {1.0f};
   const auto path = std::filesystem::temp_directory_path() / "gc_st_dup.safetensors";
   std::filesystem::remove(path);
-  expect_error([&] { write_safetensors(path, {{"x", {1}, a.data()}, {"x", {1}, a.data()}}, {}); },
-               "duplicate tensor 'x'");
+  expect_error(
+      [&] {
+        write_safetensors(path, {{"x", {1}, a.data()}, {"x", {1}, a.data()}}, {});
+      },
+      "duplicate tensor 'x'");
   EXPECT_FALSE(std::filesystem::exists(path));
-  expect_error([&] { write_safetensors("/nonexistent-dir/x.safetensors", {{"x", {1}, a.data()}}, {}); },
-               "cannot create");
+  expect_error(
+      [&] {
+        write_safetensors("/nonexistent-dir/x.safetensors", {{"x", {1}, a.data()}}, {});
+      },
+      "cannot create");
 }
 
 TEST(SafeTensors, EveryTruncationIsAnError) {
@@ -190,8 +198,10 @@ TEST(SafeTensors, RandomBytesAndBitFlipsNeverCrash) {
 
 TEST(SafeTensors, HeaderProblemsAreNamed) {
   expect_error([] { SafeTensorsFile::from_bytes({1, 2, 3}, "tiny"); }, "truncated");
-  expect_error([] { SafeTensorsFile::from_bytes(with_header("{not json", 0), "x"); }, "not valid JSON");
-  expect_error([] { SafeTensorsFile::from_bytes(with_header("[1,2]", 0), "x"); }, "not a JSON object");
+  expect_error([] { SafeTensorsFile::from_bytes(with_header("{not json", 0), "x"); },
+               "not valid JSON");
+  expect_error([] { SafeTensorsFile::from_bytes(with_header("[1,2]", 0), "x"); },
+               "not a JSON object");
   std::vector<uint8_t> huge(16, 0);
   huge[6] = 1;  // header length 2^48
   expect_error([&] { SafeTensorsFile::from_bytes(huge, "x"); }, "exceeds 100 MB");

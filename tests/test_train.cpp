@@ -46,7 +46,8 @@ class TrainTest : public ::testing::Test {
       t = (rng() % 5 == 0) ? static_cast<int32_t>(rng() % 101) : (t + 1) % 101;
       tokens.push_back(t);
     }
-    write_token_file(dir / "train.bin", std::vector<int32_t>(tokens.begin(), tokens.begin() + 5000));
+    write_token_file(dir / "train.bin",
+                     std::vector<int32_t>(tokens.begin(), tokens.begin() + 5000));
     write_token_file(dir / "val.bin", std::vector<int32_t>(tokens.begin() + 5000, tokens.end()));
     train = std::make_unique<TokenDataset>(TokenDataset::open(dir / "train.bin", 101));
     val = std::make_unique<TokenDataset>(TokenDataset::open(dir / "val.bin", 101));
@@ -80,7 +81,8 @@ class TrainTest : public ::testing::Test {
   std::unique_ptr<TokenDataset> train, val;
 };
 
-std::vector<int32_t> read_i32(const SafeTensorsFile& f, const fs::path& path, const std::string& name) {
+std::vector<int32_t> read_i32(const SafeTensorsFile& f, const fs::path& path,
+                              const std::string& name) {
   const auto bytes = read_binary_file(path);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
@@ -166,7 +168,8 @@ TEST_F(TrainTest, ResumeContinuesBitIdentically) {
   EXPECT_EQ(ta.val_history().size(), 2u);  // steps 4 and 8
   EXPECT_EQ(std::memcmp(c->param_data(), a->param_data(), a->num_params() * sizeof(float)), 0);
   // The step-8 checkpoints of both runs hold the same weights.
-  EXPECT_EQ(read_binary_file(dir / "a/model.safetensors"), read_binary_file(dir / "b/model.safetensors"));
+  EXPECT_EQ(read_binary_file(dir / "a/model.safetensors"),
+            read_binary_file(dir / "b/model.safetensors"));
   // The resumed run really continued: its first loss differs from the new run's step-5 loss only
   // if the state were lost; check that losses change over steps (non-trivial comparison).
   EXPECT_NE(ta.loss_history()[4], ta.loss_history()[0]);
@@ -187,7 +190,8 @@ TEST_F(TrainTest, GradientAccumulationEqualsLargerBatch) {
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(ta.loss_history()[i], tb.loss_history()[i], 1e-5);
   double max_diff = 0;
   for (size_t i = 0; i < a->num_params(); ++i) {
-    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a->param_data()[i] - b->param_data()[i])));
+    max_diff =
+        std::max(max_diff, static_cast<double>(std::fabs(a->param_data()[i] - b->param_data()[i])));
   }
   EXPECT_LT(max_diff, 1e-5);
   // And differs from no accumulation at B 2 (the check is not vacuous).
@@ -279,7 +283,8 @@ TEST_F(TrainTest, BadOptionsAreNamed) {
   expect_error([&] { Trainer(*m, *train, val.get(), o); }, "accumulation");
   write_token_file(dir / "short.bin", {1, 2, 3});
   auto shortval = TokenDataset::open(dir / "short.bin", 101);
-  expect_error([&] { Trainer(*m, *train, &shortval, small_options()); }, "validation set has 3 tokens");
+  expect_error([&] { Trainer(*m, *train, &shortval, small_options()); },
+               "validation set has 3 tokens");
   expect_error([] { TrainOptions::from_json({{"steps", "many"}}); }, "'steps'");
   TrainOptions round = TrainOptions::from_json(small_options().to_json());
   EXPECT_EQ(round.to_json(), small_options().to_json());

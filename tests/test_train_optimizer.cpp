@@ -14,7 +14,8 @@
 namespace gaincell {
 namespace {
 
-const std::filesystem::path kFixtures = std::filesystem::path(GAINCELL_SOURCE_DIR) / "tests/fixtures";
+const std::filesystem::path kFixtures =
+    std::filesystem::path(GAINCELL_SOURCE_DIR) / "tests/fixtures";
 
 TEST(AdamW, MatchesTorchAdamWWithClippingOverSixSteps) {
   auto ref = nlohmann::json::parse(read_text_file(kFixtures / "adamw_reference.json"));
@@ -36,8 +37,10 @@ TEST(AdamW, MatchesTorchAdamWWithClippingOverSixSteps) {
     fast_opt.step(fast_params.data(), fast_grads.data(), lr);
     const auto want = s["params"].get<std::vector<float>>();
     for (size_t i = 0; i < want.size(); ++i) {
-      EXPECT_NEAR(params[i], want[i], 2e-6f * (1.0f + std::fabs(want[i]))) << "step " << step << " i " << i;
-      EXPECT_NEAR(fast_params[i], want[i], 2e-6f * (1.0f + std::fabs(want[i]))) << "step " << step << " i " << i;
+      EXPECT_NEAR(params[i], want[i], 2e-6f * (1.0f + std::fabs(want[i])))
+          << "step " << step << " i " << i;
+      EXPECT_NEAR(fast_params[i], want[i], 2e-6f * (1.0f + std::fabs(want[i])))
+          << "step " << step << " i " << i;
     }
     ++step;
   }
@@ -71,7 +74,8 @@ TEST(AdamW, FastStepMatchesReferenceOnLargeSegments) {
   std::normal_distribution<float> normal;
   std::vector<float> p(n), g(n);
   for (auto& x : p) x = normal(rng);
-  std::vector<ParamSegment> segs = {{0, 200000, true}, {200000, 50000, false}, {260000, 40000, true}};
+  std::vector<ParamSegment> segs = {
+      {0, 200000, true}, {200000, 50000, false}, {260000, 40000, true}};
   AdamW a(n, segs, {}), b(n, segs, {});
   std::vector<float> pa = p, pb = p;
   for (int step = 0; step < 3; ++step) {

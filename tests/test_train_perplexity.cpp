@@ -40,7 +40,8 @@ TEST(RollingWindows, EveryTargetScoredOnceForManyShapes) {
           // Scored targets have at least min(context, index) tokens of context... up to the start.
           ASSERT_TRUE(w.begin == 0 || w.end - w.begin == context);
         }
-        for (int64_t t = 1; t < n; ++t) ASSERT_EQ(scored[t], 1) << n << " " << context << " " << stride;
+        for (int64_t t = 1; t < n; ++t)
+          ASSERT_EQ(scored[t], 1) << n << " " << context << " " << stride;
       }
     }
   }

@@ -41,20 +41,25 @@ void setup_demo(CLI::App& app) {
   DemoOptions& d = o->demo;
   app.add_option("--out", d.out_dir, "output directory (tokens/, model/, summary.json)")
       ->capture_default_str();
-  app.add_option("--corpus-dir", d.corpus_dir, "directory of fortune(6) files")->capture_default_str();
-  app.add_option("--vocab", d.vocab_dir, "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  app.add_option("--corpus-dir", d.corpus_dir, "directory of fortune(6) files")
+      ->capture_default_str();
+  app.add_option("--vocab", d.vocab_dir,
+                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   app.add_option("--steps", d.train.steps, "training steps")->capture_default_str();
   app.add_option("--batch-size", d.train.batch_size, "sequences per step")->capture_default_str();
   app.add_option("--seq-len", d.train.seq_len, "context length (also the model's n_positions)")
       ->capture_default_str();
   app.add_option("--lr", d.train.lr, "peak learning rate")->capture_default_str();
   app.add_option("--warmup", d.train.warmup_steps, "warm-up steps")->capture_default_str();
-  app.add_option("--eval-interval", d.train.eval_interval, "validate every N steps")->capture_default_str();
-  app.add_option("--seed", d.train.seed, "seed of initialisation and batches")->capture_default_str();
+  app.add_option("--eval-interval", d.train.eval_interval, "validate every N steps")
+      ->capture_default_str();
+  app.add_option("--seed", d.train.seed, "seed of initialisation and batches")
+      ->capture_default_str();
   app.add_option("--n-layer", d.n_layer, "layers")->capture_default_str();
   app.add_option("--n-head", d.n_head, "heads")->capture_default_str();
   app.add_option("--n-embd", d.n_embd, "embedding width")->capture_default_str();
-  app.add_option("--eval-tokens", d.eval_tokens, "validation tokens for the final perplexity (0 = all)")
+  app.add_option("--eval-tokens", d.eval_tokens,
+                 "validation tokens for the final perplexity (0 = all)")
       ->capture_default_str();
   app.add_option("--prompt", d.prompt, "prompt of the greedy sample (default: <|endoftext|>)");
   app.add_option("--sample-tokens", d.sample_tokens, "tokens in the sample")->capture_default_str();
@@ -63,7 +68,8 @@ void setup_demo(CLI::App& app) {
   app.callback([o] { run_demo_command(*o); });
 }
 
-CommandRegistration reg({"demo", "train a small GPT-2 on Debian's fortunes, report perplexity and a sample",
+CommandRegistration reg({"demo",
+                         "train a small GPT-2 on Debian's fortunes, report perplexity and a sample",
                          setup_demo});
 
 }  // namespace

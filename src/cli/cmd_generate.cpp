@@ -31,7 +31,8 @@ struct GenerateOptions {
 void run_generate(const GenerateOptions& o) {
   require(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
   o.sampling.validate();
-  const Tokenizer tok = o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
+  const Tokenizer tok =
+      o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
@@ -93,15 +94,18 @@ void setup_generate(CLI::App& app) {
   app.add_option("--model", o->model_dir, "model directory (config.json, model.safetensors)")
       ->required();
   app.add_option("--prompt", o->prompt, "text to continue (empty: start from <|endoftext|>)");
-  app.add_option("--max-new-tokens", o->max_new_tokens, "tokens to generate")->capture_default_str();
+  app.add_option("--max-new-tokens", o->max_new_tokens, "tokens to generate")
+      ->capture_default_str();
   app.add_option("--temperature", o->sampling.temperature, "sampling temperature; 0 = greedy")
       ->capture_default_str();
   app.add_option("--top-k", o->sampling.top_k, "sample among the k most likely tokens; 0 = all")
       ->capture_default_str();
   app.add_option("--seed", o->sampling.seed, "random seed of the sampler")->capture_default_str();
   app.add_flag("!--no-stop", o->stop_at_eot, "keep generating after <|endoftext|>");
-  app.add_flag("--json", o->json, "print one JSON object (prompt, completion, tokens) instead of text");
-  app.add_option("--vocab", o->vocab_dir, "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  app.add_flag("--json", o->json,
+               "print one JSON object (prompt, completion, tokens) instead of text");
+  app.add_option("--vocab", o->vocab_dir,
+                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   add_model_options(app, o->model);
   app.callback([o] { run_generate(*o); });
 }

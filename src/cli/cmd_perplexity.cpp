@@ -30,7 +30,8 @@ struct PerplexityOptions {
 };
 
 void run_perplexity(const PerplexityOptions& o) {
-  const Tokenizer tok = o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
+  const Tokenizer tok =
+      o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
   const std::string text = read_text_file(o.text_file);
   LoadModelOptions load;
   load.overrides = o.model.overrides();
@@ -81,9 +82,12 @@ void setup_perplexity(CLI::App& app) {
   app.add_option("--context", o->context, "tokens per window (default: the model's n_positions)");
   app.add_option("--stride", o->stride, "new tokens predicted per window (default: --context)");
   app.add_flag("--json", o->json, "print one JSON object: tokens, mean_nll (nats/token), ppl, ...");
-  app.add_flag("--per-token", o->per_token, "add 'nll', the per-token values in text order (implies --json)");
-  app.add_flag("--no-eot", o->no_eot, "do not prepend <|endoftext|> (the first token is then not predicted)");
-  app.add_option("--vocab", o->vocab_dir, "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  app.add_flag("--per-token", o->per_token,
+               "add 'nll', the per-token values in text order (implies --json)");
+  app.add_flag("--no-eot", o->no_eot,
+               "do not prepend <|endoftext|> (the first token is then not predicted)");
+  app.add_option("--vocab", o->vocab_dir,
+                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   add_model_options(app, o->model);
   app.callback([o] { run_perplexity(*o); });
 }

@@ -12,7 +12,7 @@
 
 #include "cli/command.h"
 #include "gaincell/core/error.h"
-#include "gaincell/core/file_io.h"
+#include "gaincell/model/data.h"
 #include "gaincell/model/tokenizer.h"
 
 namespace gaincell::cli {
@@ -32,7 +32,7 @@ std::string read_input(const TokenizeOptions& o) {
   if (o.text_file == "-") {
     return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
-  return read_text_file(o.text_file);
+  return read_input_text(o.text_file);
 }
 
 int32_t parse_id(const std::string& word) {

@@ -76,7 +76,8 @@ void run_train(TrainCliOptions o) {
     load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
     model = load_model(o.resume_dir, load);
   } else {
-    require(!o.data_dir.empty(), "--data DIR is required (train.bin, val.bin from gaincell prepare)");
+    require(!o.data_dir.empty(),
+            "--data DIR is required (train.bin, val.bin from gaincell prepare)");
     require(!o.out_dir.empty(), "--out DIR is required");
     options.out_dir = o.out_dir;
     options.data_dir = o.data_dir;
@@ -91,7 +92,8 @@ void run_train(TrainCliOptions o) {
       model->init_random(options.seed);
     }
   }
-  require(!options.data_dir.empty(), "the checkpoint does not record its data directory; give --data");
+  require(!options.data_dir.empty(),
+          "the checkpoint does not record its data directory; give --data");
   const int32_t vocab = model->config().vocab_size;
   const TokenDataset train = TokenDataset::open(options.data_dir / "train.bin", vocab);
   const std::optional<TokenDataset> val = open_val(options.data_dir, vocab);
@@ -100,10 +102,10 @@ void run_train(TrainCliOptions o) {
     trainer.resume(o.resume_dir);
     std::cerr << "gaincell: resumed " << o.resume_dir << " at step " << trainer.step() << "\n";
   }
-  std::cerr << "gaincell: training " << model->num_params() << " parameters (" << model->config().n_layer
-            << " layers, " << model->config().n_embd << " dims, attention "
-            << model->config().attention << ") on " << train.size() << " tokens for "
-            << options.steps << " steps\n";
+  std::cerr << "gaincell: training " << model->num_params() << " parameters ("
+            << model->config().n_layer << " layers, " << model->config().n_embd
+            << " dims, attention " << model->config().attention << ") on " << train.size()
+            << " tokens for " << options.steps << " steps\n";
   const TrainResult r = trainer.run();
   if (o.json) {
     nlohmann::json j = r.to_json();
@@ -117,8 +119,10 @@ void run_train(TrainCliOptions o) {
 void setup_train(CLI::App& app) {
   auto o = std::make_shared<TrainCliOptions>();
   TrainOptions& t = o->train;
-  app.add_option("--data", o->data_dir, "token directory (train.bin, val.bin) from gaincell prepare");
-  app.add_option("--out", o->out_dir, "checkpoint directory (a model directory plus training state)");
+  app.add_option("--data", o->data_dir,
+                 "token directory (train.bin, val.bin) from gaincell prepare");
+  app.add_option("--out", o->out_dir,
+                 "checkpoint directory (a model directory plus training state)");
   app.add_option("--config", o->config,
                  "new model: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a config.json file")
       ->capture_default_str();
@@ -130,18 +134,22 @@ void setup_train(CLI::App& app) {
   app.add_option("--resume", o->resume_dir,
                  "continue the checkpoint in DIR bit-identically (options from its state; "
                  "--steps may extend the run)");
-  o->steps_option = app.add_option("--steps", t.steps, "optimizer steps in total")->capture_default_str();
-  app.add_option("--batch-size", t.batch_size, "sequences per micro-batch (B)")->capture_default_str();
+  o->steps_option =
+      app.add_option("--steps", t.steps, "optimizer steps in total")->capture_default_str();
+  app.add_option("--batch-size", t.batch_size, "sequences per micro-batch (B)")
+      ->capture_default_str();
   app.add_option("--seq-len", t.seq_len, "tokens per sequence (T)")->capture_default_str();
   app.add_option("--grad-accum", t.grad_accum, "micro-batches per step")->capture_default_str();
   app.add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
-  app.add_option("--min-lr", t.min_lr, "learning rate at the end of the cosine")->capture_default_str();
+  app.add_option("--min-lr", t.min_lr, "learning rate at the end of the cosine")
+      ->capture_default_str();
   app.add_option("--warmup", t.warmup_steps, "linear warm-up steps")->capture_default_str();
   app.add_option("--lr-decay-steps", t.lr_decay_steps, "end of the cosine (0 = --steps)")
       ->capture_default_str();
   app.add_option("--weight-decay", t.weight_decay, "AdamW weight decay (rank >= 2 tensors only)")
       ->capture_default_str();
-  app.add_option("--grad-clip", t.grad_clip, "global gradient-norm clip (0 = off)")->capture_default_str();
+  app.add_option("--grad-clip", t.grad_clip, "global gradient-norm clip (0 = off)")
+      ->capture_default_str();
   app.add_option("--eval-interval", t.eval_interval, "validate every N steps (0 = at the end only)")
       ->capture_default_str();
   app.add_option("--eval-iters", t.eval_iters, "validation batches")->capture_default_str();
@@ -150,7 +158,8 @@ void setup_train(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--log-interval", t.log_interval, "progress line every N steps (0 = quiet)")
       ->capture_default_str();
-  app.add_option("--seed", t.seed, "seed of the initialisation and the batch order")->capture_default_str();
+  app.add_option("--seed", t.seed, "seed of the initialisation and the batch order")
+      ->capture_default_str();
   app.add_flag("--json", o->json, "print a JSON summary on stdout at the end");
   add_model_options(app, o->model);
   app.callback([o] { run_train(*o); });

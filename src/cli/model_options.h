@@ -26,7 +26,9 @@ struct ModelCliOptions {
     if (!hw.empty()) o.hw = HwConfig::load(hw);
     return o;
   }
-  WeightLayout layout() const { return linear_layout ? WeightLayout::kLinear : WeightLayout::kAuto; }
+  WeightLayout layout() const {
+    return linear_layout ? WeightLayout::kLinear : WeightLayout::kAuto;
+  }
 };
 
 inline std::string attention_names_text() {
@@ -41,14 +43,12 @@ inline void add_model_options(CLI::App& app, ModelCliOptions& o, bool with_layou
                      "); default: the one in the model's config.json");
   app.add_option("--window", o.window,
                  "sliding window in tokens for 'sliding' (0 = full causal); default: the model's");
-  app.add_option("--hw", o.hw,
-                 "hardware configuration for the gain-cell variants: a preset (" +
-                     [] {
-                       std::string s;
-                       for (const auto& n : HwConfig::preset_names()) s += (s.empty() ? "" : ", ") + n;
-                       return s;
-                     }() +
-                     ") or a JSON file; stored in config.json as gaincell_hw");
+  app.add_option(
+      "--hw", o.hw, "hardware configuration for the gain-cell variants: a preset (" + [] {
+        std::string s;
+        for (const auto& n : HwConfig::preset_names()) s += (s.empty() ? "" : ", ") + n;
+        return s;
+      }() + ") or a JSON file; stored in config.json as gaincell_hw");
   if (with_layout) {
     app.add_flag("--linear-layout", o.linear_layout,
                  "the checkpoint stores nn.Linear (nanoGPT) [out, in] projection weights");

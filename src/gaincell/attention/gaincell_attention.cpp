@@ -70,10 +70,6 @@ namespace {
 HwConfig hw_for(const std::string& name, const AttentionContext& ctx) {
   HwConfig hw = ctx.hw;
   hw.cell = gaincell_cell_model(name);
-  if (hw.cell != CellModel::kPolynomial && hw.cell != CellModel::kLinear &&
-      hw.out_grid == OutputGrid::kCounter && !hw.out.enabled) {
-    hw.out_grid = OutputGrid::kCode;
-  }
   hw.validate();
   return hw;
 }
@@ -91,7 +87,7 @@ struct GainCellAttention::Saved {
   std::vector<float> Q, K, V;  // [B][H][T][D] after scaler, clamp, quantiser
   std::vector<float> O;        // [B][H][T][D] before the output scaler
   // d(stored K)/d(quantised K) per element: write-noise clamp x cell gain (empty: all 1).
-  std::vector<float> k_factor, v_factor;  // [H][T][D] (the draws do not depend on the batch)
+  std::vector<float> k_factor, v_factor;  // [B][H][T][D]
   std::vector<uint8_t> mask;              // [B*H][clip_mask_size]
   size_t mask_stride = 0;
 };
@@ -256,6 +252,11 @@ struct Moments {
 
 void GainCellAttention::forward(const float* q, const float* k, const float* v, float* out, int B,
                                 int T, bool training) {
+  run_forward(q, k, v, out, B, T, training, training);
+}
+
+void GainCellAttention::run_forward(const float* q, const float* k, const float* v, float* out,
+                                    int B, int T, bool keep, bool record_statistics) {
   require(B >= 1 && T >= 1, "gain-cell attention: B and T must be >= 1");
   const int H = n_head_, D = head_dim_;
   const size_t total = static_cast<size_t>(B) * H * T * D, per_head = static_cast<size_t>(T) * D;
@@ -270,8 +271,8 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
   const bool write_effects =
       params_.hw.noise.write_noise_kv != 0.0 || params_.hw.noise.gain_variation != 0.0;
   if (write_effects) {
-    saved->k_factor.resize(static_cast<size_t>(H) * per_head);
-    saved->v_factor.resize(static_cast<size_t>(H) * per_head);
+    saved->k_factor.resize(total);
+    saved->v_factor.resize(total);
   }
   saved->B = B;
   saved->T = T;
@@ -279,7 +280,8 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
   saved->K.resize(total);
   saved->V.resize(total);
   saved->O.resize(total);
-  saved->mask_stride = params_.clip_mask_size(T, D);
+  // The clip masks are only needed by backward(): kept for training forwards.
+  saved->mask_stride = keep ? params_.clip_mask_size(T, D) : 0;
   saved->mask.resize(saved->mask_stride * B * H);
   const int threads = omp_get_max_threads();
   std::vector<GainCellWorkspace> ws(threads);
@@ -292,9 +294,8 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
     prepare_head(h, k + off, T * D, kK, saved->K.data() + off);
     prepare_head(h, v + off, T * D, kV, saved->V.data() + off);
     if (write_effects) {
-      const size_t hoff = static_cast<size_t>(h) * per_head;
-      apply_write_effects(h, T, kK, saved->K.data() + off, saved->k_factor.data() + hoff);
-      apply_write_effects(h, T, kV, saved->V.data() + off, saved->v_factor.data() + hoff);
+      apply_write_effects(h, T, kK, saved->K.data() + off, saved->k_factor.data() + off);
+      apply_write_effects(h, T, kV, saved->V.data() + off, saved->v_factor.data() + off);
     }
     float* O = saved->O.data() + off;
     if (use_reference_) {
@@ -303,12 +304,13 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
     } else {
       gaincell_head_forward(
           params_, saved->Q.data() + off, saved->K.data() + off, saved->V.data() + off, T, D, O,
-          saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride, ws[thread],
-          noise_seed(h));
+          keep ? saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride
+               : nullptr,
+          ws[thread], noise_seed(h));
     }
     const float ao = scaler_a(kOut, h), bo = scaler_b(kOut, h);
     for (size_t i = 0; i < per_head; ++i) out[off + i] = ao * O[i] + bo;
-    if (training) {
+    if (record_statistics) {
       Moments* m = &moments[(static_cast<size_t>(b) * H + h) * 4];
       m[kQ].add(q + off, T * D, scaler_a(kQ, h), scaler_b(kQ, h));
       m[kK].add(k + off, T * D, scaler_a(kK, h), scaler_b(kK, h));
@@ -317,7 +319,7 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
     }
   });
 
-  if (training) {
+  if (record_statistics) {
     for (int s = 0; s < 4; ++s) {
       for (int h = 0; h < H; ++h) {
         Moments m;
@@ -339,7 +341,8 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
     }
     ++stats_.recorded_forwards;
   }
-  saved_ = saved;
+  // Evaluation forwards keep nothing (backward() after one recomputes with masks).
+  saved_ = keep ? saved : nullptr;
 }
 
 void GainCellAttention::backward(const float* q, const float* k, const float* v, const float* dout,
@@ -348,7 +351,7 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
   if (!saved_ || saved_->B != B || saved_->T != T) {
     // No matching forward kept its state: recompute it (statistics are not touched).
     std::vector<float> scratch(static_cast<size_t>(B) * H * T * D);
-    forward(q, k, v, scratch.data(), B, T, false);
+    run_forward(q, k, v, scratch.data(), B, T, /*keep=*/true, /*record_statistics=*/false);
   }
   const Saved& sv = *saved_;
   const size_t per_head = static_cast<size_t>(T) * D;
@@ -382,10 +385,9 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
                              dQ, dK, dV, ws[thread], noise_seed(h));
     }
     if (!sv.k_factor.empty()) {
-      const size_t hoff = static_cast<size_t>(h) * per_head;
       for (size_t i = 0; i < per_head; ++i) {
-        dK[i] *= sv.k_factor[hoff + i];
-        dV[i] *= sv.v_factor[hoff + i];
+        dK[i] *= sv.k_factor[off + i];
+        dV[i] *= sv.v_factor[off + i];
       }
     }
     // Input scalers: straight-through quantiser, clamp gradient, exact a and b gradients.
@@ -450,9 +452,8 @@ void GainCellDecodeState::append(const float* k, const float* v) {
   quantise_head_inputs(attn_, Quantizer(attn_.hw().k), GainCellAttention::kK, k, kq_.data());
   quantise_head_inputs(attn_, Quantizer(attn_.hw().v), GainCellAttention::kV, v, vq_.data());
   const int D = attn_.head_dim(), H = attn_.n_head();
-  // Heads are independent arrays: simulate them in parallel (OpenMP over heads) when the step
-  // is big enough to pay for the fork/join.
-#pragma omp parallel for schedule(static) if (parallel_worthwhile())
+  // Heads run serially: an OpenMP region per head loop measured slower inside the engine's decode
+  // (its own OpenMP team is busy with the matrix-vector products).
   for (int h = 0; h < H; ++h) heads_[h].write(kq_.data() + h * D, vq_.data() + h * D);
   ++length_;
 }
@@ -461,7 +462,6 @@ void GainCellDecodeState::attend(const float* q, float* out) {
   require(length_ > 0, "gain-cell decode: attend() before any append()");
   quantise_head_inputs(attn_, Quantizer(attn_.hw().q), GainCellAttention::kQ, q, qq_.data());
   const int D = attn_.head_dim(), H = attn_.n_head();
-#pragma omp parallel for schedule(static) if (parallel_worthwhile())
   for (int h = 0; h < H; ++h) {
     heads_[h].read(qq_.data() + h * D, out + h * D);
     // Digital output scaler (spec §1.2 step 8).
@@ -477,12 +477,6 @@ void GainCellDecodeState::reset() {
   for (int h = 0; h < attn_.n_head(); ++h)
     heads_.emplace_back(hw, attn_.head_dim(), head_noise_seed(hw.noise.seed, attn_.layer(), h));
   length_ = 0;
-}
-
-bool GainCellDecodeState::parallel_worthwhile() const {
-  // Cells touched by one read, all heads: stored tokens x head_dim x heads.
-  const int64_t stored = std::min<int64_t>(length_ + 1, attn_.hw().window);
-  return attn_.n_head() > 1 && stored * attn_.head_dim() * attn_.n_head() >= (int64_t{1} << 17);
 }
 
 ArrayEvents GainCellDecodeState::events() const {

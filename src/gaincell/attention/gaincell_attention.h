@@ -74,6 +74,9 @@ class GainCellAttention : public Attention {
   ScalerStatistics stats_;
   std::shared_ptr<Saved> saved_;
 
+  // forward(): keep = keep what backward() needs; record_statistics = training statistics.
+  void run_forward(const float* q, const float* k, const float* v, float* out, int B, int T,
+                   bool keep, bool record_statistics);
   void prepare_head(int h, const float* x, int n, Scaler s, float* out) const;
   uint64_t noise_seed(int h) const;
   void apply_write_effects(int h, int T, Scaler s, float* X, float* factor) const;
@@ -98,7 +101,6 @@ class GainCellDecodeState : public AttentionDecodeState {
   const HeadArray& head(int h) const { return heads_.at(h); }
 
  private:
-  bool parallel_worthwhile() const;
   const GainCellAttention& attn_;
   std::vector<HeadArray> heads_;
   std::vector<float> kq_, vq_, qq_;

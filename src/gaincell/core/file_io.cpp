@@ -18,6 +18,8 @@ namespace {
 
 template <typename Container>
 Container read_whole_file(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error("'" + path.string() + "' is a directory, not a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open '" + path.string() + "': " + std::strerror(errno));
   in.seekg(0, std::ios::end);

@@ -7,6 +7,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/tools/fit/device.h"
 
 namespace gaincell {
 
@@ -130,7 +131,7 @@ HwConfig HwConfig::load(const std::string& name_or_file) {
   } catch (const json::parse_error& e) {
     throw Error("hardware config '" + name_or_file + "' is not valid JSON: " + e.what());
   }
-  return from_json(j);
+  return from_json(j, std::filesystem::path(name_or_file).parent_path().string());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,7 +301,32 @@ json HwConfig::to_json() const {
   return j;
 }
 
-HwConfig HwConfig::from_json(const json& j) {
+namespace {
+
+// Issue 6, point 5: a configuration names a fitted device instead of literal coefficients. Values
+// also written literally in the same JSON must agree with the device (to_json() writes both).
+void apply_device_file(HwConfig& c, const std::string& base_dir, const json* cell_json) {
+  std::filesystem::path path(c.device_file);
+  if (path.is_relative() && !base_dir.empty()) path = std::filesystem::path(base_dir) / path;
+  const fit::DeviceModel d = fit::read_device_file(path);
+  auto agrees = [](double a, double b) { return std::fabs(a - b) <= 1e-12 * std::fabs(b) + 1e-15; };
+  if (cell_json && cell_json->contains("coefficients")) {
+    for (size_t k = 0; k < 10; ++k)
+      if (!agrees(c.coefficients[k], d.coefficients[k]))
+        throw Error("hardware config: 'cell.coefficients' disagree with device file '" +
+                    path.string() + "' (give one or the other)");
+  }
+  if (cell_json && cell_json->contains("vin") && !agrees(c.vin, d.vin))
+    throw Error("hardware config: 'cell.vin' disagrees with device file '" + path.string() + "'");
+  c.coefficients = d.coefficients;
+  c.vin = d.vin;
+  c.linear_amplitude = d.linear_slope;
+  c.k_offset = c.v_offset = d.offset;
+}
+
+}  // namespace
+
+HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
   if (!j.is_object()) throw Error("hardware config must be a JSON object");
   std::string base = "paper-nonlinear";
   if (auto it = j.find("preset"); it != j.end()) {
@@ -369,6 +395,10 @@ HwConfig HwConfig::from_json(const json& j) {
     rn.reject_unknown();
   }
   r.reject_unknown();
+  if (!c.device_file.empty()) {
+    auto it = j.find("cell");
+    apply_device_file(c, base_dir, it == j.end() ? nullptr : &*it);
+  }
   c.validate();
   return c;
 }

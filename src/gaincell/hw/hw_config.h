@@ -89,7 +89,10 @@ struct HwConfig {
   std::array<double, 10> coefficients{};
   double vin = 0.9;
   double linear_amplitude = 19.3;   // linear model slope and surrogate-gradient slope (spec §2.4)
-  std::string device_file;          // optional fitted device JSON (issue 6) replacing coefficients
+  // Optional fitted device JSON (issue 6, format in tools/fit/device.h). When set, from_json/load
+  // take coefficients, vin, linear_amplitude and k/v offsets from it; a relative path is resolved
+  // against the directory of the configuration file.
+  std::string device_file;
 
   double s_sat = 80.0;              // first stage: phi = clip(S / s_sat, 0, 1)
   double a_sat = 40.0;              // second stage: out = clip(A / a_sat, -1, 1)
@@ -112,7 +115,8 @@ struct HwConfig {
   nlohmann::json to_json() const;
   // Unknown keys and wrong types are errors. Missing keys take the value of `base` (default: the
   // preset named by the "preset" key if present, else paper-nonlinear).
-  static HwConfig from_json(const nlohmann::json& j);
+  // `base_dir` resolves a relative cell.device_file (load() passes the config file's directory).
+  static HwConfig from_json(const nlohmann::json& j, const std::string& base_dir = "");
 
   // Named presets: "paper-linear" (spec §3.5), "paper-nonlinear" (§3.6), "ideal".
   static HwConfig preset(std::string_view name);

@@ -73,7 +73,7 @@ WeightLayout resolve_layout(const SafeTensorsFile& file, WeightLayout requested)
 bool is_gpt2_core_tensor(const std::string& name) {
   static const std::set<std::string> top = {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"};
   static const std::set<std::string> block = {
-      "ln_1.weight",       "ln_1.bias",         "attn.c_attn.weight", "attn.c_attn.bias",
+      "ln_1.weight",        "ln_1.bias",        "attn.c_attn.weight", "attn.c_attn.bias",
       "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight",        "ln_2.bias",
       "mlp.c_fc.weight",    "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias"};
   return top.count(name) > 0 || block.count(block_relative_name(name)) > 0;
@@ -113,16 +113,14 @@ LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file, WeightLay
     const bool transpose = linear && is_projection_weight(p.name);
     if (!core) {
       // Attention extras: the paper stores per-head scalers as (1, H, 1, 1).
-      require(info.numel() == p.numel, what + ": " + std::to_string(info.numel()) +
-                                           " elements, the model expects " +
-                                           std::to_string(p.numel) + " (shape " +
-                                           shape_string(p.shape) + ")");
+      require(info.numel() == p.numel,
+              what + ": " + std::to_string(info.numel()) + " elements, the model expects " +
+                  std::to_string(p.numel) + " (shape " + shape_string(p.shape) + ")");
       file.read_f32(info.name, dst);
     } else if (transpose) {
       const std::vector<int64_t> want = {p.shape[1], p.shape[0]};
-      require(info.shape == want, what + " has shape " + shape_string(info.shape) +
-                                      ", expected " + shape_string(want) +
-                                      " (nn.Linear layout [out, in])");
+      require(info.shape == want, what + " has shape " + shape_string(info.shape) + ", expected " +
+                                      shape_string(want) + " (nn.Linear layout [out, in])");
       scratch.resize(p.numel);
       file.read_f32(info.name, scratch.data());
       const int64_t rows = p.shape[0], cols = p.shape[1];  // model [in, out] = file [out, in]^T
@@ -170,8 +168,8 @@ GPT2Config read_model_config(const std::filesystem::path& model_dir) {
   const auto path = model_dir / "config.json";
   require(std::filesystem::is_directory(model_dir),
           "model directory " + model_dir.string() + " does not exist");
-  require(std::filesystem::exists(path), "model directory " + model_dir.string() +
-                                             " has no config.json");
+  require(std::filesystem::exists(path),
+          "model directory " + model_dir.string() + " has no config.json");
   const nlohmann::json j = nlohmann::json::parse(read_text_file(path), nullptr, false);
   require(!j.is_discarded(), path.string() + " is not valid JSON");
   try {
@@ -197,8 +195,8 @@ std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
     if (!report.missing_extras.empty()) {
       std::string names;
       for (const auto& n : report.missing_extras) names += (names.empty() ? "" : ", ") + n;
-      options.log("attention '" + config.attention + "': " +
-                  std::to_string(report.missing_extras.size()) +
+      options.log("attention '" + config.attention +
+                  "': " + std::to_string(report.missing_extras.size()) +
                   " tensors not in the checkpoint keep their initial values: " + names);
     }
     size_t unexpected = 0;

@@ -33,9 +33,9 @@ enum class WeightLayout {
 
 struct LoadReport {
   WeightLayout layout = WeightLayout::kConv1D;  // the layout that was used
-  int loaded = 0;                                // model tensors filled from the file
-  std::vector<std::string> missing_extras;       // attention extras left at their init values
-  std::vector<std::string> ignored;              // file tensors not used (tied head, buffers, ...)
+  int loaded = 0;                               // model tensors filled from the file
+  std::vector<std::string> missing_extras;      // attention extras left at their init values
+  std::vector<std::string> ignored;             // file tensors not used (tied head, buffers, ...)
 };
 
 // Fills model.param_data() from `file`. Throws gaincell::Error naming the tensor for missing

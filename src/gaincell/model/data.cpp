@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <iomanip>
 #include <sstream>
 
 #include "gaincell/core/error.h"
@@ -232,6 +233,13 @@ std::vector<fs::path> default_corpus_files(const fs::path& dir) {
   return files;
 }
 
+std::string read_input_text(const fs::path& path) {
+  std::error_code ec;
+  require(fs::exists(path, ec), "input file '" + path.string() + "' does not exist");
+  require(fs::is_regular_file(path, ec), "input '" + path.string() + "' is not a regular file");
+  return read_text_file(path);
+}
+
 void write_token_file(const fs::path& path, const std::vector<int32_t>& tokens) {
   std::vector<uint16_t> packed(tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -262,7 +270,7 @@ PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::pa
   nlohmann::json sources = nlohmann::json::array();
   for (size_t k = 0; k < texts.size(); ++k) {
     const auto start = std::chrono::steady_clock::now();
-    const std::string text = read_text_file(texts[k]);
+    const std::string text = read_input_text(texts[k]);
     std::vector<std::string_view> docs;
     if (options.split_fortunes) {
       docs = split_fortunes(text);
@@ -287,8 +295,8 @@ PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::pa
       std::ostringstream line;
       line << "prepare: [" << k + 1 << "/" << texts.size() << "] " << texts[k].string() << ": "
            << text.size() << " bytes, " << docs.size() << " documents, " << file_tokens
-           << " tokens (" << static_cast<int>(text.size() / 1e6 / std::max(seconds, 1e-9))
-           << " MB/s)";
+           << " tokens (" << std::fixed << std::setprecision(1)
+           << text.size() / 1e6 / std::max(seconds, 1e-9) << " MB/s)";
       options.progress(line.str());
     }
   }

@@ -87,6 +87,9 @@ std::vector<std::filesystem::path> default_corpus_files(
 // trailing newline); empty ones are dropped.
 std::vector<std::string_view> split_fortunes(std::string_view text);
 
+// Reads a text input whole; a clear error when it is missing or not a regular file.
+std::string read_input_text(const std::filesystem::path& path);
+
 // Writes tokens as little-endian uint16 (atomic); throws when one does not fit in uint16.
 void write_token_file(const std::filesystem::path& path, const std::vector<int32_t>& tokens);
 

@@ -535,9 +535,10 @@ void GPT2Model::backward() {
             D = C / H;
   const int64_t BT = static_cast<int64_t>(B) * T;
 
-  layers::lm_head_loss_backward_chunked(a.dln, G + wte_, a.vocab_chunk.get(), a.lnf, P + wte_,
-                                        a.targets.data(), a.lse, BT, C, V, vocab_chunk_,
-                                        a.loss_count);
+  float* chunk =
+      ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
+  layers::lm_head_loss_backward_chunked(a.dln, G + wte_, chunk, a.lnf, P + wte_, a.targets.data(),
+                                        a.lse, BT, C, V, vocab_chunk_, a.loss_count);
   std::memset(a.dres, 0, BT * C * sizeof(float));
   layers::layernorm_backward(a.dres, G + lnf_w_, G + lnf_b_, a.dln, a.res3[config_.n_layer - 1],
                              P + lnf_w_, a.lnf_stats, a.lnf_stats + BT, BT, C);
@@ -645,6 +646,9 @@ const float* DecodeSession::step(int32_t token) {
   require(position_ < cfg.block_size, "decode: position " + std::to_string(position_) +
                                           " reaches the model's block_size " +
                                           std::to_string(cfg.block_size));
+  // Matrix-vector products run on OpenBLAS's pool and everything else here is serial: a second
+  // (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
+  // (bench/README.md).
   Buffers& b = *buffers_;
   const float* P = model_.param_data();
   const float eps = cfg.layer_norm_epsilon;

@@ -30,9 +30,9 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 // still be validated); 0 = unknown name.
 int dtype_size(const std::string& dtype) {
   static const std::map<std::string, int> sizes = {
-      {"F64", 8},  {"F32", 4}, {"F16", 2},     {"BF16", 2},    {"I64", 8}, {"I32", 4},
-      {"I16", 2},  {"I8", 1},  {"U64", 8},     {"U32", 4},     {"U16", 2}, {"U8", 1},
-      {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+      {"F64", 8}, {"F32", 4}, {"F16", 2},  {"BF16", 2},    {"I64", 8},
+      {"I32", 4}, {"I16", 2}, {"I8", 1},   {"U64", 8},     {"U32", 4},
+      {"U16", 2}, {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
   auto it = sizes.find(dtype);
   return it == sizes.end() ? 0 : it->second;
 }
@@ -75,8 +75,8 @@ float half_to_float(uint16_t h) {
   if (exponent == 0) {
     magnitude = std::ldexp(static_cast<float>(mantissa), -24);  // zero or subnormal
   } else if (exponent == 31) {
-    magnitude = mantissa ? std::numeric_limits<float>::quiet_NaN()
-                         : std::numeric_limits<float>::infinity();
+    magnitude =
+        mantissa ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
   } else {
     magnitude = std::ldexp(static_cast<float>(mantissa | 0x400), static_cast<int>(exponent) - 25);
   }
@@ -113,7 +113,8 @@ SafeTensorsFile SafeTensorsFile::open(const std::filesystem::path& path) {
   f.source_ = path.string();
   f.storage_ = std::make_unique<Storage>();
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error("cannot open safetensors file " + path.string() + ": " + std::strerror(errno));
+  if (fd < 0)
+    throw Error("cannot open safetensors file " + path.string() + ": " + std::strerror(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -199,10 +200,10 @@ void SafeTensorsFile::parse_header() {
                                     std::to_string(data_size) +
                                     " data bytes; the file is truncated or corrupt)");
     const uint64_t numel = checked_numel(t.shape, what);
-    require(t.end - t.begin == numel * elem,
-            what + ": " + std::to_string(t.end - t.begin) + " bytes do not match shape " +
-                shape_string(t.shape) + " of dtype " + t.dtype + " (" +
-                std::to_string(numel * elem) + " bytes)");
+    require(t.end - t.begin == numel * elem, what + ": " + std::to_string(t.end - t.begin) +
+                                                 " bytes do not match shape " +
+                                                 shape_string(t.shape) + " of dtype " + t.dtype +
+                                                 " (" + std::to_string(numel * elem) + " bytes)");
     index_[t.name] = tensors_.size();
     tensors_.push_back(std::move(t));
   }
@@ -212,17 +213,20 @@ void SafeTensorsFile::parse_header() {
   std::sort(by_offset.begin(), by_offset.end(),
             [](const auto* a, const auto* b) { return a->begin < b->begin; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
-    require(by_offset[i]->begin >= by_offset[i - 1]->end,
-            where + " is corrupt: tensors '" + by_offset[i - 1]->name + "' and '" +
-                by_offset[i]->name + "' overlap");
+    require(by_offset[i]->begin >= by_offset[i - 1]->end, where + " is corrupt: tensors '" +
+                                                              by_offset[i - 1]->name + "' and '" +
+                                                              by_offset[i]->name + "' overlap");
   }
 }
 
-bool SafeTensorsFile::contains(const std::string& name) const { return index_.count(name) > 0; }
+bool SafeTensorsFile::contains(const std::string& name) const {
+  return index_.count(name) > 0;
+}
 
 const SafeTensorInfo& SafeTensorsFile::info(const std::string& name) const {
   auto it = index_.find(name);
-  if (it == index_.end()) throw Error("safetensors file " + source_ + " has no tensor '" + name + "'");
+  if (it == index_.end())
+    throw Error("safetensors file " + source_ + " has no tensor '" + name + "'");
   return tensors_[it->second];
 }
 
@@ -267,9 +271,12 @@ std::string make_header(const std::vector<TensorView>& tensors,
   for (const auto& t : tensors) {
     require(!t.name.empty() && t.name != "__metadata__", "safetensors writer: bad tensor name");
     require(!header.contains(t.name), "safetensors writer: duplicate tensor '" + t.name + "'");
-    const uint64_t bytes = checked_numel(t.shape, "safetensors writer, tensor '" + t.name + "'") * 4;
-    require(bytes == 0 || t.data != nullptr, "safetensors writer: tensor '" + t.name + "' has no data");
-    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    const uint64_t bytes =
+        checked_numel(t.shape, "safetensors writer, tensor '" + t.name + "'") * 4;
+    require(bytes == 0 || t.data != nullptr,
+            "safetensors writer: tensor '" + t.name + "' has no data");
+    header[t.name] = {
+        {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = header.dump();

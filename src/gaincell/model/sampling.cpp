@@ -57,7 +57,8 @@ std::vector<double> sampling_probabilities(const float* logits, int32_t vocab_si
   return p;
 }
 
-TokenSampler::TokenSampler(const SamplingOptions& options) : options_(options), state_(options.seed) {
+TokenSampler::TokenSampler(const SamplingOptions& options)
+    : options_(options), state_(options.seed) {
   options.validate();
 }
 

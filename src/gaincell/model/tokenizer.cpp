@@ -236,19 +236,21 @@ std::array<uint32_t, 256> byte_to_code_point() {
 // Inverse of byte_to_code_point() on an encoder.json / vocab.bpe string; false when a code point
 // is not one of the 256 byte symbols.
 bool symbols_to_bytes(std::string_view symbols, std::string* bytes) {
-  static const std::unordered_map<uint32_t, uint8_t> inverse = [] {
-    std::unordered_map<uint32_t, uint8_t> m;
+  // All 256 byte symbols are below U+0144, so a flat table inverts the mapping.
+  static constexpr uint32_t kTableSize = 512;
+  static const std::array<int16_t, kTableSize> inverse = [] {
+    std::array<int16_t, kTableSize> t;
+    t.fill(-1);
     const auto forward = byte_to_code_point();
-    for (int b = 0; b < 256; ++b) m[forward[b]] = static_cast<uint8_t>(b);
-    return m;
+    for (int b = 0; b < 256; ++b) t[forward[static_cast<size_t>(b)]] = static_cast<int16_t>(b);
+    return t;
   }();
   bytes->clear();
   for (size_t pos = 0; pos < symbols.size();) {
     uint32_t cp;
     pos += static_cast<size_t>(decode_utf8(symbols, pos, &cp));
-    const auto it = inverse.find(cp);
-    if (it == inverse.end()) return false;
-    bytes->push_back(static_cast<char>(it->second));
+    if (cp >= kTableSize || inverse[cp] < 0) return false;
+    bytes->push_back(static_cast<char>(inverse[cp]));
   }
   return true;
 }
@@ -271,33 +273,83 @@ std::string escaped(std::string_view s) {
       .dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
 }
 
+// SAX handler for encoder.json, a flat object {"token symbols": id, ...}: no DOM is built, which
+// makes loading several times faster (the CLI loads the vocabulary on every start).
+class EncoderJsonReader : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  std::vector<std::pair<std::string, int64_t>> entries;
+  std::string error;  // set when the structure is wrong (not a JSON syntax error)
+
+  bool start_object(std::size_t) override { return ++depth_ == 1 || fail("nested object"); }
+  bool end_object() override {
+    --depth_;
+    return true;
+  }
+  bool key(string_t& k) override {
+    key_ = std::move(k);
+    return true;
+  }
+  bool number_integer(number_integer_t v) override { return value(v); }
+  bool number_unsigned(number_unsigned_t v) override {
+    return value(v > static_cast<number_unsigned_t>(INT64_MAX) ? -1 : static_cast<int64_t>(v));
+  }
+  bool number_float(number_float_t, const string_t& text) override { return fail(text); }
+  bool null() override { return fail("null"); }
+  bool boolean(bool) override { return fail("a boolean"); }
+  bool string(string_t& v) override { return fail("a string " + escaped(v)); }
+  bool binary(binary_t&) override { return fail("binary"); }
+  bool start_array(std::size_t) override { return fail("an array"); }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t position, const std::string&,
+                   const nlohmann::detail::exception& ex) override {
+    error = "is not valid JSON (byte " + std::to_string(position) + "): " + ex.what();
+    return false;
+  }
+
+ private:
+  bool value(int64_t v) {
+    if (depth_ != 1) return fail("a number outside the top-level object");
+    entries.emplace_back(std::move(key_), v);
+    return true;
+  }
+  bool fail(const std::string& what) {
+    error = depth_ >= 1 && !key_.empty()
+                ? "token " + escaped(key_) + " has " + what + " as id, expected an integer"
+                : "must be a JSON object of token -> id, found " + what;
+    return false;
+  }
+  int depth_ = 0;
+  std::string key_;
+};
+
 // encoder.json: {"token symbols": id, ...}, ids dense in [0, n).
 void load_encoder(const fs::path& path, Tokenizer::Vocabulary* vocab,
                   std::unordered_map<std::string, int32_t>* id_of_bytes) {
   require_file(path);
   const std::string file = quoted(path);
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(file + " is not valid JSON: " + e.what());
+  EncoderJsonReader reader;
+  const std::string text = read_text_file(path);
+  const bool is_object = text.find_first_not_of(" \t\r\n") != std::string::npos &&
+                         text[text.find_first_not_of(" \t\r\n")] == '{';
+  if (!nlohmann::json::sax_parse(text, &reader) || !is_object) {
+    throw Error(file + ": " +
+                (reader.error.empty() ? "must be a JSON object of token -> id" : reader.error));
   }
-  require(json.is_object() && !json.empty(),
-          file + " must be a non-empty JSON object of token -> id");
-  const size_t n = json.size();
+  const size_t n = reader.entries.size();
+  require(n > 0, file + " must be a non-empty JSON object of token -> id");
   require(n < static_cast<size_t>(std::numeric_limits<int32_t>::max()),
           file + " has too many tokens");
   vocab->token_bytes.assign(n, {});
+  id_of_bytes->reserve(n);
   std::vector<bool> seen(n, false);
   std::string bytes;
-  for (const auto& [symbols, value] : json.items()) {
+  for (const auto& [symbols, value] : reader.entries) {
     // Messages are built only on failure: this loop runs 50,257 times per load.
-    if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
-        value.get<int64_t>() >= static_cast<int64_t>(n)) {
-      throw Error(file + ": token " + escaped(symbols) + " has id " + value.dump() +
+    if (value < 0 || value >= static_cast<int64_t>(n)) {
+      throw Error(file + ": token " + escaped(symbols) + " has id " + std::to_string(value) +
                   ", expected an integer in [0, " + std::to_string(n) + ")");
     }
-    const auto id = static_cast<int32_t>(value.get<int64_t>());
+    const auto id = static_cast<int32_t>(value);
     if (seen[static_cast<size_t>(id)]) {
       throw Error(file + ": id " + std::to_string(id) + " is used twice");
     }
@@ -306,8 +358,10 @@ void load_encoder(const fs::path& path, Tokenizer::Vocabulary* vocab,
       throw Error(file + ": token " + escaped(symbols) +
                   " contains a character outside the 256 byte symbols of GPT-2's byte-level BPE");
     }
-    vocab->token_bytes[static_cast<size_t>(id)] = bytes;
-    id_of_bytes->emplace(bytes, id);
+    if (!id_of_bytes->emplace(bytes, id).second) {
+      throw Error(file + ": token " + escaped(symbols) + " appears twice");
+    }
+    vocab->token_bytes[static_cast<size_t>(id)] = std::move(bytes);
   }
   require(n > static_cast<size_t>(Tokenizer::kEndOfText) &&
               vocab->token_bytes[Tokenizer::kEndOfText] == "<|endoftext|>",
@@ -329,6 +383,7 @@ void load_merges(const fs::path& path, const std::unordered_map<std::string, int
   size_t line_start = 0, line_number = 0;
   int32_t rank = 0;
   std::string left, right;
+  vocab->merges.reserve(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) + 1);
   while (line_start < text.size()) {
     size_t line_end = text.find('\n', line_start);
     if (line_end == std::string::npos) line_end = text.size();
@@ -446,9 +501,11 @@ std::vector<int32_t> Tokenizer::bpe_word_reference(std::string_view piece) const
 }
 
 // Same result as bpe_word_reference() in O(n log n): the symbols form a linked list, the ranked
-// adjacent pairs sit in a min-heap. All occurrences of the lowest rank are merged together, left
-// to right, before the pairs they create are queued (the reference's round semantics, which
-// matter for runs like "aaaa"). Stale heap entries are recognised by their ids and skipped.
+// adjacent pairs sit in a min-heap keyed by (rank, position). Each round takes every queued
+// occurrence of the lowest rank and merges them left to right before any pair created in the
+// round is queued: that is the reference's semantics even for a vocab.bpe whose merges create
+// pairs of lower rank than their own (GPT-2's file never does; the random-table test does).
+// Stale heap entries are recognised by their ids and skipped.
 std::vector<int32_t> Tokenizer::bpe_word(std::string_view piece) const {
   const size_t n = piece.size();
   if (n == 0) return {};

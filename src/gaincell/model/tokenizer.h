@@ -58,8 +58,8 @@ class Tokenizer {
   std::shared_ptr<WordCache> cache_;
 };
 
-// Pre-tokenization of GPT-2 (see above): the byte lengths of consecutive pieces, which cover
-// `text` exactly. Exposed for tests.
+// Pre-tokenization of GPT-2 (see above): consecutive, non-empty pieces (views into `text`) that
+// cover it exactly. Exposed for tests and benchmarks.
 std::vector<std::string_view> pretokenize(std::string_view text);
 
 // Character classes of the pattern, for one Unicode scalar value (spec: Python `regex` semantics).

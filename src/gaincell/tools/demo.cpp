@@ -96,7 +96,8 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
   require(o.sample_tokens >= 0, "demo: sample tokens must be >= 0");
   require(o.eval_tokens >= 0, "demo: eval tokens must be >= 0");
   default_corpus_files(o.corpus_dir);  // a missing corpus is reported before the slow steps
-  const Tokenizer tok = o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
+  const Tokenizer tok =
+      o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
   fs::create_directories(o.out_dir);
   const fs::path token_dir = o.out_dir / "tokens";
   prepare_tokens(tok, o, token_dir, log);
@@ -123,8 +124,8 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
   log("demo: training a " + std::to_string(model.num_params()) + "-parameter GPT-2 (" +
       std::to_string(config.n_layer) + " layers, " + std::to_string(config.n_head) + " heads, " +
       std::to_string(config.n_embd) + " dims, context " + std::to_string(config.block_size) +
-      ", attention " + config.attention + ") on " + std::to_string(train.size()) +
-      " tokens for " + std::to_string(topt.steps) + " steps");
+      ", attention " + config.attention + ") on " + std::to_string(train.size()) + " tokens for " +
+      std::to_string(topt.steps) + " steps");
   const TrainResult result = trainer.run();
 
   // Validation perplexity over (a prefix of) the whole validation split, rolling windows.
@@ -139,9 +140,8 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   json summary;
-  summary["model"] = {{"dir", topt.out_dir.string()},
-                      {"params", model.num_params()},
-                      {"config", config.to_json()}};
+  summary["model"] = {
+      {"dir", topt.out_dir.string()}, {"params", model.num_params()}, {"config", config.to_json()}};
   summary["data"] = {{"dir", token_dir.string()},
                      {"corpus", o.corpus_dir.string()},
                      {"train_tokens", train.size()},

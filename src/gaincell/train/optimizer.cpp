@@ -14,8 +14,8 @@ namespace {
 // float hyper-parameters.
 struct AdamWScalars {
   float beta1, one_minus_beta1, beta2, one_minus_beta2;
-  float step_size;         // lr / (1 - beta1^t)
-  float bias2_sqrt;        // sqrt(1 - beta2^t)
+  float step_size;   // lr / (1 - beta1^t)
+  float bias2_sqrt;  // sqrt(1 - beta2^t)
   float eps;
   float decay_multiplier;  // 1 - lr * weight_decay (decayed group only)
 };
@@ -54,6 +54,11 @@ void AdamW::set_state(int64_t step, std::span<const float> m, std::span<const fl
               " do not match the model's " + std::to_string(m_.size()) + " parameters");
   std::copy(m.begin(), m.end(), m_.begin());
   std::copy(v.begin(), v.end(), v_.begin());
+  step_ = step;
+}
+
+void AdamW::set_step(int64_t step) {
+  require(step >= 0, "AdamW state: negative step");
   step_ = step;
 }
 

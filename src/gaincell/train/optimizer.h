@@ -47,6 +47,8 @@ class AdamW {
   const std::vector<float>& v() const { return v_; }
   // Restores a saved state (resume); sizes must match.
   void set_state(int64_t step, std::span<const float> m, std::span<const float> v);
+  // Sets the step count (after m() and v() were filled in place).
+  void set_step(int64_t step);
 
  private:
   AdamWConfig config_;

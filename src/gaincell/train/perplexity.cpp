@@ -28,9 +28,9 @@ PerplexityResult rolling_perplexity(GPT2Model& model, std::span<const int32_t> t
   const int64_t n = static_cast<int64_t>(tokens.size());
   require(n >= 2, "perplexity: the text has " + std::to_string(n) +
                       " tokens; at least 2 are needed (one to predict)");
-  require(context <= model.config().block_size,
-          "perplexity: context " + std::to_string(context) + " exceeds the model's n_positions " +
-              std::to_string(model.config().block_size));
+  require(context <= model.config().block_size, "perplexity: context " + std::to_string(context) +
+                                                    " exceeds the model's n_positions " +
+                                                    std::to_string(model.config().block_size));
   const int32_t vocab = model.config().vocab_size;
   for (int64_t i = 0; i < n; ++i) {
     require(tokens[i] >= 0 && tokens[i] < vocab,
@@ -42,13 +42,16 @@ PerplexityResult rolling_perplexity(GPT2Model& model, std::span<const int32_t> t
   r.tokens = n - 1;
   r.windows = static_cast<int64_t>(windows.size());
   r.nll.assign(static_cast<size_t>(n - 1), 0.0f);
-  // Consecutive windows of the same length run as one batch (most have length `context`).
-  constexpr int kMaxBatch = 8;
+  // Consecutive windows of the same length run as one batch (most have length `context`), as
+  // many as keep the [batch, len, vocab] logits within 64 MB.
+  constexpr int64_t kMaxLogitFloats = int64_t{16} << 20;
   std::vector<int32_t> inputs, targets;
   for (size_t w = 0; w < windows.size();) {
     const int64_t len = windows[w].end - windows[w].begin;
     size_t count = 1;
-    while (w + count < windows.size() && count < kMaxBatch &&
+    const size_t max_batch =
+        static_cast<size_t>(std::max<int64_t>(1, kMaxLogitFloats / (len * vocab)));
+    while (w + count < windows.size() && count < max_batch &&
            windows[w + count].end - windows[w + count].begin == len) {
       ++count;
     }

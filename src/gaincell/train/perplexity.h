@@ -18,8 +18,8 @@
 namespace gaincell {
 
 struct RollingWindow {
-  int64_t begin = 0;        // inputs are tokens[begin, end)
-  int64_t end = 0;          // targets are tokens[begin + 1, end + 1)
+  int64_t begin = 0;         // inputs are tokens[begin, end)
+  int64_t end = 0;           // targets are tokens[begin + 1, end + 1)
   int64_t first_scored = 0;  // targets with index >= first_scored count (index = position + 1)
 };
 
@@ -30,7 +30,7 @@ struct PerplexityResult {
   int64_t tokens = 0;  // predicted tokens = n - 1
   double nll_sum = 0;  // nats
   double mean_nll = 0;
-  double ppl = 0;      // exp(mean_nll)
+  double ppl = 0;  // exp(mean_nll)
   int64_t windows = 0;
   std::vector<float> nll;  // per predicted token, text order (tokens[1], tokens[2], ...)
 };

@@ -1,10 +1,10 @@
 #include "gaincell/train/trainer.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -69,6 +69,7 @@ void write_state_binary(const std::filesystem::path& path, int64_t step,
   }
 }
 
+// Reads the moments straight into `m` and `v` (already sized), without a temporary copy.
 void read_state_binary(const std::filesystem::path& path, size_t expected_n, int64_t expected_step,
                        std::vector<float>& m, std::vector<float>& v) {
   std::ifstream in(path, std::ios::binary);
@@ -85,13 +86,13 @@ void read_state_binary(const std::filesystem::path& path, size_t expected_n, int
   std::memcpy(&version, header + 8, 4);
   std::memcpy(&step, header + 16, 8);
   std::memcpy(&n, header + 24, 8);
-  require(version == kStateVersion, path.string() + ": unsupported version " + std::to_string(version));
+  require(version == kStateVersion,
+          path.string() + ": unsupported version " + std::to_string(version));
   require(n == expected_n, path.string() + " holds optimizer state for " + std::to_string(n) +
                                " parameters, the model has " + std::to_string(expected_n));
   require(step == expected_step, path.string() + " is at step " + std::to_string(step) +
                                      ", training_state.json at " + std::to_string(expected_step));
-  m.resize(n);
-  v.resize(n);
+  require(m.size() == n && v.size() == n, "optimizer state size mismatch");
   in.read(reinterpret_cast<char*>(m.data()), static_cast<std::streamsize>(n * sizeof(float)));
   in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * sizeof(float)));
   require(in.good(), path.string() + " is truncated");
@@ -118,32 +119,34 @@ T get_field(const json& j, const char* key, T fallback) {
 }  // namespace
 
 uint64_t file_hash(const std::filesystem::path& path) {
+  // Read in chunks rather than mapped: a mapping of the 1 GB optimizer state of GPT-2 124M would
+  // count towards the process's resident memory while the checkpoint is hashed.
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error("cannot open " + path.string() + ": " + std::strerror(errno));
-  struct stat st {};
-  fstat(fd, &st);
-  const size_t size = static_cast<size_t>(st.st_size);
+  constexpr size_t kChunk = 1 << 20;  // a multiple of 8: words never straddle chunks
+  std::vector<uint8_t> buffer(kChunk);
   uint64_t h = 0xcbf29ce484222325ull;
   constexpr uint64_t kPrime = 0x100000001b3ull;
-  if (size > 0) {
-    void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-      ::close(fd);
-      throw Error("cannot map " + path.string());
+  uint64_t size = 0;
+  for (;;) {
+    size_t filled = 0;
+    while (filled < kChunk) {
+      const ssize_t n = ::read(fd, buffer.data() + filled, kChunk - filled);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        ::close(fd);
+        throw Error("cannot read " + path.string() + ": " + std::strerror(errno));
+      }
+      if (n == 0) break;
+      filled += static_cast<size_t>(n);
     }
-    const auto* bytes = static_cast<const uint8_t*>(map);
-    size_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-      uint64_t w;
-      std::memcpy(&w, bytes + i, 8);
-      h = (h ^ w) * kPrime;
-    }
-    if (i < size) {
+    size += filled;
+    for (size_t i = 0; i < filled; i += 8) {
       uint64_t w = 0;
-      std::memcpy(&w, bytes + i, size - i);
+      std::memcpy(&w, buffer.data() + i, std::min<size_t>(8, filled - i));
       h = (h ^ w) * kPrime;
     }
-    munmap(map, size);
+    if (filled < kChunk) break;
   }
   ::close(fd);
   return (h ^ size) * kPrime;
@@ -283,8 +286,8 @@ StepInfo Trainer::train_step() {
   if (options_.grad_accum > 1) scale_grads(grads, segments_, 1.0f / options_.grad_accum);
   StepInfo info;
   info.grad_norm = clip_grad_norm(grads, segments_, options_.grad_clip);
-  require(std::isfinite(info.grad_norm),
-          "training diverged at step " + std::to_string(step() + 1) + ": gradient norm is not finite");
+  require(std::isfinite(info.grad_norm), "training diverged at step " + std::to_string(step() + 1) +
+                                             ": gradient norm is not finite");
   info.lr = options_.schedule().at(step());  // step() is the 0-based index of this step
   optimizer_.step(model_.param_data(), grads, info.lr);
   info.step = step();
@@ -298,19 +301,29 @@ float Trainer::evaluate() {
   const int B = options_.batch_size, T = options_.seq_len;
   BatchSampler sampler(*val_, B, T, options_.seed ^ kValidationSeedSalt);
   std::vector<int32_t> x(static_cast<size_t>(B) * T), y(x.size());
+  // An inference forward materialises [rows, T, vocab] logits: run few rows at a time so that
+  // validation does not raise the training peak memory (206 MB at B=4, T=256 for GPT-2).
+  constexpr int64_t kMaxLogitFloats = int64_t{16} << 20;
+  const int64_t per_row = static_cast<int64_t>(T) * model_.config().vocab_size;
+  const int rows = static_cast<int>(std::clamp<int64_t>(kMaxLogitFloats / per_row, 1, B));
   double sum = 0.0;
   for (int i = 0; i < options_.eval_iters; ++i) {
     sampler.next(x.data(), y.data());
-    sum += model_.forward(x.data(), y.data(), B, T, /*training=*/false);
+    for (int r = 0; r < B; r += rows) {
+      const int n = std::min(rows, B - r);
+      const size_t at = static_cast<size_t>(r) * T;
+      sum += static_cast<double>(model_.forward(x.data() + at, y.data() + at, n, T, false)) * n;
+    }
   }
-  return static_cast<float>(sum / options_.eval_iters);
+  return static_cast<float>(sum / (static_cast<double>(options_.eval_iters) * B));
 }
 
 void Trainer::log_progress(const StepInfo& info, double eta_s) const {
   std::string line = "step " + std::to_string(info.step) + "/" + std::to_string(options_.steps);
   char buf[160];
   std::snprintf(buf, sizeof buf, " | loss %.4f | lr %.3e | norm %.3f | %.0f tok/s | ETA %s",
-                info.loss, info.lr, info.grad_norm, info.tokens_per_s, format_duration(eta_s).c_str());
+                info.loss, info.lr, info.grad_norm, info.tokens_per_s,
+                format_duration(eta_s).c_str());
   line += buf;
   if (info.val_loss) {
     std::snprintf(buf, sizeof buf, " | val loss %.4f (ppl %.2f)", *info.val_loss,
@@ -340,10 +353,11 @@ TrainResult Trainer::run() {
       val_losses_.emplace_back(step(), *info.val_loss);
     }
     for (auto& callback : callbacks_) callback(*this, info);
-    const bool log_due = options_.log_interval > 0 &&
-                         (step() % options_.log_interval == 0 || done == 1 || last || info.val_loss);
+    const bool log_due = options_.log_interval > 0 && (step() % options_.log_interval == 0 ||
+                                                       done == 1 || last || info.val_loss);
     if (log_due) log_progress(info, elapsed / done * (options_.steps - step()));
-    const bool ckpt_due = options_.checkpoint_interval > 0 && step() % options_.checkpoint_interval == 0;
+    const bool ckpt_due =
+        options_.checkpoint_interval > 0 && step() % options_.checkpoint_interval == 0;
     if (!options_.out_dir.empty() && (ckpt_due || last)) save_checkpoint(options_.out_dir);
     result.final_loss = info.loss;
     result.final_val_loss = info.val_loss;
@@ -380,8 +394,9 @@ namespace {
 json read_state_json_unchecked(const std::filesystem::path& dir) {
   const auto path = dir / "training_state.json";
   require(std::filesystem::exists(path),
-          dir.string() + " has no training_state.json: not a training checkpoint, or its write "
-                         "was interrupted");
+          dir.string() +
+              " has no training_state.json: not a training checkpoint, or its write "
+              "was interrupted");
   json state = json::parse(read_text_file(path), nullptr, false);
   require(!state.is_discarded() && state.is_object(), path.string() + " is not valid JSON");
   require(state.value("format", "") == kStateFormat,
@@ -424,16 +439,17 @@ void Trainer::resume(const std::filesystem::path& dir) {
             "checkpoint " + dir.string() + " was written for a model with " +
                 state["num_params"].dump() + " parameters, this one has " +
                 std::to_string(model_.num_params()));
-    std::vector<float> m, v;
-    read_state_binary(dir / "training_state.bin", model_.num_params(), saved_step, m, v);
-    optimizer_.set_state(saved_step, m, v);
+    read_state_binary(dir / "training_state.bin", model_.num_params(), saved_step, optimizer_.m(),
+                      optimizer_.v());
+    optimizer_.set_step(saved_step);
     sampler_.set_state(state["sampler"]);
     losses_ = state["losses"].get<std::vector<float>>();
     require(static_cast<int64_t>(losses_.size()) == saved_step,
             "training_state.json: loss history does not match the step");
     val_losses_.clear();
     if (state.contains("val_losses")) {
-      for (const auto& e : state["val_losses"]) val_losses_.emplace_back(e[0].get<int64_t>(), e[1].get<float>());
+      for (const auto& e : state["val_losses"])
+        val_losses_.emplace_back(e[0].get<int64_t>(), e[1].get<float>());
     }
   } catch (const json::exception& e) {
     throw Error(dir.string() + "/training_state.json is malformed: " + e.what());

@@ -39,14 +39,14 @@ struct TrainOptions {
   float beta1 = 0.9f;
   float beta2 = 0.95f;
   float eps = 1e-8f;
-  float grad_clip = 1.0f;             // 0 = no clipping
-  int64_t eval_interval = 100;        // validate every N steps and at the end; 0 = only at the end
-  int eval_iters = 10;                // validation batches (the same fixed batches every time)
-  int64_t checkpoint_interval = 0;    // checkpoint every N steps; always at the end if out_dir set
-  uint64_t seed = 1337;               // batch order
-  std::filesystem::path out_dir;      // checkpoint directory; empty = none
-  int64_t log_interval = 10;          // progress line on stderr every N steps; 0 = quiet
-  std::filesystem::path data_dir;     // recorded in the state for `train --resume` (informational)
+  float grad_clip = 1.0f;           // 0 = no clipping
+  int64_t eval_interval = 100;      // validate every N steps and at the end; 0 = only at the end
+  int eval_iters = 10;              // validation batches (the same fixed batches every time)
+  int64_t checkpoint_interval = 0;  // checkpoint every N steps; always at the end if out_dir set
+  uint64_t seed = 1337;             // batch order
+  std::filesystem::path out_dir;    // checkpoint directory; empty = none
+  int64_t log_interval = 10;        // progress line on stderr every N steps; 0 = quiet
+  std::filesystem::path data_dir;   // recorded in the state for `train --resume` (informational)
 
   void validate() const;  // throws gaincell::Error naming the option
   nlohmann::json to_json() const;
