@@ -101,12 +101,27 @@ TEST_F(PipelineTest, ResumingAfterEachStageGivesTheSameResult) {
   // its marker removed, leaves exactly what an interrupted run leaves behind.
   PipelineOptions shorter = options("staged");
   shorter.stage_c.steps = 3;
+  fs::remove(dir_ / "staged" / "pipeline_options.json");  // the run directory check, by hand
   run_pipeline(shorter);
   fs::remove(dir_ / "staged" / "C" / "stage.json");
+  fs::remove(dir_ / "staged" / "pipeline_options.json");  // the shorter run recorded steps = 3
   const nlohmann::json resumed = run_pipeline(options("staged"));
   for (const char* key : {"ppl_linear", "ppl_nonlinear_unadapted", "ppl_nonlinear_adapted",
                           "ppl_nonlinear_finetuned"}) {
     EXPECT_DOUBLE_EQ(full[key].get<double>(), resumed[key].get<double>()) << key;
+  }
+}
+
+TEST_F(PipelineTest, RefusesARunDirectoryOfOtherOptions) {
+  PipelineOptions o = options("run");
+  o.stop_after = "A";
+  run_pipeline(o);
+  o.stage_a.steps = 4;
+  try {
+    run_pipeline(o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("other options"), std::string::npos) << e.what();
   }
 }
 

@@ -128,6 +128,18 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
   const fs::path dir_a = o.out_dir / "A", dir_b = o.out_dir / "B", dir_c = o.out_dir / "C";
   const int T = o.stage_a.seq_len;
 
+  // A run directory belongs to one set of options: a rerun with other options would mix stages.
+  const fs::path options_file = o.out_dir / "pipeline_options.json";
+  json recorded = o.to_json();
+  recorded.erase("stop_after");
+  if (fs::exists(options_file)) {
+    const json before = json::parse(read_text_file(options_file), nullptr, false);
+    require(before == recorded, "pipeline: '" + o.out_dir.string() +
+                                    "' holds a run with other options; use another --out or "
+                                    "delete it");
+  } else {
+    write_file_atomic(options_file, recorded.dump(2) + "\n");
+  }
   json summary = {{"options", o.to_json()}};
   {
     std::unique_ptr<GPT2Model> init = load_model(o.init_dir);
