@@ -1,6 +1,9 @@
-// gaincell demo: the first version of the main job. Tokenizes Debian's fortunes (installed by
-// scripts/setup.sh), trains a small GPT-2 for a few minutes on 2 cores, reports the validation
-// perplexity and a greedy sample. Outputs in --out (tokens/, model/, summary.json).
+// gaincell demo: the main job, the paper in miniature. Tokenizes Debian's fortunes (installed by
+// scripts/setup.sh), trains (or reuses) a small softmax GPT-2, runs the paper's recipe (linear
+// stage A, adaptation B, nonlinear fine-tuning C), and prints a table of validation perplexities
+// and samples with the gain-cell attention cost against GPUs. Outputs in --out (tokens/, model/,
+// pipeline/, report.md, loss_curves.svg, adaptation.svg, summary.json). --softmax-only stops
+// after the softmax model (the first version of the demo).
 #include <iostream>
 #include <memory>
 
@@ -8,37 +11,71 @@
 #include "cli/model_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/tools/demo.h"
+#include "gaincell/tools/paper_demo.h"
 
 namespace gaincell::cli {
 namespace {
 
 struct DemoCliOptions {
-  DemoOptions demo;
+  PaperDemoOptions paper;
+  bool quick = false;
+  bool softmax_only = false;
   ModelCliOptions model;
   bool json = false;
 };
 
-void run_demo_command(DemoCliOptions o) {
-  if (!o.model.attention.empty()) o.demo.attention = o.model.attention;
-  if (o.model.window >= 0) o.demo.window = o.model.window;
-  if (!o.model.hw.empty()) o.demo.hw = HwConfig::load(o.model.hw);
-  const auto summary = run_demo(o.demo, [](const std::string& line) { std::cerr << line << "\n"; });
-  if (o.json) {
-    std::cout << summary.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+void run_demo_command(DemoCliOptions& o) {
+  DemoOptions& demo = o.paper.demo;
+  if (!o.model.attention.empty()) demo.attention = o.model.attention;
+  if (o.model.window >= 0) demo.window = o.model.window;
+  if (!o.model.hw.empty()) demo.hw = HwConfig::load(o.model.hw);
+  const auto log = [](const std::string& line) { std::cerr << line << "\n"; };
+  if (o.softmax_only) {
+    const auto summary = run_demo(demo, log);
+    if (o.json) {
+      std::cout << summary.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      return;
+    }
+    std::cout << "validation perplexity: " << summary["val"]["ppl"].get<double>() << " over "
+              << summary["val"]["tokens"] << " tokens\n"
+              << "greedy sample: " << summary["sample"]["greedy"].get<std::string>() << "\n";
     return;
   }
-  std::cout << "validation perplexity: " << summary["val"]["ppl"].get<double>() << " over "
-            << summary["val"]["tokens"] << " tokens (mean NLL "
-            << summary["val"]["mean_nll"].get<double>() << " nats)\n"
-            << "greedy sample: " << summary["sample"]["prompt"].get<std::string>()
-            << summary["sample"]["greedy"].get<std::string>() << "\n"
-            << "model: " << summary["model"]["dir"].get<std::string>() << "  ("
-            << summary["seconds"].get<double>() << " s)\n";
+  const auto s = run_paper_demo(o.paper, log);
+  if (o.json) {
+    std::cout << s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return;
+  }
+  std::printf("%-42s %12s   %s\n", "model", "val ppl", "greedy sample");
+  const std::pair<const char*, const char*> rows[] = {
+      {"softmax", "softmax"},
+      {"linear hardware (stage A)", "linear"},
+      {"nonlinear hardware, before adaptation", "nonlinear_unadapted"},
+      {"nonlinear hardware, adapted (stage B)", "nonlinear_adapted"},
+      {"nonlinear hardware, fine-tuned (stage C)", "nonlinear_finetuned"}};
+  for (const auto& [label, key] : rows) {
+    std::string sample = s["samples"][key].get<std::string>();
+    for (char& c : sample)
+      if (c == '\n' || c == '\t') c = ' ';
+    if (sample.size() > 60) sample = sample.substr(0, 60) + "...";
+    std::printf("%-42s %12.2f   %s\n", label, s[std::string("ppl_") + key].get<double>(),
+                sample.c_str());
+  }
+  const auto& c = s["cost"];
+  std::printf("\ngain-cell attention per token per head: %.2f nJ, %.0f ns (paper preset)\n",
+              c["energy_per_token_per_head_j"].get<double>() * 1e9,
+              c["latency_per_token_s"].get<double>() * 1e9);
+  for (const auto& g : c["gpus"])
+    std::printf("  vs %-14s (%s): x%.0f faster, x%.0f less energy\n",
+                g["gpu"].get<std::string>().c_str(), g["source"].get<std::string>().c_str(),
+                g["speedup"].get<double>(), g["energy_reduction"].get<double>());
+  std::printf("\nreport: %s (%.0f s)\n", s["report"].get<std::string>().c_str(),
+              s["seconds"].get<double>());
 }
 
 void setup_demo(CLI::App& app) {
   auto o = std::make_shared<DemoCliOptions>();
-  DemoOptions& d = o->demo;
+  DemoOptions& d = o->paper.demo;
   app.add_option("--out", d.out_dir, "output directory (tokens/, model/, summary.json)")
       ->capture_default_str();
   app.add_option("--corpus-dir", d.corpus_dir, "directory of fortune(6) files")
@@ -65,7 +102,29 @@ void setup_demo(CLI::App& app) {
   app.add_option("--sample-tokens", d.sample_tokens, "tokens in the sample")->capture_default_str();
   app.add_flag("--json", o->json, "print the summary JSON on stdout");
   add_model_options(app, o->model, /*with_layout=*/false);
-  app.callback([o] { run_demo_command(*o); });
+  app.add_option("--steps-a", o->paper.steps_a, "stage A (linear hardware) steps")
+      ->capture_default_str();
+  app.add_option("--steps-c", o->paper.steps_c, "stage C (nonlinear hardware) steps")
+      ->capture_default_str();
+  app.add_option("--lr-hw", o->paper.lr_hardware, "peak learning rate of stages A and C")
+      ->capture_default_str();
+  app.add_option("--nonlinear", o->paper.nonlinear_attention,
+                 "nonlinear cell of stages B and C (gaincell-nonlinear, gaincell-x3, ...)")
+      ->capture_default_str();
+  app.add_flag("--quick", o->quick,
+               "a small, fast run for smoke tests (fixed sizes and steps; outputs in OUT/quick)");
+  app.add_flag("--softmax-only", o->softmax_only,
+               "train and report the softmax model only (no hardware stages)");
+  app.callback([o] {
+    if (o->quick) {
+      // --quick fixes the sizes and steps (PaperDemoOptions::quick) and keeps its outputs in
+      // OUT/quick, apart from the full run's cache.
+      const std::filesystem::path out = o->paper.demo.out_dir / "quick";
+      o->paper = PaperDemoOptions::quick();
+      o->paper.demo.out_dir = out;
+    }
+    run_demo_command(*o);
+  });
 }
 
 CommandRegistration reg({"demo",

@@ -86,6 +86,18 @@ std::string greedy_sample(GPT2Model& model, const Tokenizer& tok, const std::str
   return tok.decode(out);
 }
 
+// True when dir holds a checkpoint of this configuration trained with these options.
+bool checkpoint_matches(const fs::path& dir, const GPT2Config& config,
+                        const TrainOptions& options) {
+  if (!fs::exists(dir / "training_state.json")) return false;
+  try {
+    return Trainer::saved_options(dir).to_json() == options.to_json() &&
+           read_model_config(dir).to_json() == config.to_json();
+  } catch (const Error&) {
+    return false;  // an unreadable or foreign checkpoint is retrained, not reused
+  }
+}
+
 }  // namespace
 
 json run_demo(const DemoOptions& o, const std::function<void(const std::string&)>& log_fn) {
@@ -115,12 +127,22 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
 
   const TokenDataset train = TokenDataset::open(token_dir / "train.bin", config.vocab_size);
   const TokenDataset val = TokenDataset::open(token_dir / "val.bin", config.vocab_size);
-  GPT2Model model(config);
-  model.init_random(o.train.seed);
   TrainOptions topt = o.train;
   topt.out_dir = o.out_dir / "model";
   topt.data_dir = token_dir;
+  // A finished (or interrupted) run with the same configuration and options is reused: resuming
+  // it trains only the missing steps, none when it is complete.
+  const bool cached = checkpoint_matches(topt.out_dir, config, topt);
+  std::unique_ptr<GPT2Model> model_ptr =
+      cached ? load_model(topt.out_dir) : std::make_unique<GPT2Model>(config);
+  GPT2Model& model = *model_ptr;
+  if (!cached) model.init_random(o.train.seed);
   Trainer trainer(model, train, &val, topt);
+  if (cached) {
+    trainer.resume(topt.out_dir);
+    log("demo: reusing the softmax model in " + topt.out_dir.string() + " (step " +
+        std::to_string(trainer.step()) + " of " + std::to_string(topt.steps) + ")");
+  }
   log("demo: training a " + std::to_string(model.num_params()) + "-parameter GPT-2 (" +
       std::to_string(config.n_layer) + " layers, " + std::to_string(config.n_head) + " heads, " +
       std::to_string(config.n_embd) + " dims, context " + std::to_string(config.block_size) +
@@ -149,6 +171,8 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
   summary["train"] = result.to_json();
   summary["train"]["tokens_per_s"] = result.seconds > 0 ? result.tokens / result.seconds : 0.0;
   summary["train"]["options"] = topt.to_json();
+  summary["train"]["cached"] = cached;
+  summary["train"]["loss_history"] = trainer.loss_history();
   summary["val"] = {{"metric", "token-level perplexity, rolling windows of the model's context"},
                     {"tokens", ppl.tokens},
                     {"mean_nll", ppl.mean_nll},

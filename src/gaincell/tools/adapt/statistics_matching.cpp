@@ -7,6 +7,15 @@
 
 namespace gaincell {
 
+void StatisticsMatchingOptions::validate() const {
+  require(alpha_max > 0.0 && alpha_max <= 1.0, "adaptation: alpha_max must be in (0, 1]");
+  require(alpha_min > 0.0 && alpha_min <= alpha_max,
+          "adaptation: alpha_min must be in (0, alpha_max]");
+  require(schedule_steps >= 1, "adaptation: the alpha schedule needs at least 1 step");
+  require(threshold > 0.0 && std::isfinite(threshold), "adaptation: threshold must be > 0");
+  require(max_passes >= 1, "adaptation: max_passes must be >= 1");
+}
+
 double adaptation_alpha(const StatisticsMatchingOptions& opt, int pass) {
   if (pass >= opt.schedule_steps) return opt.alpha_min;
   if (opt.schedule_steps == 1) return opt.alpha_max;

@@ -19,6 +19,7 @@ struct StatisticsMatchingOptions {
   int schedule_steps = 50;
   double threshold = 1e-4;
   int max_passes = 101;  // forward passes: stop after pass index 100 (spec: n > 100)
+  void validate() const;  // throws gaincell::Error naming the option
 };
 
 // alpha for pass n (0-based).

@@ -1,0 +1,126 @@
+// gaincell adapt: stage B of the paper's recipe (spec §5.2). Loads a linear intermediate model
+// (stage A, with recorded target statistics), switches it to the nonlinear gain-cell attention,
+// matches every range scaler's output statistics to its targets on one fixed training batch, and
+// writes the adapted model directory.
+//   gaincell adapt --model stageA --data data/fortunes --out stageB [--reset] [--json]
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+#include "gaincell/model/checkpoint.h"
+#include "gaincell/model/data.h"
+#include "gaincell/tools/adapt/adaptation.h"
+
+namespace gaincell::cli {
+namespace {
+
+struct AdaptCliOptions {
+  std::string model_dir;
+  std::string data_dir;
+  std::string out_dir;
+  std::string attention = "gaincell-nonlinear";
+  std::string hw;
+  int batch = 8;
+  int seq_len = 0;  // 0: the model's block size
+  uint64_t seed = 1337;
+  bool reset = false;
+  bool json = false;
+  AdaptationOptions adaptation;
+};
+
+void print_pass(const AdaptationPass& p) {
+  std::fprintf(stderr,
+               "adapt: pass %3d  alpha %.3f  loss %.4f  converged %lld/%lld  worst |std err| %.3g"
+               "  worst |mean err| %.3g\n",
+               p.pass, p.alpha, p.loss, static_cast<long long>(p.converged),
+               static_cast<long long>(p.statistics), p.worst_std_error, p.worst_mean_error);
+}
+
+void run_adapt(const AdaptCliOptions& o) {
+  require(o.batch >= 1, "--batch must be >= 1");
+  LoadModelOptions load;
+  load.overrides.attention = o.attention;
+  if (!o.hw.empty()) load.overrides.hw = HwConfig::load(o.hw);
+  load.log = [](const std::string& line) { std::cerr << "adapt: " << line << "\n"; };
+  std::unique_ptr<GPT2Model> model = load_model(o.model_dir, load);
+  const int T = o.seq_len > 0 ? o.seq_len : model->config().block_size;
+  require(T <= model->config().block_size, "--seq-len exceeds the model's block size");
+
+  const TokenDataset train = TokenDataset::open(std::filesystem::path(o.data_dir) / "train.bin",
+                                                model->config().vocab_size);
+  BatchSampler sampler(train, o.batch, T, o.seed);
+  std::vector<int32_t> x(static_cast<size_t>(o.batch) * T), y(x.size());
+  sampler.next(x.data(), y.data());  // the one fixed batch of the algorithm
+
+  AdaptationOptions options = o.adaptation;
+  options.reset = o.reset;
+  const AdaptationResult r = adapt_scalers(*model, x, y, o.batch, T, options, print_pass);
+  std::fprintf(stderr, "adapt: %s after %zu passes; loss %.4f -> %.4f (ppl %.2f -> %.2f)\n",
+               r.converged ? "converged" : "stopped at the pass limit", r.passes.size(),
+               r.initial_loss, r.final_loss, std::exp(r.initial_loss), std::exp(r.final_loss));
+  for (const std::string& line : r.unconverged)
+    std::fprintf(stderr, "adapt: off target: %s\n", line.c_str());
+  save_model(*model, o.out_dir);
+
+  nlohmann::json summary = r.to_json();
+  summary["model"] = o.model_dir;
+  summary["out"] = o.out_dir;
+  summary["attention"] = model->config().attention;
+  summary["batch"] = {{"B", o.batch}, {"T", T}, {"seed", o.seed}};
+  summary["options"] = options.to_json();
+  summary["gaincell_hw"] = model->config().hw.to_json();
+  write_file_atomic(std::filesystem::path(o.out_dir) / "adaptation.json", summary.dump(2) + "\n");
+  if (o.json) {
+    std::cout << summary.dump(2) << "\n";
+  } else {
+    std::cout << "adapted model written to " << o.out_dir << " ("
+              << (r.converged ? "converged" : "pass limit reached") << ", loss " << r.initial_loss
+              << " -> " << r.final_loss << ")\n";
+  }
+}
+
+void setup_adapt(CLI::App& app) {
+  auto o = std::make_shared<AdaptCliOptions>();
+  app.add_option("--model", o->model_dir, "linear intermediate model directory (stage A)")
+      ->required();
+  app.add_option("--data", o->data_dir, "token directory (train.bin) from `gaincell prepare`")
+      ->required();
+  app.add_option("--out", o->out_dir, "output model directory (also gets adaptation.json)")
+      ->required();
+  app.add_option("--attention", o->attention,
+                 "nonlinear variant to adapt: gaincell-nonlinear, gaincell-x3, gaincell-x5, "
+                 "gaincell-sigmoid, gaincell-exp")
+      ->capture_default_str();
+  app.add_option("--hw", o->hw, "hardware preset or JSON file (default: the model's own)");
+  app.add_option("--batch", o->batch, "sequences in the fixed batch")->capture_default_str();
+  app.add_option("--seq-len", o->seq_len, "tokens per sequence (default: block size)");
+  app.add_option("--seed", o->seed, "seed choosing the fixed batch")->capture_default_str();
+  app.add_flag("--reset", o->reset,
+               "start from a = 1, b = 0 for every scaler (spec §5.2 variants)");
+  app.add_option("--threshold", o->adaptation.matching.threshold, "convergence threshold")
+      ->capture_default_str();
+  app.add_option("--max-passes", o->adaptation.matching.max_passes, "forward passes at most")
+      ->capture_default_str();
+  app.add_option("--alpha-max", o->adaptation.matching.alpha_max)->capture_default_str();
+  app.add_option("--alpha-min", o->adaptation.matching.alpha_min)->capture_default_str();
+  app.add_option("--alpha-steps", o->adaptation.matching.schedule_steps,
+                 "passes over which alpha falls linearly from alpha-max to alpha-min")
+      ->capture_default_str();
+  app.add_flag("--json", o->json, "print the whole trajectory as JSON");
+  app.callback([o] { run_adapt(*o); });
+}
+
+CommandRegistration reg({"adapt",
+                         "stage B: adapt the range scalers of a nonlinear gain-cell model to the "
+                         "statistics of its linear intermediate model (spec §5.2)",
+                         setup_adapt});
+
+}  // namespace
+}  // namespace gaincell::cli

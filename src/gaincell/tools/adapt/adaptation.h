@@ -1,0 +1,55 @@
+// Stage B of the paper's recipe (spec §5): adapt the per-head range scalers of a nonlinear
+// gain-cell model so that the statistics of every scaler's output match the targets recorded on
+// the linear intermediate model. All layers, scalers (q, k, v, output) and heads are updated
+// together from the same forward pass of one fixed batch (HEAD semantics, spec §12 item 6).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "gaincell/model/gpt2.h"
+#include "gaincell/tools/adapt/statistics_matching.h"
+
+namespace gaincell {
+
+struct AdaptationOptions {
+  StatisticsMatchingOptions matching;
+  bool reset = false;  // start from a = 1, b = 0 (the test script and the 2024 code), spec §5.2
+  nlohmann::json to_json() const;
+};
+
+struct AdaptationPass {
+  int pass = 0;
+  double alpha = 0;
+  float loss = 0;  // of this pass's forward (before its update)
+  int64_t statistics = 0;
+  int64_t converged = 0;
+  double worst_std_error = 0;
+  double worst_mean_error = 0;
+  nlohmann::json to_json() const;
+};
+
+struct AdaptationResult {
+  std::vector<AdaptationPass> passes;
+  bool converged = false;  // every statistic within the threshold
+  float initial_loss = 0;  // first forward, before any update
+  float final_loss = 0;    // forward after the last update
+  // "h.3.attn.v_scaler head 5 std: 0.0123 vs target 0.0456" for every statistic left outside the
+  // threshold by the final forward.
+  std::vector<std::string> unconverged;
+  nlohmann::json to_json() const;
+};
+
+// Runs the algorithm on `model` (a gain-cell attention variant whose checkpoint holds the
+// target_mean / target_std buffers) with the fixed batch inputs/targets [B][T]. `progress` is
+// called after every pass.
+AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs,
+                               std::span<const int32_t> targets, int B, int T,
+                               const AdaptationOptions& options,
+                               const std::function<void(const AdaptationPass&)>& progress = {});
+
+}  // namespace gaincell

@@ -1,0 +1,238 @@
+#include "gaincell/tools/paper_demo.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+#include "gaincell/model/checkpoint.h"
+#include "gaincell/model/tokenizer.h"
+#include "gaincell/tools/cost/cost_report.h"
+#include "gaincell/tools/fit/plot.h"
+#include "gaincell/tools/pipeline/pipeline.h"
+
+namespace gaincell {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+PaperDemoOptions PaperDemoOptions::quick() {
+  PaperDemoOptions o;
+  o.demo.train.steps = 60;
+  o.demo.train.warmup_steps = 10;
+  o.demo.train.eval_interval = 30;
+  o.demo.train.eval_iters = 4;
+  o.demo.n_layer = 2;
+  o.demo.n_embd = 64;
+  o.demo.n_head = 2;
+  o.demo.eval_tokens = 4096;
+  o.demo.sample_tokens = 24;
+  o.steps_a = 20;
+  o.steps_c = 20;
+  o.adapt_batch = 4;
+  return o;
+}
+
+namespace {
+
+std::string greedy_continuation(GPT2Model& model, const Tokenizer& tok, int max_tokens) {
+  std::vector<int32_t> ids = {Tokenizer::kEndOfText};
+  auto session = model.start_decoding();
+  const float* logits = session->step(ids[0]);
+  std::vector<int32_t> out;
+  const int block = model.config().block_size;
+  for (int i = 0; i < max_tokens && session->position() < block; ++i) {
+    int32_t best = 0;
+    for (int32_t v = 1; v < model.config().vocab_size; ++v)
+      if (logits[v] > logits[best]) best = v;
+    if (best == Tokenizer::kEndOfText) break;
+    out.push_back(best);
+    if (session->position() >= block) break;
+    logits = session->step(best);
+  }
+  return tok.decode(out);
+}
+
+std::unique_ptr<GPT2Model> load_with(const fs::path& dir, const std::string& attention,
+                                     const HwConfig& hw) {
+  LoadModelOptions load;
+  load.overrides.attention = attention;
+  load.overrides.hw = hw;
+  return load_model(dir, load);
+}
+
+// Training loss curves of the three trained models on one step axis.
+std::string loss_curves_svg(const json& softmax_history, const json& pipeline) {
+  std::vector<fit::Series> series;
+  auto add = [&](const std::string& label, const std::string& color, const json& losses,
+                 double offset) {
+    fit::Series s{label, color, {}, {}, false};
+    for (size_t i = 0; i < losses.size(); ++i) {
+      s.x.push_back(offset + static_cast<double>(i + 1));
+      s.y.push_back(losses[i].get<double>());
+    }
+    series.push_back(std::move(s));
+    return offset + static_cast<double>(losses.size());
+  };
+  double offset = add("softmax (stage 0)", "#1f77b4", softmax_history, 0.0);
+  offset = add("linear hardware (A)", "#2ca02c", pipeline["A"]["history"]["train_loss"], offset);
+  add("nonlinear hardware (C)", "#d62728", pipeline["C"]["history"]["train_loss"], offset);
+  return fit::svg_chart("Training loss", "optimizer step (stages in sequence)",
+                        "cross-entropy (nats)", series);
+}
+
+std::string adaptation_svg(const json& adaptation) {
+  fit::Series loss{"loss on the adaptation batch", "#d62728", {}, {}, true};
+  fit::Series frac{"fraction of statistics converged", "#1f77b4", {}, {}, true};
+  for (const json& p : adaptation["passes"]) {
+    loss.x.push_back(p["pass"].get<double>());
+    loss.y.push_back(p["loss"].get<double>());
+    frac.x.push_back(p["pass"].get<double>());
+    frac.y.push_back(p["converged"].get<double>() / p["statistics"].get<double>());
+  }
+  return fit::svg_chart("Adaptation (spec §5.2)", "pass", "loss (nats) / converged fraction",
+                        {loss, frac});
+}
+
+json cost_summary(const GPT2Config& config) {
+  cost::CostReportInputs in;
+  in.hw = HwConfig::preset("paper-nonlinear");
+  in.cost = cost::CostConfig::preset("paper");
+  in.shape.n_layer = config.n_layer;
+  in.shape.n_head = config.n_head;
+  in.shape.head_dim = config.head_dim();
+  in.shape.source = "the demo model";
+  in.measured_dir = cost::default_measured_dir();
+  const json r = cost::build_cost_report(in).to_json();
+  json gpus = json::array();
+  for (const json& g : r["gpus"])
+    gpus.push_back({{"gpu", g["gpu"]},
+                    {"source", g["source"]},
+                    {"speedup", g["speedup"]},
+                    {"energy_reduction", g["energy_reduction"]}});
+  return {{"energy_per_token_per_head_j", r["energy_per_token_per_head_j"]},
+          {"latency_per_token_s", r["latency_per_token_s"]},
+          {"gpus", gpus},
+          {"note",
+           "gain-cell figures from the paper preset of `gaincell cost` (spec §9); GPU figures "
+           "measured (spec §9.3 files, when present) or from the analytic decode model"}};
+}
+
+std::string fmt(double x, const char* f = "%.2f") {
+  char b[64];
+  std::snprintf(b, sizeof b, f, x);
+  return b;
+}
+
+std::string report_markdown(const json& s) {
+  std::ostringstream md;
+  md << "# gaincell demo: the paper's recipe in miniature\n\n"
+     << "Model: GPT-2 architecture, " << s["model"]["params"] << " parameters, "
+     << s["model"]["config"]["n_layer"] << " layers, " << s["model"]["config"]["n_head"]
+     << " heads, context " << s["model"]["config"]["n_positions"] << "; corpus: Debian fortunes ("
+     << s["data"]["train_tokens"] << " training tokens).\n\n"
+     << "| model | validation perplexity | greedy sample |\n|---|---|---|\n";
+  const std::pair<const char*, const char*> rows[] = {
+      {"softmax (stage 0)", "softmax"},
+      {"linear hardware, stage A", "linear"},
+      {"nonlinear hardware, before adaptation", "nonlinear_unadapted"},
+      {"nonlinear hardware, adapted (stage B)", "nonlinear_adapted"},
+      {"nonlinear hardware, fine-tuned (stage C)", "nonlinear_finetuned"}};
+  for (const auto& [label, key] : rows) {
+    std::string sample = s["samples"][key].get<std::string>();
+    for (char& c : sample)
+      if (c == '\n' || c == '|') c = ' ';
+    md << "| " << label << " | " << fmt(s[std::string("ppl_") + key].get<double>()) << " | "
+       << sample << " |\n";
+  }
+  const json& c = s["cost"];
+  md << "\nPerplexity: token level, rolling windows of the model's context over the first "
+     << s["eval_tokens"] << " validation tokens.\n\n"
+     << "## Attention on gain-cell hardware\n\n"
+     << "Per token per head: " << fmt(c["energy_per_token_per_head_j"].get<double>() * 1e9)
+     << " nJ, " << fmt(c["latency_per_token_s"].get<double>() * 1e9, "%.0f") << " ns.\n\n"
+     << "| GPU | source | speed-up | energy reduction |\n|---|---|---|---|\n";
+  for (const json& g : c["gpus"])
+    md << "| " << g["gpu"].get<std::string>() << " | " << g["source"].get<std::string>() << " | x"
+       << fmt(g["speedup"].get<double>(), "%.0f") << " | x"
+       << fmt(g["energy_reduction"].get<double>(), "%.0f") << " |\n";
+  md << "\n"
+     << c["note"].get<std::string>() << ".\n\n"
+     << "## Plots\n\n![training loss](loss_curves.svg)\n\n![adaptation](adaptation.svg)\n\n"
+     << "Adaptation: " << s["pipeline"]["B"]["adaptation"]["passes"].size() << " passes, "
+     << (s["pipeline"]["B"]["adaptation"]["converged"].get<bool>() ? "converged"
+                                                                   : "stopped at the pass limit")
+     << ".\n\nTotal time: " << fmt(s["seconds"].get<double>(), "%.0f") << " s.\n";
+  return md.str();
+}
+
+}  // namespace
+
+json run_paper_demo(const PaperDemoOptions& o, const std::function<void(const std::string&)>& log) {
+  const auto start = std::chrono::steady_clock::now();
+  require(o.steps_a >= 1 && o.steps_c >= 1, "demo: stage A and C need at least one step");
+  DemoOptions d = o.demo;
+  d.attention = "softmax";
+  json summary = run_demo(d, log);  // stage 0, reused when cached
+
+  const fs::path token_dir = summary["data"]["dir"].get<std::string>();
+  const fs::path model_dir = summary["model"]["dir"].get<std::string>();
+  PipelineOptions p;
+  p.init_dir = model_dir;
+  p.data_dir = token_dir;
+  p.out_dir = d.out_dir / "pipeline";
+  p.nonlinear_attention = o.nonlinear_attention;
+  for (TrainOptions* t : {&p.stage_a, &p.stage_c}) {
+    *t = d.train;
+    t->lr = o.lr_hardware;
+    t->min_lr = o.lr_hardware / 10;
+    t->warmup_steps = 10;
+    t->eval_interval = 0;
+  }
+  p.stage_a.steps = o.steps_a;
+  p.stage_c.steps = o.steps_c;
+  p.adapt_batch = o.adapt_batch;
+  p.eval_tokens = d.eval_tokens;
+  const json pipeline = run_pipeline(p, log);
+
+  // Samples of every model, from the same greedy decoding.
+  const Tokenizer tok =
+      d.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(d.vocab_dir);
+  const HwConfig hw_nl = HwConfig::preset("paper-nonlinear");
+  json samples;
+  samples["softmax"] = greedy_continuation(*load_model(model_dir), tok, d.sample_tokens);
+  samples["linear"] = greedy_continuation(*load_model(p.out_dir / "A"), tok, d.sample_tokens);
+  samples["nonlinear_unadapted"] = greedy_continuation(
+      *load_with(p.out_dir / "A", o.nonlinear_attention, hw_nl), tok, d.sample_tokens);
+  samples["nonlinear_adapted"] =
+      greedy_continuation(*load_model(p.out_dir / "B"), tok, d.sample_tokens);
+  samples["nonlinear_finetuned"] =
+      greedy_continuation(*load_model(p.out_dir / "C"), tok, d.sample_tokens);
+
+  json s = summary;
+  s["softmax"] = summary["val"];
+  for (const char* key : {"ppl_softmax", "ppl_linear", "ppl_nonlinear_unadapted",
+                          "ppl_nonlinear_adapted", "ppl_nonlinear_finetuned"})
+    s[key] = pipeline[key];
+  s["eval_tokens"] = d.eval_tokens;
+  s["samples"] = samples;
+  s["pipeline"] = pipeline;
+  s["cost"] = cost_summary(read_model_config(model_dir));
+  s["gaincell_hw"] = {{"linear", HwConfig::preset("paper-linear").to_json()},
+                      {"nonlinear", hw_nl.to_json()}};
+  s["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  const json softmax_losses =
+      summary["train"].contains("loss_history") ? summary["train"]["loss_history"] : json::array();
+  write_file_atomic(d.out_dir / "loss_curves.svg", loss_curves_svg(softmax_losses, pipeline));
+  write_file_atomic(d.out_dir / "adaptation.svg", adaptation_svg(pipeline["B"]["adaptation"]));
+  write_file_atomic(d.out_dir / "report.md", report_markdown(s));
+  s["report"] = (d.out_dir / "report.md").string();
+  write_file_atomic(d.out_dir / "summary.json",
+                    s.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
+  return s;
+}
+
+}  // namespace gaincell
