@@ -38,7 +38,8 @@ TEST(DemoCli, TrainsReportsPerplexityAndSampleAndCachesTokens) {
       "demo --out " + (dir.path() / "out").string() + " --corpus-dir " +
       (dir.path() / "corpus").string() +
       " --steps 3 --n-layer 1 --n-head 2 --n-embd 16 --seq-len 16 --batch-size 2"
-      " --eval-interval 1 --eval-tokens 300 --sample-tokens 5 --prompt 'A penny' --json";
+      " --eval-interval 1 --eval-tokens 300 --sample-tokens 5 --prompt 'A penny' --json"
+      " --steps-a 2 --steps-c 2";
   auto r = run_cli(dir.path(), args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("tokenizing"), std::string::npos) << r.err;
@@ -56,12 +57,25 @@ TEST(DemoCli, TrainsReportsPerplexityAndSampleAndCachesTokens) {
   EXPECT_EQ(s["val"]["tokens"].get<int64_t>(), ppl.tokens);
   EXPECT_NEAR(s["val"]["ppl"].get<double>(), ppl.ppl, 1e-6 * ppl.ppl);
   EXPECT_TRUE(s["sample"]["greedy"].is_string());
+  // The paper's stages ran on top of the softmax model and produced their report.
+  for (const char* key : {"ppl_softmax", "ppl_linear", "ppl_nonlinear_unadapted",
+                          "ppl_nonlinear_adapted", "ppl_nonlinear_finetuned"}) {
+    ASSERT_TRUE(s.contains(key)) << key;
+    EXPECT_GT(s[key].get<double>(), 1.0) << key;
+  }
+  EXPECT_DOUBLE_EQ(s["ppl_softmax"].get<double>(), s["val"]["ppl"].get<double>());
+  EXPECT_TRUE(fs::exists(dir.path() / "out/report.md"));
+  EXPECT_TRUE(fs::exists(dir.path() / "out/loss_curves.svg"));
+  EXPECT_TRUE(fs::exists(dir.path() / "out/adaptation.svg"));
+  EXPECT_EQ(s["samples"].size(), 5u);
+  EXPECT_TRUE(s["cost"].contains("energy_per_token_per_head_j"));
   EXPECT_EQ(s["sample"]["prompt"], "A penny");
 
   // Second run: cached tokens. A changed corpus: tokenized again.
   auto again = run_cli(dir.path(), args);
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_NE(again.err.find("using the cached tokens"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("reusing the softmax model"), std::string::npos) << again.err;
   EXPECT_EQ(nlohmann::json::parse(again.out)["val"], s["val"]);  // deterministic
   write_corpus(dir.path() / "corpus", 41);
   auto changed = run_cli(dir.path(), args);

@@ -1,5 +1,7 @@
 #include "gaincell/model/checkpoint.h"
 
+#include "gaincell/attention/gaincell_attention.h"
+
 #include <cctype>
 #include <cmath>
 #include <map>
@@ -158,6 +160,11 @@ void save_weights(const GPT2Model& model, const std::filesystem::path& file) {
 }
 
 void ModelOverrides::apply(GPT2Config& config) const {
+  // Switching to another gain-cell variant without --hw takes that variant's own hardware (the
+  // ablation cells run without Q and output quantisation, spec §2.7); the stored hardware is
+  // kept when the variant stays the same.
+  if (attention && *attention != config.attention && !hw && is_gaincell_attention(*attention))
+    config.hw = gaincell_default_hw(*attention);
   if (attention) config.attention = *attention;
   if (window) config.window = *window;
   if (hw) config.hw = *hw;

@@ -42,7 +42,8 @@ json corpus_fingerprint(const std::vector<fs::path>& files, double val_fraction)
   return {{"files", list}, {"val_fraction", val_fraction}, {"split_fortunes", true}};
 }
 
-void prepare_tokens(const Tokenizer& tok, const DemoOptions& o, const fs::path& dir,
+// Returns true when the cached tokens were reused.
+bool prepare_tokens(const Tokenizer& tok, const DemoOptions& o, const fs::path& dir,
                     const std::function<void(const std::string&)>& log) {
   const std::vector<fs::path> files = default_corpus_files(o.corpus_dir);
   const json fingerprint = corpus_fingerprint(files, o.val_fraction);
@@ -51,7 +52,7 @@ void prepare_tokens(const Tokenizer& tok, const DemoOptions& o, const fs::path& 
     const json cached = json::parse(read_text_file(marker), nullptr, false);
     if (cached == fingerprint) {
       log("demo: using the cached tokens in " + dir.string());
-      return;
+      return true;
     }
   }
   log("demo: tokenizing " + std::to_string(files.size()) + " fortune files from " +
@@ -62,6 +63,7 @@ void prepare_tokens(const Tokenizer& tok, const DemoOptions& o, const fs::path& 
   p.progress = log;
   prepare_token_files(tok, files, dir, p);
   write_file_atomic(marker, fingerprint.dump(1) + "\n");  // last: marks a complete cache
+  return false;
 }
 
 std::string greedy_sample(GPT2Model& model, const Tokenizer& tok, const std::string& prompt,
@@ -112,7 +114,7 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
       o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
   fs::create_directories(o.out_dir);
   const fs::path token_dir = o.out_dir / "tokens";
-  prepare_tokens(tok, o, token_dir, log);
+  const bool tokens_reused = prepare_tokens(tok, o, token_dir, log);
 
   GPT2Config config = GPT2Config::named("gpt2");
   config.n_layer = o.n_layer;
@@ -132,7 +134,7 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
   topt.data_dir = token_dir;
   // A finished (or interrupted) run with the same configuration and options is reused: resuming
   // it trains only the missing steps, none when it is complete.
-  const bool cached = checkpoint_matches(topt.out_dir, config, topt);
+  const bool cached = tokens_reused && checkpoint_matches(topt.out_dir, config, topt);
   std::unique_ptr<GPT2Model> model_ptr =
       cached ? load_model(topt.out_dir) : std::make_unique<GPT2Model>(config);
   GPT2Model& model = *model_ptr;

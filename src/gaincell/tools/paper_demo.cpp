@@ -195,6 +195,8 @@ json run_paper_demo(const PaperDemoOptions& o, const std::function<void(const st
   p.stage_c.steps = o.steps_c;
   p.adapt_batch = o.adapt_batch;
   p.eval_tokens = d.eval_tokens;
+  // A retrained softmax model (new corpus, options or a first run) invalidates every stage.
+  if (!summary["train"]["cached"].get<bool>()) fs::remove_all(p.out_dir);
   const json pipeline = run_pipeline(p, log);
 
   // Samples of every model, from the same greedy decoding.
