@@ -9,10 +9,13 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/sampling.h"
 #include "gaincell/model/tokenizer.h"
+#include "gaincell/tools/cost/trace.h"
 
 namespace gaincell::cli {
 namespace {
@@ -23,12 +26,31 @@ struct GenerateOptions {
   int max_new_tokens = 64;
   SamplingOptions sampling;
   bool stop_at_eot = true;
+  std::string trace_file;
   bool json = false;
   std::string vocab_dir;
   ModelCliOptions model;
 };
 
+// The hardware events the simulated arrays counted during this run (input of `gaincell cost
+// --trace`), with the model and hardware they came from.
+void write_trace(const std::string& path, const DecodeSession& session, const GPT2Config& cfg) {
+  const auto events = cost::decode_session_events(session, cfg);
+  require(events.has_value(), "--trace needs a gain-cell attention variant (the model runs '" +
+                                  cfg.attention + "', which simulates no arrays)");
+  nlohmann::json j = events->to_json();
+  j["source"] = {{"command", "gaincell generate"},
+                 {"attention", cfg.attention},
+                 {"gaincell_hw", cfg.hw.to_json()}};
+  write_file_atomic(path, j.dump(2) + "\n");
+}
+
 void run_generate(const GenerateOptions& o) {
+  require(
+      o.trace_file.empty() ||
+          is_gaincell_attention(o.model.attention.empty() ? read_model_config(o.model_dir).attention
+                                                          : o.model.attention),
+      "--trace needs a gain-cell attention variant (--attention gaincell-...)");
   require(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
   o.sampling.validate();
   const Tokenizer tok =
@@ -72,6 +94,7 @@ void run_generate(const GenerateOptions& o) {
     }
     logits = session->step(next);
   }
+  if (!o.trace_file.empty()) write_trace(o.trace_file, *session, cfg);
   if (o.json) {
     // decode() joins the bytes of all tokens, so multi-byte characters split across tokens are
     // whole here; invalid UTF-8 (a cut character) is replaced for the JSON output.
@@ -106,6 +129,9 @@ void setup_generate(CLI::App& app) {
                "print one JSON object (prompt, completion, tokens) instead of text");
   app.add_option("--vocab", o->vocab_dir,
                  "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  app.add_option("--trace", o->trace_file,
+                 "write the simulated arrays' hardware event counts (JSON for gaincell cost "
+                 "--trace); gain-cell variants only");
   add_model_options(app, o->model);
   app.callback([o] { run_generate(*o); });
 }

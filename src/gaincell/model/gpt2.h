@@ -132,6 +132,9 @@ class DecodeSession {
   // Uses the model's activation buffers (the model's last forward is overwritten).
   const float* prefill(const int32_t* tokens, int n);
   int64_t position() const { return position_; }
+  // The per-layer decode state (KV cache or simulated arrays), e.g. to read hardware events.
+  const AttentionDecodeState& state(int layer) const { return *states_.at(layer); }
+  int num_layers() const { return static_cast<int>(states_.size()); }
   void reset();
 
  private:

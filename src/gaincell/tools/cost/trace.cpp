@@ -1,0 +1,37 @@
+#include "gaincell/tools/cost/trace.h"
+
+#include "gaincell/attention/gaincell_attention.h"
+
+namespace gaincell::cost {
+
+HardwareEventCounts event_counts_from_arrays(const ArrayEvents& e, int64_t tokens, int heads,
+                                             int layers) {
+  HardwareEventCounts c;
+  c.tokens = tokens;
+  c.heads = heads;
+  c.layers = layers;
+  c.cell_writes = e.cell_writes;
+  c.q_pulses = e.q_pulses;
+  c.q_pulse_width_sum_tmax = e.q_pulse_width_sum;
+  c.phi_pulses = e.phi_pulses;
+  c.phi_pulse_width_sum_tmax = e.phi_pulse_width_sum;
+  c.c2p_conversions = e.c2p_conversions;
+  c.output_conversions = e.output_conversions;
+  c.counter_increments = e.counter_increments;
+  c.tile_reads = e.tile_reads;
+  c.digital_adds = e.digital_adds;
+  return c;
+}
+
+std::optional<HardwareEventCounts> decode_session_events(const DecodeSession& session,
+                                                         const GPT2Config& config) {
+  ArrayEvents total;
+  for (int l = 0; l < session.num_layers(); ++l) {
+    const auto* arrays = dynamic_cast<const GainCellDecodeState*>(&session.state(l));
+    if (arrays == nullptr) return std::nullopt;
+    total += arrays->events();
+  }
+  return event_counts_from_arrays(total, session.position(), config.n_head, config.n_layer);
+}
+
+}  // namespace gaincell::cost
