@@ -66,6 +66,8 @@ bool prepare_tokens(const Tokenizer& tok, const DemoOptions& o, const fs::path& 
   return false;
 }
 
+}  // namespace
+
 std::string greedy_sample(GPT2Model& model, const Tokenizer& tok, const std::string& prompt,
                           int max_tokens) {
   std::vector<int32_t> ids = tok.encode(prompt);
@@ -99,8 +101,6 @@ bool checkpoint_matches(const fs::path& dir, const GPT2Config& config,
     return false;  // an unreadable or foreign checkpoint is retrained, not reused
   }
 }
-
-}  // namespace
 
 json run_demo(const DemoOptions& o, const std::function<void(const std::string&)>& log_fn) {
   const auto log = [&](const std::string& line) {

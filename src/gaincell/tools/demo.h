@@ -37,6 +37,14 @@ struct DemoOptions {
   static TrainOptions default_train_options();
 };
 
+class GPT2Model;
+class Tokenizer;
+
+// Greedy continuation of `prompt` (empty: from <|endoftext|>), up to max_tokens or the end of
+// text; the prompt is cut to half the model's context.
+std::string greedy_sample(GPT2Model& model, const Tokenizer& tok, const std::string& prompt,
+                          int max_tokens);
+
 // Runs the demo; `log` receives progress lines (the trainer prints its own on stderr). Returns
 // the summary also written to out_dir/summary.json.
 nlohmann::json run_demo(const DemoOptions& options,

@@ -37,24 +37,6 @@ PaperDemoOptions PaperDemoOptions::quick() {
 
 namespace {
 
-std::string greedy_continuation(GPT2Model& model, const Tokenizer& tok, int max_tokens) {
-  std::vector<int32_t> ids = {Tokenizer::kEndOfText};
-  auto session = model.start_decoding();
-  const float* logits = session->step(ids[0]);
-  std::vector<int32_t> out;
-  const int block = model.config().block_size;
-  for (int i = 0; i < max_tokens && session->position() < block; ++i) {
-    int32_t best = 0;
-    for (int32_t v = 1; v < model.config().vocab_size; ++v)
-      if (logits[v] > logits[best]) best = v;
-    if (best == Tokenizer::kEndOfText) break;
-    out.push_back(best);
-    if (session->position() >= block) break;
-    logits = session->step(best);
-  }
-  return tok.decode(out);
-}
-
 std::unique_ptr<GPT2Model> load_with(const fs::path& dir, const std::string& attention,
                                      const HwConfig& hw) {
   LoadModelOptions load;
@@ -204,14 +186,14 @@ json run_paper_demo(const PaperDemoOptions& o, const std::function<void(const st
       d.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(d.vocab_dir);
   const HwConfig hw_nl = HwConfig::preset("paper-nonlinear");
   json samples;
-  samples["softmax"] = greedy_continuation(*load_model(model_dir), tok, d.sample_tokens);
-  samples["linear"] = greedy_continuation(*load_model(p.out_dir / "A"), tok, d.sample_tokens);
-  samples["nonlinear_unadapted"] = greedy_continuation(
-      *load_with(p.out_dir / "A", o.nonlinear_attention, hw_nl), tok, d.sample_tokens);
+  samples["softmax"] = greedy_sample(*load_model(model_dir), tok, d.prompt, d.sample_tokens);
+  samples["linear"] = greedy_sample(*load_model(p.out_dir / "A"), tok, d.prompt, d.sample_tokens);
+  samples["nonlinear_unadapted"] = greedy_sample(
+      *load_with(p.out_dir / "A", o.nonlinear_attention, hw_nl), tok, d.prompt, d.sample_tokens);
   samples["nonlinear_adapted"] =
-      greedy_continuation(*load_model(p.out_dir / "B"), tok, d.sample_tokens);
+      greedy_sample(*load_model(p.out_dir / "B"), tok, d.prompt, d.sample_tokens);
   samples["nonlinear_finetuned"] =
-      greedy_continuation(*load_model(p.out_dir / "C"), tok, d.sample_tokens);
+      greedy_sample(*load_model(p.out_dir / "C"), tok, d.prompt, d.sample_tokens);
 
   json s = summary;
   s["softmax"] = summary["val"];
