@@ -66,8 +66,8 @@ std::string loss_curves_svg(const json& softmax_history, const json& pipeline) {
 }
 
 std::string adaptation_svg(const json& adaptation) {
-  fit::Series loss{"loss on the adaptation batch", "#d62728", {}, {}, true};
-  fit::Series frac{"fraction of statistics converged", "#1f77b4", {}, {}, true};
+  fit::Series loss{"loss (nats)", "#d62728", {}, {}, true};
+  fit::Series frac{"converged fraction", "#1f77b4", {}, {}, true};
   for (const json& p : adaptation["passes"]) {
     loss.x.push_back(p["pass"].get<double>());
     loss.y.push_back(p["loss"].get<double>());
