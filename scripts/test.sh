@@ -19,6 +19,12 @@ if [ "${GAINCELL_SKIP_SANITIZE:-0}" != "1" ]; then
         -DGAINCELL_BUILD_BENCH=OFF >/dev/null
   cmake --build build-asan -j"$jobs"
   # Tests labelled 'slow' are skipped under the sanitizers (they are covered by the Release pass).
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     GAINCELL_SANITIZED=1 ctest --output-on-failure -j"$jobs" --timeout 900)
+  # The tests that run ngspice keep ASan and UBSan but not LeakSanitizer: ngspice (dlopen'ed,
+  # reloaded after a controlled exit) keeps its own allocations until exit, and once unloaded
+  # their stack frames cannot be symbolised, so no suppression can name them.
+  export UBSAN_OPTIONS=print_stacktrace=1 GAINCELL_SANITIZED=1
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 \
+     ctest --output-on-failure -j"$jobs" --timeout 900 -E '^SpiceNgspice|^SpiceCharacterize')
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=0 \
+     ctest --output-on-failure -j"$jobs" --timeout 900 -R '^SpiceNgspice|^SpiceCharacterize')
 fi
