@@ -47,13 +47,7 @@ void run_demo_command(DemoCliOptions& o) {
     return;
   }
   std::printf("%-42s %12s   %s\n", "model", "val ppl", "greedy sample");
-  const std::pair<const char*, const char*> rows[] = {
-      {"softmax", "softmax"},
-      {"linear hardware (stage A)", "linear"},
-      {"nonlinear hardware, before adaptation", "nonlinear_unadapted"},
-      {"nonlinear hardware, adapted (stage B)", "nonlinear_adapted"},
-      {"nonlinear hardware, fine-tuned (stage C)", "nonlinear_finetuned"}};
-  for (const auto& [label, key] : rows) {
+  for (const auto& [label, key] : kDemoModels) {
     std::string sample = s["samples"][key].get<std::string>();
     for (char& c : sample)
       if (c == '\n' || c == '\t') c = ' ';

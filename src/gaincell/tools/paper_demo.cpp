@@ -116,13 +116,7 @@ std::string report_markdown(const json& s) {
      << " heads, context " << s["model"]["config"]["n_positions"] << "; corpus: Debian fortunes ("
      << s["data"]["train_tokens"] << " training tokens).\n\n"
      << "| model | validation perplexity | greedy sample |\n|---|---|---|\n";
-  const std::pair<const char*, const char*> rows[] = {
-      {"softmax (stage 0)", "softmax"},
-      {"linear hardware, stage A", "linear"},
-      {"nonlinear hardware, before adaptation", "nonlinear_unadapted"},
-      {"nonlinear hardware, adapted (stage B)", "nonlinear_adapted"},
-      {"nonlinear hardware, fine-tuned (stage C)", "nonlinear_finetuned"}};
-  for (const auto& [label, key] : rows) {
+  for (const auto& [label, key] : kDemoModels) {
     std::string sample = s["samples"][key].get<std::string>();
     for (char& c : sample)
       if (c == '\n' || c == '|') c = ' ';

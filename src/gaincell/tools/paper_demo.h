@@ -13,6 +13,18 @@
 
 namespace gaincell {
 
+// The five models the demo reports, in order: label and summary key (ppl_<key>, samples[key]).
+struct DemoModelRow {
+  const char* label;
+  const char* key;
+};
+inline constexpr DemoModelRow kDemoModels[] = {
+    {"softmax (stage 0)", "softmax"},
+    {"linear hardware (stage A)", "linear"},
+    {"nonlinear hardware, before adaptation", "nonlinear_unadapted"},
+    {"nonlinear hardware, adapted (stage B)", "nonlinear_adapted"},
+    {"nonlinear hardware, fine-tuned (stage C)", "nonlinear_finetuned"}};
+
 struct PaperDemoOptions {
   DemoOptions demo;           // corpus, model shape, softmax training (stage 0)
   int64_t steps_a = 150;      // linear stage A
