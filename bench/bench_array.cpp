@@ -6,7 +6,6 @@
 // sgemm GFLOP/s and a triad loop's GB/s) with the fraction reached.
 //
 // Usage: bench_array [threads=2]
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -18,18 +17,15 @@
 #include <random>
 #include <vector>
 
+#include "bench_common.h"
 #include "gaincell/array/head_array.h"
 #include "gaincell/array/head_array_reference.h"
 #include "gaincell/device/quantizer.h"
 
 using namespace gaincell;
-using Clock = std::chrono::steady_clock;
+using namespace gaincell::bench;
 
 namespace {
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // CPU time of the calling thread: robust against other processes sharing the cores.
 double thread_cpu_seconds() {
@@ -73,32 +69,6 @@ StepTime time_decode_steps(const HwConfig& hw, int context, int reads, int D) {
     head.read(&in.q[t * D], out.data());
   }
   return {seconds_since(t0) / reads, (thread_cpu_seconds() - c0) / reads};
-}
-
-double sgemm_gflops() {
-  const int n = 1024;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n, 0.0f);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-              0.0f, c.data(), n);  // warm-up
-  const int reps = 5;
-  const auto t0 = Clock::now();
-  for (int r = 0; r < reps; ++r)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
-  return 2.0 * n * n * n * reps / seconds_since(t0) / 1e9;
-}
-
-double triad_gbs(int threads) {
-  const size_t n = size_t{1} << 24;  // 3 x 64 MiB, well beyond the caches
-  std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
-  double best = 0.0;
-  for (int r = 0; r < 5; ++r) {
-    const auto t0 = Clock::now();
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (size_t i = 0; i < n; ++i) a[i] = b[i] + 0.5f * c[i];
-    best = std::max(best, 3.0 * n * sizeof(float) / seconds_since(t0) / 1e9);
-  }
-  return best + a[n / 2] * 0.0;
 }
 
 }  // namespace
@@ -170,8 +140,9 @@ int main(int argc, char** argv) {
          heads * 2.0 * std::min(context + 1, M) * D * sizeof(float) / per_token / 1e9}};
   }
 
-  const double gemm = sgemm_gflops();
-  const double triad = triad_gbs(threads);
+  omp_set_num_threads(threads);
+  const double gemm = measure_sgemm_gflops(3);
+  const double triad = measure_triad_gbps(3);
   j["machine"] = {{"sgemm_gflop_per_s", gemm}, {"triad_gb_per_s", triad}};
   j["fraction_of_limit"] = {{"single_head_bandwidth", bytes_per_read / t_fast / 1e9 / triad},
                             {"single_head_flops", flops_per_read / t_fast / 1e9 / gemm}};

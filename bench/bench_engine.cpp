@@ -24,70 +24,25 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/model/gpt2.h"
 
 using gaincell::GPT2Config;
 using gaincell::GPT2Model;
-using Clock = std::chrono::steady_clock;
+using gaincell::bench::best_time;
+using gaincell::bench::Clock;
+using gaincell::bench::measure_sgemm_gflops;
+using gaincell::bench::measure_triad_gbps;
+using gaincell::bench::random_tokens;
+using gaincell::bench::seconds_since;
 
 namespace {
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
-}
-
-// Best time of `reps` runs after one warm-up (the machine may be shared: best is least noisy).
-template <typename F>
-double best_time(int reps, F&& run) {
-  run();
-  double best = 1e30;
-  for (int r = 0; r < reps; r++) {
-    const auto start = Clock::now();
-    run();
-    best = std::min(best, seconds_since(start));
-  }
-  return best;
-}
-
-double measure_sgemm_gflops(int reps) {
-  const int n = 2048;
-  std::vector<float> a(size_t{n} * n, 0.5f), b(a.size(), 0.25f), c(a.size());
-  const double t = best_time(
-      reps, [&] { gaincell::blas::gemm_nn(n, n, n, a.data(), n, b.data(), n, c.data(), n); });
-  return 2.0 * n * n * n / t / 1e9;
-}
-
-// STREAM triad a = b + s c; counts 12 bytes per element. 3 x 256 MiB: larger than this
-// machine's 480 MiB L3, like the ~530 MB of weights a GPT-2 124M decode step streams.
-double measure_triad_gbps(int reps) {
-  const size_t n = size_t{1} << 26;  // 256 MiB per array
-  std::unique_ptr<float[]> a(new float[n]), b(new float[n]), c(new float[n]);
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i++) {
-    a[i] = 0.0f;
-    b[i] = 1.0f;
-    c[i] = 2.0f;
-  }
-  const float s = 0.5f;
-  const double t = best_time(reps, [&] {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = b[i] + s * c[i];
-  });
-  return 3.0 * sizeof(float) * n / t / 1e9;
-}
-
-std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng() % vocab);
-  return t;
 }
 
 double forward_flops_per_token(const GPT2Config& c, int T) {

@@ -3,7 +3,6 @@
 // The machine's limits in the same run: OpenBLAS sgemm GFLOP/s and a triad-loop bandwidth (the
 // tokenizer is a single-threaded, hash-lookup-bound workload, so its byte rate is reported as a
 // fraction of the triad bandwidth only for scale).
-#include <cblas.h>
 
 #include <algorithm>
 #include <cctype>
@@ -14,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
@@ -21,7 +21,7 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using gaincell::bench::Clock;
 
 double seconds_of(const std::function<void()>& fn) {
   const auto t0 = Clock::now();
@@ -33,26 +33,6 @@ double best_of(int repeats, const std::function<void()>& fn) {
   double best = 1e30;
   for (int r = 0; r < repeats; ++r) best = std::min(best, seconds_of(fn));
   return best;
-}
-
-double sgemm_gflops() {
-  const int n = 1024;
-  std::vector<float> a(n * n, 1.0f), b(n * n, 0.5f), c(n * n, 0.0f);
-  const double t = best_of(3, [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
-  });
-  return 2.0 * n * n * n / t / 1e9;
-}
-
-double triad_gbytes_per_s() {
-  const size_t n = 1 << 24;  // 3 x 64 MiB of floats: well beyond the caches
-  std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n, 0.0f);
-  const double t = best_of(3, [&] {
-#pragma omp parallel for
-    for (size_t i = 0; i < n; ++i) c[i] = a[i] + 1.5f * b[i];
-  });
-  return 3.0 * n * sizeof(float) / t / 1e9;
 }
 
 std::string load_corpus(std::string* name) {
@@ -105,7 +85,7 @@ int main() {
         seconds_of([&] { sink += tok.bpe_word_reference(long_piece).size(); });
 
     const double mb = text.size() / 1e6;
-    const double triad = triad_gbytes_per_s();
+    const double triad = gaincell::bench::measure_triad_gbps(3);
     nlohmann::json out = {
         {"bench", "tokenizer"},
         {"corpus", corpus_name},
@@ -126,7 +106,7 @@ int main() {
         {"bpe_long_piece_bytes", long_piece.size()},
         {"bpe_long_piece_fast_s", long_fast_s},
         {"bpe_long_piece_reference_s", long_reference_s},
-        {"machine_sgemm_gflops", sgemm_gflops()},
+        {"machine_sgemm_gflops", gaincell::bench::measure_sgemm_gflops(3)},
         {"machine_triad_gb_per_s", triad},
         {"encode_warm_fraction_of_triad_bandwidth", mb / warm_s / 1e3 / triad},
         {"threads", 1},
