@@ -97,6 +97,16 @@ nlohmann::json AdaptationResult::to_json() const {
   return j;
 }
 
+void reset_adapted_scalers(GPT2Model& model) {
+  check_adaptable(model);
+  for (auto& layer : find_scalers(model)) {
+    for (ScalerTensors& s : layer) {
+      std::fill(s.a.begin(), s.a.end(), 1.0f);
+      std::fill(s.b.begin(), s.b.end(), 0.0f);
+    }
+  }
+}
+
 AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs,
                                std::span<const int32_t> targets, int B, int T,
                                const AdaptationOptions& options,
@@ -108,14 +118,7 @@ AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs
   check_adaptable(model);
   auto layers = find_scalers(model);
   check_targets_recorded(layers);
-  if (options.reset) {
-    for (auto& layer : layers) {
-      for (ScalerTensors& s : layer) {
-        std::fill(s.a.begin(), s.a.end(), 1.0f);
-        std::fill(s.b.begin(), s.b.end(), 0.0f);
-      }
-    }
-  }
+  if (options.reset) reset_adapted_scalers(model);
 
   const StatisticsMatchingOptions& m = options.matching;
   AdaptationResult result;

@@ -44,6 +44,10 @@ struct AdaptationResult {
   nlohmann::json to_json() const;
 };
 
+// Sets a = 1, b = 0 on every adapted scaler (q, k, v, output) of every layer and head: the
+// starting point of the paper's test script and of the 2024 code (spec §5.2), used by --reset.
+void reset_adapted_scalers(GPT2Model& model);
+
 // Runs the algorithm on `model` (a gain-cell attention variant whose checkpoint holds the
 // target_mean / target_std buffers) with the fixed batch inputs/targets [B][T]. `progress` is
 // called after every pass.
