@@ -58,8 +58,9 @@ TEST(DemoCli, TrainsReportsPerplexityAndSampleAndCachesTokens) {
   EXPECT_NEAR(s["val"]["ppl"].get<double>(), ppl.ppl, 1e-6 * ppl.ppl);
   EXPECT_TRUE(s["sample"]["greedy"].is_string());
   // The paper's stages ran on top of the softmax model and produced their report.
-  for (const char* key : {"ppl_softmax", "ppl_linear", "ppl_nonlinear_unadapted",
-                          "ppl_nonlinear_adapted", "ppl_nonlinear_finetuned"}) {
+  for (const char* key :
+       {"ppl_softmax", "ppl_linear", "ppl_nonlinear_stage_a_scalers", "ppl_nonlinear_unadapted",
+        "ppl_nonlinear_adapted", "ppl_nonlinear_finetuned"}) {
     ASSERT_TRUE(s.contains(key)) << key;
     EXPECT_GT(s[key].get<double>(), 1.0) << key;
   }
@@ -67,16 +68,27 @@ TEST(DemoCli, TrainsReportsPerplexityAndSampleAndCachesTokens) {
   EXPECT_TRUE(fs::exists(dir.path() / "out/report.md"));
   EXPECT_TRUE(fs::exists(dir.path() / "out/loss_curves.svg"));
   EXPECT_TRUE(fs::exists(dir.path() / "out/adaptation.svg"));
-  EXPECT_EQ(s["samples"].size(), 5u);
+  // By default stage B starts from reset scalers (the paper's Fig. 4c): six models reported.
+  EXPECT_TRUE(s["adaptation_reset"].get<bool>());
+  EXPECT_TRUE(s["pipeline"]["B"]["adaptation_options"]["reset"].get<bool>());
+  EXPECT_EQ(s["samples"].size(), 6u);
   EXPECT_TRUE(s["cost"].contains("energy_per_token_per_head_j"));
   EXPECT_EQ(s["sample"]["prompt"], "A penny");
 
-  // Second run: cached tokens. A changed corpus: tokenized again.
-  auto again = run_cli(dir.path(), args);
+  // Second run: cached tokens and softmax model; the stages rerun with the other adaptation
+  // start (the run directory of the first would be refused by the pipeline). A changed corpus:
+  // tokenized again.
+  auto again = run_cli(dir.path(), args + " --no-reset");
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_NE(again.err.find("using the cached tokens"), std::string::npos) << again.err;
   EXPECT_NE(again.err.find("reusing the softmax model"), std::string::npos) << again.err;
-  EXPECT_EQ(nlohmann::json::parse(again.out)["val"], s["val"]);  // deterministic
+  const auto s2 = nlohmann::json::parse(again.out);
+  EXPECT_EQ(s2["val"], s["val"]);  // deterministic
+  EXPECT_FALSE(s2["adaptation_reset"].get<bool>());
+  EXPECT_EQ(s2["samples"].size(), 5u);
+  EXPECT_DOUBLE_EQ(s2["ppl_linear"].get<double>(), s["ppl_linear"].get<double>());
+  EXPECT_DOUBLE_EQ(s2["ppl_nonlinear_unadapted"].get<double>(),
+                   s["ppl_nonlinear_stage_a_scalers"].get<double>());
   write_corpus(dir.path() / "corpus", 41);
   auto changed = run_cli(dir.path(), args);
   ASSERT_EQ(changed.exit_code, 0) << changed.err;

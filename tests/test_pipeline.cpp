@@ -112,6 +112,26 @@ TEST_F(PipelineTest, ResumingAfterEachStageGivesTheSameResult) {
   }
 }
 
+// With --reset the adaptation starts from a = 1, b = 0: the summary reports that start as the
+// unadapted model and stage A's scalers on the nonlinear cell separately.
+TEST_F(PipelineTest, ResetReportsBothUnadaptedModels) {
+  PipelineOptions plain = options("plain");
+  plain.stop_after = "B";
+  const nlohmann::json p = run_pipeline(plain);
+  PipelineOptions reset = options("reset");
+  reset.stop_after = "B";
+  reset.adaptation.reset = true;
+  const nlohmann::json r = run_pipeline(reset);
+  EXPECT_DOUBLE_EQ(p["B"]["unadapted"]["val_ppl"].get<double>(),
+                   p["B"]["unadapted_stage_a_scalers"]["val_ppl"].get<double>());
+  EXPECT_DOUBLE_EQ(r["B"]["unadapted_stage_a_scalers"]["val_ppl"].get<double>(),
+                   p["B"]["unadapted"]["val_ppl"].get<double>());
+  EXPECT_NE(r["B"]["unadapted"]["val_ppl"].get<double>(),
+            r["B"]["unadapted_stage_a_scalers"]["val_ppl"].get<double>());
+  EXPECT_TRUE(r["B"]["adaptation_options"]["reset"].get<bool>());
+  EXPECT_FALSE(p["B"]["adaptation_options"]["reset"].get<bool>());
+}
+
 TEST_F(PipelineTest, RefusesARunDirectoryOfOtherOptions) {
   PipelineOptions o = options("run");
   o.stop_after = "A";

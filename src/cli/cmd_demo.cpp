@@ -20,6 +20,7 @@ struct DemoCliOptions {
   PaperDemoOptions paper;
   bool quick = false;
   bool softmax_only = false;
+  bool no_reset = false;
   ModelCliOptions model;
   bool json = false;
 };
@@ -47,7 +48,7 @@ void run_demo_command(DemoCliOptions& o) {
     return;
   }
   std::printf("%-42s %12s   %s\n", "model", "val ppl", "greedy sample");
-  for (const auto& [label, key] : kDemoModels) {
+  for (const auto& [label, key] : demo_model_rows(s)) {
     std::string sample = s["samples"][key].get<std::string>();
     for (char& c : sample)
       if (c == '\n' || c == '\t') c = ' ';
@@ -105,6 +106,9 @@ void setup_demo(CLI::App& app) {
   app.add_option("--nonlinear", o->paper.nonlinear_attention,
                  "nonlinear cell of stages B and C (gaincell-nonlinear, gaincell-x3, ...)")
       ->capture_default_str();
+  app.add_flag("--no-reset", o->no_reset,
+               "stage B starts from stage A's scalers (the HEAD code) instead of a = 1, b = 0 "
+               "(the paper's Fig. 4c)");
   app.add_flag("--quick", o->quick,
                "a small, fast run for smoke tests (fixed sizes and steps; outputs in OUT/quick)");
   app.add_flag("--softmax-only", o->softmax_only,
@@ -117,6 +121,7 @@ void setup_demo(CLI::App& app) {
       o->paper = PaperDemoOptions::quick();
       o->paper.demo.out_dir = out;
     }
+    o->paper.reset_scalers = !o->no_reset;
     run_demo_command(*o);
   });
 }

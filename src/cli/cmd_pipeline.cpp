@@ -56,7 +56,11 @@ void run(PipelineCliOptions& o) {
   row("softmax (init)", s["init"]["val_ppl"]);
   if (s.contains("A")) row("linear hardware (A)", s["A"]["val_ppl"]);
   if (s.contains("B")) {
-    row("nonlinear, before adaptation", s["B"]["unadapted"]["val_ppl"]);
+    const bool reset =
+        s["B"].value("adaptation_options", nlohmann::json::object()).value("reset", false);
+    if (reset) row("nonlinear, stage A scalers", s["B"]["unadapted_stage_a_scalers"]["val_ppl"]);
+    row(reset ? "nonlinear, scalers reset (a=1, b=0)" : "nonlinear, before adaptation",
+        s["B"]["unadapted"]["val_ppl"]);
     row("nonlinear, adapted (B)", s["B"]["val_ppl"]);
   }
   if (s.contains("C")) row("nonlinear, fine-tuned (C)", s["C"]["val_ppl"]);

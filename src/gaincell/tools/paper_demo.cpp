@@ -9,6 +9,7 @@
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/tokenizer.h"
+#include "gaincell/tools/adapt/adaptation.h"
 #include "gaincell/tools/cost/cost_report.h"
 #include "gaincell/tools/fit/plot.h"
 #include "gaincell/tools/pipeline/pipeline.h"
@@ -17,6 +18,21 @@ namespace gaincell {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+std::vector<DemoModelRow> demo_model_rows(const json& summary) {
+  const bool reset = summary.value("adaptation_reset", false);
+  std::vector<DemoModelRow> rows = {{"softmax (stage 0)", "softmax"},
+                                    {"linear hardware (stage A)", "linear"}};
+  if (reset) {
+    rows.push_back({"nonlinear hardware, stage A scalers", "nonlinear_stage_a_scalers"});
+    rows.push_back({"nonlinear hardware, scalers reset", "nonlinear_unadapted"});
+  } else {
+    rows.push_back({"nonlinear hardware, before adaptation", "nonlinear_unadapted"});
+  }
+  rows.push_back({"nonlinear hardware, adapted (stage B)", "nonlinear_adapted"});
+  rows.push_back({"nonlinear hardware, fine-tuned (stage C)", "nonlinear_finetuned"});
+  return rows;
+}
 
 PaperDemoOptions PaperDemoOptions::quick() {
   PaperDemoOptions o;
@@ -116,7 +132,7 @@ std::string report_markdown(const json& s) {
      << " heads, context " << s["model"]["config"]["n_positions"] << "; corpus: Debian fortunes ("
      << s["data"]["train_tokens"] << " training tokens).\n\n"
      << "| model | validation perplexity | greedy sample |\n|---|---|---|\n";
-  for (const auto& [label, key] : kDemoModels) {
+  for (const auto& [label, key] : demo_model_rows(s)) {
     std::string sample = s["samples"][key].get<std::string>();
     for (char& c : sample)
       if (c == '\n' || c == '|') c = ' ';
@@ -125,7 +141,13 @@ std::string report_markdown(const json& s) {
   }
   const json& c = s["cost"];
   md << "\nPerplexity: token level, rolling windows of the model's context over the first "
-     << s["eval_tokens"] << " validation tokens.\n\n"
+     << s["eval_tokens"] << " validation tokens. "
+     << (s.value("adaptation_reset", false)
+             ? "The adaptation (stage B) started from a = 1, b = 0 on every q, k, v and output "
+               "scaler, as the paper's adaptation script and Fig. 4c did (spec §5.2); the "
+               "nonlinear model with stage A's scalers is shown for comparison.\n\n"
+             : "The adaptation (stage B) started from stage A's scalers (the HEAD code, spec "
+               "§5.2).\n\n")
      << "## Attention on gain-cell hardware\n\n"
      << "Per token per head: " << fmt(c["energy_per_token_per_head_j"].get<double>() * 1e9)
      << " nJ, " << fmt(c["latency_per_token_s"].get<double>() * 1e9, "%.0f") << " ns.\n\n"
@@ -170,9 +192,12 @@ json run_paper_demo(const PaperDemoOptions& o, const std::function<void(const st
   p.stage_a.steps = o.steps_a;
   p.stage_c.steps = o.steps_c;
   p.adapt_batch = o.adapt_batch;
+  p.adaptation.reset = o.reset_scalers;
   p.eval_tokens = d.eval_tokens;
-  // A retrained softmax model (new corpus, options or a first run) invalidates every stage.
-  if (!summary["train"]["cached"].get<bool>()) fs::remove_all(p.out_dir);
+  // A retrained softmax model (new corpus, options or a first run) invalidates every stage, and
+  // so do other stage options (the demo is a cache, not a run to continue).
+  if (!summary["train"]["cached"].get<bool>() || holds_other_pipeline_run(p))
+    fs::remove_all(p.out_dir);
   const json pipeline = run_pipeline(p, log);
 
   // Samples of every model, from the same greedy decoding.
@@ -182,8 +207,13 @@ json run_paper_demo(const PaperDemoOptions& o, const std::function<void(const st
   json samples;
   samples["softmax"] = greedy_sample(*load_model(model_dir), tok, d.prompt, d.sample_tokens);
   samples["linear"] = greedy_sample(*load_model(p.out_dir / "A"), tok, d.prompt, d.sample_tokens);
-  samples["nonlinear_unadapted"] = greedy_sample(
-      *load_with(p.out_dir / "A", o.nonlinear_attention, hw_nl), tok, d.prompt, d.sample_tokens);
+  auto stage_a_on_cell = load_with(p.out_dir / "A", o.nonlinear_attention, hw_nl);
+  if (o.reset_scalers) {
+    samples["nonlinear_stage_a_scalers"] =
+        greedy_sample(*stage_a_on_cell, tok, d.prompt, d.sample_tokens);
+    reset_adapted_scalers(*stage_a_on_cell);
+  }
+  samples["nonlinear_unadapted"] = greedy_sample(*stage_a_on_cell, tok, d.prompt, d.sample_tokens);
   samples["nonlinear_adapted"] =
       greedy_sample(*load_model(p.out_dir / "B"), tok, d.prompt, d.sample_tokens);
   samples["nonlinear_finetuned"] =
@@ -191,9 +221,11 @@ json run_paper_demo(const PaperDemoOptions& o, const std::function<void(const st
 
   json s = summary;
   s["softmax"] = summary["val"];
-  for (const char* key : {"ppl_softmax", "ppl_linear", "ppl_nonlinear_unadapted",
-                          "ppl_nonlinear_adapted", "ppl_nonlinear_finetuned"})
+  for (const char* key :
+       {"ppl_softmax", "ppl_linear", "ppl_nonlinear_stage_a_scalers", "ppl_nonlinear_unadapted",
+        "ppl_nonlinear_adapted", "ppl_nonlinear_finetuned"})
     s[key] = pipeline[key];
+  s["adaptation_reset"] = o.reset_scalers;
   s["eval_tokens"] = d.eval_tokens;
   s["samples"] = samples;
   s["pipeline"] = pipeline;

@@ -79,6 +79,13 @@ json run_training_stage(const std::string& name, GPT2Model& model, const fs::pat
   return j;
 }
 
+// The options a run directory is bound to (stop_after only says where this call stops).
+json recorded_options(const PipelineOptions& o) {
+  json j = o.to_json();
+  j.erase("stop_after");
+  return j;
+}
+
 }  // namespace
 
 void PipelineOptions::validate() const {
@@ -118,6 +125,12 @@ StageEvaluation evaluate_on_tokens(GPT2Model& model, const TokenDataset& val, in
   return {p.mean_nll, p.ppl, p.tokens};
 }
 
+bool holds_other_pipeline_run(const PipelineOptions& o) {
+  const fs::path options_file = o.out_dir / "pipeline_options.json";
+  if (!fs::exists(options_file)) return false;
+  return json::parse(read_text_file(options_file), nullptr, false) != recorded_options(o);
+}
+
 json run_pipeline(const PipelineOptions& o, const std::function<void(const std::string&)>& log) {
   o.validate();
   const HwConfig hw_linear = o.hw_linear.value_or(HwConfig::preset("paper-linear"));
@@ -129,17 +142,12 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
   const int T = o.stage_a.seq_len;
 
   // A run directory belongs to one set of options: a rerun with other options would mix stages.
+  require(!holds_other_pipeline_run(o), "pipeline: '" + o.out_dir.string() +
+                                            "' holds a run with other options; use another "
+                                            "--out or delete it");
   const fs::path options_file = o.out_dir / "pipeline_options.json";
-  json recorded = o.to_json();
-  recorded.erase("stop_after");
-  if (fs::exists(options_file)) {
-    const json before = json::parse(read_text_file(options_file), nullptr, false);
-    require(before == recorded, "pipeline: '" + o.out_dir.string() +
-                                    "' holds a run with other options; use another --out or "
-                                    "delete it");
-  } else {
-    write_file_atomic(options_file, recorded.dump(2) + "\n");
-  }
+  if (!fs::exists(options_file))
+    write_file_atomic(options_file, recorded_options(o).dump(2) + "\n");
   json summary = {{"options", o.to_json()}};
   {
     std::unique_ptr<GPT2Model> init = load_model(o.init_dir);
@@ -165,7 +173,12 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
   if (!stage_done(dir_b)) {
     if (log) log("stage B: adaptation of the nonlinear model");
     auto model = load_as(dir_a, o.nonlinear_attention, hw_nonlinear, log);
-    const StageEvaluation unadapted = evaluate_on_tokens(*model, val, T, o.eval_tokens);
+    // Two unadapted models: stage A's scalers on the nonlinear cell, and the algorithm's start
+    // (the same, or a = 1, b = 0 with --reset, as in the paper's Fig. 4c script, spec §5.2).
+    const StageEvaluation with_a_scalers = evaluate_on_tokens(*model, val, T, o.eval_tokens);
+    if (o.adaptation.reset) reset_adapted_scalers(*model);
+    const StageEvaluation unadapted =
+        o.adaptation.reset ? evaluate_on_tokens(*model, val, T, o.eval_tokens) : with_a_scalers;
     BatchSampler sampler(train, o.adapt_batch, T, o.adapt_seed);
     std::vector<int32_t> x(static_cast<size_t>(o.adapt_batch) * T), y(x.size());
     sampler.next(x.data(), y.data());
@@ -181,7 +194,9 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
     j["stage"] = "B";
     j["attention"] = model->config().attention;
     j["unadapted"] = evaluation_json(unadapted);
+    j["unadapted_stage_a_scalers"] = evaluation_json(with_a_scalers);
     j["adaptation"] = r.to_json();
+    j["adaptation_options"] = o.adaptation.to_json();
     j["gaincell_hw"] = model->config().hw.to_json();
     write_stage(dir_b, j);
   }
@@ -203,6 +218,7 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
   summary["ppl_softmax"] = summary["init"]["val_ppl"];
   summary["ppl_linear"] = summary["A"]["val_ppl"];
   summary["ppl_nonlinear_unadapted"] = summary["B"]["unadapted"]["val_ppl"];
+  summary["ppl_nonlinear_stage_a_scalers"] = summary["B"]["unadapted_stage_a_scalers"]["val_ppl"];
   summary["ppl_nonlinear_adapted"] = summary["B"]["val_ppl"];
   summary["ppl_nonlinear_finetuned"] = summary["C"]["val_ppl"];
   write_file_atomic(o.out_dir / "pipeline.json", summary.dump(2) + "\n");

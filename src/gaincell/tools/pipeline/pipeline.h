@@ -51,9 +51,15 @@ struct StageEvaluation {
 
 // Runs (or resumes) the pipeline; returns the summary also written to out_dir/pipeline.json:
 // val_ppl of the init model, linear (A), nonlinear unadapted and adapted (B), finetuned (C), the
-// adaptation trajectory, each stage's training curve and configuration.
+// adaptation trajectory, each stage's training curve and configuration. "Unadapted" is the
+// algorithm's starting point (ppl_nonlinear_unadapted: stage A's scalers, or a = 1, b = 0 with
+// adaptation.reset); ppl_nonlinear_stage_a_scalers is always stage A's scalers on the cell.
 nlohmann::json run_pipeline(const PipelineOptions& options,
                             const std::function<void(const std::string&)>& log = {});
+
+// True when options.out_dir already holds a run made with other options (pipeline_options.json),
+// which run_pipeline refuses to continue.
+bool holds_other_pipeline_run(const PipelineOptions& options);
 
 // Rolling-window validation loss of a model directory's model on the first max_tokens tokens.
 StageEvaluation evaluate_on_tokens(GPT2Model& model, const TokenDataset& val, int context,
