@@ -99,6 +99,59 @@ TEST(TrainCli, InitFromModelDirWithOtherAttentionAndHw) {
   EXPECT_EQ(cfg["gaincell_hw"]["name"], "paper-linear");
 }
 
+// A character-level run: prepare --tokenizer bytes, then train takes the token directory's
+// tokenizer (vocabulary 257), and generate / perplexity read text through it. A model of another
+// tokenizer is refused on that directory.
+TEST(TrainCli, ByteLevelCorpusEndToEnd) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "To be, or not to be, that is the question. ";
+  write_file_atomic(dir.path() / "text.txt", text);
+  const fs::path tok = dir.path() / "bytes";
+  auto p = run_cli(dir.path(), "prepare --tokenizer bytes --text " +
+                                   (dir.path() / "text.txt").string() + " --out " + tok.string());
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const auto meta = nlohmann::json::parse(read_text_file(tok / "meta.json"));
+  EXPECT_EQ(meta["tokenizer"], "bytes");
+  EXPECT_EQ(meta["vocab_size"], 257);
+  EXPECT_EQ(meta["train_tokens"].get<size_t>() + meta["val_tokens"].get<size_t>(), text.size());
+
+  auto t = run_cli(dir.path(), "train --data " + tok.string() + " " + kModelArgs +
+                                   " --steps 2 --out " + (dir.path() / "m").string());
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_NE(t.err.find("vocabulary of 257"), std::string::npos) << t.err;
+  const auto cfg = nlohmann::json::parse(read_text_file(dir.path() / "m/config.json"));
+  EXPECT_EQ(cfg["vocab_size"], 257);
+  EXPECT_EQ(cfg["gaincell_tokenizer"], "bytes");
+
+  auto g = run_cli(dir.path(), "generate --model " + (dir.path() / "m").string() +
+                                   " --prompt 'To be' --max-new-tokens 5 --json --no-stop");
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  const auto gj = nlohmann::json::parse(g.out);
+  EXPECT_EQ(gj["tokens"].size(), 5u) << g.out;  // one byte per token
+  auto ppl = run_cli(dir.path(), "perplexity --model " + (dir.path() / "m").string() + " --text " +
+                                     (dir.path() / "text.txt").string() + " --json");
+  ASSERT_EQ(ppl.exit_code, 0) << ppl.err;
+  const auto pj = nlohmann::json::parse(ppl.out);
+  EXPECT_EQ(pj["tokens"].get<size_t>(), text.size());
+  EXPECT_NE(pj["metric"].get<std::string>().find("bytes"), std::string::npos);
+
+  // A GPT-2-vocabulary model on the byte-level directory: refused, naming both tokenizers.
+  write_tokens(dir.path() / "tok");
+  ASSERT_EQ(run_cli(dir.path(), "train --data " + (dir.path() / "tok").string() + " " + kModelArgs +
+                                    " --steps 1 --out " + (dir.path() / "bpe").string())
+                .exit_code,
+            0);
+  auto bad =
+      run_cli(dir.path(),
+              "train --data " + tok.string() + " --init " + (dir.path() / "bpe").string() +
+                  " --seq-len 16 --batch-size 2 --steps 1 --out " + (dir.path() / "x").string());
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("'bytes' tokenizer, the model uses 'gpt2-bpe'"), std::string::npos)
+      << bad.err;
+  EXPECT_FALSE(fs::exists(dir.path() / "x" / "model.safetensors"));
+}
+
 TEST(TrainCli, BadInputsFailWithNamedProblems) {
   TempDir dir;
   write_tokens(dir.path() / "tok");

@@ -50,6 +50,11 @@ TEST(GPT2Config, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(d.window, 7);
   EXPECT_EQ(d.attention, "sliding");
   EXPECT_FLOAT_EQ(d.layer_norm_epsilon, 2e-5f);
+  EXPECT_EQ(d.tokenizer, "gpt2-bpe");
+  EXPECT_FALSE(j.contains("gaincell_tokenizer"));  // HF configs stay as they were
+  c.tokenizer = "bytes";
+  c.vocab_size = 257;
+  EXPECT_EQ(GPT2Config::from_json(c.to_json()).tokenizer, "bytes");
 }
 
 TEST(GPT2Config, HuggingFaceConfigWithExtraKeysLoads) {
@@ -86,6 +91,11 @@ TEST(GPT2Config, InvalidValuesAreRejectedWithTheFieldName) {
   expect_error(with("gaincell_window", -2), "gaincell_window");
   expect_error(with("activation_function", "relu"), "activation_function");
   expect_error(with("model_type", "llama"), "model_type");
+  expect_error(with("gaincell_tokenizer", "words"), "gaincell_tokenizer");
+  expect_error(with("gaincell_tokenizer", 3), "gaincell_tokenizer");
+  nlohmann::json small_bytes = with("gaincell_tokenizer", "bytes");
+  small_bytes["vocab_size"] = 256;
+  expect_error(small_bytes, "vocab_size >= 257");
   EXPECT_THROW(GPT2Config::named("gpt5"), Error);
   EXPECT_THROW(GPT2Model(small_config("no-such-attention")), Error);
 }

@@ -247,6 +247,31 @@ TEST(Tokenizer, RoundTripsRandomBytes) {
   }
 }
 
+// The byte tokenizer: ids are the bytes, 256 is <|endoftext|>; it needs no vocabulary files.
+TEST(ByteTokenizer, IdsAreTheBytesAndRoundTrip) {
+  const Tokenizer tok = Tokenizer::bytes();
+  EXPECT_EQ(tok.vocab_size(), 257);
+  EXPECT_EQ(tok.end_of_text(), 256);
+  EXPECT_STREQ(tok.name(), "bytes");
+  EXPECT_EQ(tok.encode("Ab\n\xff"), (std::vector<int32_t>{65, 98, 10, 255}));
+  EXPECT_EQ(tok.token_text(256), "<|endoftext|>");
+  std::mt19937_64 rng(5);
+  for (int trial = 0; trial < 100; ++trial) {
+    const std::string s = random_bytes(rng, rng() % 300);
+    const auto ids = tok.encode(s);
+    ASSERT_EQ(ids.size(), s.size());
+    ASSERT_EQ(tok.decode(ids), s);
+  }
+  EXPECT_THROW(tok.decode(std::vector<int32_t>{257}), Error);
+  EXPECT_STREQ(Tokenizer::by_name("bytes").name(), "bytes");
+  try {
+    Tokenizer::by_name("words");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown tokenizer 'words'"), std::string::npos);
+  }
+}
+
 TEST(Tokenizer, VeryLongInputsRoundTrip) {
   GAINCELL_REQUIRE_VOCAB();
   const Tokenizer& tok = *shared_tokenizer();

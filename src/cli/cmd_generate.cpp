@@ -53,19 +53,18 @@ void run_generate(const GenerateOptions& o) {
       "--trace needs a gain-cell attention variant (--attention gaincell-...)");
   require(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
   o.sampling.validate();
-  const Tokenizer tok =
-      o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
   const GPT2Config& cfg = model->config();
+  const Tokenizer tok = Tokenizer::by_name(cfg.tokenizer, o.vocab_dir);
 
   // An empty prompt starts from <|endoftext|>, as GPT-2's unconditional samples do.
   std::vector<int32_t> prompt = tok.encode(o.prompt);
   const bool unconditional = prompt.empty();
-  if (unconditional) prompt.push_back(Tokenizer::kEndOfText);
+  if (unconditional) prompt.push_back(tok.end_of_text());
   for (int32_t id : prompt) {
     require(id < cfg.vocab_size, "prompt token " + std::to_string(id) +
                                      " is outside the model's vocabulary of " +
@@ -83,7 +82,7 @@ void run_generate(const GenerateOptions& o) {
   if (!o.json && !unconditional) std::cout << o.prompt << std::flush;
   for (int i = 0; i < o.max_new_tokens; ++i) {
     const int32_t next = sampler.next(logits, cfg.vocab_size);
-    if (next == Tokenizer::kEndOfText && o.stop_at_eot) break;
+    if (next == tok.end_of_text() && o.stop_at_eot) break;
     generated.push_back(next);
     const std::string piece = next < tok.vocab_size() ? tok.token_text(next) : "";
     text += piece;

@@ -30,36 +30,36 @@ struct PerplexityOptions {
 };
 
 void run_perplexity(const PerplexityOptions& o) {
-  const Tokenizer tok =
-      o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
   const std::string text = read_text_file(o.text_file);
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
+  const Tokenizer tok = Tokenizer::by_name(model->config().tokenizer, o.vocab_dir);
   const int context = o.context > 0 ? o.context : model->config().block_size;
   const int stride = o.stride > 0 ? o.stride : context;
   require(o.context >= 0 && o.stride >= 0, "--context and --stride must be >= 0");
   std::vector<int32_t> tokens;
-  if (!o.no_eot) tokens.push_back(Tokenizer::kEndOfText);
+  if (!o.no_eot) tokens.push_back(tok.end_of_text());
   const std::vector<int32_t> body = tok.encode(text);
   tokens.insert(tokens.end(), body.begin(), body.end());
   require(!body.empty(), o.text_file + " holds no text");
   const PerplexityResult r = rolling_perplexity(*model, tokens, context, stride);
   if (o.json || o.per_token) {
-    nlohmann::json j = {{"metric", "token-level perplexity (GPT-2 BPE tokens)"},
-                        {"tokens", r.tokens},
-                        {"mean_nll", r.mean_nll},
-                        {"ppl", r.ppl},
-                        {"nll_sum", r.nll_sum},
-                        {"bytes", text.size()},
-                        {"context", context},
-                        {"stride", stride},
-                        {"windows", r.windows},
-                        {"prepend_eot", !o.no_eot},
-                        {"model", o.model_dir},
-                        {"attention", model->config().attention}};
+    nlohmann::json j = {
+        {"metric", std::string("token-level perplexity (") + tok.name() + " tokens)"},
+        {"tokens", r.tokens},
+        {"mean_nll", r.mean_nll},
+        {"ppl", r.ppl},
+        {"nll_sum", r.nll_sum},
+        {"bytes", text.size()},
+        {"context", context},
+        {"stride", stride},
+        {"windows", r.windows},
+        {"prepend_eot", !o.no_eot},
+        {"model", o.model_dir},
+        {"attention", model->config().attention}};
     if (o.per_token) j["nll"] = r.nll;
     std::cout << j.dump() << "\n";
   } else {

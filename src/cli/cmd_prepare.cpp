@@ -23,14 +23,14 @@ struct PrepareCliOptions {
   bool fortunes = false;
   std::string fortunes_dir = "/usr/share/games/fortunes";
   std::string vocab_dir;
+  std::string tokenizer = Tokenizer::kGpt2Bpe;
 };
 
 void run_prepare(const PrepareCliOptions& o) {
   std::vector<std::filesystem::path> files(o.texts.begin(), o.texts.end());
   if (o.fortunes && files.empty()) files = default_corpus_files(o.fortunes_dir);
   require(!files.empty(), "give --text FILE [FILE...] or --fortunes");
-  const Tokenizer tok =
-      o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
+  const Tokenizer tok = Tokenizer::by_name(o.tokenizer, o.vocab_dir);
   PrepareOptions options;
   options.val_fraction = o.val_fraction;
   options.split_fortunes = o.fortunes;
@@ -57,6 +57,10 @@ void setup_prepare(CLI::App& app) {
                "without --text, use the plain-text files of --fortunes-dir");
   app.add_option("--fortunes-dir", o->fortunes_dir, "where the fortune files are")
       ->capture_default_str();
+  app.add_option("--tokenizer", o->tokenizer,
+                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
   app.add_option("--vocab", o->vocab_dir,
                  "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   app.callback([o] { run_prepare(*o); });

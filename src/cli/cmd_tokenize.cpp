@@ -25,6 +25,7 @@ struct TokenizeOptions {
   bool json = false;
   bool decode = false;
   std::string vocab_dir;
+  std::string tokenizer = Tokenizer::kGpt2Bpe;
 };
 
 std::string read_input(const TokenizeOptions& o) {
@@ -86,8 +87,7 @@ std::vector<int32_t> parse_ids(const std::string& input) {
 void run_tokenize(const TokenizeOptions& o) {
   require(o.has_string != !o.text_file.empty(),
           "give exactly one of --text FILE and --string TEXT");
-  const Tokenizer tok =
-      o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
+  const Tokenizer tok = Tokenizer::by_name(o.tokenizer, o.vocab_dir);
   const std::string input = read_input(o);
   if (o.decode) {
     const std::string text = tok.decode(parse_ids(input));
@@ -128,6 +128,10 @@ void setup_tokenize(CLI::App& app) {
   app.add_flag("--decode", o->decode,
                "the input is token ids (space-separated, a JSON array or {\"ids\": [...]}); print "
                "their text (raw bytes)");
+  app.add_option("--tokenizer", o->tokenizer,
+                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
   app.add_option("--vocab", o->vocab_dir,
                  "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   app.callback([o] { run_tokenize(*o); });

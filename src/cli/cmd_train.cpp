@@ -88,12 +88,23 @@ void run_train(TrainCliOptions o) {
       load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
       model = load_model(o.init_dir, load);
     } else {
-      model = std::make_unique<GPT2Model>(config_from_cli(o));
+      GPT2Config config = config_from_cli(o);
+      // A new model takes the tokenizer of its token directory (a byte-level corpus needs a
+      // vocabulary of 257, whatever the named configuration says).
+      if (token_dir_tokenizer(options.data_dir) == Tokenizer::kBytes &&
+          config.tokenizer != Tokenizer::kBytes) {
+        config.tokenizer = Tokenizer::kBytes;
+        config.vocab_size = Tokenizer::kBytesEndOfText + 1;
+        std::cerr << "gaincell: byte-level token directory: vocabulary of " << config.vocab_size
+                  << " (256 bytes and <|endoftext|>)\n";
+      }
+      model = std::make_unique<GPT2Model>(config);
       model->init_random(options.seed);
     }
   }
   require(!options.data_dir.empty(),
           "the checkpoint does not record its data directory; give --data");
+  check_token_dir_tokenizer(options.data_dir, model->config().tokenizer);
   const int32_t vocab = model->config().vocab_size;
   const TokenDataset train = TokenDataset::open(options.data_dir / "train.bin", vocab);
   const std::optional<TokenDataset> val = open_val(options.data_dir, vocab);

@@ -279,7 +279,7 @@ PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::pa
     }
     const size_t before = stream.size();
     for (const std::string_view doc : docs) {
-      if (!stream.empty()) stream.push_back(Tokenizer::kEndOfText);  // document separator
+      if (!stream.empty()) stream.push_back(tok.end_of_text());  // document separator
       const auto ids = tok.encode(doc);
       stream.insert(stream.end(), ids.begin(), ids.end());
     }
@@ -314,9 +314,9 @@ PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::pa
                                {"version", 1},
                                {"dtype", "uint16"},
                                {"byte_order", "little"},
-                               {"tokenizer", "gpt2-bpe"},
+                               {"tokenizer", tok.name()},
                                {"vocab_size", tok.vocab_size()},
-                               {"eot_token", Tokenizer::kEndOfText},
+                               {"eot_token", tok.end_of_text()},
                                {"documents", documents},
                                {"split_fortunes", options.split_fortunes},
                                {"val_fraction", f},
@@ -331,6 +331,24 @@ PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::pa
                      " (" + std::to_string(val_tokens) + " tokens), meta.json");
   }
   return {train_tokens, val_tokens};
+}
+
+std::string token_dir_tokenizer(const fs::path& dir) {
+  const fs::path meta_path = dir / "meta.json";
+  if (!fs::exists(meta_path)) return "";
+  const auto meta = nlohmann::json::parse(read_text_file(meta_path), nullptr, false);
+  require(meta.is_object(), "'" + meta_path.string() + "' is not a JSON object");
+  if (!meta.contains("tokenizer")) return "";
+  require(meta["tokenizer"].is_string(),
+          "'" + meta_path.string() + "': 'tokenizer' must be a string");
+  return meta["tokenizer"].get<std::string>();
+}
+
+void check_token_dir_tokenizer(const fs::path& dir, const std::string& model_tokenizer) {
+  const std::string data_tokenizer = token_dir_tokenizer(dir);
+  require(data_tokenizer.empty() || data_tokenizer == model_tokenizer,
+          "token directory '" + dir.string() + "' was made with the '" + data_tokenizer +
+              "' tokenizer, the model uses '" + model_tokenizer + "'");
 }
 
 }  // namespace gaincell

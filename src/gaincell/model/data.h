@@ -93,4 +93,11 @@ std::string read_input_text(const std::filesystem::path& path);
 // Writes tokens as little-endian uint16 (atomic); throws when one does not fit in uint16.
 void write_token_file(const std::filesystem::path& path, const std::vector<int32_t>& tokens);
 
+// The tokenizer named in DIR/meta.json (Tokenizer::kGpt2Bpe or kBytes), or "" when DIR has no
+// meta.json (token files written by other tools); throws on an unreadable meta.json.
+std::string token_dir_tokenizer(const std::filesystem::path& dir);
+// Throws, naming both, when DIR's meta.json records another tokenizer than the model's.
+void check_token_dir_tokenizer(const std::filesystem::path& dir,
+                               const std::string& model_tokenizer);
+
 }  // namespace gaincell

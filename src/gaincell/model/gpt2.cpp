@@ -34,6 +34,13 @@ void GPT2Config::validate() const {
           "model config: layer_norm_epsilon must be a positive finite number");
   require(!attention.empty(), "model config: gaincell_attention must name an attention variant");
   require(window >= 0, "model config: gaincell_window must be >= 0, got " + std::to_string(window));
+  require(tokenizer == "gpt2-bpe" || tokenizer == "bytes",
+          "model config: gaincell_tokenizer must be \"gpt2-bpe\" or \"bytes\", got \"" + tokenizer +
+              "\"");
+  require(tokenizer != "bytes" || vocab_size >= 257,
+          "model config: the byte tokenizer needs vocab_size >= 257 (256 bytes and "
+          "<|endoftext|>), got " +
+              std::to_string(vocab_size));
   hw.validate();
 }
 
@@ -52,6 +59,7 @@ json GPT2Config::to_json() const {
   j["gaincell_attention"] = attention;
   j["gaincell_window"] = window;
   j["gaincell_hw"] = hw.to_json();
+  if (tokenizer != "gpt2-bpe") j["gaincell_tokenizer"] = tokenizer;
   return j;
 }
 
@@ -101,6 +109,11 @@ GPT2Config GPT2Config::from_json(const json& j) {
   }
   c.window = read_int(j, "gaincell_window", c.window);
   if (j.contains("gaincell_hw")) c.hw = HwConfig::from_json(j["gaincell_hw"]);
+  if (j.contains("gaincell_tokenizer")) {
+    require(j["gaincell_tokenizer"].is_string(),
+            "model config: 'gaincell_tokenizer' must be a string");
+    c.tokenizer = j["gaincell_tokenizer"].get<std::string>();
+  }
   c.validate();
   return c;
 }

@@ -30,12 +30,14 @@ struct GPT2Config {
   std::string attention = "softmax";  // a registered attention variant
   int window = 0;                     // sliding window for "sliding" (0 = block_size)
   HwConfig hw = HwConfig::preset("paper-nonlinear");  // for the gain-cell variants
+  // How text becomes ids (tokenizer.h): "gpt2-bpe" or "bytes" (then vocab_size >= 257).
+  std::string tokenizer = "gpt2-bpe";
 
   int head_dim() const { return n_embd / n_head; }
   void validate() const;  // throws gaincell::Error naming the field
   // Hugging Face config.json keys (n_layer, n_head, n_embd, n_positions, n_ctx, vocab_size,
   // layer_norm_epsilon, model_type "gpt2", architectures) plus gaincell_attention, gaincell_window,
-  // gaincell_hw.
+  // gaincell_hw, gaincell_tokenizer (absent = "gpt2-bpe").
   nlohmann::json to_json() const;
   static GPT2Config from_json(const nlohmann::json& j);
   // "gpt2" (124M), "gpt2-medium", "gpt2-large", "gpt2-xl", or "tiny" for tests.

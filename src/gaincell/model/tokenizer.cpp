@@ -443,6 +443,27 @@ Tokenizer Tokenizer::load_default() {
   return load(dir);
 }
 
+Tokenizer Tokenizer::bytes() {
+  auto vocab = std::make_shared<Vocabulary>();
+  for (int b = 0; b < 256; ++b) {
+    vocab->token_bytes.emplace_back(1, static_cast<char>(b));
+    vocab->byte_token[static_cast<size_t>(b)] = b;
+  }
+  vocab->token_bytes.emplace_back("<|endoftext|>");  // id kBytesEndOfText
+  Tokenizer tok;
+  tok.vocab_ = std::move(vocab);
+  tok.cache_ = std::make_shared<WordCache>();
+  tok.bytes_only_ = true;
+  return tok;
+}
+
+Tokenizer Tokenizer::by_name(const std::string& name, const fs::path& vocab_dir) {
+  if (name == kBytes) return bytes();
+  require(name == kGpt2Bpe, "unknown tokenizer '" + name + "' (expected '" + std::string(kGpt2Bpe) +
+                                "' or '" + kBytes + "')");
+  return vocab_dir.empty() ? load_default() : load(vocab_dir);
+}
+
 int32_t Tokenizer::vocab_size() const {
   return static_cast<int32_t>(vocab_->token_bytes.size());
 }
@@ -562,6 +583,11 @@ std::vector<int32_t> Tokenizer::bpe_word(std::string_view piece) const {
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  if (bytes_only_) {
+    std::vector<int32_t> bytes(text.size());
+    for (size_t i = 0; i < text.size(); ++i) bytes[i] = static_cast<uint8_t>(text[i]);
+    return bytes;
+  }
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 1);
   WordCache& cache = *cache_;

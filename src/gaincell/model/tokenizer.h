@@ -1,4 +1,5 @@
-// GPT-2 byte-level BPE tokenizer (Radford et al. 2019), built from encoder.json and vocab.bpe.
+// GPT-2 byte-level BPE tokenizer (Radford et al. 2019), built from encoder.json and vocab.bpe,
+// and a plain byte tokenizer (Tokenizer::bytes()) for character-level models.
 //
 // encode(): split the bytes with GPT-2's pre-tokenization pattern
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -27,7 +28,15 @@ namespace gaincell {
 
 class Tokenizer {
  public:
-  static constexpr int32_t kEndOfText = 50256;
+  static constexpr int32_t kEndOfText = 50256;  // of the GPT-2 vocabulary
+  static constexpr int32_t kBytesEndOfText = 256;
+
+  // The two tokenizations a token directory or a model may use (meta.json "tokenizer", config.json
+  // "gaincell_tokenizer"): GPT-2's byte-level BPE, or raw bytes (ids 0..255 are the bytes, 256 is
+  // <|endoftext|>; vocabulary 257), for small character-level models where attention carries
+  // most of the prediction.
+  static constexpr const char* kGpt2Bpe = "gpt2-bpe";
+  static constexpr const char* kBytes = "bytes";
 
   // Reads vocab_dir/encoder.json and vocab_dir/vocab.bpe and validates them (dense unique ids,
   // all 256 byte tokens present, <|endoftext|> = 50256, every merge's parts and result in the
@@ -35,6 +44,14 @@ class Tokenizer {
   static Tokenizer load(const std::filesystem::path& vocab_dir);
   // default_data_dir() / "vocab"; the error says to run scripts/setup.sh.
   static Tokenizer load_default();
+  // The byte tokenizer (needs no files).
+  static Tokenizer bytes();
+  // kGpt2Bpe: load(vocab_dir), or load_default() when vocab_dir is empty; kBytes: bytes(). Throws
+  // on another name.
+  static Tokenizer by_name(const std::string& name, const std::filesystem::path& vocab_dir = {});
+
+  const char* name() const { return bytes_only_ ? kBytes : kGpt2Bpe; }
+  int32_t end_of_text() const { return bytes_only_ ? kBytesEndOfText : kEndOfText; }
 
   // Never throws on content. Thread-safe (the word cache is guarded by a mutex).
   std::vector<int32_t> encode(std::string_view text) const;
@@ -56,6 +73,7 @@ class Tokenizer {
   Tokenizer() = default;
   std::shared_ptr<const Vocabulary> vocab_;
   std::shared_ptr<WordCache> cache_;
+  bool bytes_only_ = false;
 };
 
 // Pre-tokenization of GPT-2 (see above): consecutive, non-empty pieces (views into `text`) that

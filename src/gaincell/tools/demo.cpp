@@ -36,17 +36,21 @@ TrainOptions DemoOptions::default_train_options() {
 namespace {
 
 // The corpus files with their sizes: the token cache is reused only for the same corpus.
-json corpus_fingerprint(const std::vector<fs::path>& files, double val_fraction) {
+json corpus_fingerprint(const std::vector<fs::path>& files, double val_fraction,
+                        const Tokenizer& tok) {
   json list = json::array();
   for (const auto& f : files) list.push_back({{"path", f.string()}, {"bytes", fs::file_size(f)}});
-  return {{"files", list}, {"val_fraction", val_fraction}, {"split_fortunes", true}};
+  return {{"files", list},
+          {"val_fraction", val_fraction},
+          {"split_fortunes", true},
+          {"tokenizer", tok.name()}};
 }
 
 // Returns true when the cached tokens were reused.
 bool prepare_tokens(const Tokenizer& tok, const DemoOptions& o, const fs::path& dir,
                     const std::function<void(const std::string&)>& log) {
   const std::vector<fs::path> files = default_corpus_files(o.corpus_dir);
-  const json fingerprint = corpus_fingerprint(files, o.val_fraction);
+  const json fingerprint = corpus_fingerprint(files, o.val_fraction, tok);
   const fs::path marker = dir / "corpus.json";
   if (fs::exists(marker) && fs::exists(dir / "train.bin") && fs::exists(dir / "val.bin")) {
     const json cached = json::parse(read_text_file(marker), nullptr, false);
@@ -71,7 +75,7 @@ bool prepare_tokens(const Tokenizer& tok, const DemoOptions& o, const fs::path& 
 std::string greedy_sample(GPT2Model& model, const Tokenizer& tok, const std::string& prompt,
                           int max_tokens) {
   std::vector<int32_t> ids = tok.encode(prompt);
-  if (ids.empty()) ids.push_back(Tokenizer::kEndOfText);
+  if (ids.empty()) ids.push_back(tok.end_of_text());
   const int block = model.config().block_size;
   if (static_cast<int>(ids.size()) > block / 2) ids.erase(ids.begin(), ids.end() - block / 2);
   auto session = model.start_decoding();
@@ -82,7 +86,7 @@ std::string greedy_sample(GPT2Model& model, const Tokenizer& tok, const std::str
     for (int32_t v = 1; v < model.config().vocab_size; ++v) {
       if (logits[v] > logits[best]) best = v;
     }
-    if (best == Tokenizer::kEndOfText) break;
+    if (best == tok.end_of_text()) break;
     out.push_back(best);
     if (session->position() >= block) break;
     logits = session->step(best);
@@ -110,8 +114,7 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
   require(o.sample_tokens >= 0, "demo: sample tokens must be >= 0");
   require(o.eval_tokens >= 0, "demo: eval tokens must be >= 0");
   default_corpus_files(o.corpus_dir);  // a missing corpus is reported before the slow steps
-  const Tokenizer tok =
-      o.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(o.vocab_dir);
+  const Tokenizer tok = Tokenizer::by_name(o.tokenizer, o.vocab_dir);
   fs::create_directories(o.out_dir);
   const fs::path token_dir = o.out_dir / "tokens";
   const bool tokens_reused = prepare_tokens(tok, o, token_dir, log);
@@ -122,6 +125,7 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
   config.n_embd = o.n_embd;
   config.block_size = o.train.seq_len;
   config.vocab_size = tok.vocab_size();
+  config.tokenizer = tok.name();
   config.attention = o.attention;
   config.window = o.window;
   if (o.hw) config.hw = *o.hw;
@@ -168,6 +172,7 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
       {"dir", topt.out_dir.string()}, {"params", model.num_params()}, {"config", config.to_json()}};
   summary["data"] = {{"dir", token_dir.string()},
                      {"corpus", o.corpus_dir.string()},
+                     {"tokenizer", tok.name()},
                      {"train_tokens", train.size()},
                      {"val_tokens", val.size()}};
   summary["train"] = result.to_json();

@@ -21,6 +21,9 @@ struct DemoOptions {
   std::filesystem::path out_dir = "demo-out";
   std::filesystem::path corpus_dir = "/usr/share/games/fortunes";
   std::filesystem::path vocab_dir;  // empty: default_data_dir()/vocab
+  // "bytes" (one token per byte: a character-level model, whose predictions rest on attention)
+  // or "gpt2-bpe" (GPT-2's vocabulary of 50,257).
+  std::string tokenizer = "bytes";
   double val_fraction = 0.1;
   // Model: GPT-2 architecture and vocabulary, small (about 0.8M non-embedding parameters).
   int n_layer = 4;

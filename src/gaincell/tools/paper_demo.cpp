@@ -201,8 +201,7 @@ json run_paper_demo(const PaperDemoOptions& o, const std::function<void(const st
   const json pipeline = run_pipeline(p, log);
 
   // Samples of every model, from the same greedy decoding.
-  const Tokenizer tok =
-      d.vocab_dir.empty() ? Tokenizer::load_default() : Tokenizer::load(d.vocab_dir);
+  const Tokenizer tok = Tokenizer::by_name(d.tokenizer, d.vocab_dir);
   const HwConfig hw_nl = HwConfig::preset("paper-nonlinear");
   json samples;
   samples["softmax"] = greedy_sample(*load_model(model_dir), tok, d.prompt, d.sample_tokens);
