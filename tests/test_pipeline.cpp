@@ -9,7 +9,9 @@
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
+#include "gaincell/tools/adapt/adaptation.h"
 #include "gaincell/tools/pipeline/pipeline.h"
+#include "test_cli_util.h"
 
 using namespace gaincell;
 namespace fs = std::filesystem;
@@ -143,6 +145,61 @@ TEST_F(PipelineTest, RefusesARunDirectoryOfOtherOptions) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("other options"), std::string::npos) << e.what();
   }
+}
+
+// `gaincell adapt` as a user runs it on a stage A directory: the adapted model, the JSON
+// trajectory (the library's result on the same batch), and validation before and after.
+TEST_F(PipelineTest, AdaptCommandMatchesTheLibraryAndValidates) {
+  PipelineOptions o = options("run");
+  o.stop_after = "A";
+  run_pipeline(o);
+  const fs::path a = dir_ / "run" / "A", out = dir_ / "adapted";
+  const auto r = cli_test::run_cli(dir_, "adapt --model " + a.string() + " --data " +
+                                             (dir_ / "tok").string() + " --out " + out.string() +
+                                             " --reset --batch 2 --eval-tokens 256 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j, nlohmann::json::parse(read_text_file(out / "adaptation.json")));
+  EXPECT_TRUE(j["options"]["reset"].get<bool>());
+  EXPECT_EQ(j["passes"].size(), j["converged"].get<bool>() ? j["passes"].size() : 101u);
+  EXPECT_NE(r.err.find("adapt: pass   0"), std::string::npos) << r.err;
+  EXPECT_EQ(j["validation"]["before"]["tokens"], 255);  // 256 tokens, the first not predicted
+  EXPECT_TRUE(j["validation"]["after"]["val_loss"].is_number());
+  EXPECT_EQ(read_model_config(out).attention, "gaincell-nonlinear");
+
+  // The same algorithm in the library, on the batch the command draws (seed 1337).
+  auto model = load_model(a, {.overrides = {.attention = "gaincell-nonlinear"}});
+  const TokenDataset train = TokenDataset::open(dir_ / "tok" / "train.bin", kVocab);
+  BatchSampler sampler(train, 2, 32, 1337);
+  std::vector<int32_t> x(64), y(64);
+  sampler.next(x.data(), y.data());
+  AdaptationOptions opt;
+  opt.reset = true;
+  const AdaptationResult lib = adapt_scalers(*model, x, y, 2, 32, opt);
+  EXPECT_EQ(j["passes"].size(), lib.passes.size());
+  EXPECT_FLOAT_EQ(j["final_loss"].get<float>(), lib.final_loss);
+  // The validation after the adaptation is that of the written model.
+  const StageEvaluation after = evaluate_on_tokens(
+      *load_model(out), TokenDataset::open(dir_ / "tok" / "val.bin", kVocab), 32, 256);
+  EXPECT_DOUBLE_EQ(j["validation"]["after"]["val_loss"].get<double>(), after.loss);
+
+  // A model without recorded targets, a missing directory, a bad option: named errors.
+  const auto no_targets =
+      cli_test::run_cli(dir_, "adapt --model " + (dir_ / "init").string() + " --data " +
+                                  (dir_ / "tok").string() + " --out " + (dir_ / "x").string());
+  EXPECT_NE(no_targets.exit_code, 0);
+  EXPECT_NE(no_targets.err.find("target"), std::string::npos) << no_targets.err;
+  EXPECT_FALSE(fs::exists(dir_ / "x"));
+  const auto missing =
+      cli_test::run_cli(dir_, "adapt --model " + (dir_ / "nope").string() + " --data " +
+                                  (dir_ / "tok").string() + " --out " + (dir_ / "y").string());
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("nope"), std::string::npos) << missing.err;
+  const auto bad =
+      cli_test::run_cli(dir_, "adapt --model " + a.string() + " --data " + (dir_ / "tok").string() +
+                                  " --out " + (dir_ / "z").string() + " --eval-tokens -3");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--eval-tokens"), std::string::npos) << bad.err;
 }
 
 TEST_F(PipelineTest, RejectsBadOptions) {

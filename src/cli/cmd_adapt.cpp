@@ -8,6 +8,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
 #include "gaincell/tools/adapt/adaptation.h"
+#include "gaincell/tools/pipeline/pipeline.h"
 
 namespace gaincell::cli {
 namespace {
@@ -32,6 +34,7 @@ struct AdaptCliOptions {
   uint64_t seed = 1337;
   bool reset = false;
   bool json = false;
+  int64_t eval_tokens = 0;  // validation tokens scored before and after; 0 = none
   AdaptationOptions adaptation;
 };
 
@@ -53,15 +56,32 @@ void run_adapt(const AdaptCliOptions& o) {
   const int T = o.seq_len > 0 ? o.seq_len : model->config().block_size;
   require(T <= model->config().block_size, "--seq-len exceeds the model's block size");
 
+  check_token_dir_tokenizer(o.data_dir, model->config().tokenizer);
   const TokenDataset train = TokenDataset::open(std::filesystem::path(o.data_dir) / "train.bin",
                                                 model->config().vocab_size);
+  require(o.eval_tokens >= 0, "--eval-tokens must be >= 0");
+  std::optional<TokenDataset> val;
+  if (o.eval_tokens > 0) {
+    val = TokenDataset::open(std::filesystem::path(o.data_dir) / "val.bin",
+                             model->config().vocab_size);
+  }
+  // Validation perplexity of the model as the algorithm finds it and leaves it.
+  auto validate = [&](const char* when) {
+    const StageEvaluation e = evaluate_on_tokens(*model, *val, T, o.eval_tokens);
+    std::fprintf(stderr, "adapt: validation %s: loss %.4f, ppl %.3f over %lld tokens\n", when,
+                 e.loss, e.ppl, static_cast<long long>(e.tokens));
+    return nlohmann::json{{"val_loss", e.loss}, {"val_ppl", e.ppl}, {"tokens", e.tokens}};
+  };
   BatchSampler sampler(train, o.batch, T, o.seed);
   std::vector<int32_t> x(static_cast<size_t>(o.batch) * T), y(x.size());
   sampler.next(x.data(), y.data());  // the one fixed batch of the algorithm
 
   AdaptationOptions options = o.adaptation;
   options.reset = o.reset;
+  if (o.reset) reset_adapted_scalers(*model);
+  const nlohmann::json val_before = val ? validate("before") : nlohmann::json();
   const AdaptationResult r = adapt_scalers(*model, x, y, o.batch, T, options, print_pass);
+  const nlohmann::json val_after = val ? validate("after") : nlohmann::json();
   std::fprintf(stderr, "adapt: %s after %zu passes; loss %.4f -> %.4f (ppl %.2f -> %.2f)\n",
                r.converged ? "converged" : "stopped at the pass limit", r.passes.size(),
                r.initial_loss, r.final_loss, std::exp(r.initial_loss), std::exp(r.final_loss));
@@ -76,6 +96,7 @@ void run_adapt(const AdaptCliOptions& o) {
   summary["batch"] = {{"B", o.batch}, {"T", T}, {"seed", o.seed}};
   summary["options"] = options.to_json();
   summary["gaincell_hw"] = model->config().hw.to_json();
+  if (val) summary["validation"] = {{"before", val_before}, {"after", val_after}};
   write_file_atomic(std::filesystem::path(o.out_dir) / "adaptation.json", summary.dump(2) + "\n");
   if (o.json) {
     std::cout << summary.dump(2) << "\n";
@@ -114,6 +135,9 @@ void setup_adapt(CLI::App& app) {
                  "passes over which alpha falls linearly from alpha-max to alpha-min")
       ->capture_default_str();
   app.add_flag("--json", o->json, "print the whole trajectory as JSON");
+  app.add_option("--eval-tokens", o->eval_tokens,
+                 "score the first N tokens of val.bin before and after the adaptation (0 = no)")
+      ->capture_default_str();
   app.callback([o] { run_adapt(*o); });
 }
 
