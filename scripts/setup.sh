@@ -9,7 +9,7 @@ cd "$root"
 packages=(build-essential cmake pkg-config git ca-certificates
           libopenblas-dev nlohmann-json3-dev libcli11-dev
           libgtest-dev libgmock-dev libbenchmark-dev
-          libngspice0-dev ngspice fortunes npm)
+          libngspice0-dev ngspice fortunes npm jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
