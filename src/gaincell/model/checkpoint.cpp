@@ -1,13 +1,14 @@
 #include "gaincell/model/checkpoint.h"
 
-#include "gaincell/attention/gaincell_attention.h"
-
+#include <algorithm>
 #include <cctype>
+#include <climits>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 
@@ -188,6 +189,36 @@ GPT2Config read_model_config(const std::filesystem::path& model_dir) {
   }
 }
 
+namespace {
+
+// "h.0.attn.q_scaler.a, h.1.attn.q_scaler.a, ..." -> "h.*.attn.q_scaler.a, ... (layers 0-3)":
+// one entry per tensor of a layer instead of one per layer, for readable logs.
+std::string summarize_layer_names(const std::vector<std::string>& names) {
+  std::vector<std::string> unique;
+  int min_layer = INT32_MAX, max_layer = -1;
+  for (const std::string& n : names) {
+    std::string key = n;
+    size_t digits = 2;
+    while (n.size() > digits && n.compare(0, 2, "h.") == 0 &&
+           std::isdigit(static_cast<unsigned char>(n[digits])))
+      ++digits;
+    if (digits > 2 && digits < n.size() && n[digits] == '.') {
+      const int layer = std::stoi(n.substr(2, digits - 2));
+      min_layer = std::min(min_layer, layer);
+      max_layer = std::max(max_layer, layer);
+      key = "h.*" + n.substr(digits);
+    }
+    if (std::find(unique.begin(), unique.end(), key) == unique.end()) unique.push_back(key);
+  }
+  std::string out;
+  for (const std::string& k : unique) out += (out.empty() ? "" : ", ") + k;
+  if (max_layer >= 0)
+    out += " (layers " + std::to_string(min_layer) + "-" + std::to_string(max_layer) + ")";
+  return out;
+}
+
+}  // namespace
+
 std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
                                       const LoadModelOptions& options) {
   GPT2Config config = read_model_config(model_dir);
@@ -200,11 +231,10 @@ std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
   const LoadReport report = load_weights(*model, file, options.layout);
   if (options.log) {
     if (!report.missing_extras.empty()) {
-      std::string names;
-      for (const auto& n : report.missing_extras) names += (names.empty() ? "" : ", ") + n;
       options.log("attention '" + config.attention +
                   "': " + std::to_string(report.missing_extras.size()) +
-                  " tensors not in the checkpoint keep their initial values: " + names);
+                  " tensors not in the checkpoint keep their initial values: " +
+                  summarize_layer_names(report.missing_extras));
     }
     size_t unexpected = 0;
     std::string names;
