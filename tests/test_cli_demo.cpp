@@ -95,6 +95,25 @@ TEST(DemoCli, TrainsReportsPerplexityAndSampleAndCachesTokens) {
   EXPECT_NE(changed.err.find("tokenizing"), std::string::npos) << changed.err;
 }
 
+// --quick: fixed small sizes, outputs under OUT/quick, the user's corpus; the JSON summary holds
+// the five perplexities the issue names.
+TEST(DemoCli, QuickRunsTheWholeRecipeIntoOutQuick) {
+  TempDir dir;
+  write_corpus(dir.path() / "corpus", 40);
+  auto r = run_cli(dir.path(), "demo --quick --json --out " + (dir.path() / "out").string() +
+                                   " --corpus-dir " + (dir.path() / "corpus").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto s = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(fs::exists(dir.path() / "out/quick/report.md"));
+  EXPECT_EQ(s["model"]["config"]["n_layer"], 2);
+  EXPECT_EQ(s["train"]["steps"], 100);
+  EXPECT_EQ(s["data"]["corpus"], (dir.path() / "corpus").string());
+  EXPECT_EQ(s["data"]["tokenizer"], "bytes");
+  for (const char* key : {"ppl_softmax", "ppl_linear", "ppl_nonlinear_unadapted",
+                          "ppl_nonlinear_adapted", "ppl_nonlinear_finetuned"})
+    EXPECT_TRUE(std::isfinite(s[key].get<double>())) << key;
+}
+
 TEST(DemoCli, MissingCorpusIsANamedError) {
   TempDir dir;
   fs::create_directories(dir.path() / "empty");

@@ -4,12 +4,15 @@
 // and samples with the gain-cell attention cost against GPUs. Outputs in --out (tokens/, model/,
 // pipeline/, report.md, loss_curves.svg, adaptation.svg, summary.json). --softmax-only stops
 // after the softmax model (the first version of the demo).
+#include <cmath>
+#include <cstdio>
 #include <iostream>
 #include <memory>
 
 #include "cli/command.h"
 #include "cli/model_options.h"
 #include "gaincell/core/error.h"
+#include "gaincell/model/tokenizer.h"
 #include "gaincell/tools/demo.h"
 #include "gaincell/tools/paper_demo.h"
 
@@ -47,14 +50,14 @@ void run_demo_command(DemoCliOptions& o) {
     std::cout << s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return;
   }
-  std::printf("%-42s %12s   %s\n", "model", "val ppl", "greedy sample");
+  std::printf("%-42s %9s %9s   %s\n", "model", "val loss", "val ppl", "greedy sample");
   for (const auto& [label, key] : demo_model_rows(s)) {
     std::string sample = s["samples"][key].get<std::string>();
     for (char& c : sample)
       if (c == '\n' || c == '\t') c = ' ';
     if (sample.size() > 60) sample = sample.substr(0, 60) + "...";
-    std::printf("%-42s %12.2f   %s\n", label, s[std::string("ppl_") + key].get<double>(),
-                sample.c_str());
+    const double ppl = s[std::string("ppl_") + key].get<double>();
+    std::printf("%-42s %9.4f %9.3f   %s\n", label, std::log(ppl), ppl, sample.c_str());
   }
   const auto& c = s["cost"];
   std::printf("\ngain-cell attention per token per head: %.2f nJ, %.0f ns (paper preset)\n",
@@ -75,6 +78,10 @@ void setup_demo(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--corpus-dir", d.corpus_dir, "directory of fortune(6) files")
       ->capture_default_str();
+  app.add_option("--tokenizer", d.tokenizer,
+                 "bytes (one token per byte: a character-level model) or gpt2-bpe")
+      ->capture_default_str()
+      ->check(CLI::IsMember({Tokenizer::kBytes, Tokenizer::kGpt2Bpe}));
   app.add_option("--vocab", d.vocab_dir,
                  "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   app.add_option("--steps", d.train.steps, "training steps")->capture_default_str();
@@ -117,9 +124,13 @@ void setup_demo(CLI::App& app) {
     if (o->quick) {
       // --quick fixes the sizes and steps (PaperDemoOptions::quick) and keeps its outputs in
       // OUT/quick, apart from the full run's cache.
-      const std::filesystem::path out = o->paper.demo.out_dir / "quick";
+      const DemoOptions given = o->paper.demo;
       o->paper = PaperDemoOptions::quick();
-      o->paper.demo.out_dir = out;
+      o->paper.demo.out_dir = given.out_dir / "quick";
+      o->paper.demo.corpus_dir = given.corpus_dir;  // where the data is stays the user's choice
+      o->paper.demo.vocab_dir = given.vocab_dir;
+      o->paper.demo.tokenizer = given.tokenizer;
+      o->paper.demo.prompt = given.prompt;
     }
     o->paper.reset_scalers = !o->no_reset;
     run_demo_command(*o);
@@ -127,7 +138,8 @@ void setup_demo(CLI::App& app) {
 }
 
 CommandRegistration reg({"demo",
-                         "train a small GPT-2 on Debian's fortunes, report perplexity and a sample",
+                         "the paper in miniature: a small GPT-2 on Debian's fortunes through the "
+                         "linear stage, adaptation and nonlinear fine-tuning",
                          setup_demo});
 
 }  // namespace

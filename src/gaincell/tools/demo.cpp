@@ -17,16 +17,16 @@ using json = nlohmann::json;
 
 TrainOptions DemoOptions::default_train_options() {
   TrainOptions t;
-  t.steps = 300;
-  t.batch_size = 8;
-  t.seq_len = 64;
+  t.steps = 1500;
+  t.batch_size = 16;
+  t.seq_len = 128;
   t.grad_accum = 1;
-  t.lr = 3e-3f;
-  t.min_lr = 3e-4f;
-  t.warmup_steps = 30;
+  t.lr = 2e-3f;
+  t.min_lr = 2e-4f;
+  t.warmup_steps = 50;
   t.weight_decay = 0.1f;
   t.grad_clip = 1.0f;
-  t.eval_interval = 100;
+  t.eval_interval = 500;
   t.eval_iters = 8;
   t.log_interval = 10;
   t.seed = 1337;

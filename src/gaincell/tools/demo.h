@@ -25,17 +25,18 @@ struct DemoOptions {
   // or "gpt2-bpe" (GPT-2's vocabulary of 50,257).
   std::string tokenizer = "bytes";
   double val_fraction = 0.1;
-  // Model: GPT-2 architecture and vocabulary, small (about 0.8M non-embedding parameters).
+  // Model: GPT-2 architecture, small (about 0.8M non-embedding parameters); two heads of
+  // dimension 64, as in GPT-2, so that a head fills the 64 rows of a gain-cell array.
   int n_layer = 4;
-  int n_head = 4;
+  int n_head = 2;
   int n_embd = 128;
   std::string attention = "softmax";
   int window = 0;
   std::optional<HwConfig> hw;
   TrainOptions train = default_train_options();
-  int64_t eval_tokens = 16384;  // validation tokens scored for the final perplexity (0 = all)
+  int64_t eval_tokens = 32768;  // validation tokens scored for the final perplexity (0 = all)
   std::string prompt;           // empty: start from <|endoftext|>
-  int sample_tokens = 48;
+  int sample_tokens = 120;
 
   static TrainOptions default_train_options();
 };

@@ -36,17 +36,19 @@ std::vector<DemoModelRow> demo_model_rows(const json& summary) {
 
 PaperDemoOptions PaperDemoOptions::quick() {
   PaperDemoOptions o;
-  o.demo.train.steps = 60;
+  o.demo.train.steps = 100;
+  o.demo.train.batch_size = 8;
+  o.demo.train.seq_len = 64;
   o.demo.train.warmup_steps = 10;
-  o.demo.train.eval_interval = 30;
+  o.demo.train.eval_interval = 50;
   o.demo.train.eval_iters = 4;
   o.demo.n_layer = 2;
   o.demo.n_embd = 64;
-  o.demo.n_head = 2;
+  o.demo.n_head = 1;
   o.demo.eval_tokens = 4096;
-  o.demo.sample_tokens = 24;
-  o.steps_a = 20;
-  o.steps_c = 20;
+  o.demo.sample_tokens = 40;
+  o.steps_a = 40;
+  o.steps_c = 40;
   o.adapt_batch = 4;
   return o;
 }
@@ -130,13 +132,16 @@ std::string report_markdown(const json& s) {
      << "Model: GPT-2 architecture, " << s["model"]["params"] << " parameters, "
      << s["model"]["config"]["n_layer"] << " layers, " << s["model"]["config"]["n_head"]
      << " heads, context " << s["model"]["config"]["n_positions"] << "; corpus: Debian fortunes ("
-     << s["data"]["train_tokens"] << " training tokens).\n\n"
-     << "| model | validation perplexity | greedy sample |\n|---|---|---|\n";
+     << s["data"]["train_tokens"] << " training tokens, tokenizer "
+     << s["data"]["tokenizer"].get<std::string>() << ").\n\n"
+     << "| model | validation loss (nats/token) | perplexity | greedy sample "
+        "|\n|---|---|---|---|\n";
   for (const auto& [label, key] : demo_model_rows(s)) {
     std::string sample = s["samples"][key].get<std::string>();
     for (char& c : sample)
       if (c == '\n' || c == '|') c = ' ';
-    md << "| " << label << " | " << fmt(s[std::string("ppl_") + key].get<double>()) << " | "
+    const double ppl = s[std::string("ppl_") + key].get<double>();
+    md << "| " << label << " | " << fmt(std::log(ppl), "%.4f") << " | " << fmt(ppl, "%.3f") << " | "
        << sample << " |\n";
   }
   const json& c = s["cost"];
