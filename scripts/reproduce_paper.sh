@@ -3,7 +3,7 @@
 # character-level GPT-2-architecture model (4 layers, 2 heads of dimension 64, context 256) on
 # tinyshakespeare (../shared/data/corpus), then stage A (linear hardware), stage B (adaptation from
 # reset scalers, the paper's Fig. 4c start), stage C (nonlinear fine-tuning), the adaptation from
-# stage A's scalers (the HEAD code), and the nonlinearity ablation. About 30 minutes on 2 cores.
+# stage A's scalers (the HEAD code), and the nonlinearity ablation. 33 minutes on 2 cores.
 #
 #   bash scripts/reproduce_paper.sh [OUT=repro-out]
 #

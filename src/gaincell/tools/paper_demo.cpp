@@ -139,7 +139,7 @@ std::string report_markdown(const json& s) {
   for (const auto& [label, key] : demo_model_rows(s)) {
     std::string sample = s["samples"][key].get<std::string>();
     for (char& c : sample)
-      if (c == '\n' || c == '|') c = ' ';
+      if (c == '\n' || c == '\t' || c == '\r' || c == '|') c = ' ';
     const double ppl = s[std::string("ppl_") + key].get<double>();
     md << "| " << label << " | " << fmt(std::log(ppl), "%.4f") << " | " << fmt(ppl, "%.3f") << " | "
        << sample << " |\n";
