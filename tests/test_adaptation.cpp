@@ -10,6 +10,7 @@
 #include <random>
 
 #include "gaincell/core/error.h"
+#include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
 #include "gaincell/model/gpt2.h"
 #include "gaincell/tools/adapt/adaptation.h"
@@ -147,77 +148,128 @@ TEST_F(AdaptationTest, MatchesLinearStatisticsOnTheNonlinearCell) {
                r.passes.size(), r.converged, r.initial_loss, r.final_loss, kl_before, kl_after);
 }
 
-// The acceptance test of issue 4 on a small *trained* model. A one-layer linear gain-cell model is
-// trained (with target recording, as stage A does) on the synthetic corpus, where the next token
-// can only be predicted by attending to the previous position. Its weights go to the nonlinear
-// cell with the scalers reset to a = 1, b = 0, the start of the paper's adaptation script and of
-// Fig. 4c (perplexity 1,757 -> 21, spec §5.2): K and V then lose their 0.45 V offset, so half of
-// them clamp to 0 V and the model is far worse than the linear one. The algorithm must converge
-// (or report the pass limit), leave every statistic within the threshold (or report it), and
-// bring the validation loss down by a large factor, close to the linear model's.
-TEST_F(AdaptationTest, RecoversATrainedModelFromResetScalers) {
-  const TokenDataset train = TokenDataset::open(dir_ / "train.bin", kVocab);
-  const TokenDataset val = TokenDataset::open(dir_ / "val.bin", kVocab);
-  const int B = 16, T = 32;
-  auto config = [&](const std::string& attention, const std::string& hw) {
-    GPT2Config c = small_config(attention, hw);
-    c.n_layer = 1;
-    c.n_embd = 32;
-    c.block_size = T;
-    return c;
-  };
+// The acceptance test of issue 4 runs on a small *trained* model: a one-layer linear gain-cell
+// model trained (with target recording, as stage A does) on the synthetic corpus, where the next
+// token can only be predicted by attending to the previous position.
+constexpr int kTrainedB = 16, kTrainedT = 32;
+const fs::path kTrainedFixture = fs::path(GAINCELL_SOURCE_DIR) / "tests/fixtures/adaptation_linear";
 
-  GPT2Model linear(config("gaincell-linear", "paper-linear"));
-  linear.init_random(7);
-  linear.attention(0).set_record_targets(true);  // stage A's EMA of the scaler statistics
-  TrainOptions train_options;
-  train_options.steps = 800;
-  train_options.batch_size = B;
-  train_options.seq_len = T;
-  train_options.lr = 1e-2f;
-  train_options.min_lr = 1e-4f;
-  train_options.warmup_steps = 20;
-  train_options.eval_interval = 0;
-  train_options.eval_iters = 1;
-  train_options.log_interval = 0;
-  Trainer(linear, train, nullptr, train_options).run();
-  const float linear_loss = mean_loss(linear, val, B, T);
-  // The corpus is 1/8 noise: the best possible loss is about 0.85 nats, log(48) = 3.87 without
-  // attention. The trained linear model must use its attention, or the test would prove nothing.
-  ASSERT_LT(linear_loss, 2.0f) << "the linear model did not learn the task";
+GPT2Config trained_config(const std::string& attention, const std::string& hw) {
+  GPT2Config c = small_config(attention, hw);
+  c.n_layer = 1;
+  c.n_embd = 32;
+  c.block_size = kTrainedT;
+  return c;
+}
 
-  GPT2Model nonlinear(config("gaincell-nonlinear", "paper-nonlinear"));
+std::unique_ptr<GPT2Model> train_linear_model(const TokenDataset& train, uint64_t seed) {
+  auto linear = std::make_unique<GPT2Model>(trained_config("gaincell-linear", "paper-linear"));
+  linear->init_random(seed);
+  linear->attention(0).set_record_targets(true);  // stage A's EMA of the scaler statistics
+  TrainOptions o;
+  o.steps = 800;
+  o.batch_size = kTrainedB;
+  o.seq_len = kTrainedT;
+  o.lr = 1e-2f;
+  o.min_lr = 1e-4f;
+  o.warmup_steps = 20;
+  o.eval_interval = 0;
+  o.eval_iters = 1;
+  o.log_interval = 0;
+  Trainer(*linear, train, nullptr, o).run();
+  return linear;
+}
+
+struct AdaptationOutcome {
+  float linear_loss, unadapted_loss, adapted_loss;
+  AdaptationResult result;
+};
+
+// Moves the linear model's weights to the nonlinear cell, resets the scalers to a = 1, b = 0 (the
+// start of the paper's adaptation script and of Fig. 4c, spec §5.2: K and V lose their 0.45 V
+// offset, so half of them clamp to 0 V), and adapts on one fixed training batch.
+AdaptationOutcome adapt_from_reset(const GPT2Model& linear, const TokenDataset& train,
+                                   const TokenDataset& val, GPT2Model& nonlinear) {
+  AdaptationOutcome out;
+  out.linear_loss = mean_loss(const_cast<GPT2Model&>(linear), val, kTrainedB, kTrainedT);
   std::copy_n(linear.param_data(), linear.num_params(), nonlinear.param_data());
   reset_adapted_scalers(nonlinear);
-  const float unadapted_loss = mean_loss(nonlinear, val, B, T);
-
-  BatchSampler sampler(train, B, T, 5);
-  std::vector<int32_t> x(B * T), y(B * T);
+  out.unadapted_loss = mean_loss(nonlinear, val, kTrainedB, kTrainedT);
+  BatchSampler sampler(train, kTrainedB, kTrainedT, 5);
+  std::vector<int32_t> x(kTrainedB * kTrainedT), y(x.size());
   sampler.next(x.data(), y.data());
   AdaptationOptions options;
   options.reset = true;
-  const AdaptationResult r = adapt_scalers(nonlinear, x, y, B, T, options);
-  const float adapted_loss = mean_loss(nonlinear, val, B, T);
+  out.result = adapt_scalers(nonlinear, x, y, kTrainedB, kTrainedT, options);
+  out.adapted_loss = mean_loss(nonlinear, val, kTrainedB, kTrainedT);
   std::fprintf(stderr,
                "validation loss: linear %.4f, nonlinear reset %.4f, adapted %.4f (%zu passes, "
                "converged %d)\n",
-               linear_loss, unadapted_loss, adapted_loss, r.passes.size(), r.converged);
+               out.linear_loss, out.unadapted_loss, out.adapted_loss, out.result.passes.size(),
+               out.result.converged);
+  return out;
+}
 
-  EXPECT_GT(unadapted_loss, 1.5f * linear_loss) << "the unadapted model should be far worse";
-  EXPECT_TRUE(r.converged || static_cast<int>(r.passes.size()) == options.matching.max_passes);
+// Regenerates tests/fixtures/adaptation_linear (run with --gtest_also_run_disabled_tests). The
+// acceptance test below uses the committed fixture: training is not bit-identical across builds
+// (Release -O3 vs the sanitizer build's -O2 vectorise differently), and how much the reset hurts
+// varies from one trained model to the next (1.3x to 2.1x the linear loss over seeds 1 to 8),
+// while the adaptation's recovery does not (TrainedModelsAdaptBackToTheirLinearLoss).
+TEST_F(AdaptationTest, DISABLED_WritesTheTrainedLinearFixture) {
+  const TokenDataset train = TokenDataset::open(dir_ / "train.bin", kVocab);
+  save_model(*train_linear_model(train, 7), kTrainedFixture);
+}
+
+// The acceptance test: on the trained fixture the reset nonlinear model is far worse than the
+// linear one; the algorithm converges (or reports the pass limit), leaves every statistic within
+// the threshold (or reports it), and cuts the validation loss by a large factor, back to within
+// a few percent of the linear model's.
+TEST_F(AdaptationTest, RecoversATrainedModelFromResetScalers) {
+  ASSERT_TRUE(fs::exists(kTrainedFixture / "model.safetensors")) << kTrainedFixture;
+  const TokenDataset train = TokenDataset::open(dir_ / "train.bin", kVocab);
+  const TokenDataset val = TokenDataset::open(dir_ / "val.bin", kVocab);
+  const auto linear = load_model(kTrainedFixture);
+  ASSERT_EQ(linear->config().attention, "gaincell-linear");
+  GPT2Model nonlinear(trained_config("gaincell-nonlinear", "paper-nonlinear"));
+  const AdaptationOutcome o = adapt_from_reset(*linear, train, val, nonlinear);
+  const AdaptationResult& r = o.result;
+
+  // The corpus is 1/8 noise: the best possible loss is about 0.85 nats, log(48) = 3.87 without
+  // attention. The linear model uses its attention, or the test would prove nothing.
+  ASSERT_LT(o.linear_loss, 1.5f) << "the fixture is not a trained model";
+  EXPECT_GT(o.unadapted_loss, 1.5f * o.linear_loss) << "the unadapted model should be far worse";
+  EXPECT_TRUE(r.converged ||
+              static_cast<int>(r.passes.size()) == AdaptationOptions{}.matching.max_passes);
   EXPECT_EQ(r.converged, r.unconverged.empty()) << r.to_json().dump(1);
   const ScalerStatistics* st = nonlinear.attention(0).scaler_statistics();
   ASSERT_NE(st, nullptr);
+  const double threshold = AdaptationOptions{}.matching.threshold;
   for (int s = 0; s < ScalerStatistics::kCount && r.converged; ++s) {
     const std::string base = std::string("h.0.attn.") + ScalerStatistics::kNames[s] + "_scaler.";
     const float target_std = nonlinear.param_data()[nonlinear.param(base + "target_std").offset];
     const float target_mean = nonlinear.param_data()[nonlinear.param(base + "target_mean").offset];
-    EXPECT_NEAR(st->std[s][0], target_std, options.matching.threshold) << base;
-    EXPECT_NEAR(st->mean[s][0], target_mean, options.matching.threshold) << base;
+    EXPECT_NEAR(st->std[s][0], target_std, threshold) << base;
+    EXPECT_NEAR(st->mean[s][0], target_mean, threshold) << base;
   }
-  EXPECT_LT(adapted_loss, 0.5f * unadapted_loss)
+  EXPECT_LT(o.adapted_loss, 0.5f * o.unadapted_loss)
       << "adaptation must cut the loss by a large factor";
-  EXPECT_LT(adapted_loss, 1.1f * linear_loss) << "and recover most of the linear model's quality";
+  EXPECT_LT(o.adapted_loss, 1.05f * o.linear_loss)
+      << "and recover most of the linear model's quality";
+}
+
+// The same recipe with the training in the test, in every build: whatever model the training
+// gives, it has learned the task, the reset makes it worse, and the adaptation brings it back to
+// within a few percent of its linear loss.
+TEST_F(AdaptationTest, TrainedModelsAdaptBackToTheirLinearLoss) {
+  const TokenDataset train = TokenDataset::open(dir_ / "train.bin", kVocab);
+  const TokenDataset val = TokenDataset::open(dir_ / "val.bin", kVocab);
+  const auto linear = train_linear_model(train, 7);
+  GPT2Model nonlinear(trained_config("gaincell-nonlinear", "paper-nonlinear"));
+  const AdaptationOutcome o = adapt_from_reset(*linear, train, val, nonlinear);
+  ASSERT_LT(o.linear_loss, 2.0f) << "the linear model did not learn the task";
+  EXPECT_GT(o.unadapted_loss, o.linear_loss + 0.05f);  // +0.13 to +1.31 nats over seeds and builds
+  EXPECT_TRUE(o.result.converged) << o.result.to_json().dump(1);
+  EXPECT_LT(o.adapted_loss, 1.05f * o.linear_loss);
 }
 
 TEST_F(AdaptationTest, ResetStartsFromIdentityScalers) {
