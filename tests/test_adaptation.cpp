@@ -188,10 +188,10 @@ struct AdaptationOutcome {
 // Moves the linear model's weights to the nonlinear cell, resets the scalers to a = 1, b = 0 (the
 // start of the paper's adaptation script and of Fig. 4c, spec §5.2: K and V lose their 0.45 V
 // offset, so half of them clamp to 0 V), and adapts on one fixed training batch.
-AdaptationOutcome adapt_from_reset(const GPT2Model& linear, const TokenDataset& train,
+AdaptationOutcome adapt_from_reset(GPT2Model& linear, const TokenDataset& train,
                                    const TokenDataset& val, GPT2Model& nonlinear) {
   AdaptationOutcome out;
-  out.linear_loss = mean_loss(const_cast<GPT2Model&>(linear), val, kTrainedB, kTrainedT);
+  out.linear_loss = mean_loss(linear, val, kTrainedB, kTrainedT);
   std::copy_n(linear.param_data(), linear.num_params(), nonlinear.param_data());
   reset_adapted_scalers(nonlinear);
   out.unadapted_loss = mean_loss(nonlinear, val, kTrainedB, kTrainedT);

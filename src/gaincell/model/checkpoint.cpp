@@ -71,6 +71,32 @@ WeightLayout resolve_layout(const SafeTensorsFile& file, WeightLayout requested)
               "' (expected conv1d or linear)");
 }
 
+// "h.0.attn.q_scaler.a, h.1.attn.q_scaler.a, ..." -> "h.*.attn.q_scaler.a, ... (layers 0-3)":
+// one entry per tensor of a layer instead of one per layer, for readable logs.
+std::string summarize_layer_names(const std::vector<std::string>& names) {
+  std::vector<std::string> unique;
+  int min_layer = INT32_MAX, max_layer = -1;
+  for (const std::string& n : names) {
+    std::string key = n;
+    size_t digits = 2;
+    while (n.size() > digits && n.compare(0, 2, "h.") == 0 &&
+           std::isdigit(static_cast<unsigned char>(n[digits])))
+      ++digits;
+    if (digits > 2 && digits < n.size() && n[digits] == '.') {
+      const int layer = std::stoi(n.substr(2, digits - 2));
+      min_layer = std::min(min_layer, layer);
+      max_layer = std::max(max_layer, layer);
+      key = "h.*" + n.substr(digits);
+    }
+    if (std::find(unique.begin(), unique.end(), key) == unique.end()) unique.push_back(key);
+  }
+  std::string out;
+  for (const std::string& k : unique) out += (out.empty() ? "" : ", ") + k;
+  if (max_layer >= 0)
+    out += " (layers " + std::to_string(min_layer) + "-" + std::to_string(max_layer) + ")";
+  return out;
+}
+
 }  // namespace
 
 bool is_gpt2_core_tensor(const std::string& name) {
@@ -188,36 +214,6 @@ GPT2Config read_model_config(const std::filesystem::path& model_dir) {
     throw Error(path.string() + ": " + e.what());
   }
 }
-
-namespace {
-
-// "h.0.attn.q_scaler.a, h.1.attn.q_scaler.a, ..." -> "h.*.attn.q_scaler.a, ... (layers 0-3)":
-// one entry per tensor of a layer instead of one per layer, for readable logs.
-std::string summarize_layer_names(const std::vector<std::string>& names) {
-  std::vector<std::string> unique;
-  int min_layer = INT32_MAX, max_layer = -1;
-  for (const std::string& n : names) {
-    std::string key = n;
-    size_t digits = 2;
-    while (n.size() > digits && n.compare(0, 2, "h.") == 0 &&
-           std::isdigit(static_cast<unsigned char>(n[digits])))
-      ++digits;
-    if (digits > 2 && digits < n.size() && n[digits] == '.') {
-      const int layer = std::stoi(n.substr(2, digits - 2));
-      min_layer = std::min(min_layer, layer);
-      max_layer = std::max(max_layer, layer);
-      key = "h.*" + n.substr(digits);
-    }
-    if (std::find(unique.begin(), unique.end(), key) == unique.end()) unique.push_back(key);
-  }
-  std::string out;
-  for (const std::string& k : unique) out += (out.empty() ? "" : ", ") + k;
-  if (max_layer >= 0)
-    out += " (layers " + std::to_string(min_layer) + "-" + std::to_string(max_layer) + ")";
-  return out;
-}
-
-}  // namespace
 
 std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
                                       const LoadModelOptions& options) {
