@@ -94,7 +94,7 @@ void run_train(TrainCliOptions o) {
       if (token_dir_tokenizer(options.data_dir) == Tokenizer::kBytes &&
           config.tokenizer != Tokenizer::kBytes) {
         config.tokenizer = Tokenizer::kBytes;
-        config.vocab_size = Tokenizer::kBytesEndOfText + 1;
+        config.vocab_size = Tokenizer::bytes().vocab_size();
         std::cerr << "gaincell: byte-level token directory: vocabulary of " << config.vocab_size
                   << " (256 bytes and <|endoftext|>)\n";
       }

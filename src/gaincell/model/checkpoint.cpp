@@ -78,10 +78,10 @@ std::string summarize_layer_names(const std::vector<std::string>& names) {
   int min_layer = INT32_MAX, max_layer = -1;
   for (const std::string& n : names) {
     std::string key = n;
-    size_t digits = 2;
-    while (n.size() > digits && n.compare(0, 2, "h.") == 0 &&
-           std::isdigit(static_cast<unsigned char>(n[digits])))
-      ++digits;
+    size_t digits = 2;  // end of the layer number in "h.<layer>."
+    if (n.starts_with("h.")) {
+      while (digits < n.size() && std::isdigit(static_cast<unsigned char>(n[digits]))) ++digits;
+    }
     if (digits > 2 && digits < n.size() && n[digits] == '.') {
       const int layer = std::stoi(n.substr(2, digits - 2));
       min_layer = std::min(min_layer, layer);
