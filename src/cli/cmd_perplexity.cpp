@@ -34,6 +34,7 @@ void run_perplexity(const PerplexityOptions& o) {
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
+  load.allow_nonfinite = o.model.allow_nonfinite;
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
   const Tokenizer tok = Tokenizer::by_name(model->config().tokenizer, o.vocab_dir);

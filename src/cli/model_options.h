@@ -18,6 +18,7 @@ struct ModelCliOptions {
   int window = -1;        // < 0: keep the model's
   std::string hw;         // empty: keep the model's
   bool linear_layout = false;
+  bool allow_nonfinite = false;  // load weights holding NaN/inf (for inspection)
 
   ModelOverrides overrides() const {
     ModelOverrides o;
@@ -52,6 +53,9 @@ inline void add_model_options(CLI::App& app, ModelCliOptions& o, bool with_layou
   if (with_layout) {
     app.add_flag("--linear-layout", o.linear_layout,
                  "the checkpoint stores nn.Linear (nanoGPT) [out, in] projection weights");
+    app.add_flag("--allow-nonfinite-weights", o.allow_nonfinite,
+                 "load weights that hold NaN or inf (refused by default; for inspecting a "
+                 "diverged checkpoint)");
   }
 }
 

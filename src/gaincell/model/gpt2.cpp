@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/layers.h"
+#include "gaincell/model/memory_estimate.h"
 
 namespace gaincell {
 
@@ -66,13 +69,7 @@ json GPT2Config::to_json() const {
 namespace {
 
 int read_int(const json& j, const char* key, int fallback) {
-  if (!j.contains(key)) return fallback;
-  const json& v = j.at(key);
-  require(v.is_number_integer(), std::string("model config: '") + key + "' must be an integer");
-  const int64_t x = v.get<int64_t>();
-  require(x >= INT32_MIN && x <= INT32_MAX,
-          std::string("model config: '") + key + "' is out of range");
-  return static_cast<int>(x);
+  return json_int_or<int>(j, key, fallback, "model config");
 }
 
 }  // namespace
@@ -98,9 +95,8 @@ GPT2Config GPT2Config::from_json(const json& j) {
   c.block_size = read_int(j, "n_positions", c.block_size);
   c.vocab_size = read_int(j, "vocab_size", c.vocab_size);
   if (j.contains("layer_norm_epsilon")) {
-    require(j["layer_norm_epsilon"].is_number(),
-            "model config: 'layer_norm_epsilon' must be a number");
-    c.layer_norm_epsilon = j["layer_norm_epsilon"].get<float>();
+    c.layer_norm_epsilon =
+        json_float(j["layer_norm_epsilon"], "model config: 'layer_norm_epsilon'");
   }
   if (j.contains("gaincell_attention")) {
     require(j["gaincell_attention"].is_string(),
@@ -335,6 +331,11 @@ float* ensure_buffer(std::unique_ptr<float[]>& buffer, int64_t& capacity, int64_
 
 GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Activations) {
   config_.validate();
+  // Before anything is allocated: an absurd configuration is an error, not an OOM kill.
+  char count[32];
+  std::snprintf(count, sizeof count, "%.3g", estimated_param_count(config_));
+  require_memory(estimated_model_bytes(config_, false), "the model",
+                 std::string(count) + " float32 parameters");
   AttentionContext ctx;
   ctx.n_head = config_.n_head;
   ctx.head_dim = config_.head_dim();

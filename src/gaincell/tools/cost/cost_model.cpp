@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell::cost {
 
@@ -31,9 +32,7 @@ namespace {
 int read_positive_int(const json& config, const char* key, const std::string& origin) {
   require(config.contains(key), origin + ": missing key '" + key + "'");
   const json& v = config.at(key);
-  require(v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= 1000000,
-          origin + ": '" + key + "' must be a positive integer");
-  return static_cast<int>(v.get<int64_t>());
+  return json_int<int>(v, origin + ": '" + key + "'", 1, 1000000);
 }
 
 }  // namespace
@@ -60,13 +59,7 @@ ModelShape ModelShape::load_hf_dir(const std::string& dir) {
   std::error_code ec;
   require(std::filesystem::is_regular_file(path, ec),
           "model directory '" + dir + "' has no config.json");
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error("'" + path.string() + "' is not valid JSON: " + e.what());
-  }
-  return from_hf_config(j, path.string());
+  return from_hf_config(read_json_file(path), path.string());
 }
 
 // --------------------------------------------------------------------------------------------

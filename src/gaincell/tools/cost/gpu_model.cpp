@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell::cost {
 
@@ -179,12 +180,7 @@ json MeasuredGpu::to_json() const {
 
 MeasuredGpu load_measured_gpu(const fs::path& file) {
   const std::string name = file.string();
-  json j;
-  try {
-    j = json::parse(read_text_file(file));
-  } catch (const json::parse_error& e) {
-    throw Error("measured GPU file '" + name + "' is not valid JSON: " + e.what());
-  }
+  const json j = parse_json(read_text_file(file), "measured GPU file '" + name + "'");
   require(j.is_object(), "measured GPU file '" + name + "': expected a JSON object");
   MeasuredGpu m;
   std::string tag = file.filename().string();
