@@ -9,7 +9,8 @@ cd "$root"
 packages=(build-essential cmake pkg-config git ca-certificates
           libopenblas-dev nlohmann-json3-dev libcli11-dev
           libgtest-dev libgmock-dev libbenchmark-dev
-          libngspice0-dev ngspice fortunes npm jq)
+          libngspice0-dev ngspice fortunes npm jq
+          clang-14 libclang-rt-14-dev)  # clang + libFuzzer: fuzz/run_fuzzers.sh
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

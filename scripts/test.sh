@@ -14,6 +14,11 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 900)
 
+# Bounded fuzzing of every parser (fuzz/README in docs/reliability.md): 13 targets x 13 s.
+if [ "${GAINCELL_SKIP_FUZZ:-0}" != "1" ]; then
+  bash fuzz/run_fuzzers.sh --seconds "${GAINCELL_FUZZ_SECONDS:-13}"
+fi
+
 if [ "${GAINCELL_SKIP_SANITIZE:-0}" != "1" ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_SANITIZE=ON \
         -DGAINCELL_BUILD_BENCH=OFF >/dev/null
