@@ -34,6 +34,7 @@ void run_perplexity(const PerplexityOptions& o) {
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
+  load.weights = o.model.weight_format();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
   const Tokenizer tok = Tokenizer::by_name(model->config().tokenizer, o.vocab_dir);
@@ -59,7 +60,8 @@ void run_perplexity(const PerplexityOptions& o) {
         {"windows", r.windows},
         {"prepend_eot", !o.no_eot},
         {"model", o.model_dir},
-        {"attention", model->config().attention}};
+        {"attention", model->config().attention},
+        {"weights", to_string(model->weight_format())}};
     if (o.per_token) j["nll"] = r.nll;
     std::cout << j.dump() << "\n";
   } else {
@@ -89,6 +91,7 @@ void setup_perplexity(CLI::App& app) {
   app.add_option("--vocab", o->vocab_dir,
                  "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   add_model_options(app, o->model);
+  add_weights_option(app, o->model);
   app.callback([o] { run_perplexity(*o); });
 }
 

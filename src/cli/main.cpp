@@ -1,5 +1,6 @@
 // gaincell: GPT-2 on simulated gain-cell analog attention hardware. Entry point; the subcommands
 // are in cmd_*.cpp.
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <exception>
 
 #include "cli/command.h"
+#include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 
 namespace gaincell::cli {
@@ -42,6 +44,18 @@ int main(int argc, char** argv) {
       "gaincell"};
   app.set_version_flag("--version", GAINCELL_VERSION);
   app.require_subcommand(1);
+  // Options a subcommand does not know fall through to here, so --threads may come before or
+  // after the subcommand's name.
+  app.fallthrough();
+  app.add_option_function<int>(
+         "--threads",
+         [](const int& n) {
+           omp_set_num_threads(n);              // gaincell's OpenMP loops
+           gaincell::blas::set_num_threads(n);  // OpenBLAS's own pool (GEMM, GEMV)
+         },
+         "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS, else all cores)")
+      ->check(CLI::PositiveNumber)
+      ->trigger_on_parse();
   auto commands = gaincell::cli::command_registry();
   std::sort(commands.begin(), commands.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });

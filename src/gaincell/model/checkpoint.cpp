@@ -244,6 +244,7 @@ std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
                   config.attention + "': " + names + (unexpected > 8 ? ", ..." : ""));
     }
   }
+  model->set_weight_format(options.weights);
   return model;
 }
 

@@ -111,6 +111,15 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
   blas::gemm_nn(static_cast<int>(N), OC, C, inp, C, weight, OC, out, OC, 1.0f, beta);
 }
 
+void add_bias(float* out, const float* bias, int64_t N, int OC) {
+#pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    float* o = out + n * OC;
+#pragma omp simd
+    for (int c = 0; c < OC; c++) o[c] += bias[c];
+  }
+}
+
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC) {
   const int n = static_cast<int>(N);
