@@ -105,6 +105,7 @@ int run(int argc, char** argv) {
   // wait a whole time slice at every barrier when the cores are oversubscribed.
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
+  out["openblas_core"] = gaincell::bench::openblas_core();
   out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
   // The machine may be shared, so each section's limit is measured right before and right after
@@ -229,6 +230,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  gaincell::bench::use_best_openblas_core(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

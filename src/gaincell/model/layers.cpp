@@ -187,10 +187,13 @@ double row_logsumexp(const float* row, int V) {
 
 namespace {
 void check_targets(const int32_t* targets, int64_t N, int V) {
+  // The message is built only on failure (a require() per row would allocate it every time).
   for (int64_t n = 0; n < N; n++) {
-    require(targets[n] < V, "target token " + std::to_string(targets[n]) + " at position " +
-                                std::to_string(n) + " is outside the vocabulary (size " +
-                                std::to_string(V) + ")");
+    if (targets[n] >= V) {
+      throw Error("target token " + std::to_string(targets[n]) + " at position " +
+                  std::to_string(n) + " is outside the vocabulary (size " + std::to_string(V) +
+                  ")");
+    }
   }
 }
 }  // namespace
@@ -302,9 +305,10 @@ void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
                        int T, int C, int vocab_size) {
   for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
-    require(tokens[i] >= 0 && tokens[i] < vocab_size,
-            "input token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
-                " is outside the vocabulary (size " + std::to_string(vocab_size) + ")");
+    if (tokens[i] < 0 || tokens[i] >= vocab_size) {
+      throw Error("input token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                  " is outside the vocabulary (size " + std::to_string(vocab_size) + ")");
+    }
   }
 #pragma omp parallel for schedule(static) if (int64_t{B} * T * C >= kParallelMin)
   for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
