@@ -201,6 +201,9 @@ TEST(Serving, HandComputedPointAtBatchOne) {
   EXPECT_NEAR(p.attention_speedup, attn_step / (12 * 65e-9), 1e-6 * p.attention_speedup);
   EXPECT_NEAR(p.gaincell_area_mm2, 144 * gc.area_per_head_mm2, 1e-9);
   EXPECT_NEAR(c.sequences_in_gpu_die_area, 608.5 / (144 * gc.area_per_head_mm2), 1e-9);
+  EXPECT_NEAR(p.attention_throughput_per_area_ratio,
+              (1.0 / (12 * 65e-9) / (144 * gc.area_per_head_mm2)) / (1.0 / attn_step / 608.5),
+              1e-9 * p.attention_throughput_per_area_ratio);
   // Whole model: dense step on the GPU plus the attention, and the same dense step beside the
   // gain-cell attention.
   const GpuEstimate dense =

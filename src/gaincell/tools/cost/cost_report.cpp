@@ -112,17 +112,19 @@ std::string serving_table(const ServingComparison& c) {
      << c.options.context << ", GPU " << (c.options.bytes_per_element == 2 ? "fp16" : "fp32")
      << "; step = time between two tokens of a sequence; energy per generated token)\n";
   char line[320];
-  std::snprintf(line, sizeof line, "%6s | %10s %10s %8s %9s | %10s %10s %7s %7s | %7s %7s | %10s\n",
-                "batch", "GPU attn", "GC attn", "speedup", "energy", "GPU model", "GC+GPU",
+  std::snprintf(line, sizeof line,
+                "%6s | %10s %10s %8s %9s %8s | %10s %10s %7s %7s | %7s %7s | %10s\n", "batch",
+                "GPU attn", "GC attn", "speedup", "energy", "per mm²", "GPU model", "GC+GPU",
                 "speedup", "energy", "GC+acc", "energy", "GC area");
   os << line;
   for (const auto& p : c.points) {
     std::snprintf(
         line, sizeof line,
-        "%6lld | %10s %10s %8.1f %9.0f | %10s %10s %7.2f %7.2f | %7.2f %7.2f | %7.0f mm²\n",
+        "%6lld | %10s %10s %8.1f %9.0f %8.0f | %10s %10s %7.2f %7.2f | %7.2f %7.2f | %7.0f mm²\n",
         static_cast<long long>(p.batch), eng(p.gpu_attention.step_latency_s, "s").c_str(),
         eng(p.gaincell_attention.step_latency_s, "s").c_str(), p.attention_speedup,
-        p.attention_energy_ratio, eng(p.gpu_model.step_latency_s, "s").c_str(),
+        p.attention_energy_ratio, p.attention_throughput_per_area_ratio,
+        eng(p.gpu_model.step_latency_s, "s").c_str(),
         eng(p.gaincell_gpu_model.step_latency_s, "s").c_str(), p.model_speedup_gpu_rest,
         p.model_energy_ratio_gpu_rest, p.model_speedup_accelerator_rest,
         p.model_energy_ratio_accelerator_rest, p.gaincell_area_mm2);
@@ -132,7 +134,8 @@ std::string serving_table(const ServingComparison& c) {
      << " sequences fit in the " << c.gpu << "'s die area ("
      << fmt("%.0f", c.points.front().gpu_die_area_mm2)
      << " mm²); speed-ups compare step latencies at the same batch, the gain-cell side with one "
-        "array set per sequence\n";
+        "array set per sequence; 'per mm²' compares attention throughput per unit of silicon "
+        "(gain-cell arrays against the GPU die)\n";
   return os.str();
 }
 

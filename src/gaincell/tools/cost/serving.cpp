@@ -199,6 +199,7 @@ json ServingPoint::to_json() const {
           {"model_energy_ratio_gpu_rest", model_energy_ratio_gpu_rest},
           {"model_speedup_accelerator_rest", model_speedup_accelerator_rest},
           {"model_energy_ratio_accelerator_rest", model_energy_ratio_accelerator_rest},
+          {"attention_throughput_per_area_ratio", attention_throughput_per_area_ratio},
           {"gaincell_area_mm2", gaincell_area_mm2},
           {"gpu_die_area_mm2", gpu_die_area_mm2}};
 }
@@ -303,6 +304,9 @@ ServingComparison compare_serving(const GpuSpec& gpu, const DigitalAccelerator& 
     p.model_energy_ratio_accelerator_rest =
         p.gpu_model.energy_per_token_j / p.gaincell_accelerator_model.energy_per_token_j;
     p.gaincell_area_mm2 = double(b) * gc_area_per_sequence;
+    p.attention_throughput_per_area_ratio =
+        (p.gaincell_attention.tokens_per_s / p.gaincell_area_mm2) /
+        (p.gpu_attention.tokens_per_s / gpu.die_area_mm2);
     p.gpu_die_area_mm2 = gpu.die_area_mm2;
     r.points.push_back(p);
   }

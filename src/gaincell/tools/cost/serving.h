@@ -85,6 +85,9 @@ struct ServingPoint {
   double attention_speedup = 0.0, attention_energy_ratio = 0.0;
   double model_speedup_gpu_rest = 0.0, model_energy_ratio_gpu_rest = 0.0;
   double model_speedup_accelerator_rest = 0.0, model_energy_ratio_accelerator_rest = 0.0;
+  // Attention throughput per unit area, gain-cell arrays against the GPU die: the comparison at
+  // equal silicon (independent of how many array sets one buys).
+  double attention_throughput_per_area_ratio = 0.0;
   double gaincell_area_mm2 = 0.0;  // B copies of every layer's heads
   double gpu_die_area_mm2 = 0.0;
   nlohmann::json to_json() const;
