@@ -38,6 +38,7 @@ struct CostOptions {
   std::optional<int64_t> context;
   std::optional<int> kv_heads;
   std::string accelerator;
+  std::string measured_dir;
 };
 
 nlohmann::json parse_json_file(const std::string& path, const std::string& what) {
@@ -119,7 +120,11 @@ cost::CostReportInputs make_inputs(const CostOptions& o) {
     in.events = cost::HardwareEventCounts::from_json(parse_json_file(o.trace, "event trace"));
     in.trace_file = o.trace;
   }
-  in.measured_dir = cost::default_measured_dir();
+  in.measured_dir =
+      o.measured_dir.empty() ? cost::default_measured_dir() : std::filesystem::path(o.measured_dir);
+  if (!o.measured_dir.empty())
+    require(std::filesystem::is_directory(o.measured_dir),
+            "--measured-dir '" + o.measured_dir + "' is not a directory");
   for (const auto& f : o.gpu_files) in.extra_gpus.push_back(cost::load_gpu_file(f));
   in.serving.enabled = o.serving;
   if (o.serving) {
@@ -194,6 +199,9 @@ void setup_cost(CLI::App& app) {
                  "cached tokens per sequence in the serving comparison (default: the window)");
   app.add_option("--kv-heads", o->kv_heads,
                  "K/V heads (grouped-query attention) in the serving comparison");
+  app.add_option("--measured-dir", o->measured_dir,
+                 "directory of measured gpu_<name>_attention.json files (default: the shared "
+                 "reference data; bench/gpu/attention_decode.cu writes more)");
   app.add_option("--accelerator", o->accelerator,
                  "digital-accelerator data file for the non-attention layers");
   app.callback([o] { run_cost(*o); });
