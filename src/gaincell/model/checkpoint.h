@@ -67,6 +67,9 @@ struct LoadModelOptions {
   WeightLayout layout = WeightLayout::kAuto;
   // NaN or inf in a tensor is an error naming it unless this is set (inspecting a diverged run).
   bool allow_nonfinite = false;
+  // Storage of the digital layers' weights for inference (GPT2Model::set_weight_format); a model
+  // loaded with bf16 or q8 can run inference forwards and decode but not train.
+  WeightFormat weights = WeightFormat::kF32;
   // Receives one line per notable event (missing extras, ignored tensors); default: none.
   std::function<void(const std::string&)> log;
 };
