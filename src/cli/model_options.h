@@ -19,7 +19,7 @@ struct ModelCliOptions {
   std::string hw;         // empty: keep the model's
   bool linear_layout = false;
   bool allow_nonfinite = false;  // load weights holding NaN/inf (for inspection)
-  std::string weights = "f32";  // inference weight storage (add_weights_option)
+  std::string weights = "f32";   // inference weight storage (add_weights_option)
 
   ModelOverrides overrides() const {
     ModelOverrides o;

@@ -41,12 +41,7 @@ std::vector<GpuSpec> make_specs() {
   std::vector<GpuSpec> v;
   for (const auto& file : kGpuSpecFiles) {
     const std::string name = file[0];
-    json j;
-    try {
-      j = json::parse(file[1]);
-    } catch (const json::parse_error& e) {
-      throw Error("built-in GPU file '" + name + "' is not valid JSON: " + e.what());
-    }
+    const json j = parse_json(file[1], "built-in GPU file '" + name + "'");
     v.push_back(gpu_spec_from_json(j, "built-in " + name));
   }
   // A stable order, smallest first, as the table lists them.
@@ -147,13 +142,8 @@ GpuSpec gpu_spec_from_json(const json& j, const std::string& origin) {
 }
 
 GpuSpec load_gpu_file(const fs::path& file) {
-  json j;
-  try {
-    j = json::parse(read_text_file(file));
-  } catch (const json::parse_error& e) {
-    throw Error("GPU file '" + file.string() + "' is not valid JSON: " + e.what());
-  }
-  return gpu_spec_from_json(j, file.string());
+  return gpu_spec_from_json(parse_json(read_text_file(file), "GPU file '" + file.string() + "'"),
+                            file.string());
 }
 
 const std::vector<GpuSpec>& gpu_specs() {
