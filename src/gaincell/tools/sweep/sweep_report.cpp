@@ -199,10 +199,10 @@ std::string report_markdown(const SweepSpec& spec, const std::vector<json>& resu
     if (ok(r)) {
       const json& s = r["metrics"][m.name];
       char buf[64];
-      std::snprintf(buf, sizeof buf, "%.4g", s["mean"].get<double>());
+      std::snprintf(buf, sizeof buf, "%.6g", s["mean"].get<double>());
       md << buf << " | ";
       if (s["ci95"].is_array()) {
-        std::snprintf(buf, sizeof buf, "[%.4g, %.4g]", s["ci95"][0].get<double>(),
+        std::snprintf(buf, sizeof buf, "[%.6g, %.6g]", s["ci95"][0].get<double>(),
                       s["ci95"][1].get<double>());
         md << buf;
       } else {
