@@ -83,13 +83,14 @@ std::vector<float> leak_factors(const GainCellKernelParams& p, uint64_t seed, No
   return f;
 }
 
-// Decay of cell (key j, dim d) read at query t: exp(-lambda (t-j)), or with that cell's own
-// leakage rate when the factors are drawn.
+// Decay of cell (key j, dim d) read at query t: `common` (every cell leaks with lambda), or with
+// that cell's own leakage rate when the factors are drawn; the K side (is_key) as the QK stage
+// rounds it (LeakageConfig::qk_decay).
 inline double cell_decay(const GainCellKernelParams& p, const std::vector<float>& factors,
-                         double common, int t, int j, int d, int D) {
+                         double common, int t, int j, int d, int D, bool is_key) {
   if (factors.empty()) return common;
-  const float f = factors[static_cast<size_t>(j % p.window) * D + d];
-  return std::exp(-p.lambda * f * p.age(t - j));
+  const double rate = p.lambda * factors[static_cast<size_t>(j % p.window) * D + d];
+  return is_key ? p.hw.leakage.qk_decay(rate, p.age(t - j)) : std::exp(-rate * p.age(t - j));
 }
 
 // S (with read noise, stored without the polarity sign: phi = clip(sign S / s_sat, 0, 1)), phi,
@@ -104,10 +105,10 @@ void reference_scores(const GainCellKernelParams& p, const float* Q, const float
   for (int t = 0; t < T; ++t) {
     for (int j = first_key(t, p.window); j <= t; ++j) {
       const size_t tj = static_cast<size_t>(t) * T + j;
-      const double decay = std::exp(-p.lambda * p.age(t - j));
+      const double decay = p.hw.leakage.qk_decay(p.lambda, p.age(t - j));
       double s = 0.0;
       for (int d = 0; d < D; ++d) {
-        const double dec = cell_decay(p, leak, decay, t, j, d, D);
+        const double dec = cell_decay(p, leak, decay, t, j, d, D, true);
         s += static_cast<double>(Q[t * D + d]) * p.cell.current(dec * (K[j * D + d] - p.k_offset));
       }
       double signed_s = p.sign * s;
@@ -135,7 +136,7 @@ void reference_tile_sums(const GainCellKernelParams& p, const float* V, int T, i
     const double decay = std::exp(-p.lambda * p.age(t - j));
     const int tau = (j % p.window) / p.tile;  // slot-based sub-tile (spec §11 item 7)
     for (int d = 0; d < D; ++d) {
-      const double dec = cell_decay(p, leak, decay, t, j, d, D);
+      const double dec = cell_decay(p, leak, decay, t, j, d, D, false);
       A[tau * D + d] += ph * p.cell.current(dec * (V[j * D + d] - p.v_offset));
     }
   }
@@ -205,11 +206,12 @@ void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, 
     for (int j = first_key(t, p.window); j <= t; ++j) {
       const size_t tj = static_cast<size_t>(t) * T + j;
       const double decay = std::exp(-p.lambda * p.age(t - j));
+      const double key_decay = p.hw.leakage.qk_decay(p.lambda, p.age(t - j));
       const int tau = (j % p.window) / p.tile;
       // Surrogate AV (spec §4): dphi = A (G (V-0.45)^T) . D, dV = A (phi . D)^T G.
       double dphi = 0.0;
       for (int d = 0; d < D; ++d) {
-        const double dec = cell_decay(p, v_leak, decay, t, j, d, D);
+        const double dec = cell_decay(p, v_leak, decay, t, j, d, D, false);
         dphi += dec * G[tau * D + d] * (V[j * D + d] - p.v_offset);
         gv[j * D + d] += slope * dec * phi[tj] * G[tau * D + d];
       }
@@ -219,7 +221,7 @@ void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, 
       const double dS = (x >= 0.0 && x <= 1.0) ? dphi * p.sign / p.s_sat * s_factor[tj] : 0.0;
       // Surrogate QK: dQ = A (dS . D)(K-0.45), dK = A (dS . D)^T Q.
       for (int d = 0; d < D; ++d) {
-        const double dec = cell_decay(p, k_leak, decay, t, j, d, D);
+        const double dec = cell_decay(p, k_leak, key_decay, t, j, d, D, true);
         gq[t * D + d] += slope * dec * dS * (K[j * D + d] - p.k_offset);
         gk[j * D + d] += slope * dec * dS * Q[t * D + d];
       }
@@ -266,10 +268,12 @@ Plan make_plan(const GainCellKernelParams& p, int T) {
     plan.terms.push_back({0, 1.0, -1});
     return plan;
   }
+  // Ablation cells with leakage, a leakage rate per cell, ages reset by refresh, or the
+  // bf16-rounded QK decay (a function of t - j that does not factorise): f(decay y) is not
+  // separable, so these take the plain loops.
   const bool refreshed = p.refresh_tokens > 0 && p.refresh_tokens < std::min(T, p.window);
-  if (!p.cell.is_polynomial() || p.leakage_variation != 0.0 || refreshed) {
-    // Ablation cells with leakage, a leakage rate per cell, or ages reset by refresh:
-    // f(decay y) is not separable.
+  if (!p.cell.is_polynomial() || p.hw.leakage.bf16_qk_decay || p.leakage_variation != 0.0 ||
+      refreshed) {
     plan.direct = true;
     return plan;
   }

@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/hw/technology.h"
@@ -33,6 +34,12 @@ double LeakageConfig::effective_lambda() const {
   const double tau = effective_retention_s();
   if (tau > 0.0) return time_per_token_s / tau;
   return lambda_per_token;
+}
+
+double LeakageConfig::qk_decay(double lambda, double age) const {
+  const double decay = std::exp(-lambda * age);
+  // Autocast computes the mask in fp32 and casts it to bf16.
+  return bf16_qk_decay ? round_to_bf16(static_cast<float>(decay)) : decay;
 }
 
 bool NoiseConfig::any() const {
@@ -308,6 +315,7 @@ json HwConfig::to_json() const {
                   {"time_per_token_s", leakage.time_per_token_s},
                   {"technology", leakage.technology},
                   {"refresh_interval_tokens", leakage.refresh_interval_tokens},
+                  {"bf16_qk_decay", leakage.bf16_qk_decay},
                   {"effective_lambda", leakage.effective_lambda()}};
   j["polarity"] = to_string(polarity);
   j["noise"] = {{"read_noise_s", noise.read_noise_s},
@@ -400,6 +408,7 @@ HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
     rl.get("time_per_token_s", c.leakage.time_per_token_s);
     rl.get("technology", c.leakage.technology);
     rl.get("refresh_interval_tokens", c.leakage.refresh_interval_tokens);
+    rl.get("bf16_qk_decay", c.leakage.bf16_qk_decay);
     rl.child("effective_lambda");  // derived
     rl.reject_unknown();
   }

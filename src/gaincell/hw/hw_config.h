@@ -63,11 +63,18 @@ struct LeakageConfig {
   // (the sliding window rewrites a slot every `window` tokens anyway).
   int64_t refresh_interval_tokens = 0;
   double effective_retention_s() const;  // retention_time_s, else the technology's, else 0
-  double effective_lambda() const;       // 0 when disabled
   // Age since the last write or refresh of a cell written `age` tokens ago.
   int64_t effective_age(int64_t age) const {
     return refresh_interval_tokens > 0 ? age % refresh_interval_tokens : age;
   }
+  // Reproduction aid (off by default; the spec computes in fp32): round the QK-stage decay factor
+  // exp(-lambda age) to bfloat16, as the authors' PyTorch classes do under GPU autocast, so
+  // per-token log-likelihoods match their published code to rounding. The AV stage stays fp32.
+  bool bf16_qk_decay = false;
+  double effective_lambda() const;  // 0 when disabled
+  // The factor the QK stage applies to a key of this age (tokens): exp(-lambda age), rounded to
+  // bfloat16 when bf16_qk_decay is set.
+  double qk_decay(double lambda, double age) const;
 };
 
 // Beyond the paper (all off in the paper presets). Relative noise scales with |signal|, absolute
