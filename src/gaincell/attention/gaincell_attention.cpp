@@ -479,6 +479,10 @@ void GainCellDecodeState::reset() {
   length_ = 0;
 }
 
+std::unique_ptr<AttentionDecodeState> GainCellDecodeState::clone() const {
+  return std::make_unique<GainCellDecodeState>(*this);
+}
+
 ArrayEvents GainCellDecodeState::events() const {
   ArrayEvents total;
   for (const HeadArray& h : heads_) total += h.events();

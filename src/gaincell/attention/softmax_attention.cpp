@@ -140,6 +140,10 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     length_++;
   }
 
+  std::unique_ptr<AttentionDecodeState> clone() const override {
+    return std::make_unique<SoftmaxDecodeState>(*this);
+  }
+
   void attend(const float* q, float* out) override {
     require(length_ > 0, "softmax decode: attend() before any append()");
     const int n = static_cast<int>(std::min<int64_t>(length_, capacity_));
