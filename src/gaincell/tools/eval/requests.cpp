@@ -9,20 +9,29 @@
 namespace gaincell::eval {
 
 int32_t prefix_token(const Tokenizer& tok) {
-  // The one place that decides lm-eval's prefix token: BOS when the tokenizer defines one (a
-  // Hugging Face tokenizer.json may), otherwise end-of-text (GPT-2: <|endoftext|> = 50256).
+  // The one place that decides lm-eval's prefix token (HFLM.prefix_token_id): BOS when the
+  // tokenizer defines one, otherwise EOS (GPT-2: both are <|endoftext|> = 50256).
+  if (const auto bos = tok.bos_token()) return *bos;
+  if (const auto eos = tok.eos_token()) return *eos;
   return tok.end_of_text();
 }
 
-std::vector<int32_t> encode_text(const Tokenizer& tok, std::string_view text) {
-  return tok.encode(text);
+std::vector<int32_t> encode_text(const Tokenizer& tok, std::string_view text,
+                                 bool add_special_tokens) {
+  // HFLM.tok_encode with the tokenizer's default add_special_tokens: a tokenizer that adds BOS
+  // (Llama's) puts it in front of every encoded text; GPT-2's adds nothing.
+  std::vector<int32_t> ids;
+  if (add_special_tokens && tok.add_bos() && tok.bos_token()) ids.push_back(*tok.bos_token());
+  const std::vector<int32_t> body = tok.encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
 }
 
 TokenRequest encode_request(const Tokenizer& tok, std::string_view context,
                             std::string_view continuation) {
   TokenRequest r;
   if (context.empty()) {
-    r.continuation = encode_text(tok, continuation);
+    r.continuation = encode_text(tok, continuation, /*add_special_tokens=*/false);
     require(!r.continuation.empty(), "a request's continuation encodes to no tokens");
     const int32_t prefix = prefix_token(tok);
     if (r.continuation.front() == prefix) {

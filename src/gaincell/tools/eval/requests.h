@@ -25,9 +25,10 @@ struct TokenRequest {
 // lm-eval's prefix_token_id: the tokenizer's BOS if it has one, else its end-of-text token.
 int32_t prefix_token(const Tokenizer& tok);
 
-// The token ids of a text as lm-eval's tok_encode gives them for a causal model (no special
-// tokens are added for GPT-2).
-std::vector<int32_t> encode_text(const Tokenizer& tok, std::string_view text);
+// The token ids of a text as lm-eval's tok_encode gives them for a causal model: BOS first when
+// the tokenizer adds one (Tokenizer::add_bos(); never for GPT-2) and add_special_tokens is set.
+std::vector<int32_t> encode_text(const Tokenizer& tok, std::string_view text,
+                                 bool add_special_tokens = true);
 
 // One loglikelihood request (lm-eval's loglikelihood(): _encode_pair or the prefix token).
 // Throws when the continuation encodes to no tokens.
