@@ -662,6 +662,18 @@ std::unique_ptr<DecodeSession> DecodeSession::clone() const {
   return copy;
 }
 
+bool DecodeSession::assign_from(const DecodeSession& other) {
+  require(&other.model_ == &model_, "decode: assign_from() needs a session of the same model");
+  for (size_t l = 0; l < states_.size(); l++) {
+    if (states_[l]->assign_from(*other.states_[l])) continue;
+    std::unique_ptr<AttentionDecodeState> copy = other.states_[l]->clone();
+    if (!copy) return false;
+    states_[l] = std::move(copy);
+  }
+  position_ = other.position_;
+  return true;
+}
+
 const float* DecodeSession::extend(const int32_t* tokens, int n) {
   const GPT2Config& cfg = model_.config();
   const int C = cfg.n_embd, V = cfg.vocab_size;

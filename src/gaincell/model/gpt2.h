@@ -142,6 +142,10 @@ class DecodeSession {
   // continuations of one context from one prefill. Null when an attention variant's decode state
   // cannot be copied (AttentionDecodeState::clone()).
   std::unique_ptr<DecodeSession> clone() const;
+  // Makes this session equal to `other` (a session of the same model), reusing this session's
+  // storage where the decode states allow (AttentionDecodeState::assign_from); false when a
+  // state can be neither assigned nor cloned.
+  bool assign_from(const DecodeSession& other);
   int64_t position() const { return position_; }
   // The per-layer decode state (KV cache or simulated arrays), e.g. to read hardware events.
   const AttentionDecodeState& state(int layer) const { return *states_.at(layer); }

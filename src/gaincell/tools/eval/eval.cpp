@@ -197,6 +197,19 @@ TaskResult evaluate_task(GPT2Model& model, const Tokenizer& tok, const std::stri
   return result;
 }
 
+std::vector<TaskResult> evaluate(GPT2Model& model, const Tokenizer& tok,
+                                 const std::vector<TaskFile>& tasks, int64_t limit,
+                                 const EvalOptions& options) {
+  require(limit != 0, "limit must be a positive number of documents (or < 0 for all)");
+  std::vector<std::vector<EvalDoc>> docs;
+  for (const TaskFile& t : tasks) docs.push_back(load_task_docs(task_info(t.task), t.file, limit));
+  std::vector<TaskResult> results;
+  for (size_t i = 0; i < tasks.size(); i++) {
+    results.push_back(evaluate_task(model, tok, tasks[i].task, docs[i], options));
+  }
+  return results;
+}
+
 TaskResult evaluate_token_stream(GPT2Model& model, std::span<const int32_t> tokens, int32_t prefix,
                                  const EvalOptions& options) {
   const auto start = Clock::now();

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -81,6 +82,16 @@ Prediction predict_choice(std::span<const double> lls, std::span<const std::stri
 // Scores one task's documents (load_task_docs) and aggregates lm-eval's metrics.
 TaskResult evaluate_task(GPT2Model& model, const Tokenizer& tok, const std::string& task,
                          const std::vector<EvalDoc>& docs, const EvalOptions& options = {});
+
+// Convenience for callers (sweeps, Python): reads each task's file (load_task_docs, `limit` docs
+// per task, < 0 = all) and evaluates the tasks in order. All files are read before scoring.
+struct TaskFile {
+  std::string task;
+  std::filesystem::path file;
+};
+std::vector<TaskResult> evaluate(GPT2Model& model, const Tokenizer& tok,
+                                 const std::vector<TaskFile>& tasks, int64_t limit = -1,
+                                 const EvalOptions& options = {});
 
 // Scores a pre-tokenised stream as one rolling-loglikelihood document (lm-eval's windows, the
 // prefix token first): task "tokens" with metrics token_perplexity and nll_per_token (no word or
