@@ -57,12 +57,11 @@ TEST(GpuMeasured, PaperRatiosFromTheMeasuredFiles) {
 TEST(GpuMeasured, ReportListsMeasuredAndModelEntries) {
   const fs::path dir = default_measured_dir();
   if (dir.empty()) GTEST_SKIP() << "shared reference data (../shared/data) not found";
-  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
-                      CostConfig::preset("paper"),
-                      ModelShape{},
-                      std::nullopt,
-                      "",
-                      dir};
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = CostConfig::preset("paper");
+  in.shape = ModelShape{};
+  in.measured_dir = dir;
   const CostReport r = build_cost_report(in);
   int measured = 0, model = 0;
   for (const auto& g : r.gpus) (g.source == "measured" ? measured : model)++;
@@ -77,12 +76,11 @@ TEST(GpuMeasured, ReportListsMeasuredAndModelEntries) {
 }
 
 TEST(GpuMeasured, WithoutSharedDataOnlyTheModelIsShown) {
-  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
-                      CostConfig::preset("paper"),
-                      ModelShape{},
-                      std::nullopt,
-                      "",
-                      fs::path()};
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = CostConfig::preset("paper");
+  in.shape = ModelShape{};
+  in.measured_dir = fs::path();
   const CostReport r = build_cost_report(in);
   for (const auto& g : r.gpus) EXPECT_EQ(g.source, "model");
   EXPECT_NE(r.measured_status.find("skipped"), std::string::npos);
@@ -121,7 +119,10 @@ TEST(GpuModel, HandComputedRooflineForTheMeasuredSetting) {
   EXPECT_NEAR(e.latency_per_token_s, step / 64, 1e-18);
   EXPECT_NEAR(e.energy_per_token_j, 450.0 * step / 64, 1e-15);
   EXPECT_NEAR(e.dynamic_energy_per_token_j,
-              6303744.0 * 58e-12 + 12.0 * 1024 * 261 * 450.0 / 82.6e12, 1e-15);
+              6303744.0 * 58e-12 + 12.0 * 1024 * 261 * (450.0 - 20.0) / 82.6e12, 1e-15);
+  // Static power over the token's share of the step plus the dynamic energy.
+  EXPECT_NEAR(e.modelled_energy_per_token_j, 20.0 * step / 64 + e.dynamic_energy_per_token_j,
+              1e-15);
 }
 
 TEST(GpuModel, BatchAmortisesOnlyTheOverheadAndComputeBoundIsDetected) {
@@ -143,8 +144,9 @@ TEST(GpuModel, BatchAmortisesOnlyTheOverheadAndComputeBoundIsDetected) {
 TEST(GpuModel, EverySpecNamesItsSources) {
   ASSERT_EQ(gpu_specs().size(), 5u);
   for (const auto& g : gpu_specs()) {
-    for (const char* k : {"memory_bandwidth_bytes_per_s", "peak_fp32_flops", "board_power_w",
-                          "memory_energy_j_per_byte", "step_overhead_s"})
+    for (const char* k :
+         {"memory_bandwidth_bytes_per_s", "peak_fp32_flops", "peak_fp16_flops", "board_power_w",
+          "idle_power_w", "memory_energy_j_per_byte", "kernel_launch_s", "die_area_mm2"})
       EXPECT_TRUE(g.sources.contains(k) && !g.sources[k].get<std::string>().empty())
           << g.name << " " << k;
     EXPECT_GT(g.memory_bandwidth_bytes_per_s, 0.0);
@@ -159,12 +161,11 @@ TEST(GpuComparison, ZeroEnergyConfigurationIsAnErrorNotInfinity) {
         &zero.write_energy_per_cell_j, &zero.c2p_energy_j, &zero.out_c2p_energy_j,
         &zero.counter_energy_per_increment_j, &zero.adder_energy_j, &zero.control_energy_j})
     p->value = 0.0;
-  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
-                      zero,
-                      ModelShape{},
-                      std::nullopt,
-                      "",
-                      fs::path()};
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = zero;
+  in.shape = ModelShape{};
+  in.measured_dir = fs::path();
   try {
     build_cost_report(in);
     FAIL() << "expected an error";

@@ -103,6 +103,7 @@ void run_eval(const EvalCliOptions& o) {
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
+  load.weights = o.model.weight_format();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
   const GPT2Config& config = model->config();
@@ -133,6 +134,7 @@ void run_eval(const EvalCliOptions& o) {
   report["config"] = {{"model", o.model_dir},
                       {"attention", config.attention},
                       {"window", config.window},
+                      {"weights", o.model.weights},
                       {"hw", config.hw.to_json()},
                       {"noise_seed", config.hw.noise.seed},
                       {"n_positions", config.block_size},
@@ -191,6 +193,7 @@ void setup_eval(CLI::App& app) {
   app.add_option("--vocab", o->vocab_dir,
                  "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   add_model_options(app, o->model);
+  add_weights_option(app, o->model);
   app.callback([o] { run_eval(*o); });
 }
 
