@@ -761,21 +761,26 @@ const float* DecodeSession::extend(const int32_t* tokens, int n) {
   for (int l = 0; l < cfg.n_layer; l++) {
     const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
     layers::layernorm_forward(ln, mean, rstd, x, P + o.ln1_w, P + o.ln1_b, N, C, eps);
-    layers::linear_forward(qkv, ln, P + o.qkv_w, P + o.qkv_b, N, C, 3 * C);
+    model_.linear(qkv, ln, o.qkv_w, o.qkv_b, N, C, 3 * C);
     for (int64_t t = 0; t < N; t++) {
       const float* row = qkv + t * 3 * C;
       states_[l]->append(row + C, row + 2 * C);
       states_[l]->attend(row, att + t * C);
     }
-    layers::linear_forward(x, att, P + o.attproj_w, P + o.attproj_b, N, C, C, true);
+    model_.linear(x, att, o.attproj_w, o.attproj_b, N, C, C, true);
     layers::layernorm_forward(ln, mean, rstd, x, P + o.ln2_w, P + o.ln2_b, N, C, eps);
-    layers::linear_forward(fc, ln, P + o.fc_w, P + o.fc_b, N, C, 4 * C);
+    model_.linear(fc, ln, o.fc_w, o.fc_b, N, C, 4 * C);
     layers::gelu_forward(fc, fc, N * 4 * C);
-    layers::linear_forward(x, fc, P + o.fcproj_w, P + o.fcproj_b, N, 4 * C, C, true);
+    model_.linear(x, fc, o.fcproj_w, o.fcproj_b, N, 4 * C, C, true);
   }
   layers::layernorm_forward(ln, mean, rstd, x, P + model_.lnf_w_, P + model_.lnf_b_, N, C, eps);
   float* logits = fit(b.nlogits, N * V);
-  blas::gemm_nt(n, V, C, ln, C, P + model_.wte_, C, logits, V);
+  // The same digital layers as forward() and step(): packed bf16/q8 copies when the model has them.
+  if (const PackedMatrix* head = model_.packed(model_.wte_)) {
+    packed_matmul(logits, ln, *head, N, false);
+  } else {
+    blas::gemm_nt(n, V, C, ln, C, P + model_.wte_, C, logits, V);
+  }
   position_ += n;
   return logits;
 }
