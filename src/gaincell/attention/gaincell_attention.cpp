@@ -487,6 +487,18 @@ void GainCellDecodeState::reset() {
   length_ = 0;
 }
 
+std::unique_ptr<AttentionDecodeState> GainCellDecodeState::clone() const {
+  return std::make_unique<GainCellDecodeState>(*this);
+}
+
+bool GainCellDecodeState::assign_from(const AttentionDecodeState& other) {
+  const auto* o = dynamic_cast<const GainCellDecodeState*>(&other);
+  if (o == nullptr || &o->attn_ != &attn_) return false;
+  heads_ = o->heads_;  // element-wise copy assignment reuses each array's storage
+  length_ = o->length_;
+  return true;
+}
+
 ArrayEvents GainCellDecodeState::events() const {
   ArrayEvents total;
   for (const HeadArray& h : heads_) total += h.events();
