@@ -107,19 +107,16 @@ int wait_exit(pid_t pid) {
 // resume would continue from (0 before the first commit).
 int64_t check_only_complete_checkpoints(const fs::path& out) {
   std::error_code ec;
-  int found = 0;
   for (fs::directory_iterator it(out / "checkpoints", ec), end; !ec && it != end;
        it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.find(".tmp.") != std::string::npos) continue;
-    ++found;
     EXPECT_NO_THROW(Trainer::checkpoint_to_resume(out)) << name;
     EXPECT_NO_THROW(load_model(it->path())) << name;
   }
-  if (!fs::exists(fs::symlink_status(out / "latest", ec))) {
-    EXPECT_EQ(found, 0) << "a checkpoint directory without `latest`";
-    return 0;
-  }
+  // A kill between the first checkpoint's rename and the switch of `latest` leaves a complete
+  // directory and no `latest` yet (checked above); the next start begins again.
+  if (!fs::exists(fs::symlink_status(out / "latest", ec))) return 0;
   EXPECT_NO_THROW(load_model(out)) << "OUT itself must load as the latest model";
   const fs::path ck = Trainer::checkpoint_to_resume(out);
   return json_int<int64_t>(read_json_file(ck / "training_state.json")["step"], "step");

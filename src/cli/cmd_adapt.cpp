@@ -53,8 +53,6 @@ void run_adapt(const AdaptCliOptions& o) {
   if (!o.hw.empty()) load.overrides.hw = HwConfig::load(o.hw);
   load.log = [](const std::string& line) { std::cerr << "adapt: " << line << "\n"; };
   std::unique_ptr<GPT2Model> model = load_model(o.model_dir, load);
-  // One process per output directory (a second one gets a clear error, not mixed files).
-  const DirectoryLock lock = DirectoryLock::acquire(o.out_dir);
   const int T = o.seq_len > 0 ? o.seq_len : model->config().block_size;
   require(T <= model->config().block_size, "--seq-len exceeds the model's block size");
 
@@ -89,6 +87,9 @@ void run_adapt(const AdaptCliOptions& o) {
                r.initial_loss, r.final_loss, std::exp(r.initial_loss), std::exp(r.final_loss));
   for (const std::string& line : r.unconverged)
     std::fprintf(stderr, "adapt: off target: %s\n", line.c_str());
+  // One process per output directory (a second one gets a clear error, not mixed files); taken
+  // only now, so that a refused input leaves no directory behind.
+  const DirectoryLock lock = DirectoryLock::acquire(o.out_dir);
   save_model(*model, o.out_dir);
 
   nlohmann::json summary = r.to_json();

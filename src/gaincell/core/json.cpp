@@ -32,10 +32,12 @@ std::string line_column(std::string_view text, size_t offset) {
 // nlohmann's messages start with "[json.exception.parse_error.101] parse error at line 1, column
 // 2: "; the source and position are reported by us, so keep only the description.
 std::string describe(const std::string& what) {
-  const size_t colon = what.find(": ");
-  if (what.rfind("[json.exception.", 0) == 0 && colon != std::string::npos)
-    return what.substr(colon + 2);
-  return what;
+  if (what.rfind("[json.exception.", 0) != 0) return what;
+  std::string rest = what.substr(what.find("] ") == std::string::npos ? 0 : what.find("] ") + 2);
+  // Parse errors go on with "parse error at line L, column C: <description>".
+  if (rest.rfind("parse error", 0) == 0 && rest.find(": ") != std::string::npos)
+    rest = rest.substr(rest.find(": ") + 2);
+  return rest;
 }
 
 // Builds the DOM iteratively (nlohmann's SAX parser keeps its own explicit stack), so the nesting

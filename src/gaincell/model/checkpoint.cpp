@@ -221,9 +221,11 @@ GPT2Config read_model_config(const std::filesystem::path& given_dir) {
   const std::filesystem::path model_dir = current_model_dir(given_dir);
   const auto path = model_dir / "config.json";
   std::error_code ec;
-  require(std::filesystem::is_directory(model_dir, ec), "model directory " + model_dir.string() +
-                                                            " does not exist" +
-                                                            (ec ? " (" + ec.message() + ")" : ""));
+  // Evaluated first (a require() argument's order is unspecified): a symlink loop sets ec.
+  const bool is_dir = std::filesystem::is_directory(model_dir, ec);
+  const bool missing = !ec || ec == std::errc::no_such_file_or_directory;
+  require(is_dir, "model directory " + model_dir.string() +
+                      (missing ? std::string(" does not exist") : ": " + ec.message()));
   require(std::filesystem::exists(std::filesystem::symlink_status(path, ec)),
           "model directory " + model_dir.string() + " has no config.json");
   const nlohmann::json j = read_json_file(path);
