@@ -64,16 +64,38 @@ void write_file_atomic(const fs::path& path, std::string_view contents) {
   write_file_atomic(path, contents.data(), contents.size());
 }
 
+namespace {
+
+fs::path executable_dir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::current_path() : exe.parent_path();
+}
+
+}  // namespace
+
+fs::path installed_dir(const std::string& name) {
+  const fs::path exe_dir = executable_dir();
+  const fs::path installed = (exe_dir / ".." / "share" / "gaincell" / name).lexically_normal();
+  std::error_code ec;
+  if (fs::is_directory(installed, ec)) return installed;
+  return (exe_dir / ".." / name).lexically_normal();
+}
+
 fs::path default_data_dir() {
   if (const char* env = std::getenv("GAINCELL_DATA"); env && *env) return fs::path(env);
-  return fs::path(GAINCELL_SOURCE_DIR) / "data";
+  return installed_dir("data");
 }
 
 fs::path shared_data_dir() {
-  const fs::path p = fs::path(GAINCELL_SOURCE_DIR) / ".." / "shared" / "data";
+  fs::path p;
+  if (const char* env = std::getenv("GAINCELL_SHARED"); env && *env) {
+    p = fs::path(env);
+  } else {
+    p = (default_data_dir() / ".." / ".." / "shared" / "data").lexically_normal();
+  }
   std::error_code ec;
-  if (fs::is_directory(p, ec)) return fs::weakly_canonical(p);
-  return {};
+  return fs::is_directory(p, ec) ? p : fs::path();
 }
 
 }  // namespace gaincell
