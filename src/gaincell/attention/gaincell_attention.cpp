@@ -65,16 +65,12 @@ HwConfig gaincell_default_hw(const std::string& name) {
   return hw;
 }
 
-namespace {
-
-HwConfig hw_for(const std::string& name, const AttentionContext& ctx) {
-  HwConfig hw = ctx.hw;
-  hw.cell = gaincell_cell_model(name);
-  hw.validate();
-  return hw;
+HwConfig gaincell_variant_hw(const std::string& name, const HwConfig& hw) {
+  HwConfig out = hw;
+  out.cell = gaincell_cell_model(name);
+  out.validate();
+  return out;
 }
-
-}  // namespace
 
 std::unique_ptr<Attention> make_gaincell_attention(const std::string& name,
                                                    const AttentionContext& ctx) {
@@ -97,7 +93,7 @@ GainCellAttention::GainCellAttention(std::string name, const AttentionContext& c
       n_head_(ctx.n_head),
       head_dim_(ctx.head_dim),
       layer_(ctx.layer),
-      params_(hw_for(name_, ctx)) {
+      params_(gaincell_variant_hw(name_, ctx.hw)) {
   require(n_head_ >= 1 && head_dim_ >= 1, "gain-cell attention: n_head and head_dim must be >= 1");
   quant_[kQ] = Quantizer(params_.hw.q);
   quant_[kK] = Quantizer(params_.hw.k);

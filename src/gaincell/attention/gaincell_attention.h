@@ -27,6 +27,9 @@ bool is_gaincell_attention(const std::string& name);
 HwConfig gaincell_default_hw(const std::string& attention_name);
 // The cell model selected by a variant name; throws for a name that is not a gain-cell variant.
 CellModel gaincell_cell_model(const std::string& attention_name);
+// The hardware the variant runs from `hw`: hw with the variant's cell model (the rule of
+// attention_hardware() in attention.h), validated.
+HwConfig gaincell_variant_hw(const std::string& attention_name, const HwConfig& hw);
 
 std::unique_ptr<Attention> make_gaincell_attention(const std::string& name,
                                                    const AttentionContext& ctx);
