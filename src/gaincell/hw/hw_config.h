@@ -49,12 +49,17 @@ enum class Polarity { kNormal, kInverted };
 
 // Stored-voltage leakage towards VDD/2 (spec §1.3): V(age) = 0.45 + (V0 - 0.45) exp(-lambda age).
 // Either lambda per token directly, or retention time tau and time per token (lambda = dt / tau).
+// The paper: lambda = 1.6e-4 per token (its code), tau = 5 ms, dt = 0.8 us (spec §1.3).
 struct LeakageConfig {
   bool enabled = true;
   double lambda_per_token = 1.6e-4;
-  double retention_time_s = 0.0;    // > 0: derive lambda from tau and time_per_token_s
-  double time_per_token_s = 0.0;
-  double effective_lambda() const;  // 0 when disabled
+  double retention_time_s = 0.0;     // > 0: derive lambda from tau and time_per_token_s
+  double time_per_token_s = 0.8e-6;  // time between two tokens that lambda assumes
+  double effective_lambda() const;   // 0 when disabled
+  // The retention time constant tau in seconds (the cost model's refresh reads it): the given one,
+  // else time_per_token_s / lambda; infinite when disabled or lambda is 0. Throws when lambda is
+  // given without a time per token (no time scale).
+  double retention_s() const;
 };
 
 // Beyond the paper (all off in the paper presets). Relative noise scales with |signal|, absolute
@@ -70,26 +75,37 @@ struct NoiseConfig {
   bool any() const;
 };
 
+// The paper's cell voltages (spec §2.1): VDD = 0.9 V is the read amplitude Vin and the top of the
+// stored-voltage range; its half, VDD/2 = 0.45 V, is the zero point of a stored weight. The
+// presets, the fits and the device file default to these.
+inline constexpr double kPaperVdd = 0.9;
+inline constexpr double kPaperZeroPoint = kPaperVdd / 2;
+
+// The paper's ten C_ij (spec §2.3 table), in the spec's order.
+const std::array<double, 10>& paper_cell_coefficients();
+
+// Defaults are the paper's nonlinear hardware (preset "paper-nonlinear", spec §3.6) under the
+// name "custom", so a default-constructed configuration computes.
 struct HwConfig {
   std::string name = "custom";
 
   // Quantizers (spec §2.5): Q as PWM in [0,1], K/V as capacitor voltages in [0,0.9], output.
   QuantizerConfig q{true, 16, 0.0, 1.0};
-  QuantizerConfig k{true, 8, 0.0, 0.9};
-  QuantizerConfig v{true, 8, 0.0, 0.9};
+  QuantizerConfig k{true, 8, 0.0, kPaperVdd};
+  QuantizerConfig v{true, 8, 0.0, kPaperVdd};
   QuantizerConfig out{true, 32, -1.0, 1.0};
   OutputGrid out_grid = OutputGrid::kCode;
 
   // Zero point of the stored weight: VDD/2 (spec §2.1).
-  double k_offset = 0.45;
-  double v_offset = 0.45;
+  double k_offset = kPaperZeroPoint;
+  double v_offset = kPaperZeroPoint;
 
   // Cell multiply (spec §2.3): ten C_ij, i outer (power of V-0.45), j inner (power of Vin).
   CellModel cell = CellModel::kPolynomial;
-  std::array<double, 10> coefficients{};
-  double vin = 0.9;
+  std::array<double, 10> coefficients = paper_cell_coefficients();
+  double vin = kPaperVdd;
   double linear_amplitude = 19.3;   // linear model slope and surrogate-gradient slope (spec §2.4)
-  // Optional fitted device JSON (issue 6, format in tools/fit/device.h). When set, from_json/load
+  // Optional fitted device JSON (issue 6, format in hw/device_file.h). When set, from_json/load
   // take coefficients, vin, linear_amplitude and k/v offsets from it; a relative path is resolved
   // against the directory of the configuration file.
   std::string device_file;
@@ -125,9 +141,6 @@ struct HwConfig {
   // A preset name or a path to a JSON file.
   static HwConfig load(const std::string& name_or_file);
 };
-
-// The paper's ten C_ij (spec §2.3 table), in the spec's order.
-const std::array<double, 10>& paper_cell_coefficients();
 
 std::string to_string(CellModel m);
 std::string to_string(OutputQuantMode m);

@@ -371,7 +371,7 @@ class Refresh : public Component {
     return ctx.geometry.window * token_interval_s(ctx);
   }
   static double refresh_interval_s(const CostContext& ctx) {
-    return ctx.cost.retention_time_s.value * ctx.cost.refresh_margin.value;
+    return ctx.hw.leakage.retention_s() * ctx.cost.refresh_margin.value;
   }
   double area_mm2(const CostContext&) const override { return 0.0; }
   double latency_s(const CostContext&) const override { return 0.0; }  // assumed interleaved
@@ -391,8 +391,9 @@ class Refresh : public Component {
   json sources(const CostContext& ctx) const override {
     return {{"energy_per_op_j", "one cell write (cell_write_dac)"},
             {"ops_per_token",
-             "0 while window x token interval <= retention_time_s x refresh_margin (" +
-                 ctx.cost.retention_time_s.source + "), else 2 D M cells per refresh interval"},
+             "0 while window x token interval <= hw retention time x refresh_margin (hw "
+             "leakage: retention_time_s, or time_per_token_s / lambda_per_token; spec §1.3: "
+             "5 ms), else 2 D M cells per refresh interval"},
             {"latency_s", "assumed interleaved with reads (not on the critical path)"},
             {"area_mm2", "uses the write DACs"},
             {"static_power_w", "none modelled"}};
