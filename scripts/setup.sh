@@ -8,7 +8,7 @@ cd "$root"
 
 packages=(build-essential cmake pkg-config git ca-certificates
           libopenblas-dev nlohmann-json3-dev libcli11-dev
-          libgtest-dev libgmock-dev libbenchmark-dev
+          libgtest-dev clang-format
           libngspice0-dev ngspice fortunes npm jq)
 missing=()
 for p in "${packages[@]}"; do
