@@ -22,8 +22,6 @@ const fs::path kFixtures = test_util::fixture_path("");
 using test_util::expect_error;
 using test_util::TempDir;
 
-
-
 std::vector<float> params_of(const GPT2Model& m) {
   return std::vector<float>(m.param_data(), m.param_data() + m.num_params());
 }

@@ -13,12 +13,12 @@ using gaincell::test_util::TempDir;
 TEST(CliExitCodes, UsageErrorsExitWithTwo) {
   TempDir dir;
   for (const std::string args : {
-           "",                                      // no subcommand
-           "no-such-command",                       // unknown subcommand
-           "cost --no-such-option",                 // unknown option
-           "cost --window",                         // option without its value
-           "cost --window abc",                     // value of the wrong type
-           "prepare --text a.txt",                  // required --out missing
+           "",                       // no subcommand
+           "no-such-command",        // unknown subcommand
+           "cost --no-such-option",  // unknown option
+           "cost --window",          // option without its value
+           "cost --window abc",      // value of the wrong type
+           "prepare --text a.txt",   // required --out missing
        }) {
     const auto r = run_cli(dir.path(), args);
     EXPECT_EQ(r.exit_code, 2) << "gaincell " << args << "\n" << r.err;

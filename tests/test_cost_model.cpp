@@ -32,7 +32,6 @@ std::map<std::string, ComponentCost> by_name(const CostEstimate& e) {
   return m;
 }
 
-
 }  // namespace
 
 TEST(CostModel, PaperPresetReproducesSpec9) {
@@ -188,8 +187,8 @@ TEST(CostModel, RefreshFollowsTheHardwareRetentionTime) {
   hw.leakage.retention_time_s = 1e-4;
   const CostEstimate leaky = estimate_cost(hw, paper_cost(), ModelShape{});
   const double interval = 12 * leaky.latency_per_token_s;
-  const double expected = 2.0 * 64 * 1024 * interval / 1e-4 *
-                          paper_cost().write_energy_per_cell_j.value;
+  const double expected =
+      2.0 * 64 * 1024 * interval / 1e-4 * paper_cost().write_energy_per_cell_j.value;
   EXPECT_NEAR(by_name(leaky)["refresh"].energy_per_token_j, expected, expected * 1e-12);
   // No leakage: the cells never need a refresh, however long the window.
   hw = paper_hw();

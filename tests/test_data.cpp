@@ -16,11 +16,10 @@ namespace gaincell {
 namespace {
 
 namespace fs = std::filesystem;
+using test_util::error_of;
 using test_util::random_bytes;
 using test_util::shared_tokenizer;
-using test_util::error_of;
 using test_util::TempDir;
-
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;

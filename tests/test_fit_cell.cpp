@@ -27,7 +27,9 @@ namespace {
 
 constexpr const char* kPaperTable = "gaincell-reference/gain_cell_iv_table.csv";
 
-fs::path paper_table_path() { return test_util::shared_data_path(kPaperTable); }
+fs::path paper_table_path() {
+  return test_util::shared_data_path(kPaperTable);
+}
 
 #define SKIP_WITHOUT_PAPER_TABLE() GAINCELL_SHARED_DATA(paper_table_, kPaperTable)
 

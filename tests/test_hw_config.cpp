@@ -5,8 +5,8 @@
 #include "gaincell/core/error.h"
 #include "gaincell/hw/hw_config.h"
 
-using gaincell::Error;
 using gaincell::CellModel;
+using gaincell::Error;
 using gaincell::HwConfig;
 
 TEST(HwConfig, PaperAlphasMatchSpec) {

@@ -1,7 +1,6 @@
 // .npy/.npz reader and writer: fixtures written by NumPy itself (tests/reference/
 // make_npy_fixtures.py), round trips, and every kind of malformed input.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -20,8 +19,9 @@ namespace {
 
 using test_util::expect_error;
 
-fs::path fixture(const std::string& name) { return test_util::fixture_path(name); }
-
+fs::path fixture(const std::string& name) {
+  return test_util::fixture_path(name);
+}
 
 fs::path temp_path(const std::string& name) {
   return fs::temp_directory_path() / ("gaincell_test_npy_" + std::to_string(::getpid()) + name);

@@ -26,10 +26,10 @@ inline const std::optional<Tokenizer>& shared_tokenizer() {
 }
 
 // Skips the test locally, fails it under CI=true (scripts/setup.sh installs the vocabulary).
-#define GAINCELL_REQUIRE_VOCAB()                                                          \
-  if (!::gaincell::test_util::shared_tokenizer()) {                                       \
-    GAINCELL_SKIP_UNLESS_CI("GPT-2 vocabulary not found in " +                           \
-                            (::gaincell::default_data_dir() / "vocab").string() +         \
+#define GAINCELL_REQUIRE_VOCAB()                                                                \
+  if (!::gaincell::test_util::shared_tokenizer()) {                                             \
+    GAINCELL_SKIP_UNLESS_CI("GPT-2 vocabulary not found in " +                                  \
+                            (::gaincell::default_data_dir() / "vocab").string() +               \
                             " (run scripts/setup.sh or export GAINCELL_DATA=/work/main/data)"); \
   }
 

@@ -58,7 +58,9 @@ inline void expect_error(const std::function<void()>& fn, const std::string& nee
 }
 
 // The source tree's root (tests only: the library and the CLI never know it).
-inline std::filesystem::path source_dir() { return GAINCELL_SOURCE_DIR; }
+inline std::filesystem::path source_dir() {
+  return GAINCELL_SOURCE_DIR;
+}
 
 // tests/fixtures/NAME (committed test data).
 inline std::filesystem::path fixture_path(const std::string& name) {
@@ -81,21 +83,21 @@ inline std::filesystem::path shared_data_path(const std::string& relative = "") 
 
 // Ends the test when something it needs is missing: skipped with `why` locally, failed under
 // CI=true. Only in a TEST body (it returns from the function).
-#define GAINCELL_SKIP_UNLESS_CI(why)                                                  \
-  do {                                                                                \
-    if (::gaincell::test_util::in_ci()) {                                             \
-      GTEST_FAIL() << (why) << " (CI=true: the reference checks must run)";           \
-    } else {                                                                          \
-      GTEST_SKIP() << (why);                                                          \
-    }                                                                                 \
+#define GAINCELL_SKIP_UNLESS_CI(why)                                        \
+  do {                                                                      \
+    if (::gaincell::test_util::in_ci()) {                                   \
+      GTEST_FAIL() << (why) << " (CI=true: the reference checks must run)"; \
+    } else {                                                                \
+      GTEST_SKIP() << (why);                                                \
+    }                                                                       \
   } while (0)
 
 // Declares `const std::filesystem::path VAR` = ../shared/data/RELATIVE, or ends the test as
 // GAINCELL_SKIP_UNLESS_CI does when the file is not there.
-#define GAINCELL_SHARED_DATA(var, relative)                                                   \
-  const std::filesystem::path var = ::gaincell::test_util::shared_data_path(relative);        \
-  if (var.empty())                                                                            \
-  GAINCELL_SKIP_UNLESS_CI(std::string("reference data ../shared/data/") + (relative) +        \
+#define GAINCELL_SHARED_DATA(var, relative)                                            \
+  const std::filesystem::path var = ::gaincell::test_util::shared_data_path(relative); \
+  if (var.empty())                                                                     \
+  GAINCELL_SKIP_UNLESS_CI(std::string("reference data ../shared/data/") + (relative) + \
                           " not found (the shared folder beside the checkout)")
 
 }  // namespace gaincell::test_util

@@ -345,10 +345,10 @@ void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float
     const int64_t age = t - write_time_[j];
     const float* row = v_y_.data() + static_cast<size_t>(j) * head_dim_;
     for (int d = 0; d < head_dim_; ++d) {
-      const float dec =
-          v_leak_.empty() ? decay_by_age_[age]
-                          : static_cast<float>(Leakage(lambda_).decay(
-                                age, v_leak_[static_cast<size_t>(j) * head_dim_ + d]));
+      const float dec = v_leak_.empty()
+                            ? decay_by_age_[age]
+                            : static_cast<float>(Leakage(lambda_).decay(
+                                  age, v_leak_[static_cast<size_t>(j) * head_dim_ + d]));
       acc[d] += w * cell_current(dec * row[d]);
     }
   }

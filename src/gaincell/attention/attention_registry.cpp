@@ -22,7 +22,8 @@ void register_builtins(std::map<std::string, Entry>& r) {
   // Each variant file adds its line here.
   r["softmax"] = {"GPT-2 causal softmax attention (spec §3.3)", make_softmax_attention, {}};
   r["sliding"] = {"softmax attention over a sliding window of W tokens (spec §3.4)",
-                  make_sliding_attention, {}};
+                  make_sliding_attention,
+                  {}};
   for (const std::string& name : gaincell_attention_names()) {
     r[name] = {"gain-cell hardware attention, cell '" + to_string(gaincell_cell_model(name)) +
                    "' (spec §3.5, §3.6, §2.7); hardware from --hw",

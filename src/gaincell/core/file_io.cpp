@@ -35,7 +35,9 @@ Container read_whole_file(const fs::path& path) {
 
 }  // namespace
 
-std::string read_text_file(const fs::path& path) { return read_whole_file<std::string>(path); }
+std::string read_text_file(const fs::path& path) {
+  return read_whole_file<std::string>(path);
+}
 
 std::vector<uint8_t> read_binary_file(const fs::path& path) {
   return read_whole_file<std::vector<uint8_t>>(path);

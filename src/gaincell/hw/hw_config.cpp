@@ -16,8 +16,8 @@ using nlohmann::json;
 
 const std::array<double, 10>& paper_cell_coefficients() {
   // [CODE:modules/model_gpt.py] DRAM_MAC_temporal_encoding_surrogate_QK; spec §2.3 table.
-  static const std::array<double, 10> c = {0.17393044, 0.15653739, 0.14088365, 0.12679529,
-                                           5.51975209, 4.96777688, 4.4709992,  -1.44776001,
+  static const std::array<double, 10> c = {0.17393044,  0.15653739, 0.14088365, 0.12679529,
+                                           5.51975209,  4.96777688, 4.4709992,  -1.44776001,
                                            -1.30298401, 46.05483778};
   return c;
 }
@@ -34,8 +34,9 @@ double LeakageConfig::retention_s() const {
   if (retention_time_s > 0.0) return retention_time_s;
   if (lambda_per_token == 0.0) return never;
   if (time_per_token_s <= 0.0)
-    throw Error("hardware config: 'leakage.time_per_token_s' is needed to turn lambda_per_token "
-                "into a retention time");
+    throw Error(
+        "hardware config: 'leakage.time_per_token_s' is needed to turn lambda_per_token "
+        "into a retention time");
   return time_per_token_s / lambda_per_token;
 }
 
@@ -64,10 +65,12 @@ struct EnumName {
   const char* name;
 };
 
-constexpr EnumName<CellModel> kCellNames[] = {
-    {CellModel::kPolynomial, "polynomial"}, {CellModel::kLinear, "linear"},
-    {CellModel::kCubic, "x3"},              {CellModel::kQuintic, "x5"},
-    {CellModel::kSigmoid, "sigmoid"},       {CellModel::kExp, "exp"}};
+constexpr EnumName<CellModel> kCellNames[] = {{CellModel::kPolynomial, "polynomial"},
+                                              {CellModel::kLinear, "linear"},
+                                              {CellModel::kCubic, "x3"},
+                                              {CellModel::kQuintic, "x5"},
+                                              {CellModel::kSigmoid, "sigmoid"},
+                                              {CellModel::kExp, "exp"}};
 constexpr EnumName<OutputQuantMode> kOutModeNames[] = {{OutputQuantMode::kPerTile, "per-tile"},
                                                        {OutputQuantMode::kTileMean, "tile-mean"}};
 constexpr EnumName<OutputGrid> kGridNames[] = {{OutputGrid::kCode, "code"},
@@ -89,16 +92,24 @@ E enum_from_string(const EnumName<E> (&names)[N], const std::string& s, const st
     if (s == n.name) return n.value;
     allowed += (allowed.empty() ? "" : ", ") + std::string(n.name);
   }
-  throw Error("hardware config: field '" + field + "' has unknown value '" + s + "' (allowed: " +
-              allowed + ")");
+  throw Error("hardware config: field '" + field + "' has unknown value '" + s +
+              "' (allowed: " + allowed + ")");
 }
 
 }  // namespace
 
-std::string to_string(CellModel m) { return enum_to_string(kCellNames, m); }
-std::string to_string(OutputQuantMode m) { return enum_to_string(kOutModeNames, m); }
-std::string to_string(OutputGrid g) { return enum_to_string(kGridNames, g); }
-std::string to_string(Polarity p) { return enum_to_string(kPolarityNames, p); }
+std::string to_string(CellModel m) {
+  return enum_to_string(kCellNames, m);
+}
+std::string to_string(OutputQuantMode m) {
+  return enum_to_string(kOutModeNames, m);
+}
+std::string to_string(OutputGrid g) {
+  return enum_to_string(kGridNames, g);
+}
+std::string to_string(Polarity p) {
+  return enum_to_string(kPolarityNames, p);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Presets
@@ -229,7 +240,8 @@ class JsonReader {
     if (it == j_.end()) return;
     const std::string field = prefix() + key;
     if constexpr (std::is_same_v<T, bool>) {
-      if (!it->is_boolean()) throw Error("hardware config: field '" + field + "' must be a boolean");
+      if (!it->is_boolean())
+        throw Error("hardware config: field '" + field + "' must be a boolean");
     } else if constexpr (std::is_integral_v<T>) {
       if (!it->is_number_integer())
         throw Error("hardware config: field '" + field + "' must be an integer");
@@ -284,12 +296,9 @@ void read_quantizer(const json& j, const std::string& path, QuantizerConfig& q) 
 json HwConfig::to_json() const {
   json j;
   j["name"] = name;
-  j["quantization"] = {{"q", quantizer_to_json(q)},
-                       {"k", quantizer_to_json(k)},
-                       {"v", quantizer_to_json(v)},
-                       {"out", quantizer_to_json(out)},
-                       {"out_grid", to_string(out_grid)},
-                       {"out_mode", to_string(out_mode)}};
+  j["quantization"] = {{"q", quantizer_to_json(q)},       {"k", quantizer_to_json(k)},
+                       {"v", quantizer_to_json(v)},       {"out", quantizer_to_json(out)},
+                       {"out_grid", to_string(out_grid)}, {"out_mode", to_string(out_mode)}};
   j["k_offset"] = k_offset;
   j["v_offset"] = v_offset;
   j["cell"] = {{"model", to_string(cell)},
@@ -343,8 +352,7 @@ void apply_device_file(HwConfig& c, const std::string& base_dir, const json& top
     check(cell_json, "coefficients", "cell.coefficients[" + std::to_string(k) + "]",
           c.coefficients[k], d.coefficients[k]);
   check(cell_json, "vin", "cell.vin", c.vin, d.vin);
-  check(cell_json, "linear_amplitude", "cell.linear_amplitude", c.linear_amplitude,
-        d.linear_slope);
+  check(cell_json, "linear_amplitude", "cell.linear_amplitude", c.linear_amplitude, d.linear_slope);
   check(&top, "k_offset", "k_offset", c.k_offset, d.offset);
   check(&top, "v_offset", "v_offset", c.v_offset, d.offset);
   c.coefficients = d.coefficients;

@@ -6,16 +6,16 @@
 
 #include <array>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 namespace gaincell {
 
-// Clamp to [vmin, vmax], then Qz(x) = step * round_half_even(x / step), step = (vmax-vmin)/(levels-1).
-// The grid is anchored at 0, not at vmin (spec §2.5). Disabled = clamp only.
+// Clamp to [vmin, vmax], then Qz(x) = step * round_half_even(x / step), step =
+// (vmax-vmin)/(levels-1). The grid is anchored at 0, not at vmin (spec §2.5). Disabled = clamp
+// only.
 struct QuantizerConfig {
   bool enabled = true;
   int levels = 16;
@@ -104,18 +104,18 @@ struct HwConfig {
   CellModel cell = CellModel::kPolynomial;
   std::array<double, 10> coefficients = paper_cell_coefficients();
   double vin = kPaperVdd;
-  double linear_amplitude = 19.3;   // linear model slope and surrogate-gradient slope (spec §2.4)
+  double linear_amplitude = 19.3;  // linear model slope and surrogate-gradient slope (spec §2.4)
   // Optional fitted device JSON (issue 6, format in hw/device_file.h). When set, from_json/load
   // take coefficients, vin, linear_amplitude and k/v offsets from it; a relative path is resolved
   // against the directory of the configuration file.
   std::string device_file;
 
-  double s_sat = 80.0;              // first stage: phi = clip(S / s_sat, 0, 1)
-  double a_sat = 40.0;              // second stage: out = clip(A / a_sat, -1, 1)
+  double s_sat = 80.0;  // first stage: phi = clip(S / s_sat, 0, 1)
+  double a_sat = 40.0;  // second stage: out = clip(A / a_sat, -1, 1)
 
-  int array_size = 64;              // rows = cols of one gain-cell array (sub-tile)
-  int window = 1024;                // sliding window M (tokens)
-  double tmax_s = 15e-9;            // max PWM pulse width
+  int array_size = 64;    // rows = cols of one gain-cell array (sub-tile)
+  int window = 1024;      // sliding window M (tokens)
+  double tmax_s = 15e-9;  // max PWM pulse width
 
   LeakageConfig leakage;
   Polarity polarity = Polarity::kNormal;

@@ -123,7 +123,8 @@ CostConfig make_paper() {
       kArrayShare * kAvStageJ / (cells_per_stage * kTypicalWidth), "J",
       "calibrated: 0.5 (assumed array share) x 700 pJ (spec §9.1) / (65,536 cells x 0.5 typical "
       "φ width)"};
-  c.read_energy_ref_tmax_s = {hw.tmax_s, "s", "spec §2.4: Tmax = 15 ns (hw preset paper-nonlinear)"};
+  c.read_energy_ref_tmax_s = {hw.tmax_s, "s",
+                              "spec §2.4: Tmax = 15 ns (hw preset paper-nonlinear)"};
   c.typical_q_width_tmax = {kTypicalWidth, "Tmax",
                             "assumption: mid-scale calibration point of the activity model"};
   c.typical_phi_width_tmax = {kTypicalWidth, "Tmax",

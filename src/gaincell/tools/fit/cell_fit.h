@@ -44,7 +44,8 @@ struct PaperFit {
 };
 
 // Throws gaincell::Error when the table has no column at `vin` or fewer than 4 rows.
-PaperFit fit_paper_polynomial(const IvTable& table, double vin = kPaperVdd, double offset = kPaperZeroPoint);
+PaperFit fit_paper_polynomial(const IvTable& table, double vin = kPaperVdd,
+                              double offset = kPaperZeroPoint);
 
 struct LinearSlopeFit {
   double slope = 0;  // the paper's 19.3 (spec §2.4)
@@ -53,8 +54,9 @@ struct LinearSlopeFit {
 };
 
 // Spec §2.4 procedure on a grid x grid mesh (x in [0, 1], y in [0, vmax]).
-LinearSlopeFit fit_linear_slope(const std::array<double, 4>& alphas, double offset = kPaperZeroPoint,
-                                int grid = 100, double vmax = kPaperVdd);
+LinearSlopeFit fit_linear_slope(const std::array<double, 4>& alphas,
+                                double offset = kPaperZeroPoint, int grid = 100,
+                                double vmax = kPaperVdd);
 
 struct SurfaceFit {
   int max_i = 0;  // powers of y = Vstore - offset: 0..max_i
