@@ -168,6 +168,12 @@ void GainCellAttention::prepare_head(int h, const float* x, int n, Scaler s, flo
   for (int i = 0; i < n; ++i) out[i] = qz(a * x[i] + b);
 }
 
+std::vector<GainCellWorkspace>& GainCellAttention::workspaces() {
+  const size_t threads = static_cast<size_t>(omp_get_max_threads());
+  if (workspaces_.size() < threads) workspaces_.resize(threads);
+  return workspaces_;
+}
+
 uint64_t GainCellAttention::noise_seed(int h) const {
   return head_noise_seed(params_.hw.noise.seed, layer_, h);
 }
@@ -279,8 +285,7 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
   // The clip masks are only needed by backward(): kept for training forwards.
   saved->mask_stride = keep ? params_.clip_mask_size(T, D) : 0;
   saved->mask.resize(saved->mask_stride * B * H);
-  const int threads = omp_get_max_threads();
-  std::vector<GainCellWorkspace> ws(threads);
+  std::vector<GainCellWorkspace>& ws = workspaces();
   // Per (b, h) moments of the four scaler outputs, reduced per head afterwards.
   std::vector<Moments> moments(static_cast<size_t>(B) * H * 4);
 
@@ -352,7 +357,7 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
   const Saved& sv = *saved_;
   const size_t per_head = static_cast<size_t>(T) * D;
   const int threads = omp_get_max_threads();
-  std::vector<GainCellWorkspace> ws(threads);
+  std::vector<GainCellWorkspace>& ws = workspaces();
   // Per (b, h) partial scaler gradients [4 scalers][a, b], reduced serially (deterministic).
   std::vector<double> partial(static_cast<size_t>(B) * H * 8, 0.0);
   std::vector<std::vector<float>> dO_buf(threads, std::vector<float>(per_head));
