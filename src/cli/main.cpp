@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
+#include <new>
 
 #include "cli/command.h"
 #include "gaincell/core/blas.h"
@@ -91,6 +93,17 @@ int main(int argc, char** argv) {
   } catch (const gaincell::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "gaincell: error: %s\n", e.what());
+    return gaincell::cli::kExitFailure;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the user gave (a symlink loop, no permission, a full disk): its message names it.
+    std::fflush(stdout);
+    std::fprintf(stderr, "gaincell: error: %s\n", e.what());
+    return gaincell::cli::kExitFailure;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "gaincell: error: out of memory (the model, batch or input is too large for "
+                 "this machine)\n");
     return gaincell::cli::kExitFailure;
   } catch (const std::exception& e) {
     std::fflush(stdout);
