@@ -9,14 +9,16 @@
 
 namespace gaincell::cli {
 
-// --vocab DIR: where the GPT-2 BPE files are.
-inline void add_vocab_option(CLI::App& app, std::string& vocab_dir) {
+// --vocab DIR: where the GPT-2 BPE files are (a std::string or a std::filesystem::path).
+template <typename Dir>
+void add_vocab_option(CLI::App& app, Dir& vocab_dir) {
   app.add_option("--vocab", vocab_dir,
                  "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
 }
 
 // --tokenizer NAME (gpt2-bpe or bytes), then --vocab DIR.
-inline void add_tokenizer_options(CLI::App& app, std::string& tokenizer, std::string& vocab_dir) {
+template <typename Dir>
+void add_tokenizer_options(CLI::App& app, std::string& tokenizer, Dir& vocab_dir) {
   app.add_option("--tokenizer", tokenizer,
                  "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
       ->capture_default_str()
