@@ -169,6 +169,10 @@ TEST(Tokenizer, LoadsGpt2Vocabulary) {
   EXPECT_EQ(tok.token_text(0), "!");  // byte '!' is the first printable byte symbol
   EXPECT_THROW(tok.token_text(50257), Error);
   EXPECT_THROW(tok.token_text(-1), Error);
+  // As Hugging Face's gpt2 tokenizer: BOS and EOS are both <|endoftext|>, no BOS is added.
+  EXPECT_EQ(tok.bos_token(), std::optional<int32_t>(Tokenizer::kEndOfText));
+  EXPECT_EQ(tok.eos_token(), std::optional<int32_t>(Tokenizer::kEndOfText));
+  EXPECT_FALSE(tok.add_bos());
 }
 
 TEST(Tokenizer, MatchesPythonReferenceOnTrickyStrings) {
@@ -255,6 +259,9 @@ TEST(ByteTokenizer, IdsAreTheBytesAndRoundTrip) {
   EXPECT_STREQ(tok.name(), "bytes");
   EXPECT_EQ(tok.encode("Ab\n\xff"), (std::vector<int32_t>{65, 98, 10, 255}));
   EXPECT_EQ(tok.token_text(256), "<|endoftext|>");
+  EXPECT_EQ(tok.bos_token(), std::nullopt);
+  EXPECT_EQ(tok.eos_token(), std::optional<int32_t>(256));
+  EXPECT_FALSE(tok.add_bos());
   std::mt19937_64 rng(5);
   for (int trial = 0; trial < 100; ++trial) {
     const std::string s = random_bytes(rng, rng() % 300);

@@ -464,6 +464,19 @@ Tokenizer Tokenizer::by_name(const std::string& name, const fs::path& vocab_dir)
   return vocab_dir.empty() ? load_default() : load(vocab_dir);
 }
 
+std::optional<int32_t> Tokenizer::bos_token() const {
+  if (bytes_only_) return std::nullopt;
+  return kEndOfText;
+}
+
+std::optional<int32_t> Tokenizer::eos_token() const {
+  return end_of_text();
+}
+
+bool Tokenizer::add_bos() const {
+  return false;
+}
+
 int32_t Tokenizer::vocab_size() const {
   return static_cast<int32_t>(vocab_->token_bytes.size());
 }

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,6 +53,15 @@ class Tokenizer {
 
   const char* name() const { return bytes_only_ ? kBytes : kGpt2Bpe; }
   int32_t end_of_text() const { return bytes_only_ ? kBytesEndOfText : kEndOfText; }
+
+  // Special tokens, as Hugging Face's tokenizer reports bos_token_id / eos_token_id (nullopt when
+  // the tokenizer defines none). GPT-2: both are <|endoftext|> (50256), as in HF's gpt2 tokenizer;
+  // bytes: no BOS, EOS = 256. lm-eval's prefix token is BOS if defined, else EOS.
+  std::optional<int32_t> bos_token() const;
+  std::optional<int32_t> eos_token() const;
+  // Whether a model expects BOS in front of each text (tokenizer_config.json add_bos_token, e.g.
+  // Llama 2/3). encode() never adds it: callers that feed a model put it in front explicitly.
+  bool add_bos() const;
 
   // Never throws on content. Thread-safe (the word cache is guarded by a mutex).
   std::vector<int32_t> encode(std::string_view text) const;
