@@ -43,6 +43,7 @@ struct CellReader {
           0.0, 1.0 + hw.noise.leakage_variation *
                          standard_normal(seed, is_key ? NoiseStream::kLeakK : NoiseStream::kLeakV,
                                          slot, d)));
+    if (is_key) return hw.leakage.qk_decay(lambda, static_cast<double>(age));
     return std::exp(-lambda * static_cast<double>(age));
   }
 };

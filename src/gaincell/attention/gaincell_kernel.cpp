@@ -77,7 +77,7 @@ void reference_scores(const GainCellKernelParams& p, const float* Q, const float
   for (int t = 0; t < T; ++t) {
     for (int j = first_key(t, p.window); j <= t; ++j) {
       const size_t tj = static_cast<size_t>(t) * T + j;
-      const double decay = std::exp(-p.lambda * (t - j));
+      const double decay = p.hw.leakage.qk_decay(p.lambda, t - j);
       double s = 0.0;
       for (int d = 0; d < D; ++d) {
         s +=
@@ -173,6 +173,7 @@ void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, 
     for (int j = first_key(t, p.window); j <= t; ++j) {
       const size_t tj = static_cast<size_t>(t) * T + j;
       const double decay = std::exp(-p.lambda * (t - j));
+      const double key_decay = p.hw.leakage.qk_decay(p.lambda, t - j);
       const int tau = (j % p.window) / p.tile;
       // Surrogate AV (spec §4): dphi = A (G (V-0.45)^T) . D, dV = A (phi . D)^T G.
       double dphi = 0.0;
@@ -186,8 +187,8 @@ void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, 
       const double dS = (x >= 0.0 && x <= 1.0) ? dphi * p.sign / p.s_sat * s_factor[tj] : 0.0;
       // Surrogate QK: dQ = A (dS . D)(K-0.45), dK = A (dS . D)^T Q.
       for (int d = 0; d < D; ++d) {
-        gq[t * D + d] += slope * decay * dS * (K[j * D + d] - p.k_offset);
-        gk[j * D + d] += slope * decay * dS * Q[t * D + d];
+        gq[t * D + d] += slope * key_decay * dS * (K[j * D + d] - p.k_offset);
+        gk[j * D + d] += slope * key_decay * dS * Q[t * D + d];
       }
     }
   }
@@ -232,8 +233,10 @@ Plan make_plan(const GainCellKernelParams& p, int T) {
     plan.terms.push_back({0, 1.0, -1});
     return plan;
   }
-  if (!p.cell.is_polynomial()) {
-    plan.direct = true;  // ablation cells with leakage: f(decay y) is not separable
+  // Ablation cells with leakage (f(decay y) is not separable) and the bf16-rounded QK decay (a
+  // function of t - j that does not factorise) take the plain loops.
+  if (!p.cell.is_polynomial() || p.hw.leakage.bf16_qk_decay) {
+    plan.direct = true;
     return plan;
   }
   plan.alpha0 = p.poly[0];

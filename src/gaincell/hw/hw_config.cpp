@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/tools/fit/device.h"
@@ -25,6 +26,12 @@ double LeakageConfig::effective_lambda() const {
   if (!enabled) return 0.0;
   if (retention_time_s > 0.0) return time_per_token_s / retention_time_s;
   return lambda_per_token;
+}
+
+double LeakageConfig::qk_decay(double lambda, double age) const {
+  const double decay = std::exp(-lambda * age);
+  // Autocast computes the mask in fp32 and casts it to bf16.
+  return bf16_qk_decay ? round_to_bf16(static_cast<float>(decay)) : decay;
 }
 
 bool NoiseConfig::any() const {
@@ -289,6 +296,7 @@ json HwConfig::to_json() const {
                   {"lambda_per_token", leakage.lambda_per_token},
                   {"retention_time_s", leakage.retention_time_s},
                   {"time_per_token_s", leakage.time_per_token_s},
+                  {"bf16_qk_decay", leakage.bf16_qk_decay},
                   {"effective_lambda", leakage.effective_lambda()}};
   j["polarity"] = to_string(polarity);
   j["noise"] = {{"read_noise_s", noise.read_noise_s},
@@ -379,6 +387,7 @@ HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
     rl.get("lambda_per_token", c.leakage.lambda_per_token);
     rl.get("retention_time_s", c.leakage.retention_time_s);
     rl.get("time_per_token_s", c.leakage.time_per_token_s);
+    rl.get("bf16_qk_decay", c.leakage.bf16_qk_decay);
     rl.child("effective_lambda");  // derived
     rl.reject_unknown();
   }

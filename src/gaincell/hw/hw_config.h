@@ -54,7 +54,14 @@ struct LeakageConfig {
   double lambda_per_token = 1.6e-4;
   double retention_time_s = 0.0;    // > 0: derive lambda from tau and time_per_token_s
   double time_per_token_s = 0.0;
+  // Reproduction aid (off by default; the spec computes in fp32): round the QK-stage decay factor
+  // exp(-lambda age) to bfloat16, as the authors' PyTorch classes do under GPU autocast, so
+  // per-token log-likelihoods match their published code to rounding. The AV stage stays fp32.
+  bool bf16_qk_decay = false;
   double effective_lambda() const;  // 0 when disabled
+  // The factor the QK stage applies to a key of this age (tokens): exp(-lambda age), rounded to
+  // bfloat16 when bf16_qk_decay is set.
+  double qk_decay(double lambda, double age) const;
 };
 
 // Beyond the paper (all off in the paper presets). Relative noise scales with |signal|, absolute

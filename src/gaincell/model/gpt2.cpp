@@ -824,6 +824,11 @@ void GPT2Model::norm_backward(float* dres, float* G, const float* dout, const fl
 
 void GPT2Model::linear(float* out, const float* in, size_t w, size_t b, int64_t N, int IN, int OUT,
                        bool accumulate) const {
+  if (const PackedMatrix* m = packed(w)) {  // reduced-precision inference weights
+    packed_matmul(out, in, *m, N, accumulate);
+    if (b != kNone) layers::add_bias(out, tensor_or_null(b), N, OUT);
+    return;
+  }
   const float* W = param_data_.get() + w;
   if (config_.is_gpt2()) {
     layers::linear_forward(out, in, W, tensor_or_null(b), N, IN, OUT, accumulate);
@@ -856,6 +861,10 @@ void GPT2Model::matvec(float* out, const float* in, size_t w, size_t b, int IN, 
   } else if (bias != nullptr) {
     for (int i = 0; i < OUT; i++) out[i] += bias[i];
   }
+  if (const PackedMatrix* m = packed(w)) {
+    m->gemv(in, out, true);
+    return;
+  }
   const float* W = param_data_.get() + w;
   if (config_.is_gpt2()) {
     blas::gemv_t(IN, OUT, W, in, out, 1.0f);
@@ -883,6 +892,9 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
   require(T <= config_.block_size, "forward: sequence length " + std::to_string(T) +
                                        " exceeds the model's block_size " +
                                        std::to_string(config_.block_size));
+  require(!training || weight_format_ == WeightFormat::kF32,
+          "forward: training needs f32 weights (the model holds " + to_string(weight_format_) +
+              " inference weights)");
   ensure_activations(B, T);
   Activations& a = *acts_;
   const RowWidths w(config_);
@@ -931,7 +943,11 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
                                                 targets, BT, C, V, vocab_chunk_);
   } else {
     a.logits = ensure_buffer(a.logits_buffer, a.logits_capacity, BT * V);
-    blas::gemm_nt(static_cast<int>(BT), V, C, a.lnf, C, P + lm_head_, C, a.logits, V);
+    if (const PackedMatrix* head = packed(lm_head_)) {
+      packed_matmul(a.logits, a.lnf, *head, BT, false);
+    } else {
+      blas::gemm_nt(static_cast<int>(BT), V, C, a.lnf, C, P + lm_head_, C, a.logits, V);
+    }
     a.logits_valid = true;
     if (targets == nullptr) {
       std::fill(a.losses, a.losses + BT, 0.0f);
@@ -960,6 +976,7 @@ void GPT2Model::backward() {
   Activations& a = *acts_;
   require(a.has_targets, "backward(): needs a forward pass with targets before each backward()");
   require(a.training, "backward(): the forward pass must run with training = true");
+  require(weight_format_ == WeightFormat::kF32, "backward(): training needs f32 weights");
   ensure_backward_scratch();
   float* G = grad_data();
   const RowWidths w(config_);
@@ -1014,6 +1031,44 @@ void GPT2Model::backward() {
   layers::embedding_backward(G + wte_, wpe_ == kNone ? nullptr : G + wpe_, a.dres, a.inputs.data(),
                              B, T, C);
   a.has_targets = false;  // one backward per forward
+}
+
+// ---------------------------------------------------------------------------------------------
+// Digital linear layers and their reduced-precision weights
+
+void GPT2Model::set_weight_format(WeightFormat format) {
+  packed_.clear();
+  weight_format_ = format;
+  if (format == WeightFormat::kF32) return;
+  const RowWidths w(config_);
+  const int C = static_cast<int>(w.C), QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO),
+            F = static_cast<int>(w.F), A = static_cast<int>(w.A);
+  const float* P = param_data_.get();
+  // Packed as the [out, in] matrix M of y = M x: Conv1D weights [in, out] from their transpose,
+  // nn.Linear weights [out, in] as they are.
+  auto pack = [&](size_t offset, int out, int in) {
+    packed_[offset] = config_.is_gpt2() ? PackedMatrix::from_columns(format, P + offset, out, in)
+                                        : PackedMatrix::from_rows(format, P + offset, out, in);
+  };
+  for (const LayerOffsets& o : layer_offsets_) {
+    pack(o.qkv_w, QKV, C);
+    pack(o.attproj_w, C, AO);
+    pack(o.fc_w, F, C);
+    pack(o.fcproj_w, C, A);
+  }
+  packed_[lm_head_] = PackedMatrix::from_rows(format, P + lm_head_, config_.vocab_size, C);
+}
+
+size_t GPT2Model::packed_weight_bytes() const {
+  size_t bytes = 0;
+  for (const auto& [offset, m] : packed_) bytes += m.bytes();
+  return bytes;
+}
+
+const PackedMatrix* GPT2Model::packed(size_t offset) const {
+  if (packed_.empty()) return nullptr;
+  auto it = packed_.find(offset);
+  return it == packed_.end() ? nullptr : &it->second;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1116,7 +1171,11 @@ const float* DecodeSession::step(int32_t token) {
     model_.matvec(x, b.act.data(), o.fcproj_w, o.fcproj_b, static_cast<int>(w.A), C, true);
   }
   model_.norm_forward(b.ln.data(), b.stats, x, model_.lnf_w_, model_.lnf_b_, 1);
-  blas::gemv_n(V, C, P + model_.lm_head_, b.ln.data(), b.logits.data());
+  if (const PackedMatrix* head = model_.packed(model_.lm_head_)) {
+    head->gemv(b.ln.data(), b.logits.data(), false);
+  } else {
+    blas::gemv_n(V, C, P + model_.lm_head_, b.ln.data(), b.logits.data());
+  }
   position_++;
   return b.logits.data();
 }

@@ -32,6 +32,7 @@
 
 #include "gaincell/attention/attention.h"
 #include "gaincell/hw/hw_config.h"
+#include "gaincell/model/weight_storage.h"
 
 namespace gaincell {
 
@@ -160,6 +161,15 @@ class GPT2Model {
 
   std::unique_ptr<DecodeSession> start_decoding();
 
+  // Reduced-precision inference weights (weight_storage.h): packs the digital linear layers'
+  // matrices (attention and MLP projections, the tied LM head) in `format`; inference forwards
+  // and decode then read the packed copies. The fp32 parameters stay (embeddings, LayerNorms,
+  // biases, checkpoints), so call this after the weights are final; f32 drops the copies.
+  // Training (a forward with training = true, backward) requires f32.
+  void set_weight_format(WeightFormat format);
+  WeightFormat weight_format() const { return weight_format_; }
+  size_t packed_weight_bytes() const;
+
  private:
   struct Activations;
   struct LayerOffsets;  // offsets of one block's tensors in param_data()/grad_data()
@@ -179,6 +189,9 @@ class GPT2Model {
                       int64_t N) const;
   void norm_backward(float* dres, float* G, const float* dout, const float* in, const float* stats,
                      size_t w, size_t b, int64_t N) const;
+  // The digital linear layers (Conv1D layout for GPT-2, nn.Linear for the Llama family), reading
+  // the packed copy of the weight at parameter offset `w` when there is one (weight_storage.h):
+  // out[N, OUT] = in[N, IN] · W + bias, and the one-vector form; accumulate adds to `out`.
   void linear(float* out, const float* in, size_t w, size_t b, int64_t N, int IN, int OUT,
               bool accumulate) const;
   void linear_grad(float* din, float* G, const float* dout, const float* in, size_t w, size_t b,
@@ -186,6 +199,7 @@ class GPT2Model {
   void matvec(float* out, const float* in, size_t w, size_t b, int IN, int OUT,
               bool accumulate) const;
   void activation(float* out, const float* pre, int64_t N) const;
+  const PackedMatrix* packed(size_t offset) const;
   GPT2Config config_;
   std::unordered_map<std::string, size_t> param_index_;
   std::vector<LayerOffsets> layer_offsets_;
@@ -198,6 +212,8 @@ class GPT2Model {
   std::unique_ptr<float[]> grad_data_;
   std::vector<std::unique_ptr<Attention>> attention_;
   std::unique_ptr<Activations> acts_;
+  WeightFormat weight_format_ = WeightFormat::kF32;
+  std::unordered_map<size_t, PackedMatrix> packed_;  // by parameter offset
   friend class DecodeSession;
 };
 using TransformerModel = GPT2Model;
