@@ -11,7 +11,7 @@
 namespace gaincell::cost {
 namespace {
 
-struct Setup {
+struct Hardware {
   HwConfig hw = HwConfig::preset("paper-nonlinear");
   CostConfig cost = CostConfig::load("paper");
 };
@@ -32,7 +32,7 @@ Split split(const CostEstimate& e) {
 }
 
 TEST(CostGqa, WithoutGroupingBothMappingsAreMultiHeadAttention) {
-  Setup x;
+  Hardware x;
   ModelShape shape;  // GPT-2: 12 heads, n_kv_head 0 = 12
   const CostEstimate e = estimate_cost(x.hw, x.cost, shape);
   const auto maps = gqa_mapping_costs(e, shape);
@@ -49,7 +49,7 @@ TEST(CostGqa, WithoutGroupingBothMappingsAreMultiHeadAttention) {
 }
 
 TEST(CostGqa, SequentialSharesArraysAndPaysLatencyReplicatedPaysArea) {
-  Setup x;
+  Hardware x;
   ModelShape shape;
   shape.n_head = 8;
   shape.n_kv_head = 2;  // n_rep 4
@@ -83,7 +83,7 @@ TEST(CostGqa, SequentialSharesArraysAndPaysLatencyReplicatedPaysArea) {
 }
 
 TEST(CostGqa, HeadDimensionAboveTheArraySizeTilesOverRows) {
-  Setup x;
+  Hardware x;
   ModelShape shape;
   shape.n_head = 32;
   shape.n_kv_head = 8;
