@@ -19,6 +19,11 @@ echo "test.sh: pytest tests/python" >&2
 PYTHONPATH="$root/build/python${PYTHONPATH:+:$PYTHONPATH}" GAINCELL_BUILD_DIR="$root/build" \
   /usr/bin/python3 -m pytest tests/python -q -rfEs -p no:cacheprovider
 
+# Bounded fuzzing of every parser (fuzz/README in docs/reliability.md): 13 targets x 13 s.
+if [ "${GAINCELL_SKIP_FUZZ:-0}" != "1" ]; then
+  bash fuzz/run_fuzzers.sh --seconds "${GAINCELL_FUZZ_SECONDS:-13}"
+fi
+
 if [ "${GAINCELL_SKIP_SANITIZE:-0}" != "1" ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_SANITIZE=ON \
         -DGAINCELL_BUILD_BENCH=OFF -DGAINCELL_BUILD_PYTHON=OFF >/dev/null

@@ -7,6 +7,7 @@
 #include "cli/command.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/tools/fit/iv_table.h"
 #include "gaincell/tools/spice/characterize.h"
 
@@ -41,13 +42,8 @@ void run_characterize(const CharacterizeCli& c) {
     o.n_charges = 5;
   }
   if (!c.params.empty()) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_text_file(c.params));
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error("params file '" + c.params + "' is not valid JSON: " + e.what());
-    }
-    spice::apply_params_json(j, o);
+    spice::apply_params_json(parse_json(read_text_file(c.params), "params file '" + c.params + "'"),
+                             o);
   }
   o.timeout_s = c.timeout_s;
   o.progress = [](const std::string& msg) { std::cerr << msg << std::endl; };

@@ -12,6 +12,7 @@
 #include "cli/command.h"
 #include "cli/model_options.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
 #include "gaincell/model/tokenizer.h"
 #include "gaincell/tools/demo.h"
 #include "gaincell/tools/paper_demo.h"
@@ -34,6 +35,8 @@ void run_demo_command(DemoCliOptions& o) {
   if (o.model.window >= 0) demo.window = o.model.window;
   if (!o.model.hw.empty()) demo.hw = HwConfig::load(o.model.hw);
   const auto log = [](const std::string& line) { std::cerr << line << "\n"; };
+  // One process per output directory (a second one gets a clear error, not mixed files).
+  const DirectoryLock lock = DirectoryLock::acquire(demo.out_dir);
   if (o.softmax_only) {
     const auto summary = run_demo(demo, log);
     if (o.json) {

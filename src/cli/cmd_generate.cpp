@@ -56,6 +56,7 @@ void run_generate(const GenerateOptions& o) {
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
+  load.allow_nonfinite = o.model.allow_nonfinite;
   load.weights = o.model.weight_format();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);

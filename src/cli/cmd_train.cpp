@@ -12,6 +12,7 @@
 #include "cli/model_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
 #include "gaincell/train/trainer.h"
@@ -36,10 +37,15 @@ struct TrainCliOptions {
 
 GPT2Config config_from_cli(const TrainCliOptions& o) {
   GPT2Config c;
-  if (fs::exists(o.config) && fs::is_regular_file(o.config)) {
-    const auto j = nlohmann::json::parse(read_text_file(o.config), nullptr, false);
-    require(!j.is_discarded(), o.config + " is not valid JSON");
-    c = GPT2Config::from_json(j);
+  std::error_code ec;  // a symlink loop or unreadable path is reported when read, not thrown here
+  if (fs::is_regular_file(o.config, ec) || fs::is_symlink(o.config, ec)) {
+    try {
+      c = GPT2Config::from_json(read_json_file(o.config));
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      // Parse errors already name the file; field errors get its name here.
+      throw Error(msg.find(o.config) == std::string::npos ? o.config + ": " + msg : msg);
+    }
   } else {
     c = GPT2Config::named(o.config);
   }
@@ -64,7 +70,13 @@ void run_train(TrainCliOptions o) {
   std::unique_ptr<GPT2Model> model;
   TrainOptions options = o.train;
   const bool resuming = !o.resume_dir.empty();
+  // One process per output directory: a second one gets a clear error, not interleaved files.
+  DirectoryLock lock;
   if (resuming) {
+    std::error_code ec;
+    require(fs::is_directory(o.resume_dir, ec),
+            "--resume '" + o.resume_dir + "' is not a training output directory");
+    lock = DirectoryLock::acquire(o.resume_dir, "--resume");
     require(o.init_dir.empty(), "--resume and --init exclude each other");
     require(o.model.attention.empty() && o.model.window < 0 && o.model.hw.empty(),
             "--attention, --window and --hw cannot change on --resume (the checkpoint fixes them)");
@@ -74,17 +86,20 @@ void run_train(TrainCliOptions o) {
     if (!o.data_dir.empty()) options.data_dir = o.data_dir;
     LoadModelOptions load;
     load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
-    model = load_model(o.resume_dir, load);
+    // The same checkpoint directory as trainer.resume() below (weights and optimizer state).
+    model = load_model(Trainer::checkpoint_to_resume(o.resume_dir), load);
   } else {
     require(!o.data_dir.empty(),
             "--data DIR is required (train.bin, val.bin from gaincell prepare)");
     require(!o.out_dir.empty(), "--out DIR is required");
+    lock = DirectoryLock::acquire(o.out_dir, "--out");
     options.out_dir = o.out_dir;
     options.data_dir = o.data_dir;
     if (!o.init_dir.empty()) {
       LoadModelOptions load;
       load.overrides = o.model.overrides();
       load.layout = o.model.layout();
+      load.allow_nonfinite = o.model.allow_nonfinite;
       load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
       model = load_model(o.init_dir, load);
     } else {

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
+#include <new>
 
 #include "cli/command.h"
 #include "gaincell/core/blas.h"
@@ -79,6 +81,17 @@ int main(int argc, char** argv) {
   } catch (const gaincell::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "gaincell: error: %s\n", e.what());
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the user gave (a symlink loop, no permission, a full disk): its message names it.
+    std::fflush(stdout);
+    std::fprintf(stderr, "gaincell: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "gaincell: error: out of memory (the model, batch or input is too large for "
+                 "this machine)\n");
     return 1;
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -58,13 +58,10 @@ std::vector<float> draw_cell_factors(double sigma, uint64_t seed, NoiseStream st
   std::vector<float> f;
   if (sigma == 0.0) return f;
   f.resize(static_cast<size_t>(window) * head_dim);
-  for (int slot = 0; slot < window; ++slot) {
-    for (int d = 0; d < head_dim; ++d) {
-      double x = 1.0 + sigma * standard_normal(seed, stream, slot, d);
-      if (clamp_at_zero) x = std::max(0.0, x);  // a leakage rate cannot be negative
-      f[static_cast<size_t>(slot) * head_dim + d] = static_cast<float>(x);
-    }
-  }
+  for (int slot = 0; slot < window; ++slot)
+    for (int d = 0; d < head_dim; ++d)
+      f[static_cast<size_t>(slot) * head_dim + d] =
+          cell_variation_factor(sigma, seed, stream, slot, d, clamp_at_zero);
   return f;
 }
 
@@ -101,11 +98,12 @@ HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
   }
   cubic_ = alpha_[2] != 0.0f || alpha_[3] != 0.0f;
   lambda_ = hw.leakage.effective_lambda();
-  decay_by_age_ = Leakage(lambda_).decay_table(window_);
+  decay_by_age_ = Leakage(hw.leakage).decay_table(window_);
   key_decay_by_age_ = decay_by_age_;
   if (hw.leakage.bf16_qk_decay) {
     for (int age = 0; age < window_; ++age)
-      key_decay_by_age_[age] = static_cast<float>(hw.leakage.qk_decay(lambda_, age));
+      key_decay_by_age_[age] = static_cast<float>(
+          hw.leakage.qk_decay(lambda_, static_cast<double>(hw.leakage.effective_age(age))));
   }
 
   const size_t cells = static_cast<size_t>(window_) * head_dim_;
@@ -281,7 +279,7 @@ void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t
 void HeadArray::compute_scores_per_cell(const float* q, int n_valid, int64_t t) {
   if (!k_leak_.empty()) {
     for (int j = 0; j < n_valid; ++j) {
-      const int64_t age = t - write_time_[j];
+      const int64_t age = hw_.leakage.effective_age(t - write_time_[j]);
       float s = 0.0f;
       for (int d = 0; d < head_dim_; ++d) {
         if (q[d] == 0.0f) continue;
@@ -365,7 +363,7 @@ void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float
   for (int j = begin; j < end; ++j) {
     const float w = phi_[j];
     if (w == 0.0f) continue;
-    const int64_t age = t - write_time_[j];
+    const int64_t age = hw_.leakage.effective_age(t - write_time_[j]);
     const float* row = v_y_.data() + static_cast<size_t>(j) * head_dim_;
     for (int d = 0; d < head_dim_; ++d) {
       const float dec =

@@ -64,6 +64,13 @@ class AttentionDecodeState {
   virtual void attend(const float* q, float* out) = 0;
   virtual int64_t length() const = 0;
   virtual void reset() = 0;
+  // An independent copy of this state (same stored tokens, same noise streams), so that several
+  // continuations of one context can be decoded from a single pass over the context (eval).
+  // Null when a variant cannot copy its state; callers then score each continuation whole.
+  virtual std::unique_ptr<AttentionDecodeState> clone() const { return nullptr; }
+  // Makes this state equal to `other` (a state of the same layer and variant) in this state's
+  // storage, without allocating; false when the variant cannot (then use clone()).
+  virtual bool assign_from(const AttentionDecodeState& other) { return false; }
 };
 
 // Per-head statistics of the range scalers' outputs (spec §5.1), for the adaptation algorithm:

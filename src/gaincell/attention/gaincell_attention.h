@@ -101,6 +101,8 @@ class GainCellDecodeState : public AttentionDecodeState {
   void attend(const float* q, float* out) override;
   int64_t length() const override { return length_; }
   void reset() override;
+  std::unique_ptr<AttentionDecodeState> clone() const override;
+  bool assign_from(const AttentionDecodeState& other) override;
 
   // Hardware events summed over the arrays (inputs of the cost model): since construction or
   // reset, and of the last step. Under grouped-query attention an array is written once per token

@@ -8,6 +8,8 @@
 #include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
+#include "gaincell/hw/technology.h"
 #include "gaincell/tools/fit/device.h"
 
 namespace gaincell {
@@ -16,15 +18,22 @@ using nlohmann::json;
 
 const std::array<double, 10>& paper_cell_coefficients() {
   // [CODE:modules/model_gpt.py] DRAM_MAC_temporal_encoding_surrogate_QK; spec §2.3 table.
-  static const std::array<double, 10> c = {0.17393044, 0.15653739, 0.14088365, 0.12679529,
-                                           5.51975209, 4.96777688, 4.4709992,  -1.44776001,
+  static const std::array<double, 10> c = {0.17393044,  0.15653739, 0.14088365, 0.12679529,
+                                           5.51975209,  4.96777688, 4.4709992,  -1.44776001,
                                            -1.30298401, 46.05483778};
   return c;
 }
 
+double LeakageConfig::effective_retention_s() const {
+  if (retention_time_s > 0.0) return retention_time_s;
+  if (!technology.empty()) return gaincell::technology(technology).retention_time_s;
+  return 0.0;
+}
+
 double LeakageConfig::effective_lambda() const {
   if (!enabled) return 0.0;
-  if (retention_time_s > 0.0) return time_per_token_s / retention_time_s;
+  const double tau = effective_retention_s();
+  if (tau > 0.0) return time_per_token_s / tau;
   return lambda_per_token;
 }
 
@@ -59,10 +68,12 @@ struct EnumName {
   const char* name;
 };
 
-constexpr EnumName<CellModel> kCellNames[] = {
-    {CellModel::kPolynomial, "polynomial"}, {CellModel::kLinear, "linear"},
-    {CellModel::kCubic, "x3"},              {CellModel::kQuintic, "x5"},
-    {CellModel::kSigmoid, "sigmoid"},       {CellModel::kExp, "exp"}};
+constexpr EnumName<CellModel> kCellNames[] = {{CellModel::kPolynomial, "polynomial"},
+                                              {CellModel::kLinear, "linear"},
+                                              {CellModel::kCubic, "x3"},
+                                              {CellModel::kQuintic, "x5"},
+                                              {CellModel::kSigmoid, "sigmoid"},
+                                              {CellModel::kExp, "exp"}};
 constexpr EnumName<OutputQuantMode> kOutModeNames[] = {{OutputQuantMode::kPerTile, "per-tile"},
                                                        {OutputQuantMode::kTileMean, "tile-mean"}};
 constexpr EnumName<OutputGrid> kGridNames[] = {{OutputGrid::kCode, "code"},
@@ -84,16 +95,24 @@ E enum_from_string(const EnumName<E> (&names)[N], const std::string& s, const st
     if (s == n.name) return n.value;
     allowed += (allowed.empty() ? "" : ", ") + std::string(n.name);
   }
-  throw Error("hardware config: field '" + field + "' has unknown value '" + s + "' (allowed: " +
-              allowed + ")");
+  throw Error("hardware config: field '" + field + "' has unknown value '" + s +
+              "' (allowed: " + allowed + ")");
 }
 
 }  // namespace
 
-std::string to_string(CellModel m) { return enum_to_string(kCellNames, m); }
-std::string to_string(OutputQuantMode m) { return enum_to_string(kOutModeNames, m); }
-std::string to_string(OutputGrid g) { return enum_to_string(kGridNames, g); }
-std::string to_string(Polarity p) { return enum_to_string(kPolarityNames, p); }
+std::string to_string(CellModel m) {
+  return enum_to_string(kCellNames, m);
+}
+std::string to_string(OutputQuantMode m) {
+  return enum_to_string(kOutModeNames, m);
+}
+std::string to_string(OutputGrid g) {
+  return enum_to_string(kGridNames, g);
+}
+std::string to_string(Polarity p) {
+  return enum_to_string(kPolarityNames, p);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Presets
@@ -132,12 +151,7 @@ HwConfig HwConfig::load(const std::string& name_or_file) {
   if (!std::filesystem::is_regular_file(name_or_file, ec)) {
     throw Error("--hw '" + name_or_file + "' is neither a preset nor a readable JSON file");
   }
-  json j;
-  try {
-    j = json::parse(read_text_file(name_or_file));
-  } catch (const json::parse_error& e) {
-    throw Error("hardware config '" + name_or_file + "' is not valid JSON: " + e.what());
-  }
+  const json j = parse_json(read_text_file(name_or_file), "hardware config '" + name_or_file + "'");
   return from_json(j, std::filesystem::path(name_or_file).parent_path().string());
 }
 
@@ -180,8 +194,17 @@ void HwConfig::validate() const {
         "leakage.retention_time_s", "must be >= 0");
   check(std::isfinite(leakage.time_per_token_s) && leakage.time_per_token_s >= 0.0,
         "leakage.time_per_token_s", "must be >= 0");
-  check(leakage.retention_time_s == 0.0 || leakage.time_per_token_s > 0.0,
-        "leakage.time_per_token_s", "must be > 0 when retention_time_s is given");
+  if (!leakage.technology.empty()) {
+    try {
+      gaincell::technology(leakage.technology);
+    } catch (const Error& e) {
+      check(false, "leakage.technology", std::string("is not known: ") + e.what());
+    }
+  }
+  check(leakage.effective_retention_s() == 0.0 || leakage.time_per_token_s > 0.0,
+        "leakage.time_per_token_s",
+        "must be > 0 when a retention time (retention_time_s or technology) is given");
+  check(leakage.refresh_interval_tokens >= 0, "leakage.refresh_interval_tokens", "must be >= 0");
   const std::pair<double, const char*> noise_fields[] = {
       {noise.read_noise_s, "noise.read_noise_s"},
       {noise.read_noise_a, "noise.read_noise_a"},
@@ -218,12 +241,18 @@ class JsonReader {
     if (it == j_.end()) return;
     const std::string field = prefix() + key;
     if constexpr (std::is_same_v<T, bool>) {
-      if (!it->is_boolean()) throw Error("hardware config: field '" + field + "' must be a boolean");
+      if (!it->is_boolean())
+        throw Error("hardware config: field '" + field + "' must be a boolean");
     } else if constexpr (std::is_integral_v<T>) {
-      if (!it->is_number_integer())
-        throw Error("hardware config: field '" + field + "' must be an integer");
+      // Checked: a value that does not fit T (4294967312 levels, a seed of -1) is an error.
+      out = json_int<T>(*it, "hardware config: field '" + field + "'");
+      return;
+    } else if constexpr (std::is_same_v<T, float>) {
+      out = json_float(*it, "hardware config: field '" + field + "'");
+      return;
     } else if constexpr (std::is_floating_point_v<T>) {
-      if (!it->is_number()) throw Error("hardware config: field '" + field + "' must be a number");
+      out = json_number(*it, "hardware config: field '" + field + "'");
+      return;
     } else if constexpr (std::is_same_v<T, std::string>) {
       if (!it->is_string()) throw Error("hardware config: field '" + field + "' must be a string");
     }
@@ -273,12 +302,9 @@ void read_quantizer(const json& j, const std::string& path, QuantizerConfig& q) 
 json HwConfig::to_json() const {
   json j;
   j["name"] = name;
-  j["quantization"] = {{"q", quantizer_to_json(q)},
-                       {"k", quantizer_to_json(k)},
-                       {"v", quantizer_to_json(v)},
-                       {"out", quantizer_to_json(out)},
-                       {"out_grid", to_string(out_grid)},
-                       {"out_mode", to_string(out_mode)}};
+  j["quantization"] = {{"q", quantizer_to_json(q)},       {"k", quantizer_to_json(k)},
+                       {"v", quantizer_to_json(v)},       {"out", quantizer_to_json(out)},
+                       {"out_grid", to_string(out_grid)}, {"out_mode", to_string(out_mode)}};
   j["k_offset"] = k_offset;
   j["v_offset"] = v_offset;
   j["cell"] = {{"model", to_string(cell)},
@@ -296,6 +322,8 @@ json HwConfig::to_json() const {
                   {"lambda_per_token", leakage.lambda_per_token},
                   {"retention_time_s", leakage.retention_time_s},
                   {"time_per_token_s", leakage.time_per_token_s},
+                  {"technology", leakage.technology},
+                  {"refresh_interval_tokens", leakage.refresh_interval_tokens},
                   {"bf16_qk_decay", leakage.bf16_qk_decay},
                   {"effective_lambda", leakage.effective_lambda()}};
   j["polarity"] = to_string(polarity);
@@ -364,10 +392,8 @@ HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
       if (!coeffs->is_array() || coeffs->size() != 10)
         throw Error("hardware config: field 'cell.coefficients' must be an array of 10 numbers");
       for (size_t i = 0; i < 10; ++i) {
-        if (!(*coeffs)[i].is_number())
-          throw Error("hardware config: field 'cell.coefficients[" + std::to_string(i) +
-                      "]' must be a number");
-        c.coefficients[i] = (*coeffs)[i].get<double>();
+        c.coefficients[i] = json_number(
+            (*coeffs)[i], "hardware config: field 'cell.coefficients[" + std::to_string(i) + "]'");
       }
     }
     rc.get("vin", c.vin);
@@ -387,6 +413,8 @@ HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
     rl.get("lambda_per_token", c.leakage.lambda_per_token);
     rl.get("retention_time_s", c.leakage.retention_time_s);
     rl.get("time_per_token_s", c.leakage.time_per_token_s);
+    rl.get("technology", c.leakage.technology);
+    rl.get("refresh_interval_tokens", c.leakage.refresh_interval_tokens);
     rl.get("bf16_qk_decay", c.leakage.bf16_qk_decay);
     rl.child("effective_lambda");  // derived
     rl.reject_unknown();

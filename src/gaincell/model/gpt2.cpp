@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/layers.h"
+#include "gaincell/model/memory_estimate.h"
 
 namespace gaincell {
 
@@ -171,12 +174,7 @@ namespace {
 
 int read_int(const json& j, const char* key, int fallback) {
   if (!j.contains(key) || j.at(key).is_null()) return fallback;
-  const json& v = j.at(key);
-  require(v.is_number_integer(), std::string("model config: '") + key + "' must be an integer");
-  const int64_t x = v.get<int64_t>();
-  require(x >= INT32_MIN && x <= INT32_MAX,
-          std::string("model config: '") + key + "' is out of range");
-  return static_cast<int>(x);
+  return json_int_or<int>(j, key, fallback, "model config");
 }
 
 double read_number(const json& j, const char* key, double fallback) {
@@ -290,9 +288,8 @@ GPT2Config GPT2Config::from_json(const json& j) {
     c.block_size = read_int(j, "n_positions", c.block_size);
     c.vocab_size = read_int(j, "vocab_size", c.vocab_size);
     if (j.contains("layer_norm_epsilon")) {
-      require(j["layer_norm_epsilon"].is_number(),
-              "model config: 'layer_norm_epsilon' must be a number");
-      c.layer_norm_epsilon = j["layer_norm_epsilon"].get<float>();
+      c.layer_norm_epsilon =
+          json_float(j["layer_norm_epsilon"], "model config: 'layer_norm_epsilon'");
     }
   } else {
     read_llama_family(j, c);
@@ -656,6 +653,11 @@ float* ensure_buffer(std::unique_ptr<float[]>& buffer, int64_t& capacity, int64_
 
 GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Activations) {
   config_.validate();
+  // Before anything is allocated: an absurd configuration is an error, not an OOM kill.
+  char count[32];
+  std::snprintf(count, sizeof count, "%.3g", estimated_param_count(config_));
+  require_memory(estimated_model_bytes(config_, false), "the model",
+                 std::string(count) + " float32 parameters");
   AttentionContext ctx;
   ctx.n_head = config_.n_head;
   ctx.n_kv_head = config_.kv_heads();
@@ -1077,6 +1079,8 @@ const PackedMatrix* GPT2Model::packed(size_t offset) const {
 struct DecodeSession::Buffers {
   std::vector<float> x, ln, qkv, att, fc, act, logits;
   float stats[2] = {0.0f, 0.0f};  // [mean, rstd] of the one row
+  // extend(): the same tensors for n rows, and per-row norm statistics [mean (n) | rstd (n)].
+  std::vector<float> nx, nln, nqkv, natt, nfc, nact, nlogits, nstats;
 };
 
 std::unique_ptr<DecodeSession> GPT2Model::start_decoding() {
@@ -1129,6 +1133,90 @@ const float* DecodeSession::prefill(const int32_t* tokens, int n) {
   std::copy(last, last + cfg.vocab_size, buffers_->logits.begin());
   position_ = n;
   return buffers_->logits.data();
+}
+
+std::unique_ptr<DecodeSession> DecodeSession::clone() const {
+  auto copy = std::make_unique<DecodeSession>(model_);
+  for (size_t l = 0; l < states_.size(); l++) {
+    copy->states_[l] = states_[l]->clone();
+    if (!copy->states_[l]) return nullptr;
+  }
+  copy->position_ = position_;
+  return copy;
+}
+
+bool DecodeSession::assign_from(const DecodeSession& other) {
+  require(&other.model_ == &model_, "decode: assign_from() needs a session of the same model");
+  for (size_t l = 0; l < states_.size(); l++) {
+    if (states_[l]->assign_from(*other.states_[l])) continue;
+    std::unique_ptr<AttentionDecodeState> copy = other.states_[l]->clone();
+    if (!copy) return false;
+    states_[l] = std::move(copy);
+  }
+  position_ = other.position_;
+  return true;
+}
+
+const float* DecodeSession::extend(const int32_t* tokens, int n) {
+  const GPT2Config& cfg = model_.config();
+  const int C = cfg.n_embd, V = cfg.vocab_size, H = cfg.n_head, Hkv = cfg.kv_heads(),
+            D = cfg.head_dim();
+  const RowWidths w(cfg);
+  const int QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO), F = static_cast<int>(w.F),
+            A = static_cast<int>(w.A);
+  require(n > 0, "decode: extend() needs at least one token");
+  require(position_ + n <= cfg.block_size,
+          "decode: extending position " + std::to_string(position_) + " by " + std::to_string(n) +
+              " tokens passes the model's block_size " + std::to_string(cfg.block_size));
+  Buffers& b = *buffers_;
+  const int64_t N = n;
+  auto fit = [](std::vector<float>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
+    return v.data();
+  };
+  float* x = fit(b.nx, N * C);
+  float* ln = fit(b.nln, N * C);
+  float* qkv = fit(b.nqkv, N * QKV);
+  float* att = fit(b.natt, N * AO);
+  float* fc = fit(b.nfc, N * F);
+  float* act = fit(b.nact, N * A);
+  float* stats = fit(b.nstats, 2 * N);
+  const float* P = model_.param_data();
+  // Positions continue from position_: the position table (GPT-2) starts at that row.
+  const float* wpe =
+      model_.wpe_ == GPT2Model::kNone ? nullptr : P + model_.wpe_ + position_ * int64_t{C};
+  layers::embedding_forward(x, tokens, P + model_.wte_, wpe, 1, n, C, V);
+  for (int l = 0; l < cfg.n_layer; l++) {
+    const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
+    model_.norm_forward(ln, stats, x, o.ln1_w, o.ln1_b, N);
+    model_.linear(qkv, ln, o.qkv_w, o.qkv_b, N, C, QKV, false);
+    for (int64_t t = 0; t < N; t++) {
+      float* q = qkv + t * QKV;
+      float* k = q + H * D;
+      if (cfg.uses_rope()) {
+        const int64_t pos = position_ + t;
+        layers::rope_apply(q, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, H, 1, D, pos);
+        layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
+      }
+      states_[l]->append(k, k + Hkv * D);
+      states_[l]->attend(q, att + t * AO);
+    }
+    model_.linear(x, att, o.attproj_w, o.attproj_b, N, AO, C, true);
+    model_.norm_forward(ln, stats, x, o.ln2_w, o.ln2_b, N);
+    model_.linear(fc, ln, o.fc_w, o.fc_b, N, C, F, false);
+    model_.activation(act, fc, N);
+    model_.linear(x, act, o.fcproj_w, o.fcproj_b, N, A, C, true);
+  }
+  model_.norm_forward(ln, stats, x, model_.lnf_w_, model_.lnf_b_, N);
+  float* logits = fit(b.nlogits, N * V);
+  // The same digital layers as forward() and step(): packed bf16/q8 copies when the model has them.
+  if (const PackedMatrix* head = model_.packed(model_.lm_head_)) {
+    packed_matmul(logits, ln, *head, N, false);
+  } else {
+    blas::gemm_nt(n, V, C, ln, C, P + model_.lm_head_, C, logits, V);
+  }
+  position_ += n;
+  return logits;
 }
 
 const float* DecodeSession::step(int32_t token) {

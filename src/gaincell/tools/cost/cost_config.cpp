@@ -6,6 +6,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell::cost {
 
@@ -305,12 +306,8 @@ CostConfig CostConfig::load(const std::string& name_or_file) {
     throw Error("cost preset '" + name_or_file +
                 "' is neither a preset name (paper) nor a readable JSON file");
   }
-  json j;
-  try {
-    j = json::parse(read_text_file(name_or_file));
-  } catch (const json::parse_error& e) {
-    throw Error("cost configuration '" + name_or_file + "' is not valid JSON: " + e.what());
-  }
+  const json j =
+      parse_json(read_text_file(name_or_file), "cost configuration '" + name_or_file + "'");
   return from_json(j, name_or_file);
 }
 

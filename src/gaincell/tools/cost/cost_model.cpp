@@ -5,6 +5,8 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
+#include "gaincell/tools/cost/technology_cost.h"
 
 namespace gaincell::cost {
 
@@ -35,9 +37,7 @@ namespace {
 int read_positive_int(const json& config, const char* key, const std::string& origin) {
   require(config.contains(key), origin + ": missing key '" + key + "'");
   const json& v = config.at(key);
-  require(v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= 1000000,
-          origin + ": '" + key + "' must be a positive integer");
-  return static_cast<int>(v.get<int64_t>());
+  return json_int<int>(v, origin + ": '" + key + "'", 1, 1000000);
 }
 
 }  // namespace
@@ -89,13 +89,7 @@ ModelShape ModelShape::load_hf_dir(const std::string& dir) {
   std::error_code ec;
   require(std::filesystem::is_regular_file(path, ec),
           "model directory '" + dir + "' has no config.json");
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error("'" + path.string() + "' is not valid JSON: " + e.what());
-  }
-  return from_hf_config(j, path.string());
+  return from_hf_config(read_json_file(path), path.string());
 }
 
 // --------------------------------------------------------------------------------------------
@@ -402,12 +396,26 @@ class Refresh : public Component {
   static double refresh_interval_s(const CostContext& ctx) {
     return ctx.cost.retention_time_s.value * ctx.cost.refresh_margin.value;
   }
+  // An explicit refresh policy (hw leakage.refresh_interval_tokens = R) rewrites each of the M
+  // stored rows every R tokens: M / R row writes (2 D cells each) per token when R < M.
+  static double policy_rows_per_token(const CostContext& ctx) {
+    const int64_t r = ctx.hw.leakage.refresh_interval_tokens;
+    if (r <= 0 || r >= ctx.geometry.window) return 0.0;
+    return double(ctx.geometry.window) / double(r);
+  }
   double area_mm2(const CostContext&) const override { return 0.0; }
-  double latency_s(const CostContext&) const override { return 0.0; }  // assumed interleaved
+  // Retention-driven refresh is assumed interleaved with the reads; a refresh policy's row writes
+  // take one Tmax write pulse each on the critical path (assumption: a row is written in parallel
+  // through its DACs in one pulse period).
+  double latency_s(const CostContext& ctx) const override {
+    return policy_rows_per_token(ctx) * ctx.hw.tmax_s;
+  }
   double energy_per_op_j(const CostContext& ctx) const override {
     return CellWrite().energy_per_op_j(ctx);
   }
   double ops_per_token(const CostContext& ctx) const override {
+    if (ctx.hw.leakage.refresh_interval_tokens > 0)
+      return policy_rows_per_token(ctx) * 2.0 * ctx.geometry.head_dim;
     if (slot_lifetime_s(ctx) <= refresh_interval_s(ctx)) return 0.0;
     // Every stored cell (2 D M) once per refresh interval, spread over the tokens in it.
     return 2.0 * ctx.geometry.cells_read * token_interval_s(ctx) / refresh_interval_s(ctx);
@@ -418,13 +426,18 @@ class Refresh : public Component {
   double static_power_w(const CostContext&) const override { return 0.0; }
   double instances(const CostContext&) const override { return 0.0; }
   json sources(const CostContext& ctx) const override {
-    return {{"energy_per_op_j", "one cell write (cell_write_dac)"},
-            {"ops_per_token",
-             "0 while window x token interval <= retention_time_s x refresh_margin (" +
-                 ctx.cost.retention_time_s.source + "), else 2 D M cells per refresh interval"},
-            {"latency_s", "assumed interleaved with reads (not on the critical path)"},
-            {"area_mm2", "uses the write DACs"},
-            {"static_power_w", "none modelled"}};
+    return {
+        {"energy_per_op_j", "one cell write (cell_write_dac)"},
+        {"ops_per_token",
+         ctx.hw.leakage.refresh_interval_tokens > 0
+             ? std::string("refresh policy: M / R rows of 2 D cells per token when R < M")
+             : "0 while window x token interval <= retention_time_s x refresh_margin (" +
+                   ctx.cost.retention_time_s.source + "), else 2 D M cells per refresh interval"},
+        {"latency_s",
+         "retention refresh: assumed interleaved with reads; refresh policy: one Tmax write "
+         "pulse per refreshed row (assumption)"},
+        {"area_mm2", "uses the write DACs"},
+        {"static_power_w", "none modelled"}};
   }
 };
 
@@ -476,7 +489,8 @@ std::vector<std::unique_ptr<Component>> make_components() {
 
 CostEstimate estimate_cost(const HwConfig& hw, const CostConfig& cost, const ModelShape& shape) {
   validate_inputs(hw, cost, shape);
-  CostContext ctx(hw, cost, shape);
+  const CostConfig hw_cost = cost_for_hardware(cost, hw);  // technology, retention
+  CostContext ctx(hw, hw_cost, shape);
   const auto components = make_components();
   // The critical path first: refresh and static energy depend on the time per token.
   for (const auto& c : components) ctx.latency_per_token_s += c->latency_s(ctx);
@@ -499,7 +513,8 @@ ActivityEstimate estimate_activity(const HwConfig& hw, const CostConfig& cost,
                                    const ModelShape& shape, const HardwareEventCounts& events) {
   validate_inputs(hw, cost, shape);
   events.validate();
-  CostContext ctx(hw, cost, shape);
+  const CostConfig hw_cost = cost_for_hardware(cost, hw);  // technology, retention
+  CostContext ctx(hw, hw_cost, shape);
   const auto components = make_components();
   for (const auto& c : components) ctx.latency_per_token_s += c->latency_s(ctx);
   ActivityEstimate a;

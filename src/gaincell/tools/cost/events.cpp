@@ -4,6 +4,7 @@
 #include <string>
 
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell::cost {
 
@@ -47,7 +48,7 @@ constexpr IntField kRunSize[] = {
 int64_t read_count(const json& obj, const std::string& path, const char* key) {
   if (!obj.contains(key)) throw Error("event trace: missing key '" + path + key + "'");
   const json& v = obj.at(key);
-  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_integer()) return json_int<int64_t>(v, "event trace: '" + path + key + "'");
   if (v.is_number_float()) {
     const double d = v.get<double>();
     // Large counts may have been written as doubles; accept them only when they are integers.

@@ -4,6 +4,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell::fit {
 
@@ -29,8 +30,8 @@ DeviceModel DeviceModel::from_json(const json& j) {
   require(j.is_object(), "device file: must be a JSON object");
   require(j.value("format", "") == std::string(kDeviceFormat),
           "device file: field 'format' must be \"gaincell-device\"");
-  require(j.contains("version") && j["version"].is_number_integer() &&
-              j["version"].get<int>() == kDeviceVersion,
+  require(j.contains("version") &&
+              json_int<int64_t>(j["version"], "device file: field 'version'") == kDeviceVersion,
           "device file: unsupported 'version' (expected 1)");
   auto number = [&j](const char* key, bool required) {
     if (!j.contains(key)) {
@@ -61,7 +62,7 @@ DeviceModel DeviceModel::from_json(const json& j) {
   d.tau_s = number("tau_s", false);
   d.time_per_token_s = number("time_per_token_s", false);
   d.lambda_per_token = number("lambda_per_token", false);
-  if (j.contains("source")) d.source = j["source"];
+  if (j.contains("source")) d.source = json_string(j["source"], "device file: field 'source'");
   return d;
 }
 
@@ -78,12 +79,7 @@ DeviceModel device_from_fit(const PaperFit& fit, const LinearSlopeFit& slope) {
 }
 
 DeviceModel read_device_file(const std::filesystem::path& path) {
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error("device file '" + path.string() + "' is not valid JSON: " + e.what());
-  }
+  const json j = parse_json(read_text_file(path), "device file '" + path.string() + "'");
   try {
     return DeviceModel::from_json(j);
   } catch (const Error& e) {

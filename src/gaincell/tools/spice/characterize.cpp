@@ -299,6 +299,7 @@ Characterization characterize(const CharacterizeOptions& o) {
 // Parameters file and outputs
 
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/hw/hw_config.h"
 #include "gaincell/tools/fit/compare.h"
 #include "gaincell/tools/fit/device.h"
@@ -357,9 +358,8 @@ void apply_params_json(const nlohmann::json& j, CharacterizeOptions& o) {
     else if (k == "retention_stop_s")
       o.retention_stop_s = positive_number(*it, k);
     else if (k == "n_vstore" || k == "n_vin") {
-      require(it->is_number_integer() && it->get<int>() >= 2 && it->get<int>() <= 1000,
-              "params file: '" + k + "' must be an integer in [2, 1000]");
-      (k == "n_vstore" ? o.n_vstore : o.n_vin) = it->get<int>();
+      (k == "n_vstore" ? o.n_vstore : o.n_vin) =
+          json_int<int>(*it, "params file: '" + k + "'", 2, 1000);
     } else {
       throw Error("params file: unknown key '" + k +
                   "' (allowed: gain_cell, charge_to_pulse, time_per_token_s, retention_stop_s, "
