@@ -8,7 +8,7 @@ cd "$root"
 
 packages=(build-essential cmake pkg-config git ca-certificates
           libopenblas-dev nlohmann-json3-dev libcli11-dev
-          libgtest-dev libgmock-dev libbenchmark-dev
+          libgtest-dev clang-format
           libngspice0-dev ngspice fortunes npm jq
           python3 python3-dev python3-numpy python3-pytest python3-torch pybind11-dev python3-pybind11
           clang-14 libclang-rt-14-dev)  # clang + libFuzzer: fuzz/run_fuzzers.sh

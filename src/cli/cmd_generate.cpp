@@ -9,6 +9,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
@@ -128,8 +129,7 @@ void setup_generate(CLI::App& app) {
   app.add_flag("!--no-stop", o->stop_at_eot, "keep generating after <|endoftext|>");
   app.add_flag("--json", o->json,
                "print one JSON object (prompt, completion, tokens) instead of text");
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_vocab_option(app, o->vocab_dir);
   app.add_option("--trace", o->trace_file,
                  "write the simulated arrays' hardware event counts (JSON for gaincell cost "
                  "--trace); gain-cell variants only");

@@ -12,6 +12,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
@@ -130,8 +131,7 @@ void setup_perplexity(CLI::App& app) {
                "add 'nll', the per-token values in text order (implies --json)");
   app.add_flag("--no-eot", o->no_eot,
                "do not prepend <|endoftext|> (the first token is then not predicted)");
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_vocab_option(app, o->vocab_dir);
   add_model_options(app, o->model);
   add_weights_option(app, o->model);
   app.callback([o] { run_perplexity(*o); });

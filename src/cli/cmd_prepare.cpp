@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
@@ -60,12 +61,7 @@ void setup_prepare(CLI::App& app) {
                "without --text, use the plain-text files of --fortunes-dir");
   app.add_option("--fortunes-dir", o->fortunes_dir, "where the fortune files are")
       ->capture_default_str();
-  app.add_option("--tokenizer", o->tokenizer,
-                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_tokenizer_options(app, o->tokenizer, o->vocab_dir);
   app.callback([o] { run_prepare(*o); });
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/json.h"
 #include "gaincell/model/data.h"
@@ -123,12 +124,7 @@ void setup_tokenize(CLI::App& app) {
   app.add_flag("--decode", o->decode,
                "the input is token ids (space-separated, a JSON array or {\"ids\": [...]}); print "
                "their text (raw bytes)");
-  app.add_option("--tokenizer", o->tokenizer,
-                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_tokenizer_options(app, o->tokenizer, o->vocab_dir);
   app.callback([o] { run_tokenize(*o); });
 }
 

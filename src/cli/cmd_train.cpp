@@ -33,6 +33,7 @@ struct TrainCliOptions {
   bool json = false;
   ModelCliOptions model;
   CLI::Option* steps_option = nullptr;
+  CLI::Option* seq_len_option = nullptr;
 };
 
 GPT2Config config_from_cli(const TrainCliOptions& o) {
@@ -117,6 +118,12 @@ void run_train(TrainCliOptions o) {
       model->init_random(options.seed);
     }
   }
+  // Defaults work together: without --seq-len a model with fewer positions than the default
+  // sequence length (e.g. --config tiny: 32) trains on its whole context.
+  if (!resuming && o.seq_len_option->count() == 0 && options.seq_len > model->config().block_size) {
+    options.seq_len = model->config().block_size;
+    std::cerr << "gaincell: --seq-len " << options.seq_len << " (the model's n_positions)\n";
+  }
   require(!options.data_dir.empty(),
           "the checkpoint does not record its data directory; give --data");
   check_token_dir_tokenizer(options.data_dir, model->config().tokenizer);
@@ -164,7 +171,10 @@ void setup_train(CLI::App& app) {
       app.add_option("--steps", t.steps, "optimizer steps in total")->capture_default_str();
   app.add_option("--batch-size", t.batch_size, "sequences per micro-batch (B)")
       ->capture_default_str();
-  app.add_option("--seq-len", t.seq_len, "tokens per sequence (T)")->capture_default_str();
+  o->seq_len_option =
+      app.add_option("--seq-len", t.seq_len,
+                     "tokens per sequence (T); the model's n_positions when that is smaller")
+          ->capture_default_str();
   app.add_option("--grad-accum", t.grad_accum, "micro-batches per step")->capture_default_str();
   app.add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
   app.add_option("--min-lr", t.min_lr, "learning rate at the end of the cosine")

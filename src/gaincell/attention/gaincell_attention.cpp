@@ -66,16 +66,12 @@ HwConfig gaincell_default_hw(const std::string& name) {
   return hw;
 }
 
-namespace {
-
-HwConfig hw_for(const std::string& name, const AttentionContext& ctx) {
-  HwConfig hw = ctx.hw;
-  hw.cell = gaincell_cell_model(name);
-  hw.validate();
-  return hw;
+HwConfig gaincell_variant_hw(const std::string& name, const HwConfig& hw) {
+  HwConfig out = hw;
+  out.cell = gaincell_cell_model(name);
+  out.validate();
+  return out;
 }
-
-}  // namespace
 
 std::unique_ptr<Attention> make_gaincell_attention(const std::string& name,
                                                    const AttentionContext& ctx) {
@@ -99,7 +95,7 @@ GainCellAttention::GainCellAttention(std::string name, const AttentionContext& c
       n_kv_head_(ctx.n_kv_head > 0 ? ctx.n_kv_head : ctx.n_head),
       head_dim_(ctx.head_dim),
       layer_(ctx.layer),
-      params_(hw_for(name_, ctx)) {
+      params_(gaincell_variant_hw(name_, ctx.hw)) {
   require(n_head_ >= 1 && head_dim_ >= 1, "gain-cell attention: n_head and head_dim must be >= 1");
   require(n_head_ % n_kv_head_ == 0, "gain-cell attention: n_kv_head (" +
                                          std::to_string(n_kv_head_) + ") must divide n_head (" +
@@ -188,6 +184,12 @@ void GainCellAttention::prepare_head(int h, const float* x, int n, Scaler s, flo
   const float a = scaler_a(s, h), b = scaler_b(s, h);
   const Quantizer& qz = quant_[s];
   for (int i = 0; i < n; ++i) out[i] = qz(a * x[i] + b);
+}
+
+std::vector<GainCellWorkspace>& GainCellAttention::workspaces() {
+  const size_t threads = static_cast<size_t>(omp_get_max_threads());
+  if (workspaces_.size() < threads) workspaces_.resize(threads);
+  return workspaces_;
 }
 
 uint64_t GainCellAttention::noise_seed(int h) const {
@@ -310,8 +312,7 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
   // The clip masks are only needed by backward(): kept for training forwards.
   saved->mask_stride = keep ? params_.clip_mask_size(T, D) : 0;
   saved->mask.resize(saved->mask_stride * B * H);
-  const int threads = omp_get_max_threads();
-  std::vector<GainCellWorkspace> ws(threads);
+  std::vector<GainCellWorkspace>& ws = workspaces();
   // Per (b, head) moments of the four scaler outputs, reduced per head afterwards.
   std::vector<Moments> moments(static_cast<size_t>(B) * H * 4);
 
@@ -396,7 +397,7 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
   const Saved& sv = *saved_;
   const size_t per_head = static_cast<size_t>(T) * D;
   const int threads = omp_get_max_threads();
-  std::vector<GainCellWorkspace> ws(threads);
+  std::vector<GainCellWorkspace>& ws = workspaces();
   // Per (b, query head) partial scaler gradients [4 scalers][a, b] (k and v at the group's first
   // query head), reduced serially (deterministic).
   std::vector<double> partial(static_cast<size_t>(B) * H * 8, 0.0);

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "gaincell/attention/gaincell_attention.h"
+#include "gaincell/attention/attention.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
@@ -227,14 +227,16 @@ void save_weights(const GPT2Model& model, const std::filesystem::path& file) {
 }
 
 void ModelOverrides::apply(GPT2Config& config) const {
-  // Switching to another gain-cell variant without --hw takes that variant's own hardware (the
+  // Switching to another hardware variant without --hw takes that variant's own hardware (the
   // ablation cells run without Q and output quantisation, spec §2.7); the stored hardware is
   // kept when the variant stays the same.
-  if (attention && *attention != config.attention && !hw && is_gaincell_attention(*attention))
-    config.hw = gaincell_default_hw(*attention);
+  if (attention && *attention != config.attention && !hw) {
+    if (auto own = attention_default_hardware(*attention)) config.hw = *own;
+  }
   if (attention) config.attention = *attention;
   if (window) config.window = *window;
   if (hw) config.hw = *hw;
+  config.hw = attention_hardware(config.attention, config.hw);
   config.validate();
 }
 

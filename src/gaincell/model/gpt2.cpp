@@ -300,7 +300,14 @@ GPT2Config GPT2Config::from_json(const json& j) {
     c.attention = j["gaincell_attention"].get<std::string>();
   }
   c.window = read_int(j, "gaincell_window", c.window);
-  if (j.contains("gaincell_hw")) c.hw = HwConfig::from_json(j["gaincell_hw"]);
+  // Without gaincell_hw a hardware variant runs on its own default hardware, exactly as when it is
+  // chosen with --attention (ModelOverrides); the variant then sets its cell model.
+  if (j.contains("gaincell_hw")) {
+    c.hw = HwConfig::from_json(j["gaincell_hw"]);
+  } else if (auto own = attention_default_hardware(c.attention)) {
+    c.hw = *own;
+  }
+  c.hw = attention_hardware(c.attention, c.hw);
   if (j.contains("gaincell_tokenizer")) {
     require(j["gaincell_tokenizer"].is_string(),
             "model config: 'gaincell_tokenizer' must be a string");
@@ -652,6 +659,8 @@ float* ensure_buffer(std::unique_ptr<float[]>& buffer, int64_t& capacity, int64_
 // Construction and parameters
 
 GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Activations) {
+  // The configuration the model reports (and save_model records) is the hardware that runs.
+  config_.hw = attention_hardware(config_.attention, config_.hw);
   config_.validate();
   // Before anything is allocated: an absurd configuration is an error, not an OOM kill.
   char count[32];
