@@ -36,12 +36,13 @@ void run_perplexity(const PerplexityOptions& o) {
   load.layout = o.model.layout();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
-  const Tokenizer tok = Tokenizer::by_name(model->config().tokenizer, o.vocab_dir);
+  const Tokenizer tok = Tokenizer::for_model(o.model_dir, model->config().tokenizer, o.vocab_dir);
   const int context = o.context > 0 ? o.context : model->config().block_size;
   const int stride = o.stride > 0 ? o.stride : context;
   require(o.context >= 0 && o.stride >= 0, "--context and --stride must be >= 0");
   std::vector<int32_t> tokens;
-  if (!o.no_eot) tokens.push_back(tok.end_of_text());
+  // lm-eval's prefix token: BOS if the tokenizer defines one, else EOS (GPT-2: <|endoftext|>).
+  if (!o.no_eot) tokens.push_back(tok.bos_token().value_or(tok.end_of_text()));
   const std::vector<int32_t> body = tok.encode(text);
   tokens.insert(tokens.end(), body.begin(), body.end());
   require(!body.empty(), o.text_file + " holds no text");

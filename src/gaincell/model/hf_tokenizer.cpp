@@ -569,6 +569,22 @@ uint64_t fnv1a(std::string_view bytes) {
 
 }  // namespace
 
+std::vector<std::string> regex_split(const std::string& pattern, std::string_view text) {
+  const Pattern p{"", std::make_shared<Regex>(pattern, false, Where{"regex_split"}, "pattern")};
+  std::vector<std::string> out;
+  for (Piece& piece : split_piece({std::string(text), true}, p, "Isolated", false)) {
+    out.push_back(std::move(piece.text));
+  }
+  return out;
+}
+
+std::string hf_tokenizer_name(std::string_view tokenizer_json_bytes) {
+  char hash[17];
+  std::snprintf(hash, sizeof hash, "%016llx",
+                static_cast<unsigned long long>(fnv1a(tokenizer_json_bytes)));
+  return std::string("hf:") + hash;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 struct HfTokenizer::Impl {
@@ -826,9 +842,7 @@ std::shared_ptr<const HfTokenizer> HfTokenizer::load(const fs::path& tokenizer_j
   std::shared_ptr<HfTokenizer> tok(new HfTokenizer());
   tok->impl_ = std::make_unique<Impl>();
   Impl& impl = *tok->impl_;
-  char hash[17];
-  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(fnv1a(text)));
-  tok->name_ = std::string("hf:") + hash;
+  tok->name_ = hf_tokenizer_name(text);
 
   // Model.
   const json& model = where.member(root, "model", "model");

@@ -71,6 +71,18 @@ class HfTokenizer {
   std::vector<int32_t> prefix_, suffix_;  // around one text, from the post-processor
 };
 
+// GPT-2's pre-tokenization pattern (ByteLevel's use_regex), which gaincell::pretokenize()
+// implements by hand; the PCRE2 path is tested and benchmarked against it.
+inline constexpr const char* kGpt2Pattern =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+// The pieces a Split pre-tokenizer with this PCRE2 pattern and behavior "Isolated" makes of
+// `text` (valid UTF-8): matches and the text between them. Throws on a bad pattern.
+std::vector<std::string> regex_split(const std::string& pattern, std::string_view text);
+
+// HfTokenizer::name() of a tokenizer.json with these bytes.
+std::string hf_tokenizer_name(std::string_view tokenizer_json_bytes);
+
 // `text` with every byte that does not start a valid UTF-8 sequence replaced by U+FFFD.
 std::string sanitize_utf8(std::string_view text);
 

@@ -478,13 +478,31 @@ Tokenizer Tokenizer::load_hf(const fs::path& tokenizer_json) {
   return tok;
 }
 
+namespace {
+
+// A model directory's tokenizer.json, if it has one.
+std::optional<fs::path> model_tokenizer_json(const fs::path& model_dir) {
+  std::error_code ec;
+  if (model_dir.empty() || !fs::is_regular_file(model_dir / "tokenizer.json", ec)) {
+    return std::nullopt;
+  }
+  return model_dir / "tokenizer.json";
+}
+
+}  // namespace
+
 Tokenizer Tokenizer::for_model(const fs::path& model_dir, const std::string& config_tokenizer,
                                const fs::path& vocab_dir) {
-  std::error_code ec;
-  if (!model_dir.empty() && fs::is_regular_file(model_dir / "tokenizer.json", ec)) {
-    return load_hf(model_dir / "tokenizer.json");
-  }
+  if (const auto file = model_tokenizer_json(model_dir)) return load_hf(*file);
   return by_name(config_tokenizer, vocab_dir);
+}
+
+std::string Tokenizer::name_for_model(const fs::path& model_dir,
+                                      const std::string& config_tokenizer) {
+  if (const auto file = model_tokenizer_json(model_dir)) {
+    return hf_tokenizer_name(read_text_file(*file));
+  }
+  return config_tokenizer;
 }
 
 const char* Tokenizer::name() const {

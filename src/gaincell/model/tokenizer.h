@@ -61,6 +61,10 @@ class Tokenizer {
   static Tokenizer for_model(const std::filesystem::path& model_dir,
                              const std::string& config_tokenizer,
                              const std::filesystem::path& vocab_dir = {});
+  // name() of for_model(model_dir, config_tokenizer) without loading anything (token directories
+  // record it; train and adapt compare).
+  static std::string name_for_model(const std::filesystem::path& model_dir,
+                                    const std::string& config_tokenizer);
 
   // kGpt2Bpe, kBytes, or "hf:" + a hash of the tokenizer.json (recorded in token directories).
   const char* name() const;
