@@ -11,7 +11,8 @@ cd "$root"
 packages=(build-essential cmake pkg-config git ca-certificates
           libopenblas-dev nlohmann-json3-dev libcli11-dev
           libgtest-dev libgmock-dev libbenchmark-dev
-          libngspice0-dev ngspice fortunes npm jq libpcre2-dev libicu-dev)
+          libngspice0-dev ngspice fortunes npm jq libpcre2-dev libicu-dev
+          python3 python3-dev python3-numpy python3-pytest python3-torch pybind11-dev python3-pybind11)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -82,3 +83,4 @@ done
 cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$root/build" -j"$(nproc)"
 echo "setup: done; the CLI is $root/build/gaincell" >&2
+echo "setup: the Python package: PYTHONPATH=$root/build/python /usr/bin/python3 -c 'import gaincell'" >&2

@@ -13,10 +13,15 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 900)
+# The Python package (gaincell._core from the Release build) with Debian's interpreter; -rfEs
+# names every failure, error and skip, and the last line is pytest's summary.
+echo "test.sh: pytest tests/python" >&2
+PYTHONPATH="$root/build/python${PYTHONPATH:+:$PYTHONPATH}" GAINCELL_BUILD_DIR="$root/build" \
+  /usr/bin/python3 -m pytest tests/python -q -rfEs -p no:cacheprovider
 
 if [ "${GAINCELL_SKIP_SANITIZE:-0}" != "1" ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_SANITIZE=ON \
-        -DGAINCELL_BUILD_BENCH=OFF >/dev/null
+        -DGAINCELL_BUILD_BENCH=OFF -DGAINCELL_BUILD_PYTHON=OFF >/dev/null
   cmake --build build-asan -j"$jobs"
   # Tests labelled 'slow' are skipped under the sanitizers (they are covered by the Release pass).
   # The tests that run ngspice keep ASan and UBSan but not LeakSanitizer: ngspice (dlopen'ed,

@@ -203,3 +203,63 @@ TEST(PlotSvg, LogAxisBarHeights) {
                gaincell::Error);
   EXPECT_THROW(gaincell::cost::svg_bar_chart("t", "s", {}, false), gaincell::Error);
 }
+
+TEST(CostCli, ServingComparisonFromTheCommandLine) {
+  const fs::path dir = temp_dir("serving");
+  // A small GPT-2 model directory, served with grouped-query attention (2 K/V heads).
+  gaincell::write_file_atomic(dir / "config.json", json{{"model_type", "gpt2"},
+                                                        {"n_layer", 2},
+                                                        {"n_head", 4},
+                                                        {"n_embd", 128},
+                                                        {"n_positions", 256},
+                                                        {"vocab_size", 1000}}
+                                                       .dump());
+  const json j = run_json(
+      "--serving --batches 1,16 --gpu H100 --precision fp32 --kv-heads 2 "
+      "--model " +
+      dir.string());
+  ASSERT_TRUE(j.contains("serving"));
+  const json& c = j["serving"]["comparisons"][0];
+  EXPECT_EQ(c["gpu"], "H100");
+  EXPECT_EQ(c["bytes_per_element"], 4);
+  EXPECT_EQ(c["model"]["kv_heads"], 2);
+  EXPECT_DOUBLE_EQ(c["model"]["dense_params"].get<double>(), 2 * 12.0 * 128 * 128 + 1000.0 * 128);
+  ASSERT_EQ(c["points"].size(), 2u);
+  EXPECT_EQ(c["points"][1]["batch"], 16);
+  EXPECT_GT(c["points"][0]["attention_speedup"].get<double>(), 1.0);
+
+  // An extra GPU from a data file joins both comparisons.
+  json gpu = json::parse(gaincell::read_text_file(fs::path(GAINCELL_SOURCE_DIR) /
+                                                  "src/gaincell/tools/cost/gpus/h100.json"));
+  gpu["name"] = "H100 at half bandwidth";
+  gpu["memory_bandwidth_bytes_per_s"]["value"] = 1.675e12;
+  gaincell::write_file_atomic(dir / "half.json", gpu.dump());
+  const json k = run_json("--serving --batches 1 --gpu 'H100 at half bandwidth' --gpu-file " +
+                          (dir / "half.json").string());
+  EXPECT_EQ(k["serving"]["comparisons"][0]["gpu"], "H100 at half bandwidth");
+  bool listed = false;
+  for (const auto& g : k["gpus"]) listed |= g["gpu"] == "H100 at half bandwidth";
+  EXPECT_TRUE(listed);
+  fs::remove_all(dir);
+}
+
+TEST(CostCli, ServingBadInputIsAClearError) {
+  const fs::path dir = temp_dir("serving_bad");
+  gaincell::write_file_atomic(dir / "gpu.json", "{\"format\": \"gaincell-gpu\", \"version\": 1}");
+  const std::pair<std::string, std::string> cases[] = {
+      {"--serving --batches 1,x", "--batches: 'x' is not a positive integer"},
+      {"--serving --batches 0", "--batches: '0' is not a positive integer"},
+      {"--serving --gpu 'GTX 280'", "unknown GPU 'GTX 280'"},
+      {"--serving --precision fp8", "--precision must be fp16, bf16 or fp32"},
+      {"--serving --kv-heads 5", "kv_heads must divide the query heads"},
+      {"--gpu-file " + (dir / "gpu.json").string(), "\"name\" must be a non-empty string"},
+      {"--gpu-file " + (dir / "missing.json").string(), "missing.json"},
+  };
+  for (const auto& [args, message] : cases) {
+    const RunResult r = run_cli(args);
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_NE(r.out.find(message), std::string::npos) << args << "\n" << r.out;
+    EXPECT_EQ(r.out.find("{\n"), std::string::npos) << "no partial JSON for " << args;
+  }
+  fs::remove_all(dir);
+}

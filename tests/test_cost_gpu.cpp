@@ -121,7 +121,10 @@ TEST(GpuModel, HandComputedRooflineForTheMeasuredSetting) {
   EXPECT_NEAR(e.latency_per_token_s, step / 64, 1e-18);
   EXPECT_NEAR(e.energy_per_token_j, 450.0 * step / 64, 1e-15);
   EXPECT_NEAR(e.dynamic_energy_per_token_j,
-              6303744.0 * 58e-12 + 12.0 * 1024 * 261 * 450.0 / 82.6e12, 1e-15);
+              6303744.0 * 58e-12 + 12.0 * 1024 * 261 * (450.0 - 20.0) / 82.6e12, 1e-15);
+  // Static power over the token's share of the step plus the dynamic energy.
+  EXPECT_NEAR(e.modelled_energy_per_token_j, 20.0 * step / 64 + e.dynamic_energy_per_token_j,
+              1e-15);
 }
 
 TEST(GpuModel, BatchAmortisesOnlyTheOverheadAndComputeBoundIsDetected) {
@@ -143,8 +146,9 @@ TEST(GpuModel, BatchAmortisesOnlyTheOverheadAndComputeBoundIsDetected) {
 TEST(GpuModel, EverySpecNamesItsSources) {
   ASSERT_EQ(gpu_specs().size(), 5u);
   for (const auto& g : gpu_specs()) {
-    for (const char* k : {"memory_bandwidth_bytes_per_s", "peak_fp32_flops", "board_power_w",
-                          "memory_energy_j_per_byte", "step_overhead_s"})
+    for (const char* k :
+         {"memory_bandwidth_bytes_per_s", "peak_fp32_flops", "peak_fp16_flops", "board_power_w",
+          "idle_power_w", "memory_energy_j_per_byte", "kernel_launch_s", "die_area_mm2"})
       EXPECT_TRUE(g.sources.contains(k) && !g.sources[k].get<std::string>().empty())
           << g.name << " " << k;
     EXPECT_GT(g.memory_bandwidth_bytes_per_s, 0.0);

@@ -1,8 +1,11 @@
 // gaincell cost: what the attention of a model costs on gain-cell hardware, against which GPU
 // (docs/cost-model.md). Prints a table, or one JSON object with --json; --plot writes SVG charts.
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "cli/command.h"
 #include "gaincell/core/error.h"
@@ -26,6 +29,16 @@ struct CostOptions {
   std::string plot_dir;
   std::string output;
   std::string write_cost_config;
+  // Batched serving and the whole model (docs/cost-model.md §5).
+  bool serving = false;
+  std::string batches;
+  std::vector<std::string> serving_gpus;
+  std::vector<std::string> gpu_files;
+  std::string precision = "fp16";
+  std::optional<int64_t> context;
+  std::optional<int> kv_heads;
+  std::string accelerator;
+  std::string measured_dir;
 };
 
 nlohmann::json parse_json_file(const std::string& path, const std::string& what) {
@@ -34,6 +47,48 @@ nlohmann::json parse_json_file(const std::string& path, const std::string& what)
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(what + " '" + path + "' is not valid JSON: " + e.what());
   }
+}
+
+std::vector<int64_t> parse_batches(const std::string& text) {
+  std::vector<int64_t> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = text.find(',', pos);
+    const std::string item = text.substr(pos, comma == std::string::npos ? comma : comma - pos);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    require(used == item.size() && !item.empty() && v >= 1,
+            "--batches: '" + item + "' is not a positive integer (expected e.g. 1,8,64)");
+    out.push_back(v);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+cost::ServedModel served_model(const CostOptions& o, const cost::ModelShape& shape) {
+  cost::ServedModel m;
+  if (!o.model_dir.empty()) {
+    const std::string path = (std::filesystem::path(o.model_dir) / "config.json").string();
+    m = cost::ServedModel::from_hf_config(parse_json_file(path, "model config"), path);
+  } else {
+    // GPT-2 layout from the shape: 12 C^2 per layer, 50257-token LM head.
+    const double c = double(shape.n_head) * shape.head_dim;
+    m.n_layer = shape.n_layer;
+    m.q_heads = m.kv_heads = shape.n_head;
+    m.head_dim = shape.head_dim;
+    m.dense_params = shape.n_layer * 12.0 * c * c + 50257.0 * c;
+    m.source = "GPT-2 layout, " + std::to_string(shape.n_layer) + " layers, width " +
+               std::to_string(static_cast<int>(c)) + ", vocabulary 50257";
+  }
+  if (o.kv_heads) m.kv_heads = *o.kv_heads;
+  m.validate();
+  return m;
 }
 
 cost::CostReportInputs make_inputs(const CostOptions& o) {
@@ -65,7 +120,24 @@ cost::CostReportInputs make_inputs(const CostOptions& o) {
     in.events = cost::HardwareEventCounts::from_json(parse_json_file(o.trace, "event trace"));
     in.trace_file = o.trace;
   }
-  in.measured_dir = cost::default_measured_dir();
+  in.measured_dir =
+      o.measured_dir.empty() ? cost::default_measured_dir() : std::filesystem::path(o.measured_dir);
+  if (!o.measured_dir.empty())
+    require(std::filesystem::is_directory(o.measured_dir),
+            "--measured-dir '" + o.measured_dir + "' is not a directory");
+  for (const auto& f : o.gpu_files) in.extra_gpus.push_back(cost::load_gpu_file(f));
+  in.serving.enabled = o.serving;
+  if (o.serving) {
+    if (!o.serving_gpus.empty()) in.serving.gpus = o.serving_gpus;
+    in.serving.model = served_model(o, in.shape);
+    if (!o.batches.empty()) in.serving.options.batches = parse_batches(o.batches);
+    require(o.precision == "fp16" || o.precision == "bf16" || o.precision == "fp32",
+            "--precision must be fp16, bf16 or fp32 (got '" + o.precision + "')");
+    in.serving.options.bytes_per_element = o.precision == "fp32" ? 4 : 2;
+    in.serving.options.context = o.context ? *o.context : in.hw.window;
+    if (!o.accelerator.empty())
+      in.serving.accelerator = cost::DigitalAccelerator::load(o.accelerator);
+  }
   return in;
 }
 
@@ -112,6 +184,26 @@ void setup_cost(CLI::App& app) {
   app.add_option("-o,--output", o->output, "also write the JSON result to FILE (atomically)");
   app.add_option("--write-cost-config", o->write_cost_config,
                  "write the effective cost configuration as JSON to FILE");
+  app.add_flag("--serving", o->serving,
+               "add the batched-serving and whole-model comparison (docs/cost-model.md §5)");
+  app.add_option("--batches", o->batches,
+                 "batch sizes of the serving comparison, e.g. 1,8,64 (default 1,2,4,...,256)");
+  app.add_option("--gpu", o->serving_gpus,
+                 "GPU of the serving comparison (repeatable; default 'RTX 4090' and 'H100')");
+  app.add_option("--gpu-file", o->gpu_files,
+                 "extra GPU data file (format of src/gaincell/tools/cost/gpus/*.json; repeatable)");
+  app.add_option("--precision", o->precision,
+                 "GPU precision in the serving comparison: fp16, bf16 or fp32")
+      ->capture_default_str();
+  app.add_option("--context", o->context,
+                 "cached tokens per sequence in the serving comparison (default: the window)");
+  app.add_option("--kv-heads", o->kv_heads,
+                 "K/V heads (grouped-query attention) in the serving comparison");
+  app.add_option("--measured-dir", o->measured_dir,
+                 "directory of measured gpu_<name>_attention.json files (default: the shared "
+                 "reference data; bench/gpu/attention_decode.cu writes more)");
+  app.add_option("--accelerator", o->accelerator,
+                 "digital-accelerator data file for the non-attention layers");
   app.callback([o] { run_cost(*o); });
 }
 

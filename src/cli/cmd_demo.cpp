@@ -64,9 +64,10 @@ void run_demo_command(DemoCliOptions& o) {
               c["energy_per_token_per_head_j"].get<double>() * 1e9,
               c["latency_per_token_s"].get<double>() * 1e9);
   for (const auto& g : c["gpus"])
-    std::printf("  vs %-14s (%s): x%.0f faster, x%.0f less energy\n",
+    std::printf("  vs %-12s %-8s x%-6.0f faster, x%-7.0f less energy  (%s)\n",
                 g["gpu"].get<std::string>().c_str(), g["source"].get<std::string>().c_str(),
-                g["speedup"].get<double>(), g["energy_reduction"].get<double>());
+                g["speedup"].get<double>(), g["energy_reduction"].get<double>(),
+                g.value("setting", std::string()).c_str());
   std::printf("\nreport: %s (%.0f s)\n", s["report"].get<std::string>().c_str(),
               s["seconds"].get<double>());
 }

@@ -105,6 +105,40 @@ std::string eng(double v, const char* unit) {
   return fmt("%.4g", v < 0 ? -a : a) + " " + prefixes[exp3 + 5] + unit;
 }
 
+// The batched-serving table of one GPU: attention alone and the whole model, per batch size.
+std::string serving_table(const ServingComparison& c) {
+  std::ostringstream os;
+  os << "\nbatched serving vs " << c.gpu << " (" << c.model.source << "; context "
+     << c.options.context << ", GPU " << (c.options.bytes_per_element == 2 ? "fp16" : "fp32")
+     << "; step = time between two tokens of a sequence; energy per generated token)\n";
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "%6s | %10s %10s %8s %9s %8s | %10s %10s %7s %7s | %7s %7s | %10s\n", "batch",
+                "GPU attn", "GC attn", "speedup", "energy", "per mm²", "GPU model", "GC+GPU",
+                "speedup", "energy", "GC+acc", "energy", "GC area");
+  os << line;
+  for (const auto& p : c.points) {
+    std::snprintf(
+        line, sizeof line,
+        "%6lld | %10s %10s %8.1f %9.0f %8.0f | %10s %10s %7.2f %7.2f | %7.2f %7.2f | %7.0f mm²\n",
+        static_cast<long long>(p.batch), eng(p.gpu_attention.step_latency_s, "s").c_str(),
+        eng(p.gaincell_attention.step_latency_s, "s").c_str(), p.attention_speedup,
+        p.attention_energy_ratio, p.attention_throughput_per_area_ratio,
+        eng(p.gpu_model.step_latency_s, "s").c_str(),
+        eng(p.gaincell_gpu_model.step_latency_s, "s").c_str(), p.model_speedup_gpu_rest,
+        p.model_energy_ratio_gpu_rest, p.model_speedup_accelerator_rest,
+        p.model_energy_ratio_accelerator_rest, p.gaincell_area_mm2);
+    os << line;
+  }
+  os << "  gain-cell arrays of " << fmt("%.1f", c.sequences_in_gpu_die_area)
+     << " sequences fit in the " << c.gpu << "'s die area ("
+     << fmt("%.0f", c.points.front().gpu_die_area_mm2)
+     << " mm²); speed-ups compare step latencies at the same batch, the gain-cell side with one "
+        "array set per sequence; 'per mm²' compares attention throughput per unit of silicon "
+        "(gain-cell arrays against the GPU die)\n";
+  return os.str();
+}
+
 }  // namespace
 
 fs::path default_measured_dir() {
@@ -155,13 +189,15 @@ CostReport build_cost_report(const CostReportInputs& in) {
                                   in.measured_dir.string();
   }
   for (const auto& m : measured) r.gpus.push_back(compare_measured(m, r.estimate));
+  std::vector<GpuSpec> all_gpus = gpu_specs();
+  all_gpus.insert(all_gpus.end(), in.extra_gpus.begin(), in.extra_gpus.end());
   const DecodeWorkload user_workload = workload_for(in.shape, in.hw.window);
-  for (const auto& g : gpu_specs()) r.gpus.push_back(compare_model(g, user_workload, r.estimate));
+  for (const auto& g : all_gpus) r.gpus.push_back(compare_model(g, user_workload, r.estimate));
 
   // The measured protocol next to the analytic model at exactly the measured setting.
   for (const auto& m : measured) {
     const GpuSpec* spec = nullptr;
-    for (const auto& g : gpu_specs())
+    for (const auto& g : all_gpus)
       if (g.name == m.gpu) spec = &g;
     if (!spec) continue;
     MeasuredVsModel mv;
@@ -172,7 +208,29 @@ CostReport build_cost_report(const CostReportInputs& in) {
     mv.energy_ratio = m.energy_per_token_j / mv.model.energy_per_token_j;
     const double bound_step = std::max(mv.model.memory_time_s, mv.model.compute_time_s);
     mv.implied_overhead_per_step_s = m.latency_per_token_s * m.sequences - bound_step;
+    DecodeWorkload script = mv.workload;
+    script.protocol = DecodeProtocol::kPaperScript;
+    mv.script_model = estimate_gpu_decode(*spec, script);
+    mv.script_latency_ratio = m.latency_per_token_s / mv.script_model.latency_per_token_s;
+    mv.implied_bandwidth_bytes_per_s =
+        mv.script_model.bytes_per_token / m.latency_per_token_s;  // per sequence-token
+    mv.implied_bandwidth_fraction =
+        mv.implied_bandwidth_bytes_per_s / spec->memory_bandwidth_bytes_per_s;
     r.measured_vs_model.push_back(mv);
+  }
+  if (in.serving.enabled) {
+    for (const auto& name : in.serving.gpus) {
+      const GpuSpec* spec = nullptr;
+      for (const auto& g : all_gpus)
+        if (g.name == name) spec = &g;
+      if (!spec) {
+        std::string known;
+        for (const auto& g : all_gpus) known += (known.empty() ? "" : ", ") + g.name;
+        throw Error("unknown GPU '" + name + "' for the serving comparison (known: " + known + ")");
+      }
+      r.serving.push_back(compare_serving(*spec, in.serving.accelerator, in.serving.model,
+                                          r.estimate, in.serving.options));
+    }
   }
   if (in.shape.n_head != 12 || in.shape.head_dim != 64 || in.hw.window != 1024)
     r.notes.push_back(
@@ -264,10 +322,25 @@ json CostReport::to_json() const {
                    {"latency_ratio_measured_over_model", m.latency_ratio},
                    {"energy_ratio_measured_over_model", m.energy_ratio},
                    {"implied_overhead_per_step_s", m.implied_overhead_per_step_s},
+                   {"script_model", m.script_model.to_json()},
+                   {"latency_ratio_measured_over_script_model", m.script_latency_ratio},
+                   {"implied_bandwidth_bytes_per_s", m.implied_bandwidth_bytes_per_s},
+                   {"implied_bandwidth_fraction_of_datasheet", m.implied_bandwidth_fraction},
                    {"source",
                     "measured file (spec §9.3) vs analytic model at the same setting; "
                     "docs/cost-model.md explains the gap"}});
   j["measured_vs_model"] = mvm;
+  if (inputs.serving.enabled) {
+    json sv = json::array();
+    for (const auto& c : serving) sv.push_back(c.to_json());
+    j["serving"] = {
+        {"comparisons", sv},
+        {"accelerator", inputs.serving.accelerator.to_json()},
+        {"source",
+         "analytic (docs/cost-model.md §5): GPU roofline per decode step for attention (each "
+         "sequence reads its own K/V cache) and dense layers (weights read once per step); "
+         "gain-cell attention with one array set per sequence"}};
+  }
   json claims = json::array();
   for (const auto& c : paper_claims())
     claims.push_back({{"gpu", c.gpu},
@@ -344,8 +417,17 @@ std::string CostReport::to_table() const {
          << " (" << m.model.bound << "-bound) -> measured is " << fmt("%.1f", m.latency_ratio)
          << "x slower, " << fmt("%.1f", m.energy_ratio) << "x more energy; implied overhead "
          << eng(m.implied_overhead_per_step_s, "s") << " per decode step\n";
+      os << "    with the authors' script's traffic (transposed-view copies: 3 passes over K and "
+            "V, "
+            "6 kernels): model "
+         << eng(m.script_model.latency_per_token_s, "s") << " -> measured / model "
+         << fmt("%.2f", m.script_latency_ratio) << "; the measurement implies "
+         << fmt("%.0f", m.implied_bandwidth_bytes_per_s / 1e9)
+         << " GB/s = " << fmt("%.2f", m.implied_bandwidth_fraction)
+         << " of the datasheet bandwidth\n";
     }
   }
+  for (const auto& c : serving) os << serving_table(c);
   for (const auto& n : notes) os << "note: " << n << "\n";
   os << "sources: --json lists the source of every number; docs/cost-model.md explains the "
         "model.\n";

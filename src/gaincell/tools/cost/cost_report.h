@@ -12,6 +12,7 @@
 #include "gaincell/tools/cost/cost_config.h"
 #include "gaincell/tools/cost/cost_model.h"
 #include "gaincell/tools/cost/gpu_model.h"
+#include "gaincell/tools/cost/serving.h"
 
 namespace gaincell::cost {
 
@@ -36,6 +37,22 @@ struct MeasuredVsModel {
   double latency_ratio = 0.0;                // measured / model
   double energy_ratio = 0.0;                 // measured / model (board power)
   double implied_overhead_per_step_s = 0.0;  // measured step time - memory/compute bound
+  // The same setting with the traffic of the authors' script (DecodeProtocol::kPaperScript).
+  GpuEstimate script_model;
+  double script_latency_ratio = 0.0;  // measured / script model
+  // Bandwidth the measurement would have needed to move the script's traffic in its time, and
+  // that as a fraction of the datasheet bandwidth (> 1: the measurement cannot have moved it).
+  double implied_bandwidth_bytes_per_s = 0.0;
+  double implied_bandwidth_fraction = 0.0;
+};
+
+// The batched-serving and whole-model comparison (serving.h): which GPUs, which model.
+struct ServingInputs {
+  bool enabled = false;
+  std::vector<std::string> gpus = {"RTX 4090", "H100"};  // names of gpu_specs() or extra_gpus
+  ServedModel model = ServedModel::gpt2_124m();
+  DigitalAccelerator accelerator = DigitalAccelerator::builtin();
+  ServingOptions options;
 };
 
 struct CostReportInputs {
@@ -45,6 +62,8 @@ struct CostReportInputs {
   std::optional<HardwareEventCounts> events;
   std::string trace_file;
   std::filesystem::path measured_dir;  // empty: measured baselines skipped
+  std::vector<GpuSpec> extra_gpus;     // from --gpu-file, compared like the built-in ones
+  ServingInputs serving;
 };
 
 struct CostReport {
@@ -52,6 +71,7 @@ struct CostReport {
   CostEstimate estimate;
   std::vector<GpuComparison> gpus;
   std::vector<MeasuredVsModel> measured_vs_model;
+  std::vector<ServingComparison> serving;
   std::string measured_status;
   std::vector<std::string> notes;
 

@@ -13,56 +13,45 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Memory access energies are not on the datasheets; they are typical published values.
-constexpr const char* kHbmEnergySource =
-    "approx. HBM access energy 3.9 pJ/bit (O'Connor et al., MICRO 2017) = 31.2 pJ/byte";
-constexpr const char* kOverheadSource =
-    "assumption: one kernel launch + framework dispatch per decode step";
+// The shipped data files, compiled in by CMake: {file name, contents}.
+const char* const kGpuSpecFiles[][2] = {
+#include "gaincell/gpu_spec_files.inc"
+};
 
-GpuSpec make_spec(std::string name, double bw, double fp32, double fp16, double power,
-                  double pj_per_byte, double overhead, const std::string& datasheet,
-                  const std::string& energy_source, const std::string& overhead_source) {
-  GpuSpec g;
-  g.name = std::move(name);
-  g.memory_bandwidth_bytes_per_s = bw;
-  g.peak_fp32_flops = fp32;
-  g.peak_fp16_flops = fp16;
-  g.board_power_w = power;
-  g.memory_energy_j_per_byte = pj_per_byte * 1e-12;
-  g.step_overhead_s = overhead;
-  g.sources = {{"memory_bandwidth_bytes_per_s", datasheet},
-               {"peak_fp32_flops", datasheet},
-               {"peak_fp16_flops", datasheet},
-               {"board_power_w", datasheet},
-               {"memory_energy_j_per_byte", energy_source},
-               {"step_overhead_s", overhead_source},
-               {"energy_per_flop_j", "derived: board_power_w / peak FLOP/s (upper bound)"}};
-  return g;
+// {"value": number, "source": non-empty string} under `key`.
+double read_sourced(const json& j, const char* key, const std::string& origin, json& sources,
+                    bool allow_zero) {
+  const std::string where = "GPU file '" + origin + "': field '" + key + "'";
+  require(j.contains(key), where + " is missing");
+  const json& f = j.at(key);
+  require(f.is_object() && f.contains("value") && f.at("value").is_number(),
+          where + " must be an object {\"value\": number, \"source\": text}");
+  require(f.contains("source") && f.at("source").is_string() &&
+              !f.at("source").get<std::string>().empty(),
+          where + " needs a non-empty \"source\"");
+  const double v = f.at("value").get<double>();
+  require(std::isfinite(v) && (allow_zero ? v >= 0.0 : v > 0.0),
+          where + " must be a finite number " + (allow_zero ? ">= 0" : "> 0"));
+  sources[key] = f.at("source");
+  return v;
 }
 
 std::vector<GpuSpec> make_specs() {
   std::vector<GpuSpec> v;
-  v.push_back(make_spec("Jetson Nano", 25.6e9, 235.8e9, 471.6e9, 10.0, 40.0, 20e-6,
-                        "NVIDIA Jetson Nano module datasheet (DA-09366): 64-bit LPDDR4 25.6 GB/s, "
-                        "128 Maxwell cores at 921 MHz (472 GFLOPS fp16), 10 W mode",
-                        "approx. LPDDR4 access energy 5 pJ/bit = 40 pJ/byte (assumption)",
-                        "assumption: kernel launch + dispatch on the Cortex-A57 host, 20 µs"));
-  v.push_back(make_spec("RTX 4090", 1008e9, 82.6e12, 165.2e12, 450.0, 58.0, 5e-6,
-                        "NVIDIA Ada GPU architecture whitepaper (GeForce RTX 4090): GDDR6X "
-                        "1008 GB/s, 82.6 TFLOPS fp32, 165.2 TFLOPS fp16 tensor, 450 W",
-                        "Micron GDDR6X: 7.25 pJ/bit = 58 pJ/byte", kOverheadSource));
-  v.push_back(make_spec("A100", 2039e9, 19.5e12, 312e12, 400.0, 31.2, 5e-6,
-                        "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB): HBM2e 2039 GB/s, "
-                        "19.5 TFLOPS fp32, 312 TFLOPS fp16 tensor, 400 W",
-                        kHbmEnergySource, kOverheadSource));
-  v.push_back(make_spec("H100", 3.35e12, 67e12, 989.5e12, 700.0, 31.2, 5e-6,
-                        "NVIDIA H100 Tensor Core GPU datasheet (SXM5): HBM3 3.35 TB/s, 67 TFLOPS "
-                        "fp32, 989.5 TFLOPS fp16 tensor (dense), up to 700 W",
-                        kHbmEnergySource, kOverheadSource));
-  v.push_back(make_spec("H200", 4.8e12, 67e12, 989.5e12, 700.0, 31.2, 5e-6,
-                        "NVIDIA H200 Tensor Core GPU datasheet (SXM): HBM3e 4.8 TB/s, 67 TFLOPS "
-                        "fp32, 989.5 TFLOPS fp16 tensor (dense), up to 700 W",
-                        kHbmEnergySource, kOverheadSource));
+  for (const auto& file : kGpuSpecFiles) {
+    const std::string name = file[0];
+    json j;
+    try {
+      j = json::parse(file[1]);
+    } catch (const json::parse_error& e) {
+      throw Error("built-in GPU file '" + name + "' is not valid JSON: " + e.what());
+    }
+    v.push_back(gpu_spec_from_json(j, "built-in " + name));
+  }
+  // A stable order, smallest first, as the table lists them.
+  std::sort(v.begin(), v.end(), [](const GpuSpec& a, const GpuSpec& b) {
+    return a.memory_bandwidth_bytes_per_s < b.memory_bandwidth_bytes_per_s;
+  });
   return v;
 }
 
@@ -97,9 +86,73 @@ json GpuSpec::to_json() const {
           {"peak_fp32_flops", peak_fp32_flops},
           {"peak_fp16_flops", peak_fp16_flops},
           {"board_power_w", board_power_w},
+          {"idle_power_w", idle_power_w},
           {"memory_energy_j_per_byte", memory_energy_j_per_byte},
-          {"step_overhead_s", step_overhead_s},
+          {"kernel_launch_s", step_overhead_s},
+          {"die_area_mm2", die_area_mm2},
           {"sources", sources}};
+}
+
+double GpuSpec::peak_flops(int bytes_per_element) const {
+  return bytes_per_element >= 4 ? peak_fp32_flops : peak_fp16_flops;
+}
+
+double GpuSpec::energy_per_flop_j(int bytes_per_element) const {
+  return (board_power_w - idle_power_w) / peak_flops(bytes_per_element);
+}
+
+GpuSpec gpu_spec_from_json(const json& j, const std::string& origin) {
+  require(j.is_object(), "GPU file '" + origin + "': expected a JSON object");
+  require(j.value("format", std::string()) == "gaincell-gpu",
+          "GPU file '" + origin + "': \"format\" must be \"gaincell-gpu\"");
+  require(j.contains("version") && j.at("version").is_number_integer() &&
+              j.at("version").get<int64_t>() == 1,
+          "GPU file '" + origin + "': unsupported \"version\" (this build reads version 1)");
+  require(
+      j.contains("name") && j.at("name").is_string() && !j.at("name").get<std::string>().empty(),
+      "GPU file '" + origin + "': \"name\" must be a non-empty string");
+  static const std::vector<std::string> known = {"format",
+                                                 "version",
+                                                 "name",
+                                                 "memory_bandwidth_bytes_per_s",
+                                                 "peak_fp32_flops",
+                                                 "peak_fp16_flops",
+                                                 "board_power_w",
+                                                 "idle_power_w",
+                                                 "memory_energy_j_per_byte",
+                                                 "kernel_launch_s",
+                                                 "die_area_mm2",
+                                                 "description"};
+  for (const auto& [key, value] : j.items())
+    require(std::find(known.begin(), known.end(), key) != known.end(),
+            "GPU file '" + origin + "': unknown field '" + key + "'");
+  GpuSpec g;
+  g.name = j.at("name").get<std::string>();
+  g.memory_bandwidth_bytes_per_s =
+      read_sourced(j, "memory_bandwidth_bytes_per_s", origin, g.sources, false);
+  g.peak_fp32_flops = read_sourced(j, "peak_fp32_flops", origin, g.sources, false);
+  g.peak_fp16_flops = read_sourced(j, "peak_fp16_flops", origin, g.sources, false);
+  g.board_power_w = read_sourced(j, "board_power_w", origin, g.sources, false);
+  g.idle_power_w = read_sourced(j, "idle_power_w", origin, g.sources, true);
+  g.memory_energy_j_per_byte =
+      read_sourced(j, "memory_energy_j_per_byte", origin, g.sources, false);
+  g.step_overhead_s = read_sourced(j, "kernel_launch_s", origin, g.sources, true);
+  g.die_area_mm2 = read_sourced(j, "die_area_mm2", origin, g.sources, false);
+  require(g.idle_power_w < g.board_power_w,
+          "GPU file '" + origin + "': idle_power_w must be below board_power_w");
+  g.sources["energy_per_flop_j"] =
+      "derived: (board_power_w - idle_power_w) / peak FLOP/s at the precision (upper bound)";
+  return g;
+}
+
+GpuSpec load_gpu_file(const fs::path& file) {
+  json j;
+  try {
+    j = json::parse(read_text_file(file));
+  } catch (const json::parse_error& e) {
+    throw Error("GPU file '" + file.string() + "' is not valid JSON: " + e.what());
+  }
+  return gpu_spec_from_json(j, file.string());
 }
 
 const std::vector<GpuSpec>& gpu_specs() {
@@ -122,6 +175,12 @@ void DecodeWorkload::validate() const {
   require(batch >= 1, "GPU workload: batch must be >= 1");
   require(bytes_per_element == 2 || bytes_per_element == 4,
           "GPU workload: bytes_per_element must be 2 (fp16) or 4 (fp32)");
+  require(kv_heads >= 0 && (kv_heads == 0 || heads % kv_heads == 0),
+          "GPU workload: kv_heads must divide heads (grouped-query attention)");
+}
+
+const char* protocol_name(DecodeProtocol p) {
+  return p == DecodeProtocol::kIdeal ? "ideal" : "paper-script";
 }
 
 json DecodeWorkload::to_json() const {
@@ -129,7 +188,10 @@ json DecodeWorkload::to_json() const {
           {"head_dim", head_dim},
           {"context", context},
           {"batch", batch},
-          {"bytes_per_element", bytes_per_element}};
+          {"bytes_per_element", bytes_per_element},
+          {"kv_heads", effective_kv_heads()},
+          {"protocol", protocol_name(protocol)},
+          {"kernels_per_step", kernels_per_step()}};
 }
 
 json GpuEstimate::to_json() const {
@@ -141,27 +203,38 @@ json GpuEstimate::to_json() const {
           {"latency_per_token_s", latency_per_token_s},
           {"energy_per_token_j", energy_per_token_j},
           {"dynamic_energy_per_token_j", dynamic_energy_per_token_j},
+          {"modelled_energy_per_token_j", modelled_energy_per_token_j},
           {"bound", bound}};
 }
 
 GpuEstimate estimate_gpu_decode(const GpuSpec& gpu, const DecodeWorkload& w) {
   w.validate();
-  const double hd = double(w.heads) * w.head_dim;
+  const double q_values = double(w.heads) * w.head_dim;
+  const double kv_values = double(w.effective_kv_heads()) * w.head_dim;
+  // The paper's script copies each transposed cache view before its matmul: 3 passes.
+  const double cache_passes = w.protocol == DecodeProtocol::kIdeal ? 1.0 : 3.0;
   GpuEstimate e;
   // Per sequence: read K and V of the whole context, write the new k and v, read q, write out.
-  e.bytes_per_token = (2.0 * hd * double(w.context) + 2.0 * hd + 2.0 * hd) * w.bytes_per_element;
-  // Q·K^T and φ·V: 2 FLOP per multiply-add each; softmax ≈ 5 FLOP per score.
-  e.flops_per_token = double(w.heads) * double(w.context) * (4.0 * w.head_dim + 5.0);
-  const double peak = w.bytes_per_element == 4 ? gpu.peak_fp32_flops : gpu.peak_fp16_flops;
+  e.bytes_per_token =
+      (2.0 * cache_passes * kv_values * double(w.context) + 2.0 * kv_values + 2.0 * q_values) *
+      w.bytes_per_element;
+  // Q·K^T and φ·V: 2 FLOP per multiply-add each; softmax ≈ 5 FLOP per score (none in the
+  // paper's script).
+  const double softmax = w.protocol == DecodeProtocol::kIdeal ? 5.0 : 0.0;
+  e.flops_per_token = double(w.heads) * double(w.context) * (4.0 * w.head_dim + softmax);
+  const double peak = gpu.peak_flops(w.bytes_per_element);
   e.memory_time_s = double(w.batch) * e.bytes_per_token / gpu.memory_bandwidth_bytes_per_s;
   e.compute_time_s = double(w.batch) * e.flops_per_token / peak;
   e.bound = e.memory_time_s >= e.compute_time_s ? "memory" : "compute";
-  e.step_time_s = std::max(e.memory_time_s, e.compute_time_s) + gpu.step_overhead_s;
+  e.step_time_s =
+      std::max(e.memory_time_s, e.compute_time_s) + w.kernels_per_step() * gpu.step_overhead_s;
   e.latency_per_token_s = e.step_time_s / double(w.batch);
   e.energy_per_token_j = gpu.board_power_w * e.latency_per_token_s;
-  const double energy_per_flop = gpu.board_power_w / peak;
-  e.dynamic_energy_per_token_j =
-      e.bytes_per_token * gpu.memory_energy_j_per_byte + e.flops_per_token * energy_per_flop;
+  e.dynamic_energy_per_token_j = e.bytes_per_token * gpu.memory_energy_j_per_byte +
+                                 e.flops_per_token * gpu.energy_per_flop_j(w.bytes_per_element);
+  e.modelled_energy_per_token_j =
+      std::min(e.energy_per_token_j,
+               gpu.idle_power_w * e.latency_per_token_s + e.dynamic_energy_per_token_j);
   return e;
 }
 

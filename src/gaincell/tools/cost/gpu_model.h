@@ -1,6 +1,8 @@
 // GPU baselines for the cost model (docs/cost-model.md): (a) the paper's measured attention-decode
 // files (spec §9.3, §9.4) and (b) an analytic roofline model of attention decode with a KV cache,
 // parameterised by public datasheet values, so that any model, window and batch can be compared.
+// The datasheet values are data files (src/gaincell/tools/cost/gpus/*.json, compiled into the
+// library; more with load_gpu_file()), each number with its source.
 #pragma once
 
 #include <filesystem>
@@ -19,23 +21,45 @@ struct GpuSpec {
   double peak_fp16_flops = 0.0;  // dense tensor-core fp16 (fp32 rate when there is none)
   double board_power_w = 0.0;    // TDP / module power
   double memory_energy_j_per_byte = 0.0;
-  double step_overhead_s = 0.0;  // fixed time per decode step (kernel launch + dispatch)
+  double step_overhead_s = 0.0;  // time per kernel launch (+ framework dispatch)
+  double idle_power_w = 0.0;     // drawn whatever the GPU does (static)
+  double die_area_mm2 = 0.0;     // for equal-area comparisons
   nlohmann::json sources;        // field -> source
+  // Dynamic energy of one FLOP at a precision: (board - idle power) / peak rate, an upper bound
+  // (the chip at full rate draws at most its board power).
+  double energy_per_flop_j(int bytes_per_element) const;
+  double peak_flops(int bytes_per_element) const;
   nlohmann::json to_json() const;
 };
 
-// The built-in GPUs: Jetson Nano, RTX 4090, A100, H100, H200.
+// The built-in GPUs: Jetson Nano, RTX 4090, A100, H100, H200 (the shipped data files).
 const std::vector<GpuSpec>& gpu_specs();
 const GpuSpec& gpu_spec(const std::string& name);  // throws gaincell::Error for unknown names
+// A GPU data file ({"format": "gaincell-gpu", "version": 1, "name", and per field
+// {"value", "source"}}); throws gaincell::Error naming the file and the field when malformed.
+GpuSpec gpu_spec_from_json(const nlohmann::json& j, const std::string& origin);
+GpuSpec load_gpu_file(const std::filesystem::path& file);
+
+// How the attention step reads the cache. kIdeal: one fused kernel reads K and V once (a
+// FlashDecoding-style kernel at the memory bound). kPaperScript: what the authors' measurement
+// script does (spec §9.3, tests_divers/test_speed_energy.py): torch.matmul on transposed,
+// non-contiguous cache views, which copies K and V to contiguous buffers before each batched
+// matmul (read + write + read = 3 passes over each), no softmax, about 6 kernels per step.
+enum class DecodeProtocol { kIdeal, kPaperScript };
+const char* protocol_name(DecodeProtocol p);  // "ideal", "paper-script"
 
 // One attention-decode step per layer: every sequence of the batch appends one token and attends
 // over `context` cached tokens (the protocol of spec §9.3 reads the full window every step).
 struct DecodeWorkload {
-  int heads = 12;
+  int heads = 12;  // query heads
   int head_dim = 64;
   int64_t context = 1024;
   int64_t batch = 64;
-  int bytes_per_element = 4;  // fp32 as in the measurement (spec §9.3)
+  int bytes_per_element = 4;  // fp32 as in the measurement (spec §9.3); 2 = fp16/bf16
+  int kv_heads = 0;           // grouped-query attention: K/V heads (0 = heads)
+  DecodeProtocol protocol = DecodeProtocol::kIdeal;
+  int effective_kv_heads() const { return kv_heads > 0 ? kv_heads : heads; }
+  int kernels_per_step() const { return protocol == DecodeProtocol::kIdeal ? 1 : 6; }
   void validate() const;
   nlohmann::json to_json() const;
 };
@@ -47,9 +71,12 @@ struct GpuEstimate {
   double compute_time_s = 0.0;
   double step_time_s = 0.0;
   double latency_per_token_s = 0.0;         // step time / batch (the measurement's definition)
-  double energy_per_token_j = 0.0;          // board power x latency per token
+  double energy_per_token_j = 0.0;          // board power x latency per token (upper bound)
   double dynamic_energy_per_token_j = 0.0;  // bytes x J/byte + flops x J/flop (lower bound)
-  std::string bound;                        // "memory" or "compute"
+  // idle power x latency + dynamic energy, capped at the upper bound: the serving comparison's
+  // estimate (docs/cost-model.md §3)
+  double modelled_energy_per_token_j = 0.0;
+  std::string bound;  // "memory" or "compute"
   nlohmann::json to_json() const;
 };
 

@@ -1,0 +1,133 @@
+"""gaincell.Model: the library's model API against the CLI on the same model directory."""
+import json
+
+import numpy as np
+import pytest
+
+import gaincell
+from conftest import FIXTURES, run_cli
+
+TEXT = ("The gain-cell arrays hold the keys and values as voltages; leakage slowly forgets "
+        "them. Attention in memory saves the energy of moving the cache.\n") * 3
+
+
+@pytest.fixture(scope="module")
+def byte_model_dir(tmp_path_factory):
+    """A small random byte-level model written by the library (config.json + safetensors)."""
+    path = tmp_path_factory.mktemp("model")
+    cfg = {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64, "vocab_size": 257,
+           "gaincell_tokenizer": "bytes", "gaincell_attention": "gaincell-nonlinear"}
+    m = gaincell.Model.from_config(cfg, seed=5)
+    m.save(str(path))
+    return path
+
+
+def test_load_and_config(byte_model_dir):
+    m = gaincell.Model.load(str(byte_model_dir))
+    assert m.attention == "gaincell-nonlinear"
+    assert m.config["n_layer"] == 2 and m.vocab_size == 257 and m.block_size == 64
+    assert m.hw == gaincell.HwConfig("paper-nonlinear")
+    assert m.encode("AB") == [65, 66] and m.decode([72, 105]) == "Hi"
+    soft = gaincell.Model.load(str(byte_model_dir), attention="softmax")
+    assert soft.attention == "softmax"
+    p = m.params()
+    assert p["h.0.attn.q_scaler.a"].shape == (2,)
+    assert p["wte.weight"].shape == (257, 32)
+
+
+@pytest.mark.parametrize("attention", ["gaincell-nonlinear", "softmax"])
+def test_per_token_nll_equals_cli_perplexity(byte_model_dir, tmp_path, attention):
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT)
+    cli = json.loads(run_cli("perplexity", "--model", byte_model_dir, "--text", text_file,
+                             "--per-token", "--context", 48, "--stride", 32,
+                             "--attention", attention).stdout)
+    m = gaincell.Model.load(str(byte_model_dir), attention=attention)
+    r = m.perplexity(TEXT, context=48, stride=32)
+    assert r["tokens"] == cli["tokens"] == len(TEXT.encode())
+    assert r["windows"] == cli["windows"]
+    np.testing.assert_array_equal(r["nll"], np.asarray(cli["nll"], dtype=np.float32))
+    assert r["ppl"] == pytest.approx(cli["ppl"], rel=1e-12)
+    # log_likelihoods of explicit ids (the CLI prepends <|endoftext|>, id 256 for bytes).
+    ids = [m.end_of_text] + m.encode(TEXT)
+    ll = m.log_likelihoods(ids, context=48, stride=32)
+    np.testing.assert_allclose(ll, -np.asarray(cli["nll"]), rtol=0, atol=0)
+
+
+def test_logits_agree_with_log_likelihoods(byte_model_dir):
+    m = gaincell.Model.load(str(byte_model_dir))
+    ids = np.array(m.encode(TEXT[:40]))
+    logits = m.logits(ids).astype(np.float64)
+    assert logits.shape == (40, 257)
+    logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - logits.max(1, keepdims=True)
+    want = logp[np.arange(39), ids[1:]]
+    np.testing.assert_allclose(m.log_likelihoods(ids), want, rtol=0, atol=2e-5)
+    batch = m.logits(np.stack([ids, ids]))
+    assert batch.shape == (2, 40, 257)
+    np.testing.assert_array_equal(batch[1], batch[0])
+
+
+def test_generate_equals_cli(byte_model_dir):
+    cli = json.loads(run_cli("generate", "--model", byte_model_dir, "--prompt", "The gain",
+                             "--max-new-tokens", 12, "--temperature", 0.8, "--seed", 3,
+                             "--json").stdout)
+    m = gaincell.Model.load(str(byte_model_dir))
+    r = m.generate("The gain", max_new_tokens=12, temperature=0.8, seed=3)
+    assert r["tokens"] == cli["tokens"]
+    assert r["completion"] == cli["completion"]
+    assert len(r["prompt_tokens"]) == cli["prompt_tokens"]
+
+
+def test_cost_equals_cli(byte_model_dir):
+    cli = json.loads(run_cli("cost", "--model", byte_model_dir, "--json").stdout)
+    r = gaincell.Model.load(str(byte_model_dir)).cost()
+    for key in ("energy_per_token_per_head_j", "latency_per_token_s", "area_per_head_mm2"):
+        a = find_key(r, key)
+        assert a is not None and a == pytest.approx(find_key(cli, key), rel=1e-12), key
+    m = gaincell.Model.load(str(byte_model_dir))
+    m.generate("A", max_new_tokens=5, temperature=0)
+    traced = m.cost(use_trace=True)
+    assert json.dumps(traced) != json.dumps(r)  # the activity-based estimate joins
+
+
+def find_key(obj, key):
+    if isinstance(obj, dict):
+        if key in obj:
+            return obj[key]
+        for v in obj.values():
+            found = find_key(v, key)
+            if found is not None:
+                return found
+    elif isinstance(obj, list):
+        for v in obj:
+            found = find_key(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def test_bad_input_raises(byte_model_dir, tmp_path):
+    m = gaincell.Model.load(str(byte_model_dir))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        m.logits([1, 2, 999])
+    with pytest.raises(ValueError, match="1-D"):
+        m.logits(np.zeros((1, 2, 3), np.int64))
+    with pytest.raises(TypeError, match="integers"):
+        m.logits(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="n_positions"):
+        m.logits(np.zeros(65, np.int64))
+    with pytest.raises(ValueError, match="shape of inputs"):
+        m.loss_and_grads([[1, 2, 3]], [[2, 3]])
+    with pytest.raises(gaincell.Error):
+        m.generate("x", temperature=-1)
+    with pytest.raises(gaincell.Error):
+        gaincell.Model.load(str(tmp_path / "missing"))
+    with pytest.raises(gaincell.Error, match="neither a preset"):
+        gaincell.Model.load(str(byte_model_dir), hw="nope")
+    with pytest.raises(gaincell.Error, match="needs a generate"):
+        m.cost(use_trace=True)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(gaincell.Error):
+        gaincell.Model.load(str(tmp_path / "broken"))
