@@ -4,12 +4,16 @@
 // memory-bound ones).
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gaincell/core/blas.h"
@@ -62,6 +66,20 @@ inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
     for (size_t i = 0; i < elements; i++) a[i] = b[i] + 0.5f * c[i];
   });
   return 3.0 * sizeof(float) * elements / t / 1e9;
+}
+
+// Restarts the benchmark once with OPENBLAS_CORETYPE set where OpenBLAS fell back to its SSE3
+// kernels on a CPU it does not know (blas::better_openblas_core), as the gaincell CLI does, so the
+// benchmark measures what users run. The chosen core is recorded by openblas_core().
+inline void use_best_openblas_core(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  if (const char* core = blas::better_openblas_core()) {
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    execv("/proc/self/exe", argv);  // returns only on failure
+  }
+}
+inline std::string openblas_core() {
+  return openblas_get_corename();
 }
 
 inline std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {

@@ -89,7 +89,7 @@ int run(int argc, char** argv) {
       only = argv[i + 1];
     else {
       std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] "
-                   "[--only train|forward|decode]\n";
+                   "[--only train|forward|decode|weights]\n";
       return 2;
     }
   }
@@ -105,6 +105,7 @@ int run(int argc, char** argv) {
   // wait a whole time slice at every barrier when the cores are oversubscribed.
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
+  out["openblas_core"] = gaincell::bench::openblas_core();
   out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
   // The machine may be shared, so each section's limit is measured right before and right after
@@ -118,6 +119,7 @@ int run(int argc, char** argv) {
   model->init_random(1);
   out["num_params"] = model->num_params();
 
+  // "weights" (decode with f32, bf16 and q8 weights) runs only when asked for.
   auto wanted = [&only](const char* section) { return only.empty() || only == section; };
   if (wanted("train")) {  // Training step: forward + backward + AdamW at B=4, T=256.
     const int B = 4, T = std::min(256, config.block_size);
@@ -193,12 +195,42 @@ int run(int argc, char** argv) {
                             {"bandwidth_bound_tokens_per_s", triad_gbps * 1e9 / bytes_per_token},
                             {"fraction_of_bandwidth", gbps / triad_gbps}};
   }
+  if (only == "weights") {  // Decode with each weight storage (issue 14 item 3), same run.
+    const int steps = std::min(32, config.block_size / 2);
+    const int context = std::min(512, config.block_size - steps);
+    const auto prompt = random_tokens(context + steps, config.vocab_size, 4);
+    const double triad_gbps = measure_triad_gbps(reps);
+    double f32_rate = 0.0;
+    for (const char* name : {"f32", "bf16", "q8"}) {
+      model->set_weight_format(gaincell::parse_weight_format(name));
+      auto session = model->start_decoding();
+      double best = 1e30;
+      for (int r = 0; r <= reps; r++) {
+        session->reset();
+        session->prefill(prompt.data(), context);
+        const auto start = Clock::now();
+        for (int s = 0; s < steps; s++) session->step(prompt[context + s]);
+        if (r > 0) best = std::min(best, seconds_since(start));
+      }
+      const double tokens_per_s = steps / best;
+      if (f32_rate == 0.0) f32_rate = tokens_per_s;
+      const double weight_bytes = std::string(name) == "f32"
+                                      ? 4.0 * model->num_params()
+                                      : static_cast<double>(model->packed_weight_bytes());
+      out["decode_weights"][name] = {{"tokens_per_s", tokens_per_s},
+                                     {"speedup_over_f32", tokens_per_s / f32_rate},
+                                     {"weight_bytes_read_per_token", weight_bytes}};
+    }
+    out["decode_weights"]["triad_gbps"] = 0.5 * (triad_gbps + measure_triad_gbps(reps));
+    model->set_weight_format(gaincell::WeightFormat::kF32);
+  }
   out["peak_rss_mib"] = peak_rss_mb();
   std::cout << out.dump(2) << std::endl;
   return 0;
 }
 
 int main(int argc, char** argv) {
+  gaincell::bench::use_best_openblas_core(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -139,6 +139,7 @@ int run(int argc, char** argv) {
   out["threads"] = threads;
   out["reps"] = reps;
   out["timing"] = "best of reps after one warm-up";
+  out["machine"]["openblas_core"] = gaincell::bench::openblas_core();
   out["machine"]["sgemm_gflops"] = measure_sgemm_gflops(reps + 1);
 
   const json soft = time_model(model_name, "softmax", reps);
@@ -167,6 +168,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  gaincell::bench::use_best_openblas_core(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

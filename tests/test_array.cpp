@@ -244,6 +244,16 @@ TEST(HeadArray, MatchesLoopReferenceForEveryVariantWithSlidingWindow) {
       {"paper-linear", [](HwConfig& h) { h = small_hw("paper-linear", h.window, h.array_size); }},
       {"ideal", [](HwConfig& h) { h = small_hw("ideal", h.window, h.array_size); }},
       {"strong-leakage", [](HwConfig& h) { h.leakage.lambda_per_token = 0.01; }},
+      {"bf16-qk-decay",
+       [](HwConfig& h) {
+         h.leakage.lambda_per_token = 0.01;
+         h.leakage.bf16_qk_decay = true;
+       }},
+      {"bf16-qk-decay-x5",
+       [](HwConfig& h) {
+         h.cell = CellModel::kQuintic;
+         h.leakage.bf16_qk_decay = true;
+       }},
       {"inverted", [](HwConfig& h) { h.polarity = Polarity::kInverted; }},
       {"tile-mean", [](HwConfig& h) { h.out_mode = OutputQuantMode::kTileMean; }},
       {"counter-grid", [](HwConfig& h) { h.out_grid = OutputGrid::kCounter; }},

@@ -57,12 +57,11 @@ TEST(GpuMeasured, PaperRatiosFromTheMeasuredFiles) {
 TEST(GpuMeasured, ReportListsMeasuredAndModelEntries) {
   const fs::path dir = default_measured_dir();
   if (dir.empty()) GTEST_SKIP() << "shared reference data (../shared/data) not found";
-  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
-                      CostConfig::preset("paper"),
-                      ModelShape{},
-                      std::nullopt,
-                      "",
-                      dir};
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = CostConfig::preset("paper");
+  in.shape = ModelShape{};
+  in.measured_dir = dir;
   const CostReport r = build_cost_report(in);
   int measured = 0, model = 0;
   for (const auto& g : r.gpus) (g.source == "measured" ? measured : model)++;
@@ -77,12 +76,11 @@ TEST(GpuMeasured, ReportListsMeasuredAndModelEntries) {
 }
 
 TEST(GpuMeasured, WithoutSharedDataOnlyTheModelIsShown) {
-  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
-                      CostConfig::preset("paper"),
-                      ModelShape{},
-                      std::nullopt,
-                      "",
-                      fs::path()};
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = CostConfig::preset("paper");
+  in.shape = ModelShape{};
+  in.measured_dir = fs::path();
   const CostReport r = build_cost_report(in);
   for (const auto& g : r.gpus) EXPECT_EQ(g.source, "model");
   EXPECT_NE(r.measured_status.find("skipped"), std::string::npos);
@@ -163,12 +161,11 @@ TEST(GpuComparison, ZeroEnergyConfigurationIsAnErrorNotInfinity) {
         &zero.write_energy_per_cell_j, &zero.c2p_energy_j, &zero.out_c2p_energy_j,
         &zero.counter_energy_per_increment_j, &zero.adder_energy_j, &zero.control_energy_j})
     p->value = 0.0;
-  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
-                      zero,
-                      ModelShape{},
-                      std::nullopt,
-                      "",
-                      fs::path()};
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = zero;
+  in.shape = ModelShape{};
+  in.measured_dir = fs::path();
   try {
     build_cost_report(in);
     FAIL() << "expected an error";

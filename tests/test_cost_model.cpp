@@ -159,7 +159,10 @@ TEST(CostModel, HeadsLayersAndTokensScaleTheTotals) {
   shape.n_head = 25;
   shape.tokens = 10;
   shape.batch = 3;
-  CostReportInputs in{paper_hw(), paper_cost(), shape, std::nullopt, "", {}};
+  CostReportInputs in;
+  in.hw = paper_hw();
+  in.cost = paper_cost();
+  in.shape = shape;
   const auto j = build_cost_report(in).to_json();
   EXPECT_NEAR(j["energy_per_token_per_head_j"].get<double>(), 6.15e-9, 1e-21);
   EXPECT_NEAR(j["energy_per_token_model_j"].get<double>(), 6.15e-9 * 25 * 48, 1e-18);

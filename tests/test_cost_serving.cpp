@@ -249,12 +249,11 @@ TEST(Serving, BadOptionsAreErrors) {
 }
 
 TEST(Serving, ReportPutsThePaperSettingFirstThenTheServingTables) {
-  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
-                      CostConfig::preset("paper"),
-                      ModelShape{},
-                      std::nullopt,
-                      "",
-                      fs::path()};
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = CostConfig::preset("paper");
+  in.shape = ModelShape{};
+  in.measured_dir = fs::path();
   in.serving.enabled = true;
   in.serving.options.batches = {1, 64};
   const CostReport r = build_cost_report(in);
@@ -280,12 +279,11 @@ TEST(GpuMeasured, TheScriptTrafficExplainsTheRtx4090ButNotTheJetson) {
       FAIL() << "shared reference data (../shared/data) is required under CI=true";
     GTEST_SKIP() << "shared reference data (../shared/data) not found";
   }
-  CostReportInputs in{gaincell::HwConfig::preset("paper-nonlinear"),
-                      CostConfig::preset("paper"),
-                      ModelShape{},
-                      std::nullopt,
-                      "",
-                      dir};
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = CostConfig::preset("paper");
+  in.shape = ModelShape{};
+  in.measured_dir = dir;
   const CostReport r = build_cost_report(in);
   ASSERT_EQ(r.measured_vs_model.size(), 2u);
   for (const auto& m : r.measured_vs_model) {

@@ -57,6 +57,7 @@ void run_generate(const GenerateOptions& o) {
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
+  load.weights = o.model.weight_format();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
   const GPT2Config& cfg = model->config();
@@ -134,6 +135,7 @@ void setup_generate(CLI::App& app) {
                  "write the simulated arrays' hardware event counts (JSON for gaincell cost "
                  "--trace); gain-cell variants only");
   add_model_options(app, o->model);
+  add_weights_option(app, o->model);
   app.callback([o] { run_generate(*o); });
 }
 

@@ -1,6 +1,8 @@
 // gaincell perplexity: token-level perplexity of a text file under a model, with lm-eval-style
 // rolling windows (train/perplexity.h).
 //   gaincell perplexity --model DIR --text FILE [--context T] [--stride S] [--json] [--per-token]
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -29,14 +31,23 @@ struct PerplexityOptions {
   ModelCliOptions model;
 };
 
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 void run_perplexity(const PerplexityOptions& o) {
+  // Where the process's time goes (load, tokenisation, scoring) is printed on stderr at the end.
+  const auto start = std::chrono::steady_clock::now();
   const std::string text = read_text_file(o.text_file);
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
+  load.weights = o.model.weight_format();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
   const Tokenizer tok = Tokenizer::for_model(o.model_dir, model->config().tokenizer, o.vocab_dir);
+  const double load_s = seconds_since(start);
+  const auto tokenize_start = std::chrono::steady_clock::now();
   const int context = o.context > 0 ? o.context : model->config().block_size;
   const int stride = o.stride > 0 ? o.stride : context;
   require(o.context >= 0 && o.stride >= 0, "--context and --stride must be >= 0");
@@ -46,7 +57,17 @@ void run_perplexity(const PerplexityOptions& o) {
   const std::vector<int32_t> body = tok.encode(text);
   tokens.insert(tokens.end(), body.begin(), body.end());
   require(!body.empty(), o.text_file + " holds no text");
+  const double tokenize_s = seconds_since(tokenize_start);
+  const auto score_start = std::chrono::steady_clock::now();
   const PerplexityResult r = rolling_perplexity(*model, tokens, context, stride);
+  const double score_s = seconds_since(score_start);
+  char timing[256];
+  std::snprintf(timing, sizeof timing,
+                "gaincell: perplexity: load %.2f s, tokenize %.2f s, score %.2f s (%.0f tokens/s), "
+                "total %.2f s\n",
+                load_s, tokenize_s, score_s, r.tokens / std::max(score_s, 1e-9),
+                seconds_since(start));
+  std::cerr << timing;
   if (o.json || o.per_token) {
     nlohmann::json j = {
         {"metric", std::string("token-level perplexity (") + tok.name() + " tokens)"},
@@ -60,7 +81,8 @@ void run_perplexity(const PerplexityOptions& o) {
         {"windows", r.windows},
         {"prepend_eot", !o.no_eot},
         {"model", o.model_dir},
-        {"attention", model->config().attention}};
+        {"attention", model->config().attention},
+        {"weights", to_string(model->weight_format())}};
     if (o.per_token) j["nll"] = r.nll;
     std::cout << j.dump() << "\n";
   } else {
@@ -90,6 +112,7 @@ void setup_perplexity(CLI::App& app) {
   app.add_option("--vocab", o->vocab_dir,
                  "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
   add_model_options(app, o->model);
+  add_weights_option(app, o->model);
   app.callback([o] { run_perplexity(*o); });
 }
 

@@ -18,6 +18,7 @@ struct ModelCliOptions {
   int window = -1;        // < 0: keep the model's
   std::string hw;         // empty: keep the model's
   bool linear_layout = false;
+  std::string weights = "f32";  // inference weight storage (add_weights_option)
 
   ModelOverrides overrides() const {
     ModelOverrides o;
@@ -26,6 +27,7 @@ struct ModelCliOptions {
     if (!hw.empty()) o.hw = HwConfig::load(hw);
     return o;
   }
+  WeightFormat weight_format() const { return parse_weight_format(weights); }
   WeightLayout layout() const {
     return linear_layout ? WeightLayout::kLinear : WeightLayout::kAuto;
   }
@@ -53,6 +55,15 @@ inline void add_model_options(CLI::App& app, ModelCliOptions& o, bool with_layou
     app.add_flag("--linear-layout", o.linear_layout,
                  "the checkpoint stores nn.Linear (nanoGPT) [out, in] projection weights");
   }
+}
+
+// --weights f32|bf16|q8 for the inference commands (not train/adapt, which need f32).
+inline void add_weights_option(CLI::App& app, ModelCliOptions& o) {
+  app.add_option("--weights", o.weights,
+                 "storage of the digital layers' weights: f32 (default), bf16 (2 bytes) or q8 "
+                 "(int8 with one scale per 32 weights); activations and the simulated arrays "
+                 "stay fp32")
+      ->check(CLI::IsMember({"f32", "bf16", "q8"}));
 }
 
 }  // namespace gaincell::cli

@@ -58,13 +58,10 @@ std::vector<float> draw_cell_factors(double sigma, uint64_t seed, NoiseStream st
   std::vector<float> f;
   if (sigma == 0.0) return f;
   f.resize(static_cast<size_t>(window) * head_dim);
-  for (int slot = 0; slot < window; ++slot) {
-    for (int d = 0; d < head_dim; ++d) {
-      double x = 1.0 + sigma * standard_normal(seed, stream, slot, d);
-      if (clamp_at_zero) x = std::max(0.0, x);  // a leakage rate cannot be negative
-      f[static_cast<size_t>(slot) * head_dim + d] = static_cast<float>(x);
-    }
-  }
+  for (int slot = 0; slot < window; ++slot)
+    for (int d = 0; d < head_dim; ++d)
+      f[static_cast<size_t>(slot) * head_dim + d] =
+          cell_variation_factor(sigma, seed, stream, slot, d, clamp_at_zero);
   return f;
 }
 
@@ -101,7 +98,13 @@ HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
   }
   cubic_ = alpha_[2] != 0.0f || alpha_[3] != 0.0f;
   lambda_ = hw.leakage.effective_lambda();
-  decay_by_age_ = Leakage(lambda_).decay_table(window_);
+  decay_by_age_ = Leakage(hw.leakage).decay_table(window_);
+  key_decay_by_age_ = decay_by_age_;
+  if (hw.leakage.bf16_qk_decay) {
+    for (int age = 0; age < window_; ++age)
+      key_decay_by_age_[age] = static_cast<float>(
+          hw.leakage.qk_decay(lambda_, static_cast<double>(hw.leakage.effective_age(age))));
+  }
 
   const size_t cells = static_cast<size_t>(window_) * head_dim_;
   k_y_.assign(cells, 0.0f);
@@ -262,7 +265,7 @@ void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t
   }
   const float offset = alpha_[0] * sum_q;
   for (int j = 0; j < n_valid; ++j) {
-    const float dec = decay_by_age_[t - write_time_[j]];
+    const float dec = key_decay_by_age_[t - write_time_[j]];
     float s = alpha_[1] * acc1_[j];
     if (cubic_)
       s = dec * (alpha_[1] * acc1_[j] + dec * (alpha_[2] * acc2_[j] + dec * alpha_[3] * acc3_[j]));
@@ -276,12 +279,12 @@ void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t
 void HeadArray::compute_scores_per_cell(const float* q, int n_valid, int64_t t) {
   if (!k_leak_.empty()) {
     for (int j = 0; j < n_valid; ++j) {
-      const int64_t age = t - write_time_[j];
+      const int64_t age = hw_.leakage.effective_age(t - write_time_[j]);
       float s = 0.0f;
       for (int d = 0; d < head_dim_; ++d) {
         if (q[d] == 0.0f) continue;
         const float dec = static_cast<float>(
-            std::exp(-lambda_ * k_leak_[static_cast<size_t>(j) * head_dim_ + d] * age));
+            hw_.leakage.qk_decay(lambda_ * k_leak_[static_cast<size_t>(j) * head_dim_ + d], age));
         s += q[d] * cell_current(dec * k_y_[static_cast<size_t>(d) * window_ + j]);
       }
       scores_[j] = s;
@@ -290,7 +293,7 @@ void HeadArray::compute_scores_per_cell(const float* q, int n_valid, int64_t t) 
   }
   // One decay per column: stream the pulsed rows, contiguous over the slots.
   float* dec = acc1_.data();
-  for (int j = 0; j < n_valid; ++j) dec[j] = decay_by_age_[t - write_time_[j]];
+  for (int j = 0; j < n_valid; ++j) dec[j] = key_decay_by_age_[t - write_time_[j]];
   std::fill(scores_.begin(), scores_.begin() + n_valid, 0.0f);
   for (int d = 0; d < head_dim_; ++d) {
     const float qd = q[d];
@@ -360,7 +363,7 @@ void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float
   for (int j = begin; j < end; ++j) {
     const float w = phi_[j];
     if (w == 0.0f) continue;
-    const int64_t age = t - write_time_[j];
+    const int64_t age = hw_.leakage.effective_age(t - write_time_[j]);
     const float* row = v_y_.data() + static_cast<size_t>(j) * head_dim_;
     for (int d = 0; d < head_dim_; ++d) {
       const float dec =

@@ -121,7 +121,8 @@ class HeadArray {
   bool cubic_;       // alpha_2 or alpha_3 nonzero (else linear fast path)
   float alpha_[4];
   double lambda_;
-  std::vector<float> decay_by_age_;  // [window], nominal lambda
+  std::vector<float> decay_by_age_;      // [window], nominal lambda
+  std::vector<float> key_decay_by_age_;  // the QK stage's (bf16-rounded if hw asks for it)
 
   std::vector<float> k_y_;           // K arrays, [dim][slot] (window columns across all sub-tiles)
   std::vector<float> v_y_;           // V arrays, [slot][dim]

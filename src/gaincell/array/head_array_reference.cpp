@@ -43,7 +43,9 @@ struct CellReader {
           0.0, 1.0 + hw.noise.leakage_variation *
                          standard_normal(seed, is_key ? NoiseStream::kLeakK : NoiseStream::kLeakV,
                                          slot, d)));
-    return std::exp(-lambda * static_cast<double>(age));
+    const double since = static_cast<double>(hw.leakage.effective_age(age));
+    if (is_key) return hw.leakage.qk_decay(lambda, since);
+    return std::exp(-lambda * since);
   }
 };
 

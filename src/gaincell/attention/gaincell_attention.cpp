@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
@@ -221,12 +222,23 @@ void check_finite(const float* x, size_t n, const char* what) {
 
 // Runs body(b, h) over all heads with OpenMP, OpenBLAS single-threaded inside (its pthreads
 // would otherwise oversubscribe the cores).
+// An exception must not leave an OpenMP region (the process would terminate): the first one is
+// kept and rethrown after the loop, so a configuration the kernels refuse is a clear error.
 template <typename F>
 void for_each_head(int B, int H, F&& body) {
   blas::BlasSingleThreadScope single_threaded_blas;
   const int n = B * H;
+  std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int i = 0; i < n; ++i) body(i / H, i % H, omp_get_thread_num());
+  for (int i = 0; i < n; ++i) {
+    try {
+      body(i / H, i % H, omp_get_thread_num());
+    } catch (...) {
+#pragma omp critical(gaincell_head_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 struct Moments {
@@ -263,10 +275,6 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
   check_finite(q, total, "q");
   check_finite(k, total, "k");
   check_finite(v, total, "v");
-  require(params_.hw.noise.leakage_variation == 0.0,
-          "gain-cell attention '" + name_ +
-              "': cell-to-cell leakage variation is simulated token by token only (the "
-              "whole-sequence form needs one lambda); set hw noise.leakage_variation to 0");
   auto saved = std::make_shared<Saved>();
   const bool write_effects =
       params_.hw.noise.write_noise_kv != 0.0 || params_.hw.noise.gain_variation != 0.0;

@@ -27,7 +27,9 @@ GainCellKernelParams::GainCellKernelParams(const HwConfig& h)
       out_q(h.out, h.out_grid == OutputGrid::kCounter),
       read_noise_s(h.noise.read_noise_s),
       read_noise_a(h.noise.read_noise_a),
-      read_noise_relative(h.noise.read_noise_relative) {
+      read_noise_relative(h.noise.read_noise_relative),
+      leakage_variation(h.noise.leakage_variation),
+      refresh_tokens(h.leakage.refresh_interval_tokens) {
   h.validate();
   if (cell.is_polynomial()) poly = cell.poly();
 }
@@ -66,6 +68,31 @@ int first_key(int t, int window) {
   return std::max(0, t - window + 1);
 }
 
+// Per-cell leakage-rate factors of one array of the head, [slot][d] for the slots keys
+// 0..T-1 occupy (empty without leakage variation: every cell leaks with lambda).
+std::vector<float> leak_factors(const GainCellKernelParams& p, uint64_t seed, NoiseStream stream,
+                                int T, int D) {
+  std::vector<float> f;
+  if (p.leakage_variation == 0.0 || p.lambda == 0.0) return f;
+  const int slots = std::min(T, p.window);
+  f.resize(static_cast<size_t>(slots) * D);
+  for (int slot = 0; slot < slots; ++slot)
+    for (int d = 0; d < D; ++d)
+      f[static_cast<size_t>(slot) * D + d] =
+          cell_variation_factor(p.leakage_variation, seed, stream, slot, d, true);
+  return f;
+}
+
+// Decay of cell (key j, dim d) read at query t: `common` (every cell leaks with lambda), or with
+// that cell's own leakage rate when the factors are drawn; the K side (is_key) as the QK stage
+// rounds it (LeakageConfig::qk_decay).
+inline double cell_decay(const GainCellKernelParams& p, const std::vector<float>& factors,
+                         double common, int t, int j, int d, int D, bool is_key) {
+  if (factors.empty()) return common;
+  const double rate = p.lambda * factors[static_cast<size_t>(j % p.window) * D + d];
+  return is_key ? p.hw.leakage.qk_decay(rate, p.age(t - j)) : std::exp(-rate * p.age(t - j));
+}
+
 // S (with read noise, stored without the polarity sign: phi = clip(sign S / s_sat, 0, 1)), phi,
 // and the read-noise gradient factor of every (t, j) in the window.
 void reference_scores(const GainCellKernelParams& p, const float* Q, const float* K, int T, int D,
@@ -74,14 +101,15 @@ void reference_scores(const GainCellKernelParams& p, const float* Q, const float
   S.assign(static_cast<size_t>(T) * T, 0.0);
   phi.assign(static_cast<size_t>(T) * T, 0.0);
   if (factor) factor->assign(static_cast<size_t>(T) * T, 1.0);
+  const std::vector<float> leak = leak_factors(p, seed, NoiseStream::kLeakK, T, D);
   for (int t = 0; t < T; ++t) {
     for (int j = first_key(t, p.window); j <= t; ++j) {
       const size_t tj = static_cast<size_t>(t) * T + j;
-      const double decay = std::exp(-p.lambda * (t - j));
+      const double decay = p.hw.leakage.qk_decay(p.lambda, p.age(t - j));
       double s = 0.0;
       for (int d = 0; d < D; ++d) {
-        s +=
-            static_cast<double>(Q[t * D + d]) * p.cell.current(decay * (K[j * D + d] - p.k_offset));
+        const double dec = cell_decay(p, leak, decay, t, j, d, D, true);
+        s += static_cast<double>(Q[t * D + d]) * p.cell.current(dec * (K[j * D + d] - p.k_offset));
       }
       double signed_s = p.sign * s;
       if (p.read_noise_s != 0.0) {
@@ -97,17 +125,19 @@ void reference_scores(const GainCellKernelParams& p, const float* Q, const float
 
 // A of row t per physical sub-tile, with read noise on the tiles in use; factor: its gradient.
 void reference_tile_sums(const GainCellKernelParams& p, const float* V, int T, int D, int t,
-                         uint64_t seed, const std::vector<double>& phi, std::vector<double>& A,
+                         uint64_t seed, const std::vector<double>& phi,
+                         const std::vector<float>& leak, std::vector<double>& A,
                          std::vector<double>* factor = nullptr) {
   A.assign(static_cast<size_t>(p.physical_tiles()) * D, 0.0);
   if (factor) factor->assign(A.size(), 1.0);
   for (int j = first_key(t, p.window); j <= t; ++j) {
     const double ph = phi[static_cast<size_t>(t) * T + j];
     if (ph == 0.0) continue;  // masked and non-firing keys add nothing (spec §12 item 17)
-    const double decay = std::exp(-p.lambda * (t - j));
+    const double decay = std::exp(-p.lambda * p.age(t - j));
     const int tau = (j % p.window) / p.tile;  // slot-based sub-tile (spec §11 item 7)
     for (int d = 0; d < D; ++d) {
-      A[tau * D + d] += ph * p.cell.current(decay * (V[j * D + d] - p.v_offset));
+      const double dec = cell_decay(p, leak, decay, t, j, d, D, false);
+      A[tau * D + d] += ph * p.cell.current(dec * (V[j * D + d] - p.v_offset));
     }
   }
   if (p.read_noise_a == 0.0) return;
@@ -128,8 +158,9 @@ void reference_gaincell_forward(const GainCellKernelParams& p, const float* Q, c
                                 std::vector<double>* phi_out, uint64_t seed) {
   std::vector<double> S, phi, A;
   reference_scores(p, Q, K, T, D, seed, S, phi);
+  const std::vector<float> v_leak = leak_factors(p, seed, NoiseStream::kLeakV, T, D);
   for (int t = 0; t < T; ++t) {
-    reference_tile_sums(p, V, T, D, t, seed, phi, A);
+    reference_tile_sums(p, V, T, D, t, seed, phi, v_leak, A);
     const int n = p.tiles_in_use(t);
     for (int d = 0; d < D; ++d) {
       double o = 0.0;
@@ -154,9 +185,11 @@ void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, 
   std::vector<double> S, phi, s_factor, A, a_factor, G(static_cast<size_t>(p.physical_tiles()) * D);
   std::vector<double> gq(static_cast<size_t>(T) * D, 0.0), gk(gq), gv(gq);
   reference_scores(p, Q, K, T, D, seed, S, phi, &s_factor);
+  const std::vector<float> k_leak = leak_factors(p, seed, NoiseStream::kLeakK, T, D);
+  const std::vector<float> v_leak = leak_factors(p, seed, NoiseStream::kLeakV, T, D);
   const double slope = p.surrogate_slope;
   for (int t = 0; t < T; ++t) {
-    reference_tile_sums(p, V, T, D, t, seed, phi, A, &a_factor);
+    reference_tile_sums(p, V, T, D, t, seed, phi, v_leak, A, &a_factor);
     const int n = p.tiles_in_use(t);
     // G = dL/dA per tile: straight-through quantiser, clamp gradient at +-1 (spec §4), read noise.
     for (int d = 0; d < D; ++d) {
@@ -172,22 +205,25 @@ void reference_gaincell_backward(const GainCellKernelParams& p, const float* Q, 
     }
     for (int j = first_key(t, p.window); j <= t; ++j) {
       const size_t tj = static_cast<size_t>(t) * T + j;
-      const double decay = std::exp(-p.lambda * (t - j));
+      const double decay = std::exp(-p.lambda * p.age(t - j));
+      const double key_decay = p.hw.leakage.qk_decay(p.lambda, p.age(t - j));
       const int tau = (j % p.window) / p.tile;
       // Surrogate AV (spec §4): dphi = A (G (V-0.45)^T) . D, dV = A (phi . D)^T G.
       double dphi = 0.0;
       for (int d = 0; d < D; ++d) {
-        dphi += G[tau * D + d] * (V[j * D + d] - p.v_offset);
-        gv[j * D + d] += slope * decay * phi[tj] * G[tau * D + d];
+        const double dec = cell_decay(p, v_leak, decay, t, j, d, D, false);
+        dphi += dec * G[tau * D + d] * (V[j * D + d] - p.v_offset);
+        gv[j * D + d] += slope * dec * phi[tj] * G[tau * D + d];
       }
-      dphi *= slope * decay;
+      dphi *= slope;
       // HardSigmoid clamp gradient on [0, 1], closed; then the read-noise factor.
       const double x = p.sign * S[tj] / p.s_sat;
       const double dS = (x >= 0.0 && x <= 1.0) ? dphi * p.sign / p.s_sat * s_factor[tj] : 0.0;
       // Surrogate QK: dQ = A (dS . D)(K-0.45), dK = A (dS . D)^T Q.
       for (int d = 0; d < D; ++d) {
-        gq[t * D + d] += slope * decay * dS * (K[j * D + d] - p.k_offset);
-        gk[j * D + d] += slope * decay * dS * Q[t * D + d];
+        const double dec = cell_decay(p, k_leak, key_decay, t, j, d, D, true);
+        gq[t * D + d] += slope * dec * dS * (K[j * D + d] - p.k_offset);
+        gk[j * D + d] += slope * dec * dS * Q[t * D + d];
       }
     }
   }
@@ -232,8 +268,13 @@ Plan make_plan(const GainCellKernelParams& p, int T) {
     plan.terms.push_back({0, 1.0, -1});
     return plan;
   }
-  if (!p.cell.is_polynomial()) {
-    plan.direct = true;  // ablation cells with leakage: f(decay y) is not separable
+  // Ablation cells with leakage, a leakage rate per cell, ages reset by refresh, or the
+  // bf16-rounded QK decay (a function of t - j that does not factorise): f(decay y) is not
+  // separable, so these take the plain loops.
+  const bool refreshed = p.refresh_tokens > 0 && p.refresh_tokens < std::min(T, p.window);
+  if (!p.cell.is_polynomial() || p.hw.leakage.bf16_qk_decay || p.leakage_variation != 0.0 ||
+      refreshed) {
+    plan.direct = true;
     return plan;
   }
   plan.alpha0 = p.poly[0];

@@ -54,6 +54,17 @@ struct GainCellKernelParams {
   // x + level |x| n (1 + level sgn(x) n; 1 for absolute noise).
   double read_noise_s = 0.0, read_noise_a = 0.0;
   bool read_noise_relative = true;
+  // Cell-to-cell variation of the leakage rate (hw.noise.leakage_variation): cell (slot, d) of
+  // the K (V) array leaks with lambda * factor, factor = cell_variation_factor(kLeakK (kLeakV)),
+  // as in HeadArray. The decay is then not separable: the kernels take the plain-loop path.
+  double leakage_variation = 0.0;
+  // Refresh policy (hw.leakage.refresh_interval_tokens): a cell's age restarts every
+  // refresh_tokens tokens; 0 = none.
+  int64_t refresh_tokens = 0;
+  // Age since the last write or refresh of a key written `age` tokens before the query.
+  double age(int64_t a) const {
+    return static_cast<double>(refresh_tokens > 0 ? a % refresh_tokens : a);
+  }
 
   int physical_tiles() const { return window / tile; }
   // Tiles that hold at least one key of query t's window: min(t div tile + 1, M / tile).

@@ -8,6 +8,10 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <iterator>
+#include <string_view>
+
 namespace gaincell::blas {
 
 // C[M,N] = alpha * A[M,K] · B[K,N] + beta * C (all row-major, dense leading dims unless given).
@@ -35,6 +39,27 @@ inline void gemv_t(int K, int N, const float* W, const float* x, float* y, float
 // y[M] = A[M,K] · x[K] + beta * y.
 inline void gemv_n(int M, int K, const float* A, const float* x, float* y, float beta = 0.0f) {
   cblas_sgemv(CblasRowMajor, CblasNoTrans, M, K, 1.0f, A, K, x, 1, beta, y, 1);
+}
+
+// OpenBLAS picks its kernels from the CPU model. Releases older than the CPU (Debian 12 ships
+// 0.3.21) do not know recent Intel models (family 6 model 207, Emerald Rapids, for one) and fall
+// back to the SSE3 "Prescott" kernels: sgemm then ran at 2.8 GFLOP/s on one core of this project's
+// build machine against 11.5 with the AVX-512 kernels (OPENBLAS_CORETYPE=SkylakeX). Returns the
+// core type to ask for (through OPENBLAS_CORETYPE, read when the library loads) when OpenBLAS chose
+// a pre-AVX2 core on a CPU with AVX-512 (SkylakeX) or AVX2 + FMA (Haswell); null otherwise.
+inline const char* better_openblas_core() {
+  const std::string_view core = openblas_get_corename();
+  constexpr std::string_view kGeneric[] = {"Prescott",  "Core2",  "Penryn", "Dunnington",
+                                           "Nehalem",   "Atom",   "Katmai", "Coppermine",
+                                           "Northwood", "Banias", "unknown"};
+  if (std::find(std::begin(kGeneric), std::end(kGeneric), core) == std::end(kGeneric))
+    return nullptr;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  return nullptr;
 }
 
 inline int num_threads() {

@@ -45,6 +45,18 @@ inline uint64_t head_noise_seed(uint64_t base_seed, int layer, int head) {
 // Standard normal N(0, 1) for the event (seed, stream, a, b) (Box-Muller on two 53-bit uniforms).
 double standard_normal(uint64_t seed, NoiseStream stream, uint64_t a, uint64_t b);
 
+// Cell-to-cell variation factor 1 + sigma N(0, 1) of cell (slot, d) of one array (streams kGainK,
+// kGainV, kLeakK, kLeakV), rounded to float as the arrays store it. A leakage rate cannot be
+// negative, so leakage factors are clamped at 0 (clamp_at_zero). Drawn identically by HeadArray
+// and the whole-sequence kernels.
+inline float cell_variation_factor(double sigma, uint64_t seed, NoiseStream stream, int slot, int d,
+                                   bool clamp_at_zero) {
+  double x = 1.0 + sigma * standard_normal(seed, stream, static_cast<uint64_t>(slot),
+                                           static_cast<uint64_t>(d));
+  if (clamp_at_zero && x < 0.0) x = 0.0;
+  return static_cast<float>(x);
+}
+
 // Additive read noise of std `level` (absolute) or `level * |x|` (relative) for the event.
 inline double read_noise_std(double level, bool relative, double x) {
   return relative ? level * (x < 0 ? -x : x) : level;

@@ -5,8 +5,10 @@
 #include <set>
 #include <sstream>
 
+#include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/hw/technology.h"
 #include "gaincell/tools/fit/device.h"
 
 namespace gaincell {
@@ -21,10 +23,23 @@ const std::array<double, 10>& paper_cell_coefficients() {
   return c;
 }
 
+double LeakageConfig::effective_retention_s() const {
+  if (retention_time_s > 0.0) return retention_time_s;
+  if (!technology.empty()) return gaincell::technology(technology).retention_time_s;
+  return 0.0;
+}
+
 double LeakageConfig::effective_lambda() const {
   if (!enabled) return 0.0;
-  if (retention_time_s > 0.0) return time_per_token_s / retention_time_s;
+  const double tau = effective_retention_s();
+  if (tau > 0.0) return time_per_token_s / tau;
   return lambda_per_token;
+}
+
+double LeakageConfig::qk_decay(double lambda, double age) const {
+  const double decay = std::exp(-lambda * age);
+  // Autocast computes the mask in fp32 and casts it to bf16.
+  return bf16_qk_decay ? round_to_bf16(static_cast<float>(decay)) : decay;
 }
 
 bool NoiseConfig::any() const {
@@ -173,8 +188,17 @@ void HwConfig::validate() const {
         "leakage.retention_time_s", "must be >= 0");
   check(std::isfinite(leakage.time_per_token_s) && leakage.time_per_token_s >= 0.0,
         "leakage.time_per_token_s", "must be >= 0");
-  check(leakage.retention_time_s == 0.0 || leakage.time_per_token_s > 0.0,
-        "leakage.time_per_token_s", "must be > 0 when retention_time_s is given");
+  if (!leakage.technology.empty()) {
+    try {
+      gaincell::technology(leakage.technology);
+    } catch (const Error& e) {
+      check(false, "leakage.technology", std::string("is not known: ") + e.what());
+    }
+  }
+  check(leakage.effective_retention_s() == 0.0 || leakage.time_per_token_s > 0.0,
+        "leakage.time_per_token_s",
+        "must be > 0 when a retention time (retention_time_s or technology) is given");
+  check(leakage.refresh_interval_tokens >= 0, "leakage.refresh_interval_tokens", "must be >= 0");
   const std::pair<double, const char*> noise_fields[] = {
       {noise.read_noise_s, "noise.read_noise_s"},
       {noise.read_noise_a, "noise.read_noise_a"},
@@ -289,6 +313,9 @@ json HwConfig::to_json() const {
                   {"lambda_per_token", leakage.lambda_per_token},
                   {"retention_time_s", leakage.retention_time_s},
                   {"time_per_token_s", leakage.time_per_token_s},
+                  {"technology", leakage.technology},
+                  {"refresh_interval_tokens", leakage.refresh_interval_tokens},
+                  {"bf16_qk_decay", leakage.bf16_qk_decay},
                   {"effective_lambda", leakage.effective_lambda()}};
   j["polarity"] = to_string(polarity);
   j["noise"] = {{"read_noise_s", noise.read_noise_s},
@@ -379,6 +406,9 @@ HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
     rl.get("lambda_per_token", c.leakage.lambda_per_token);
     rl.get("retention_time_s", c.leakage.retention_time_s);
     rl.get("time_per_token_s", c.leakage.time_per_token_s);
+    rl.get("technology", c.leakage.technology);
+    rl.get("refresh_interval_tokens", c.leakage.refresh_interval_tokens);
+    rl.get("bf16_qk_decay", c.leakage.bf16_qk_decay);
     rl.child("effective_lambda");  // derived
     rl.reject_unknown();
   }

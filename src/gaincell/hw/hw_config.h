@@ -48,13 +48,33 @@ enum class OutputGrid { kCode, kCounter };
 enum class Polarity { kNormal, kInverted };
 
 // Stored-voltage leakage towards VDD/2 (spec §1.3): V(age) = 0.45 + (V0 - 0.45) exp(-lambda age).
-// Either lambda per token directly, or retention time tau and time per token (lambda = dt / tau).
+// Either lambda per token directly, or retention time tau and time per token (lambda = dt / tau);
+// tau is given, or taken from a storage technology (hw/technology.h).
 struct LeakageConfig {
   bool enabled = true;
   double lambda_per_token = 1.6e-4;
   double retention_time_s = 0.0;    // > 0: derive lambda from tau and time_per_token_s
   double time_per_token_s = 0.0;
+  // "" or a technology name ("si-cmos", "osfet-igzo"): its retention time when retention_time_s
+  // is 0, and its cell area and write energy in the cost model.
+  std::string technology;
+  // Refresh policy: > 0 rewrites every stored K/V row with its written value this many tokens
+  // after it was written (and again every as many tokens), so no cell ages beyond it; 0 = none
+  // (the sliding window rewrites a slot every `window` tokens anyway).
+  int64_t refresh_interval_tokens = 0;
+  double effective_retention_s() const;  // retention_time_s, else the technology's, else 0
+  // Age since the last write or refresh of a cell written `age` tokens ago.
+  int64_t effective_age(int64_t age) const {
+    return refresh_interval_tokens > 0 ? age % refresh_interval_tokens : age;
+  }
+  // Reproduction aid (off by default; the spec computes in fp32): round the QK-stage decay factor
+  // exp(-lambda age) to bfloat16, as the authors' PyTorch classes do under GPU autocast, so
+  // per-token log-likelihoods match their published code to rounding. The AV stage stays fp32.
+  bool bf16_qk_decay = false;
   double effective_lambda() const;  // 0 when disabled
+  // The factor the QK stage applies to a key of this age (tokens): exp(-lambda age), rounded to
+  // bfloat16 when bf16_qk_decay is set.
+  double qk_decay(double lambda, double age) const;
 };
 
 // Beyond the paper (all off in the paper presets). Relative noise scales with |signal|, absolute

@@ -61,6 +61,9 @@ GPT2Config read_model_config(const std::filesystem::path& model_dir);
 struct LoadModelOptions {
   ModelOverrides overrides;
   WeightLayout layout = WeightLayout::kAuto;
+  // Storage of the digital layers' weights for inference (GPT2Model::set_weight_format); a model
+  // loaded with bf16 or q8 can run inference forwards and decode but not train.
+  WeightFormat weights = WeightFormat::kF32;
   // Receives one line per notable event (missing extras, ignored tensors); default: none.
   std::function<void(const std::string&)> log;
 };

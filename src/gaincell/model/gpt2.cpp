@@ -466,6 +466,9 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
   require(T <= config_.block_size, "forward: sequence length " + std::to_string(T) +
                                        " exceeds the model's block_size " +
                                        std::to_string(config_.block_size));
+  require(!training || weight_format_ == WeightFormat::kF32,
+          "forward: training needs f32 weights (the model holds " + to_string(weight_format_) +
+              " inference weights)");
   ensure_activations(B, T);
   Activations& a = *acts_;
   const int C = config_.n_embd, V = config_.vocab_size, H = config_.n_head, D = C / H;
@@ -487,19 +490,19 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
     // x + attn(ln_1(x))  (spec §3.1)
     layers::layernorm_forward(a.ln, a.ln1_stats[l], a.ln1_stats[l] + BT, res_in, P + o.ln1_w,
                               P + o.ln1_b, BT, C, eps);
-    layers::linear_forward(a.qkv, a.ln, P + o.qkv_w, P + o.qkv_b, BT, C, 3 * C);
+    linear(a.qkv, a.ln, o.qkv_w, o.qkv_b, BT, C, 3 * C);
     layers::split_heads(q, k, v, a.qkv, B, T, H, D);
     attention_[l]->forward(q, k, v, a.atto, B, T, training);
     layers::merge_heads(a.atty[l], a.atto, B, T, H, D);
     std::memcpy(a.res2[l], res_in, BT * C * sizeof(float));
-    layers::linear_forward(a.res2[l], a.atty[l], P + o.attproj_w, P + o.attproj_b, BT, C, C, true);
+    linear(a.res2[l], a.atty[l], o.attproj_w, o.attproj_b, BT, C, C, true);
     // x + mlp(ln_2(x))
     layers::layernorm_forward(a.ln, a.ln2_stats[l], a.ln2_stats[l] + BT, a.res2[l], P + o.ln2_w,
                               P + o.ln2_b, BT, C, eps);
-    layers::linear_forward(a.fch[l], a.ln, P + o.fc_w, P + o.fc_b, BT, C, 4 * C);
+    linear(a.fch[l], a.ln, o.fc_w, o.fc_b, BT, C, 4 * C);
     layers::gelu_forward(a.gelu, a.fch[l], BT * 4 * C);
     std::memcpy(a.res3[l], a.res2[l], BT * C * sizeof(float));
-    layers::linear_forward(a.res3[l], a.gelu, P + o.fcproj_w, P + o.fcproj_b, BT, 4 * C, C, true);
+    linear(a.res3[l], a.gelu, o.fcproj_w, o.fcproj_b, BT, 4 * C, C, true);
   }
   layers::layernorm_forward(a.lnf, a.lnf_stats, a.lnf_stats + BT, a.res3[config_.n_layer - 1],
                             P + lnf_w_, P + lnf_b_, BT, C, eps);
@@ -512,7 +515,11 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
                                                 BT, C, V, vocab_chunk_);
   } else {
     a.logits = ensure_buffer(a.logits_buffer, a.logits_capacity, BT * V);
-    blas::gemm_nt(static_cast<int>(BT), V, C, a.lnf, C, P + wte_, C, a.logits, V);
+    if (const PackedMatrix* head = packed(wte_)) {
+      packed_matmul(a.logits, a.lnf, *head, BT, false);
+    } else {
+      blas::gemm_nt(static_cast<int>(BT), V, C, a.lnf, C, P + wte_, C, a.logits, V);
+    }
     a.logits_valid = true;
     if (targets == nullptr) {
       std::fill(a.losses, a.losses + BT, 0.0f);
@@ -541,6 +548,7 @@ void GPT2Model::backward() {
   Activations& a = *acts_;
   require(a.has_targets, "backward(): needs a forward pass with targets before each backward()");
   require(a.training, "backward(): the forward pass must run with training = true");
+  require(weight_format_ == WeightFormat::kF32, "backward(): training needs f32 weights");
   ensure_backward_scratch();
   float* G = grad_data();
   const float* P = param_data_.get();
@@ -590,6 +598,57 @@ void GPT2Model::backward() {
   }
   layers::embedding_backward(G + wte_, G + wpe_, a.dres, a.inputs.data(), B, T, C);
   a.has_targets = false;  // one backward per forward
+}
+
+// ---------------------------------------------------------------------------------------------
+// Digital linear layers and their reduced-precision weights
+
+void GPT2Model::set_weight_format(WeightFormat format) {
+  packed_.clear();
+  weight_format_ = format;
+  if (format == WeightFormat::kF32) return;
+  const int C = config_.n_embd;
+  const float* P = param_data_.get();
+  for (const LayerOffsets& o : layer_offsets_) {
+    // Conv1D weights [in, out] are packed as the [out, in] matrix of y = M x.
+    packed_[o.qkv_w] = PackedMatrix::from_columns(format, P + o.qkv_w, 3 * C, C);
+    packed_[o.attproj_w] = PackedMatrix::from_columns(format, P + o.attproj_w, C, C);
+    packed_[o.fc_w] = PackedMatrix::from_columns(format, P + o.fc_w, 4 * C, C);
+    packed_[o.fcproj_w] = PackedMatrix::from_columns(format, P + o.fcproj_w, C, 4 * C);
+  }
+  packed_[wte_] = PackedMatrix::from_rows(format, P + wte_, config_.vocab_size, C);  // LM head
+}
+
+size_t GPT2Model::packed_weight_bytes() const {
+  size_t bytes = 0;
+  for (const auto& [offset, m] : packed_) bytes += m.bytes();
+  return bytes;
+}
+
+const PackedMatrix* GPT2Model::packed(size_t offset) const {
+  if (packed_.empty()) return nullptr;
+  auto it = packed_.find(offset);
+  return it == packed_.end() ? nullptr : &it->second;
+}
+
+void GPT2Model::linear(float* out, const float* inp, size_t w, size_t bias, int64_t N, int C,
+                       int OC, bool accumulate) const {
+  const float* P = param_data_.get();
+  const PackedMatrix* m = packed(w);
+  if (m == nullptr) {
+    layers::linear_forward(out, inp, P + w, P + bias, N, C, OC, accumulate);
+    return;
+  }
+  packed_matmul(out, inp, *m, N, accumulate);
+  layers::add_bias(out, P + bias, N, OC);
+}
+
+void GPT2Model::linear_one(float* out, const float* inp, size_t w, int C, int OC) const {
+  if (const PackedMatrix* m = packed(w)) {
+    m->gemv(inp, out, true);
+  } else {
+    blas::gemv_t(C, OC, param_data_.get() + w, inp, out, 1.0f);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -674,22 +733,26 @@ const float* DecodeSession::step(int32_t token) {
     layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + o.ln1_w, P + o.ln1_b, 1, C,
                               eps);
     std::copy(P + o.qkv_b, P + o.qkv_b + 3 * C, b.qkv.begin());
-    blas::gemv_t(C, 3 * C, P + o.qkv_w, b.ln.data(), b.qkv.data(), 1.0f);
+    model_.linear_one(b.qkv.data(), b.ln.data(), o.qkv_w, C, 3 * C);
     states_[l]->append(b.qkv.data() + C, b.qkv.data() + 2 * C);
     states_[l]->attend(b.qkv.data(), b.att.data());
     for (int c = 0; c < C; c++) x[c] += P[o.attproj_b + c];
-    blas::gemv_t(C, C, P + o.attproj_w, b.att.data(), x, 1.0f);
+    model_.linear_one(x, b.att.data(), o.attproj_w, C, C);
     layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + o.ln2_w, P + o.ln2_b, 1, C,
                               eps);
     std::copy(P + o.fc_b, P + o.fc_b + 4 * C, b.fc.begin());
-    blas::gemv_t(C, 4 * C, P + o.fc_w, b.ln.data(), b.fc.data(), 1.0f);
+    model_.linear_one(b.fc.data(), b.ln.data(), o.fc_w, C, 4 * C);
     layers::gelu_forward(b.fc.data(), b.fc.data(), 4 * C);
     for (int c = 0; c < C; c++) x[c] += P[o.fcproj_b + c];
-    blas::gemv_t(4 * C, C, P + o.fcproj_w, b.fc.data(), x, 1.0f);
+    model_.linear_one(x, b.fc.data(), o.fcproj_w, 4 * C, C);
   }
   layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + model_.lnf_w_, P + model_.lnf_b_,
                             1, C, eps);
-  blas::gemv_n(V, C, P + model_.wte_, b.ln.data(), b.logits.data());
+  if (const PackedMatrix* head = model_.packed(model_.wte_)) {
+    head->gemv(b.ln.data(), b.logits.data(), false);
+  } else {
+    blas::gemv_n(V, C, P + model_.wte_, b.ln.data(), b.logits.data());
+  }
   position_++;
   return b.logits.data();
 }

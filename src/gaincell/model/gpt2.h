@@ -17,6 +17,7 @@
 
 #include "gaincell/attention/attention.h"
 #include "gaincell/hw/hw_config.h"
+#include "gaincell/model/weight_storage.h"
 
 namespace gaincell {
 
@@ -98,6 +99,15 @@ class GPT2Model {
 
   std::unique_ptr<DecodeSession> start_decoding();
 
+  // Reduced-precision inference weights (weight_storage.h): packs the digital linear layers'
+  // matrices (attention and MLP projections, the tied LM head) in `format`; inference forwards
+  // and decode then read the packed copies. The fp32 parameters stay (embeddings, LayerNorms,
+  // biases, checkpoints), so call this after the weights are final; f32 drops the copies.
+  // Training (a forward with training = true, backward) requires f32.
+  void set_weight_format(WeightFormat format);
+  WeightFormat weight_format() const { return weight_format_; }
+  size_t packed_weight_bytes() const;
+
  private:
   struct Activations;
   struct LayerOffsets;  // offsets of one block's tensors in param_data()/grad_data()
@@ -107,6 +117,12 @@ class GPT2Model {
   void bind_attention_params();
   void ensure_activations(int B, int T);
   void ensure_backward_scratch();
+  // The digital linear layers, reading the packed copy of the weight at parameter offset `w` when
+  // there is one: out[N, OC] = inp[N, C] · W + bias (Conv1D layout), and the one-vector form.
+  void linear(float* out, const float* inp, size_t w, size_t bias, int64_t N, int C, int OC,
+              bool accumulate = false) const;
+  void linear_one(float* out, const float* inp, size_t w, int C, int OC) const;  // out += x W
+  const PackedMatrix* packed(size_t offset) const;
   GPT2Config config_;
   std::unordered_map<std::string, size_t> param_index_;
   std::vector<LayerOffsets> layer_offsets_;
@@ -118,6 +134,8 @@ class GPT2Model {
   std::unique_ptr<float[]> grad_data_;
   std::vector<std::unique_ptr<Attention>> attention_;
   std::unique_ptr<Activations> acts_;
+  WeightFormat weight_format_ = WeightFormat::kF32;
+  std::unordered_map<size_t, PackedMatrix> packed_;  // by parameter offset
   friend class DecodeSession;
 };
 

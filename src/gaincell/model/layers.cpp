@@ -111,6 +111,15 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
   blas::gemm_nn(static_cast<int>(N), OC, C, inp, C, weight, OC, out, OC, 1.0f, beta);
 }
 
+void add_bias(float* out, const float* bias, int64_t N, int OC) {
+#pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    float* o = out + n * OC;
+#pragma omp simd
+    for (int c = 0; c < OC; c++) o[c] += bias[c];
+  }
+}
+
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC) {
   const int n = static_cast<int>(N);
@@ -178,10 +187,13 @@ double row_logsumexp(const float* row, int V) {
 
 namespace {
 void check_targets(const int32_t* targets, int64_t N, int V) {
+  // The message is built only on failure (a require() per row would allocate it every time).
   for (int64_t n = 0; n < N; n++) {
-    require(targets[n] < V, "target token " + std::to_string(targets[n]) + " at position " +
-                                std::to_string(n) + " is outside the vocabulary (size " +
-                                std::to_string(V) + ")");
+    if (targets[n] >= V) {
+      throw Error("target token " + std::to_string(targets[n]) + " at position " +
+                  std::to_string(n) + " is outside the vocabulary (size " + std::to_string(V) +
+                  ")");
+    }
   }
 }
 }  // namespace
@@ -293,9 +305,10 @@ void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
                        int T, int C, int vocab_size) {
   for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
-    require(tokens[i] >= 0 && tokens[i] < vocab_size,
-            "input token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
-                " is outside the vocabulary (size " + std::to_string(vocab_size) + ")");
+    if (tokens[i] < 0 || tokens[i] >= vocab_size) {
+      throw Error("input token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                  " is outside the vocabulary (size " + std::to_string(vocab_size) + ")");
+    }
   }
 #pragma omp parallel for schedule(static) if (int64_t{B} * T * C >= kParallelMin)
   for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {

@@ -23,6 +23,8 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 // With accumulate = true the result is added to `out` (used for residual additions).
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                     int C, int OC, bool accumulate = false);
+// out[n, :] += bias for each of the N rows.
+void add_bias(float* out, const float* bias, int64_t N, int OC);
 // dinp is OVERWRITTEN (it is always a scratch buffer); dweight, dbias accumulate. dbias may be
 // null.
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

@@ -11,8 +11,8 @@
 #include "gaincell/model/tokenizer.h"
 #include "gaincell/tools/adapt/adaptation.h"
 #include "gaincell/tools/cost/cost_report.h"
-#include "gaincell/tools/fit/plot.h"
 #include "gaincell/tools/pipeline/pipeline.h"
+#include "gaincell/tools/plot/plot.h"
 
 namespace gaincell {
 
@@ -65,35 +65,53 @@ std::unique_ptr<GPT2Model> load_with(const fs::path& dir, const std::string& att
 
 // Training loss curves of the three trained models on one step axis.
 std::string loss_curves_svg(const json& softmax_history, const json& pipeline) {
-  std::vector<fit::Series> series;
-  auto add = [&](const std::string& label, const std::string& color, const json& losses,
-                 double offset) {
-    fit::Series s{label, color, {}, {}, false};
+  plot::Chart c;
+  c.title = "Training loss";
+  c.x = {"Optimizer step (stages in sequence)", "", plot::Scale::kLinear};
+  c.y = {"Training cross-entropy", "nats/token", plot::Scale::kLinear};
+  auto add = [&](const std::string& label, const json& losses, double offset) {
+    plot::Series s{label, {}, {}, {}, {}, plot::Style::kLine};
     for (size_t i = 0; i < losses.size(); ++i) {
       s.x.push_back(offset + static_cast<double>(i + 1));
       s.y.push_back(losses[i].get<double>());
     }
-    series.push_back(std::move(s));
+    c.series.push_back(std::move(s));
     return offset + static_cast<double>(losses.size());
   };
-  double offset = add("softmax (stage 0)", "#1f77b4", softmax_history, 0.0);
-  offset = add("linear hardware (A)", "#2ca02c", pipeline["A"]["history"]["train_loss"], offset);
-  add("nonlinear hardware (C)", "#d62728", pipeline["C"]["history"]["train_loss"], offset);
-  return fit::svg_chart("Training loss", "optimizer step (stages in sequence)",
-                        "cross-entropy (nats)", series);
+  double offset = add("softmax (stage 0)", softmax_history, 0.0);
+  offset = add("linear hardware (stage A)", pipeline["A"]["history"]["train_loss"], offset);
+  add("nonlinear hardware (stage C)", pipeline["C"]["history"]["train_loss"], offset);
+  return plot::render_svg(c);
 }
 
+// The adaptation trajectory: the loss and the share of converged statistics are two quantities,
+// so they get two panels over the same pass axis.
 std::string adaptation_svg(const json& adaptation) {
-  fit::Series loss{"loss (nats)", "#d62728", {}, {}, true};
-  fit::Series frac{"converged fraction", "#1f77b4", {}, {}, true};
+  plot::Series loss{"loss of the pass's forward", {}, {}, {}, {}, plot::Style::kLineMarkers};
+  plot::Series frac{"statistics within the threshold", {}, {}, {}, {}, plot::Style::kLineMarkers};
   for (const json& p : adaptation["passes"]) {
     loss.x.push_back(p["pass"].get<double>());
     loss.y.push_back(p["loss"].get<double>());
     frac.x.push_back(p["pass"].get<double>());
-    frac.y.push_back(p["converged"].get<double>() / p["statistics"].get<double>());
+    frac.y.push_back(100.0 * p["converged"].get<double>() / p["statistics"].get<double>());
   }
-  return fit::svg_chart("Adaptation (spec §5.2)", "pass", "loss (nats) / converged fraction",
-                        {loss, frac});
+  const plot::Axis pass{"Adaptation pass", "", plot::Scale::kLinear};
+  plot::Chart top{"Adaptation (spec §5.2): loss",
+                  pass,
+                  {"Cross-entropy", "nats/token", plot::Scale::kLinear},
+                  {loss},
+                  {},
+                  720,
+                  340};
+  plot::Chart bottom{"Adaptation: converged statistics",
+                     pass,
+                     {"Converged statistics", "%", plot::Scale::kLinear, 0.0, 100.0},
+                     {frac},
+                     {},
+                     720,
+                     340};
+  bottom.series[0].color = plot::palette(1);
+  return plot::render_svg(std::vector<plot::Chart>{top, bottom});
 }
 
 json cost_summary(const GPT2Config& config) {

@@ -33,9 +33,11 @@ PerplexityResult rolling_perplexity(GPT2Model& model, std::span<const int32_t> t
                                                     std::to_string(model.config().block_size));
   const int32_t vocab = model.config().vocab_size;
   for (int64_t i = 0; i < n; ++i) {
-    require(tokens[i] >= 0 && tokens[i] < vocab,
-            "perplexity: token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
-                " is outside the model's vocabulary of " + std::to_string(vocab));
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      throw Error("perplexity: token " + std::to_string(tokens[i]) + " at position " +
+                  std::to_string(i) + " is outside the model's vocabulary of " +
+                  std::to_string(vocab));
+    }
   }
   const auto windows = rolling_windows(n, context, stride);
   PerplexityResult r;

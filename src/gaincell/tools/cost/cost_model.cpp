@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/tools/cost/technology_cost.h"
 
 namespace gaincell::cost {
 
@@ -373,12 +374,26 @@ class Refresh : public Component {
   static double refresh_interval_s(const CostContext& ctx) {
     return ctx.cost.retention_time_s.value * ctx.cost.refresh_margin.value;
   }
+  // An explicit refresh policy (hw leakage.refresh_interval_tokens = R) rewrites each of the M
+  // stored rows every R tokens: M / R row writes (2 D cells each) per token when R < M.
+  static double policy_rows_per_token(const CostContext& ctx) {
+    const int64_t r = ctx.hw.leakage.refresh_interval_tokens;
+    if (r <= 0 || r >= ctx.geometry.window) return 0.0;
+    return double(ctx.geometry.window) / double(r);
+  }
   double area_mm2(const CostContext&) const override { return 0.0; }
-  double latency_s(const CostContext&) const override { return 0.0; }  // assumed interleaved
+  // Retention-driven refresh is assumed interleaved with the reads; a refresh policy's row writes
+  // take one Tmax write pulse each on the critical path (assumption: a row is written in parallel
+  // through its DACs in one pulse period).
+  double latency_s(const CostContext& ctx) const override {
+    return policy_rows_per_token(ctx) * ctx.hw.tmax_s;
+  }
   double energy_per_op_j(const CostContext& ctx) const override {
     return CellWrite().energy_per_op_j(ctx);
   }
   double ops_per_token(const CostContext& ctx) const override {
+    if (ctx.hw.leakage.refresh_interval_tokens > 0)
+      return policy_rows_per_token(ctx) * 2.0 * ctx.geometry.head_dim;
     if (slot_lifetime_s(ctx) <= refresh_interval_s(ctx)) return 0.0;
     // Every stored cell (2 D M) once per refresh interval, spread over the tokens in it.
     return 2.0 * ctx.geometry.cells_read * token_interval_s(ctx) / refresh_interval_s(ctx);
@@ -389,13 +404,18 @@ class Refresh : public Component {
   double static_power_w(const CostContext&) const override { return 0.0; }
   double instances(const CostContext&) const override { return 0.0; }
   json sources(const CostContext& ctx) const override {
-    return {{"energy_per_op_j", "one cell write (cell_write_dac)"},
-            {"ops_per_token",
-             "0 while window x token interval <= retention_time_s x refresh_margin (" +
-                 ctx.cost.retention_time_s.source + "), else 2 D M cells per refresh interval"},
-            {"latency_s", "assumed interleaved with reads (not on the critical path)"},
-            {"area_mm2", "uses the write DACs"},
-            {"static_power_w", "none modelled"}};
+    return {
+        {"energy_per_op_j", "one cell write (cell_write_dac)"},
+        {"ops_per_token",
+         ctx.hw.leakage.refresh_interval_tokens > 0
+             ? std::string("refresh policy: M / R rows of 2 D cells per token when R < M")
+             : "0 while window x token interval <= retention_time_s x refresh_margin (" +
+                   ctx.cost.retention_time_s.source + "), else 2 D M cells per refresh interval"},
+        {"latency_s",
+         "retention refresh: assumed interleaved with reads; refresh policy: one Tmax write "
+         "pulse per refreshed row (assumption)"},
+        {"area_mm2", "uses the write DACs"},
+        {"static_power_w", "none modelled"}};
   }
 };
 
@@ -447,7 +467,8 @@ std::vector<std::unique_ptr<Component>> make_components() {
 
 CostEstimate estimate_cost(const HwConfig& hw, const CostConfig& cost, const ModelShape& shape) {
   validate_inputs(hw, cost, shape);
-  CostContext ctx(hw, cost, shape);
+  const CostConfig hw_cost = cost_for_hardware(cost, hw);  // technology, retention
+  CostContext ctx(hw, hw_cost, shape);
   const auto components = make_components();
   // The critical path first: refresh and static energy depend on the time per token.
   for (const auto& c : components) ctx.latency_per_token_s += c->latency_s(ctx);
@@ -470,7 +491,8 @@ ActivityEstimate estimate_activity(const HwConfig& hw, const CostConfig& cost,
                                    const ModelShape& shape, const HardwareEventCounts& events) {
   validate_inputs(hw, cost, shape);
   events.validate();
-  CostContext ctx(hw, cost, shape);
+  const CostConfig hw_cost = cost_for_hardware(cost, hw);  // technology, retention
+  CostContext ctx(hw, hw_cost, shape);
   const auto components = make_components();
   for (const auto& c : components) ctx.latency_per_token_s += c->latency_s(ctx);
   ActivityEstimate a;

@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "gaincell/core/file_io.h"
-#include "gaincell/tools/fit/plot.h"
+#include "gaincell/tools/plot/plot.h"
 
 namespace gaincell::fit {
 
@@ -73,34 +73,35 @@ void write_fit_plots(const FitReport& r, const IvTable& table, const std::filesy
     poly.push_back(eval_paper_polynomial(r.paper.coefficients, r.paper.vin, v, r.paper.offset));
     lin.push_back(r.linear.slope * (v - r.paper.offset));
   }
+  const plot::Axis x_axis{"Stored voltage Vstore", "V", plot::Scale::kLinear};
+  const plot::Axis y_axis{"Output current Iout", "µA", plot::Scale::kLinear};
   char title[128];
-  std::snprintf(title, sizeof title, "Iout at Vin = %.3g V: data, cubic fit (RMS %.4f uA), linear",
+  std::snprintf(title, sizeof title, "Iout at Vin = %.3g V: data, cubic fit (RMS %.2g µA), linear",
                 r.paper.vin, r.paper.rms_ua);
-  const std::vector<Series> s1 = {{"data", "#000", r.paper.vstore, r.paper.data_ua, true},
-                                  {"cubic (C_ij)", "#d62728", xs, poly, false},
-                                  {"linear slope", "#1f77b4", xs, lin, false}};
-  write_file_atomic(dir / "fit_vin.svg", svg_chart(title, "Vstore (V)", "Iout (uA)", s1));
+  plot::Chart c1{title, x_axis, y_axis, {}, {}, 720, 460};
+  c1.series = {{"data", r.paper.vstore, r.paper.data_ua, {}, {}, plot::Style::kMarkers, "#000000"},
+               {"cubic fit (C_ij)", xs, poly, {}, {}, plot::Style::kLine, "#e15759"},
+               {"linear slope", xs, lin, {}, {}, plot::Style::kLine, "#4e79a7"}};
+  write_file_atomic(dir / "fit_vin.svg", plot::render_svg(c1));
 
   if (r.surfaces.empty()) return;
   const SurfaceFit& sf = r.surfaces.back();
-  static const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"};
-  std::vector<Series> s2;
+  std::snprintf(title, sizeof title, "Surface fit of order (%d,%d), RMS %.2g µA", sf.max_i,
+                sf.max_j, sf.rms_ua);
+  plot::Chart c2{title, x_axis, y_axis, {}, {}, 720, 460};
   for (int q = 0; q < 5; ++q) {
     const size_t col = (table.vin.size() - 1) * (q + 1) / 5;
-    Series data{"", kColors[q], table.vstore, {}, true};
-    Series model{"", kColors[q], xs, {}, false};
+    const std::string color = plot::palette(static_cast<size_t>(q));
     char label[64];
-    std::snprintf(label, sizeof label, "Vin %.3f data/fit", table.vin[col]);
-    data.label = label;
-    model.label = "";
+    std::snprintf(label, sizeof label, "Vin = %.3f V: data, fit", table.vin[col]);
+    plot::Series data{label, table.vstore, {}, {}, {}, plot::Style::kMarkers, color};
+    plot::Series model{"", xs, {}, {}, {}, plot::Style::kLine, color};
     for (size_t r2 = 0; r2 < table.vstore.size(); ++r2) data.y.push_back(table.at(r2, col) * 1e6);
     for (double v : xs) model.y.push_back(sf.eval_ua(v, table.vin[col]));
-    s2.push_back(data);
-    s2.push_back(model);
+    c2.series.push_back(data);
+    c2.series.push_back(model);
   }
-  std::snprintf(title, sizeof title, "Surface fit order (%d,%d), RMS %.4f uA", sf.max_i, sf.max_j,
-                sf.rms_ua);
-  write_file_atomic(dir / "fit_surface.svg", svg_chart(title, "Vstore (V)", "Iout (uA)", s2));
+  write_file_atomic(dir / "fit_surface.svg", plot::render_svg(c2));
 }
 
 }  // namespace gaincell::fit

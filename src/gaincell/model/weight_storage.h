@@ -1,0 +1,72 @@
+// Reduced-precision storage of the digital layers' weight matrices for inference (issue 14 item
+// 3). Decode is memory-bound: every weight is read once per token, so storing the matrices in
+// fewer bytes raises the token rate almost in proportion. Activations, the simulated arrays and
+// every accumulation stay fp32; only the stored weights are rounded.
+//
+//   f32   4 bytes per weight (the model's own parameters, no packed copy)
+//   bf16  2 bytes: the upper half of the fp32 value, rounded to nearest even
+//   q8    1.125 bytes: blocks of 32 consecutive weights of a row share one fp32 scale
+//         d = max|w| / 127 and store q = round(w / d) as int8, w ~ d q (the manner of ggml's Q8_0,
+//         whose scale is fp16; ours is fp32)
+//
+// A PackedMatrix is the matrix M[rows][cols] of y = M x (rows = outputs), stored row-major so a
+// matrix-vector product streams each row once and the blocks run along the input dimension.
+// Conv1D weights W[in][out] (y = x W) are packed from their transpose (from_columns).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gaincell {
+
+enum class WeightFormat { kF32, kBF16, kQ8 };
+
+// "f32", "bf16", "q8"; anything else is a gaincell::Error listing the names.
+WeightFormat parse_weight_format(std::string_view name);
+std::string to_string(WeightFormat format);
+
+constexpr int kQ8BlockSize = 32;
+
+class PackedMatrix {
+ public:
+  PackedMatrix() = default;
+  // M = m, m row-major [rows][cols].
+  static PackedMatrix from_rows(WeightFormat format, const float* m, int rows, int cols);
+  // M = wᵀ for a Conv1D weight w row-major [cols][rows] (y = x w).
+  static PackedMatrix from_columns(WeightFormat format, const float* w, int rows, int cols);
+
+  WeightFormat format() const { return format_; }
+  int rows() const { return rows_; }
+  int cols() const { return cols_; }
+  size_t bytes() const;  // storage of the packed values and scales
+
+  // y[r] = sum_c M[r][c] x[c] (+ y[r] when accumulate). Rows split over OpenMP threads.
+  void gemv(const float* x, float* y, bool accumulate) const;
+  // Rows [r0, r1) of M as fp32 into out, row-major [r1 - r0][cols].
+  void dequantize_rows(int r0, int r1, float* out) const;
+  // One element, for tests and the plain reference.
+  float at(int r, int c) const;
+
+ private:
+  static PackedMatrix allocate(WeightFormat format, int rows, int cols);
+  void pack_row(int r, const float* row);
+  int blocks_per_row() const { return (cols_ + kQ8BlockSize - 1) / kQ8BlockSize; }
+  WeightFormat format_ = WeightFormat::kF32;
+  int rows_ = 0, cols_ = 0;
+  std::vector<uint16_t> bf16_;  // [rows][cols]
+  std::vector<int8_t> q8_;      // [rows][cols]
+  std::vector<float> scales_;   // [rows][blocks_per_row]
+  std::vector<float> f32_;      // [rows][cols], only for format f32 (tests, uniform handling)
+};
+
+// Plain loops over at(): the reference the fast gemv is tested against.
+void packed_gemv_reference(const PackedMatrix& m, const float* x, float* y, bool accumulate);
+
+// out[N][rows] = inp[N][cols] · Mᵀ (+ out when accumulate): dequantises blocks of rows into fp32
+// scratch and multiplies them with sgemm, so whole-sequence forwards stay GEMM-bound.
+void packed_matmul(float* out, const float* inp, const PackedMatrix& m, int64_t N, bool accumulate);
+
+}  // namespace gaincell
