@@ -54,6 +54,8 @@ void run_adapt(const AdaptCliOptions& o) {
   if (!o.hw.empty()) load.overrides.hw = HwConfig::load(o.hw);
   load.log = [](const std::string& line) { std::cerr << "adapt: " << line << "\n"; };
   std::unique_ptr<GPT2Model> model = load_model(o.model_dir, load);
+  // One process per output directory (a second one gets a clear error, not mixed files).
+  const DirectoryLock lock = DirectoryLock::acquire(o.out_dir);
   const int T = o.seq_len > 0 ? o.seq_len : model->config().block_size;
   require(T <= model->config().block_size, "--seq-len exceeds the model's block size");
 

@@ -57,6 +57,7 @@ void run_generate(const GenerateOptions& o) {
   LoadModelOptions load;
   load.overrides = o.model.overrides();
   load.layout = o.model.layout();
+  load.allow_nonfinite = o.model.allow_nonfinite;
   load.weights = o.model.weight_format();
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
@@ -129,8 +130,7 @@ void setup_generate(CLI::App& app) {
   app.add_flag("!--no-stop", o->stop_at_eot, "keep generating after <|endoftext|>");
   app.add_flag("--json", o->json,
                "print one JSON object (prompt, completion, tokens) instead of text");
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_vocab_option(app, o->vocab_dir);
   app.add_option("--trace", o->trace_file,
                  "write the simulated arrays' hardware event counts (JSON for gaincell cost "
                  "--trace); gain-cell variants only");

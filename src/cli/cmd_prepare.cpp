@@ -11,6 +11,7 @@
 #include "cli/command.h"
 #include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
 #include "gaincell/model/tokenizer.h"
 
@@ -35,6 +36,8 @@ void run_prepare(const PrepareCliOptions& o) {
   options.val_fraction = o.val_fraction;
   options.split_fortunes = o.fortunes;
   options.progress = [](const std::string& line) { std::cerr << line << std::endl; };
+  // One process per output directory (a second one gets a clear error, not mixed files).
+  const DirectoryLock lock = DirectoryLock::acquire(o.out_dir);
   const PrepareResult r = prepare_token_files(tok, files, o.out_dir, options);
   std::cout << nlohmann::json{{"out", o.out_dir},
                               {"train_tokens", r.train_tokens},

@@ -14,6 +14,7 @@
 #include "cli/command.h"
 #include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/data.h"
 #include "gaincell/model/tokenizer.h"
 
@@ -55,20 +56,14 @@ std::vector<int32_t> parse_ids(const std::string& input) {
   const size_t first = input.find_first_not_of(" \t\r\n");
   std::vector<int32_t> ids;
   if (first != std::string::npos && (input[first] == '[' || input[first] == '{')) {
-    nlohmann::json json;
-    try {
-      json = nlohmann::json::parse(input);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(std::string("token ids are not valid JSON: ") + e.what());
-    }
+    nlohmann::json json = parse_json(input, "token ids");
     if (json.is_object()) {
       require(json.contains("ids"), "JSON token ids must be an array or {\"ids\": [...]}");
       json = json["ids"];
     }
     require(json.is_array(), "JSON token ids must be an array or {\"ids\": [...]}");
     for (const auto& v : json) {
-      require(v.is_number_integer(), "token id " + v.dump() + " is not an integer");
-      ids.push_back(parse_id(std::to_string(v.get<int64_t>())));
+      ids.push_back(parse_id(std::to_string(json_int<int64_t>(v, "token id"))));
     }
     return ids;
   }

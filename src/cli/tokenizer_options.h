@@ -1,6 +1,7 @@
-// How the commands find their tokenizer: --tokenizer NAME|FILE and --model DIR for the commands
-// that tokenize without running a model (tokenize, prepare), and model_dir_tokenizer() for those
-// that run one (generate, perplexity, train, adapt). The rule itself is Tokenizer::for_model().
+// The tokenizer options of the commands that read or write text, defined once: --tokenizer NAME
+// and --vocab DIR (demo); --tokenizer NAME|FILE and --model DIR for the commands that tokenize
+// without running a model (tokenize, prepare); model_dir_tokenizer() for those that run one
+// (generate, perplexity, train, adapt). The rule itself is Tokenizer::for_model().
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,21 @@
 #include "gaincell/model/tokenizer.h"
 
 namespace gaincell::cli {
+
+// --vocab DIR: where the GPT-2 BPE files are.
+inline void add_vocab_option(CLI::App& app, std::string& vocab_dir) {
+  app.add_option("--vocab", vocab_dir,
+                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+}
+
+// --tokenizer NAME (gpt2-bpe or bytes), then --vocab DIR.
+inline void add_tokenizer_options(CLI::App& app, std::string& tokenizer, std::string& vocab_dir) {
+  app.add_option("--tokenizer", tokenizer,
+                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
+  add_vocab_option(app, vocab_dir);
+}
 
 // A model directory's tokenizer: its tokenizer.json when present, else the one its config.json
 // names (read only then, so a directory whose config gaincell cannot read still tokenizes).
@@ -68,8 +84,7 @@ inline void add_tokenizer_options(CLI::App& app, TokenizerCliOptions& o) {
   app.add_option("--model", o.model_dir,
                  "use this model directory's tokenizer (its tokenizer.json, else the one its "
                  "config.json names)");
-  app.add_option("--vocab", o.vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_vocab_option(app, o.vocab_dir);
 }
 
 }  // namespace gaincell::cli
