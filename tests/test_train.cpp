@@ -213,37 +213,43 @@ TEST_F(TrainTest, ResumeRefusesInconsistentOrIncompleteCheckpoints) {
   auto fresh = [&] { return std::make_unique<Trainer>(*m, *train, val.get(), o); };
   EXPECT_NO_THROW(fresh()->resume(dir / "ck"));
 
-  // Weights rewritten after the state was committed (an interrupted later checkpoint).
+  // The checkpoint is committed whole: OUT/latest names it and OUT's own files link to it.
+  EXPECT_TRUE(fs::is_symlink(dir / "ck/latest"));
+  EXPECT_TRUE(fs::is_symlink(dir / "ck/model.safetensors"));
+  EXPECT_EQ(Trainer::checkpoint_to_resume(dir / "ck"),
+            fs::canonical(dir / "ck/checkpoints/step-00000002"));
+
+  // Weights rewritten after the state was committed (a damaged checkpoint).
   auto other = new_tiny();
   other->param_data()[0] += 1.0f;
-  save_weights(*other, dir / "ck/model.safetensors");
+  save_weights(*other, dir / "ck/latest/model.safetensors");
   expect_error([&] { fresh()->resume(dir / "ck"); }, "does not match training_state.json");
-  save_weights(*m, dir / "ck/model.safetensors");
+  save_weights(*m, dir / "ck/latest/model.safetensors");
   EXPECT_NO_THROW(fresh()->resume(dir / "ck"));
 
   // Truncated optimizer state.
-  auto bytes = read_binary_file(dir / "ck/training_state.bin");
-  write_file_atomic(dir / "ck/training_state.bin", bytes.data(), bytes.size() - 4);
+  auto bytes = read_binary_file(dir / "ck/latest/training_state.bin");
+  write_file_atomic(dir / "ck/latest/training_state.bin", bytes.data(), bytes.size() - 4);
   expect_error([&] { fresh()->resume(dir / "ck"); }, "training_state.bin");
-  write_file_atomic(dir / "ck/training_state.bin", bytes.data(), bytes.size());
+  write_file_atomic(dir / "ck/latest/training_state.bin", bytes.data(), bytes.size());
 
   // Garbage JSON, and no JSON at all.
-  const std::string json_text = read_text_file(dir / "ck/training_state.json");
-  write_file_atomic(dir / "ck/training_state.json", std::string("{\"format\": 3"));
+  const std::string json_text = read_text_file(dir / "ck/latest/training_state.json");
+  write_file_atomic(dir / "ck/latest/training_state.json", std::string("{\"format\": 3"));
   expect_error([&] { fresh()->resume(dir / "ck"); }, "not valid JSON");
-  write_file_atomic(dir / "ck/training_state.json", std::string("{\"format\": \"other\"}"));
+  write_file_atomic(dir / "ck/latest/training_state.json", std::string("{\"format\": \"other\"}"));
   expect_error([&] { fresh()->resume(dir / "ck"); }, "not a gaincell training state");
-  write_file_atomic(dir / "ck/training_state.json", std::string("{\"format\": 3}"));
+  write_file_atomic(dir / "ck/latest/training_state.json", std::string("{\"format\": 3}"));
   expect_error([&] { fresh()->resume(dir / "ck"); }, "is malformed");
   std::string bad_step = json_text;
   bad_step.replace(bad_step.find("\"step\": 2"), 9, "\"step\": \"x\"");
-  write_file_atomic(dir / "ck/training_state.json", bad_step);
-  expect_error([&] { fresh()->resume(dir / "ck"); }, "is malformed");
-  fs::remove(dir / "ck/training_state.json");
+  write_file_atomic(dir / "ck/latest/training_state.json", bad_step);
+  expect_error([&] { fresh()->resume(dir / "ck"); }, "'step' must be an integer");
+  fs::remove(dir / "ck/latest/training_state.json");
   expect_error([&] { fresh()->resume(dir / "ck"); }, "no training_state.json");
 
   // A checkpoint of another model size.
-  write_file_atomic(dir / "ck/training_state.json", json_text);
+  write_file_atomic(dir / "ck/latest/training_state.json", json_text);
   GPT2Config bigger = GPT2Config::named("tiny");
   bigger.n_layer = 3;
   GPT2Model big(bigger);

@@ -1,6 +1,7 @@
 // gaincell._core: the pybind11 extension behind the Python package `gaincell` (python/gaincell/).
 #include "bindings.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell::python {
 
@@ -8,7 +9,7 @@ nlohmann::json to_json(const py::handle& obj) {
   const std::string text = py::module_::import("json")
                                .attr("dumps")(obj, py::arg("allow_nan") = false)
                                .cast<std::string>();
-  return nlohmann::json::parse(text);
+  return parse_json(text, "Python object");  // depth limit, checked numbers
 }
 
 py::object from_json(const nlohmann::json& j) {

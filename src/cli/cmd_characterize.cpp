@@ -7,6 +7,7 @@
 #include "cli/command.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/tools/fit/iv_table.h"
 #include "gaincell/tools/spice/characterize.h"
 
@@ -14,8 +15,9 @@ namespace gaincell::cli {
 namespace {
 
 struct CharacterizeCli {
-  std::string netlist = std::string(GAINCELL_SOURCE_DIR) + "/netlists/gain_cell.cir";
-  std::string converter = std::string(GAINCELL_SOURCE_DIR) + "/netlists/charge_to_pulse.cir";
+  // The netlists ship with gaincell (installed_dir: beside the binary).
+  std::string netlist = (installed_dir("netlists") / "gain_cell.cir").string();
+  std::string converter = (installed_dir("netlists") / "charge_to_pulse.cir").string();
   std::string params;
   std::string out;
   std::string reference;
@@ -41,13 +43,8 @@ void run_characterize(const CharacterizeCli& c) {
     o.n_charges = 5;
   }
   if (!c.params.empty()) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_text_file(c.params));
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error("params file '" + c.params + "' is not valid JSON: " + e.what());
-    }
-    spice::apply_params_json(j, o);
+    spice::apply_params_json(parse_json(read_text_file(c.params), "params file '" + c.params + "'"),
+                             o);
   }
   o.timeout_s = c.timeout_s;
   o.progress = [](const std::string& msg) { std::cerr << msg << std::endl; };

@@ -10,6 +10,7 @@
 #include "cli/command.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/hw/hw_config.h"
 #include "gaincell/tools/cost/cost_report.h"
 #include "gaincell/tools/cost/plot_svg.h"
@@ -42,11 +43,7 @@ struct CostOptions {
 };
 
 nlohmann::json parse_json_file(const std::string& path, const std::string& what) {
-  try {
-    return nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(what + " '" + path + "' is not valid JSON: " + e.what());
-  }
+  return gaincell::parse_json(read_text_file(path), what + " '" + path + "'");
 }
 
 std::vector<int64_t> parse_batches(const std::string& text) {

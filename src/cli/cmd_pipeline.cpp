@@ -10,6 +10,7 @@
 
 #include "cli/command.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
 #include "gaincell/tools/pipeline/pipeline.h"
 
 namespace gaincell::cli {
@@ -43,6 +44,8 @@ void run(PipelineCliOptions& o) {
   o.p.stage_a = stage_options(o, o.steps_a, o.lr_a);
   o.p.stage_c = stage_options(o, o.steps_c, o.lr_c);
   o.p.adaptation.reset = o.reset;
+  // One process per output directory (a second one gets a clear error, not mixed files).
+  const DirectoryLock lock = DirectoryLock::acquire(o.p.out_dir);
   const nlohmann::json s =
       run_pipeline(o.p, [](const std::string& line) { std::cerr << "pipeline: " << line << "\n"; });
   if (o.json) {

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
 #include "gaincell/model/tokenizer.h"
 
@@ -22,19 +24,20 @@ struct PrepareCliOptions {
   double val_fraction = 0.1;
   bool fortunes = false;
   std::string fortunes_dir = "/usr/share/games/fortunes";
-  std::string vocab_dir;
-  std::string tokenizer = Tokenizer::kGpt2Bpe;
+  TokenizerCliOptions tokenizer;
 };
 
 void run_prepare(const PrepareCliOptions& o) {
   std::vector<std::filesystem::path> files(o.texts.begin(), o.texts.end());
   if (o.fortunes && files.empty()) files = default_corpus_files(o.fortunes_dir);
   require(!files.empty(), "give --text FILE [FILE...] or --fortunes");
-  const Tokenizer tok = Tokenizer::by_name(o.tokenizer, o.vocab_dir);
+  const Tokenizer tok = o.tokenizer.load();
   PrepareOptions options;
   options.val_fraction = o.val_fraction;
   options.split_fortunes = o.fortunes;
   options.progress = [](const std::string& line) { std::cerr << line << std::endl; };
+  // One process per output directory (a second one gets a clear error, not mixed files).
+  const DirectoryLock lock = DirectoryLock::acquire(o.out_dir);
   const PrepareResult r = prepare_token_files(tok, files, o.out_dir, options);
   std::cout << nlohmann::json{{"out", o.out_dir},
                               {"train_tokens", r.train_tokens},
@@ -57,12 +60,7 @@ void setup_prepare(CLI::App& app) {
                "without --text, use the plain-text files of --fortunes-dir");
   app.add_option("--fortunes-dir", o->fortunes_dir, "where the fortune files are")
       ->capture_default_str();
-  app.add_option("--tokenizer", o->tokenizer,
-                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_tokenizer_options(app, o->tokenizer);
   app.callback([o] { run_prepare(*o); });
 }
 

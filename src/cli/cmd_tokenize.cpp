@@ -1,4 +1,5 @@
-// gaincell tokenize: GPT-2 BPE ids of a text (or, with --decode, the text of ids).
+// gaincell tokenize: token ids of a text (or, with --decode, the text of ids), with GPT-2's BPE,
+// bytes, a Hugging Face tokenizer.json (--tokenizer FILE) or a model's tokenizer (--model DIR).
 //   gaincell tokenize --text FILE|- [--json]     ids of a file's bytes (- reads stdin)
 //   gaincell tokenize --string TEXT [--json]     ids of a string
 //   gaincell tokenize --decode --string "15496 11 995 0"   text of ids (space-separated, or JSON
@@ -11,7 +12,9 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/data.h"
 #include "gaincell/model/tokenizer.h"
 
@@ -24,8 +27,7 @@ struct TokenizeOptions {
   bool has_string = false;
   bool json = false;
   bool decode = false;
-  std::string vocab_dir;
-  std::string tokenizer = Tokenizer::kGpt2Bpe;
+  TokenizerCliOptions tokenizer;
 };
 
 std::string read_input(const TokenizeOptions& o) {
@@ -54,20 +56,14 @@ std::vector<int32_t> parse_ids(const std::string& input) {
   const size_t first = input.find_first_not_of(" \t\r\n");
   std::vector<int32_t> ids;
   if (first != std::string::npos && (input[first] == '[' || input[first] == '{')) {
-    nlohmann::json json;
-    try {
-      json = nlohmann::json::parse(input);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(std::string("token ids are not valid JSON: ") + e.what());
-    }
+    nlohmann::json json = parse_json(input, "token ids");
     if (json.is_object()) {
       require(json.contains("ids"), "JSON token ids must be an array or {\"ids\": [...]}");
       json = json["ids"];
     }
     require(json.is_array(), "JSON token ids must be an array or {\"ids\": [...]}");
     for (const auto& v : json) {
-      require(v.is_number_integer(), "token id " + v.dump() + " is not an integer");
-      ids.push_back(parse_id(std::to_string(v.get<int64_t>())));
+      ids.push_back(parse_id(std::to_string(json_int<int64_t>(v, "token id"))));
     }
     return ids;
   }
@@ -87,7 +83,7 @@ std::vector<int32_t> parse_ids(const std::string& input) {
 void run_tokenize(const TokenizeOptions& o) {
   require(o.has_string != !o.text_file.empty(),
           "give exactly one of --text FILE and --string TEXT");
-  const Tokenizer tok = Tokenizer::by_name(o.tokenizer, o.vocab_dir);
+  const Tokenizer tok = o.tokenizer.load();
   const std::string input = read_input(o);
   if (o.decode) {
     const std::string text = tok.decode(parse_ids(input));
@@ -128,16 +124,11 @@ void setup_tokenize(CLI::App& app) {
   app.add_flag("--decode", o->decode,
                "the input is token ids (space-separated, a JSON array or {\"ids\": [...]}); print "
                "their text (raw bytes)");
-  app.add_option("--tokenizer", o->tokenizer,
-                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_tokenizer_options(app, o->tokenizer);
   app.callback([o] { run_tokenize(*o); });
 }
 
-CommandRegistration reg({"tokenize", "GPT-2 BPE: text to token ids, or ids to text (--decode)",
+CommandRegistration reg({"tokenize", "text to token ids, or ids to text (--decode)",
                          setup_tokenize});
 
 }  // namespace

@@ -10,8 +10,10 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
 #include "gaincell/train/trainer.h"
@@ -32,14 +34,20 @@ struct TrainCliOptions {
   bool json = false;
   ModelCliOptions model;
   CLI::Option* steps_option = nullptr;
+  CLI::Option* seq_len_option = nullptr;
 };
 
 GPT2Config config_from_cli(const TrainCliOptions& o) {
   GPT2Config c;
-  if (fs::exists(o.config) && fs::is_regular_file(o.config)) {
-    const auto j = nlohmann::json::parse(read_text_file(o.config), nullptr, false);
-    require(!j.is_discarded(), o.config + " is not valid JSON");
-    c = GPT2Config::from_json(j);
+  std::error_code ec;  // a symlink loop or unreadable path is reported when read, not thrown here
+  if (fs::is_regular_file(o.config, ec) || fs::is_symlink(o.config, ec)) {
+    try {
+      c = GPT2Config::from_json(read_json_file(o.config));
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      // Parse errors already name the file; field errors get its name here.
+      throw Error(msg.find(o.config) == std::string::npos ? o.config + ": " + msg : msg);
+    }
   } else {
     c = GPT2Config::named(o.config);
   }
@@ -64,7 +72,13 @@ void run_train(TrainCliOptions o) {
   std::unique_ptr<GPT2Model> model;
   TrainOptions options = o.train;
   const bool resuming = !o.resume_dir.empty();
+  // One process per output directory: a second one gets a clear error, not interleaved files.
+  DirectoryLock lock;
   if (resuming) {
+    std::error_code ec;
+    require(fs::is_directory(o.resume_dir, ec),
+            "--resume '" + o.resume_dir + "' is not a training output directory");
+    lock = DirectoryLock::acquire(o.resume_dir, "--resume");
     require(o.init_dir.empty(), "--resume and --init exclude each other");
     require(o.model.attention.empty() && o.model.window < 0 && o.model.hw.empty(),
             "--attention, --window and --hw cannot change on --resume (the checkpoint fixes them)");
@@ -74,21 +88,28 @@ void run_train(TrainCliOptions o) {
     if (!o.data_dir.empty()) options.data_dir = o.data_dir;
     LoadModelOptions load;
     load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
-    model = load_model(o.resume_dir, load);
+    // The same checkpoint directory as trainer.resume() below (weights and optimizer state).
+    model = load_model(Trainer::checkpoint_to_resume(o.resume_dir), load);
   } else {
     require(!o.data_dir.empty(),
             "--data DIR is required (train.bin, val.bin from gaincell prepare)");
     require(!o.out_dir.empty(), "--out DIR is required");
+    lock = DirectoryLock::acquire(o.out_dir, "--out");
     options.out_dir = o.out_dir;
     options.data_dir = o.data_dir;
     if (!o.init_dir.empty()) {
       LoadModelOptions load;
       load.overrides = o.model.overrides();
       load.layout = o.model.layout();
+      load.allow_nonfinite = o.model.allow_nonfinite;
       load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
       model = load_model(o.init_dir, load);
     } else {
       GPT2Config config = config_from_cli(o);
+      require(!token_dir_tokenizer(options.data_dir).starts_with("hf:"),
+              "token directory '" + options.data_dir.string() +
+                  "' was made with a Hugging Face tokenizer.json, which a new model cannot take: "
+                  "start from --init MODEL_DIR (the model directory holding that tokenizer)");
       // A new model takes the tokenizer of its token directory (a byte-level corpus needs a
       // vocabulary of 257, whatever the named configuration says).
       if (token_dir_tokenizer(options.data_dir) == Tokenizer::kBytes &&
@@ -102,9 +123,19 @@ void run_train(TrainCliOptions o) {
       model->init_random(options.seed);
     }
   }
+  // Defaults work together: without --seq-len a model with fewer positions than the default
+  // sequence length (e.g. --config tiny: 32) trains on its whole context.
+  if (!resuming && o.seq_len_option->count() == 0 && options.seq_len > model->config().block_size) {
+    options.seq_len = model->config().block_size;
+    std::cerr << "gaincell: --seq-len " << options.seq_len << " (the model's n_positions)\n";
+  }
   require(!options.data_dir.empty(),
           "the checkpoint does not record its data directory; give --data");
-  check_token_dir_tokenizer(options.data_dir, model->config().tokenizer);
+  // The directory the model comes from decides its tokenizer (its tokenizer.json, if any).
+  const std::filesystem::path source_dir = resuming ? o.resume_dir : o.init_dir;
+  check_token_dir_tokenizer(options.data_dir,
+                            Tokenizer::name_for_model(source_dir, model->config().tokenizer));
+  if (!resuming) copy_tokenizer_files(source_dir, options.out_dir);
   const int32_t vocab = model->config().vocab_size;
   const TokenDataset train = TokenDataset::open(options.data_dir / "train.bin", vocab);
   const std::optional<TokenDataset> val = open_val(options.data_dir, vocab);
@@ -149,7 +180,10 @@ void setup_train(CLI::App& app) {
       app.add_option("--steps", t.steps, "optimizer steps in total")->capture_default_str();
   app.add_option("--batch-size", t.batch_size, "sequences per micro-batch (B)")
       ->capture_default_str();
-  app.add_option("--seq-len", t.seq_len, "tokens per sequence (T)")->capture_default_str();
+  o->seq_len_option =
+      app.add_option("--seq-len", t.seq_len,
+                     "tokens per sequence (T); the model's n_positions when that is smaller")
+          ->capture_default_str();
   app.add_option("--grad-accum", t.grad_accum, "micro-batches per step")->capture_default_str();
   app.add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
   app.add_option("--min-lr", t.min_lr, "learning rate at the end of the cosine")

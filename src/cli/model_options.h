@@ -18,7 +18,8 @@ struct ModelCliOptions {
   int window = -1;        // < 0: keep the model's
   std::string hw;         // empty: keep the model's
   bool linear_layout = false;
-  std::string weights = "f32";  // inference weight storage (add_weights_option)
+  bool allow_nonfinite = false;  // load weights holding NaN/inf (for inspection)
+  std::string weights = "f32";   // inference weight storage (add_weights_option)
 
   ModelOverrides overrides() const {
     ModelOverrides o;
@@ -54,6 +55,9 @@ inline void add_model_options(CLI::App& app, ModelCliOptions& o, bool with_layou
   if (with_layout) {
     app.add_flag("--linear-layout", o.linear_layout,
                  "the checkpoint stores nn.Linear (nanoGPT) [out, in] projection weights");
+    app.add_flag("--allow-nonfinite-weights", o.allow_nonfinite,
+                 "load weights that hold NaN or inf (refused by default; for inspecting a "
+                 "diverged checkpoint)");
   }
 }
 

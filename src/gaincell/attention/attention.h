@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -59,6 +60,13 @@ class AttentionDecodeState {
   virtual void attend(const float* q, float* out) = 0;
   virtual int64_t length() const = 0;
   virtual void reset() = 0;
+  // An independent copy of this state (same stored tokens, same noise streams), so that several
+  // continuations of one context can be decoded from a single pass over the context (eval).
+  // Null when a variant cannot copy its state; callers then score each continuation whole.
+  virtual std::unique_ptr<AttentionDecodeState> clone() const { return nullptr; }
+  // Makes this state equal to `other` (a state of the same layer and variant) in this state's
+  // storage, without allocating; false when the variant cannot (then use clone()).
+  virtual bool assign_from(const AttentionDecodeState& other) { return false; }
 };
 
 // Per-head statistics of the range scalers' outputs (spec §5.1), for the adaptation algorithm:
@@ -102,10 +110,29 @@ class Attention {
 
 using AttentionFactory = std::function<std::unique_ptr<Attention>(const AttentionContext&)>;
 
+// What a hardware variant does with a hardware configuration; empty for software variants.
+struct AttentionHardware {
+  // The hardware the variant runs on when the user names none.
+  std::function<HwConfig()> default_hw;
+  // The hardware it actually runs from a given one. The one rule (issue 11): the variant sets
+  // what its name says (the gain-cell variants: the cell model), everything else comes from `hw`.
+  std::function<HwConfig(const HwConfig& hw)> resolve;
+};
+
 // Registry of variants by name ("softmax", "sliding", "gaincell-nonlinear", ...).
-void register_attention(const std::string& name, const std::string& help, AttentionFactory f);
+void register_attention(const std::string& name, const std::string& help, AttentionFactory f,
+                        AttentionHardware hardware = {});
 std::unique_ptr<Attention> make_attention(const std::string& name, const AttentionContext& ctx);
 std::vector<std::string> attention_names();
 std::string attention_help(const std::string& name);
+
+// Whether the variant runs on the simulated hardware (reads AttentionContext::hw).
+bool attention_uses_hardware(const std::string& name);
+// The variant's own default hardware; nullopt for software variants. Throws for unknown names.
+std::optional<HwConfig> attention_default_hardware(const std::string& name);
+// The hardware the variant runs from `hw` (identity for software variants). Every place that
+// builds or records a model configuration passes its hardware through this, so that what a
+// result file says ran is what ran.
+HwConfig attention_hardware(const std::string& name, const HwConfig& hw);
 
 }  // namespace gaincell

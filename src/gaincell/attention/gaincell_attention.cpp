@@ -66,16 +66,12 @@ HwConfig gaincell_default_hw(const std::string& name) {
   return hw;
 }
 
-namespace {
-
-HwConfig hw_for(const std::string& name, const AttentionContext& ctx) {
-  HwConfig hw = ctx.hw;
-  hw.cell = gaincell_cell_model(name);
-  hw.validate();
-  return hw;
+HwConfig gaincell_variant_hw(const std::string& name, const HwConfig& hw) {
+  HwConfig out = hw;
+  out.cell = gaincell_cell_model(name);
+  out.validate();
+  return out;
 }
-
-}  // namespace
 
 std::unique_ptr<Attention> make_gaincell_attention(const std::string& name,
                                                    const AttentionContext& ctx) {
@@ -98,7 +94,7 @@ GainCellAttention::GainCellAttention(std::string name, const AttentionContext& c
       n_head_(ctx.n_head),
       head_dim_(ctx.head_dim),
       layer_(ctx.layer),
-      params_(hw_for(name_, ctx)) {
+      params_(gaincell_variant_hw(name_, ctx.hw)) {
   require(n_head_ >= 1 && head_dim_ >= 1, "gain-cell attention: n_head and head_dim must be >= 1");
   quant_[kQ] = Quantizer(params_.hw.q);
   quant_[kK] = Quantizer(params_.hw.k);
@@ -171,6 +167,12 @@ void GainCellAttention::prepare_head(int h, const float* x, int n, Scaler s, flo
   const float a = scaler_a(s, h), b = scaler_b(s, h);
   const Quantizer& qz = quant_[s];
   for (int i = 0; i < n; ++i) out[i] = qz(a * x[i] + b);
+}
+
+std::vector<GainCellWorkspace>& GainCellAttention::workspaces() {
+  const size_t threads = static_cast<size_t>(omp_get_max_threads());
+  if (workspaces_.size() < threads) workspaces_.resize(threads);
+  return workspaces_;
 }
 
 uint64_t GainCellAttention::noise_seed(int h) const {
@@ -291,8 +293,7 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
   // The clip masks are only needed by backward(): kept for training forwards.
   saved->mask_stride = keep ? params_.clip_mask_size(T, D) : 0;
   saved->mask.resize(saved->mask_stride * B * H);
-  const int threads = omp_get_max_threads();
-  std::vector<GainCellWorkspace> ws(threads);
+  std::vector<GainCellWorkspace>& ws = workspaces();
   // Per (b, h) moments of the four scaler outputs, reduced per head afterwards.
   std::vector<Moments> moments(static_cast<size_t>(B) * H * 4);
 
@@ -364,7 +365,7 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
   const Saved& sv = *saved_;
   const size_t per_head = static_cast<size_t>(T) * D;
   const int threads = omp_get_max_threads();
-  std::vector<GainCellWorkspace> ws(threads);
+  std::vector<GainCellWorkspace>& ws = workspaces();
   // Per (b, h) partial scaler gradients [4 scalers][a, b], reduced serially (deterministic).
   std::vector<double> partial(static_cast<size_t>(B) * H * 8, 0.0);
   std::vector<std::vector<float>> dO_buf(threads, std::vector<float>(per_head));
@@ -485,6 +486,18 @@ void GainCellDecodeState::reset() {
   for (int h = 0; h < attn_.n_head(); ++h)
     heads_.emplace_back(hw, attn_.head_dim(), head_noise_seed(hw.noise.seed, attn_.layer(), h));
   length_ = 0;
+}
+
+std::unique_ptr<AttentionDecodeState> GainCellDecodeState::clone() const {
+  return std::make_unique<GainCellDecodeState>(*this);
+}
+
+bool GainCellDecodeState::assign_from(const AttentionDecodeState& other) {
+  const auto* o = dynamic_cast<const GainCellDecodeState*>(&other);
+  if (o == nullptr || &o->attn_ != &attn_) return false;
+  heads_ = o->heads_;  // element-wise copy assignment reuses each array's storage
+  length_ = o->length_;
+  return true;
 }
 
 ArrayEvents GainCellDecodeState::events() const {

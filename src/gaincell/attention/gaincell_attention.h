@@ -27,6 +27,9 @@ bool is_gaincell_attention(const std::string& name);
 HwConfig gaincell_default_hw(const std::string& attention_name);
 // The cell model selected by a variant name; throws for a name that is not a gain-cell variant.
 CellModel gaincell_cell_model(const std::string& attention_name);
+// The hardware the variant runs from `hw`: hw with the variant's cell model (the rule of
+// attention_hardware() in attention.h), validated.
+HwConfig gaincell_variant_hw(const std::string& attention_name, const HwConfig& hw);
 
 std::unique_ptr<Attention> make_gaincell_attention(const std::string& name,
                                                    const AttentionContext& ctx);
@@ -73,12 +76,15 @@ class GainCellAttention : public Attention {
   bool use_reference_ = false;
   ScalerStatistics stats_;
   std::shared_ptr<Saved> saved_;
+  std::vector<GainCellWorkspace> workspaces_;  // one per thread, kept across calls
 
   // forward(): keep = keep what backward() needs; record_statistics = training statistics.
   void run_forward(const float* q, const float* k, const float* v, float* out, int B, int T,
                    bool keep, bool record_statistics);
   void prepare_head(int h, const float* x, int n, Scaler s, float* out) const;
   uint64_t noise_seed(int h) const;
+  // The kernel workspaces of omp_get_max_threads() threads, allocated once and reused.
+  std::vector<GainCellWorkspace>& workspaces();
   void apply_write_effects(int h, int T, Scaler s, float* X, float* factor) const;
 };
 
@@ -93,6 +99,8 @@ class GainCellDecodeState : public AttentionDecodeState {
   void attend(const float* q, float* out) override;
   int64_t length() const override { return length_; }
   void reset() override;
+  std::unique_ptr<AttentionDecodeState> clone() const override;
+  bool assign_from(const AttentionDecodeState& other) override;
 
   // Hardware events summed over the heads (inputs of the cost model): since construction or
   // reset, and of the last step.

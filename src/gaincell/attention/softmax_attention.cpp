@@ -140,6 +140,10 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     length_++;
   }
 
+  std::unique_ptr<AttentionDecodeState> clone() const override {
+    return std::make_unique<SoftmaxDecodeState>(*this);
+  }
+
   void attend(const float* q, float* out) override {
     require(length_ > 0, "softmax decode: attend() before any append()");
     const int n = static_cast<int>(std::min<int64_t>(length_, capacity_));
@@ -180,6 +184,21 @@ class SoftmaxDecodeState : public AttentionDecodeState {
 
   int64_t length() const override {
     return length_;
+  }
+  // Copies only the stored rows (the cache is sized for block_size tokens).
+  bool assign_from(const AttentionDecodeState& other) override {
+    const auto* o = dynamic_cast<const SoftmaxDecodeState*>(&other);
+    if (o == nullptr || o->H_ != H_ || o->D_ != D_ || o->capacity_ != capacity_ ||
+        o->circular_ != circular_) {
+      return false;
+    }
+    const int64_t rows = std::min<int64_t>(o->length_, capacity_);
+    for (int h = 0; h < H_; h++) {
+      std::copy(o->head_row(o->k_, h, 0), o->head_row(o->k_, h, 0) + rows * D_, head_row(k_, h, 0));
+      std::copy(o->head_row(o->v_, h, 0), o->head_row(o->v_, h, 0) + rows * D_, head_row(v_, h, 0));
+    }
+    length_ = o->length_;
+    return true;
   }
   void reset() override {
     length_ = 0;

@@ -2,14 +2,16 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <sstream>
 
 #include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
+#include "gaincell/hw/device_file.h"
 #include "gaincell/hw/technology.h"
-#include "gaincell/tools/fit/device.h"
 
 namespace gaincell {
 
@@ -17,8 +19,8 @@ using nlohmann::json;
 
 const std::array<double, 10>& paper_cell_coefficients() {
   // [CODE:modules/model_gpt.py] DRAM_MAC_temporal_encoding_surrogate_QK; spec §2.3 table.
-  static const std::array<double, 10> c = {0.17393044, 0.15653739, 0.14088365, 0.12679529,
-                                           5.51975209, 4.96777688, 4.4709992,  -1.44776001,
+  static const std::array<double, 10> c = {0.17393044,  0.15653739, 0.14088365, 0.12679529,
+                                           5.51975209,  4.96777688, 4.4709992,  -1.44776001,
                                            -1.30298401, 46.05483778};
   return c;
 }
@@ -34,6 +36,18 @@ double LeakageConfig::effective_lambda() const {
   const double tau = effective_retention_s();
   if (tau > 0.0) return time_per_token_s / tau;
   return lambda_per_token;
+}
+
+double LeakageConfig::retention_s() const {
+  const double never = std::numeric_limits<double>::infinity();
+  if (!enabled) return never;
+  if (const double tau = effective_retention_s(); tau > 0.0) return tau;
+  if (lambda_per_token == 0.0) return never;
+  if (time_per_token_s <= 0.0)
+    throw Error(
+        "hardware config: 'leakage.time_per_token_s' is needed to turn lambda_per_token "
+        "into a retention time");
+  return time_per_token_s / lambda_per_token;
 }
 
 double LeakageConfig::qk_decay(double lambda, double age) const {
@@ -67,10 +81,12 @@ struct EnumName {
   const char* name;
 };
 
-constexpr EnumName<CellModel> kCellNames[] = {
-    {CellModel::kPolynomial, "polynomial"}, {CellModel::kLinear, "linear"},
-    {CellModel::kCubic, "x3"},              {CellModel::kQuintic, "x5"},
-    {CellModel::kSigmoid, "sigmoid"},       {CellModel::kExp, "exp"}};
+constexpr EnumName<CellModel> kCellNames[] = {{CellModel::kPolynomial, "polynomial"},
+                                              {CellModel::kLinear, "linear"},
+                                              {CellModel::kCubic, "x3"},
+                                              {CellModel::kQuintic, "x5"},
+                                              {CellModel::kSigmoid, "sigmoid"},
+                                              {CellModel::kExp, "exp"}};
 constexpr EnumName<OutputQuantMode> kOutModeNames[] = {{OutputQuantMode::kPerTile, "per-tile"},
                                                        {OutputQuantMode::kTileMean, "tile-mean"}};
 constexpr EnumName<OutputGrid> kGridNames[] = {{OutputGrid::kCode, "code"},
@@ -92,23 +108,30 @@ E enum_from_string(const EnumName<E> (&names)[N], const std::string& s, const st
     if (s == n.name) return n.value;
     allowed += (allowed.empty() ? "" : ", ") + std::string(n.name);
   }
-  throw Error("hardware config: field '" + field + "' has unknown value '" + s + "' (allowed: " +
-              allowed + ")");
+  throw Error("hardware config: field '" + field + "' has unknown value '" + s +
+              "' (allowed: " + allowed + ")");
 }
 
 }  // namespace
 
-std::string to_string(CellModel m) { return enum_to_string(kCellNames, m); }
-std::string to_string(OutputQuantMode m) { return enum_to_string(kOutModeNames, m); }
-std::string to_string(OutputGrid g) { return enum_to_string(kGridNames, g); }
-std::string to_string(Polarity p) { return enum_to_string(kPolarityNames, p); }
+std::string to_string(CellModel m) {
+  return enum_to_string(kCellNames, m);
+}
+std::string to_string(OutputQuantMode m) {
+  return enum_to_string(kOutModeNames, m);
+}
+std::string to_string(OutputGrid g) {
+  return enum_to_string(kGridNames, g);
+}
+std::string to_string(Polarity p) {
+  return enum_to_string(kPolarityNames, p);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Presets
 
 HwConfig HwConfig::preset(std::string_view name) {
-  HwConfig c;  // defaults above are the paper's nonlinear configuration
-  c.coefficients = paper_cell_coefficients();
+  HwConfig c;  // defaults are the paper's nonlinear configuration
   if (name == "paper-nonlinear") {
     c.name = "paper-nonlinear";  // spec §3.6, ft_dram_gpt2.py
     c.cell = CellModel::kPolynomial;
@@ -140,12 +163,7 @@ HwConfig HwConfig::load(const std::string& name_or_file) {
   if (!std::filesystem::is_regular_file(name_or_file, ec)) {
     throw Error("--hw '" + name_or_file + "' is neither a preset nor a readable JSON file");
   }
-  json j;
-  try {
-    j = json::parse(read_text_file(name_or_file));
-  } catch (const json::parse_error& e) {
-    throw Error("hardware config '" + name_or_file + "' is not valid JSON: " + e.what());
-  }
+  const json j = parse_json(read_text_file(name_or_file), "hardware config '" + name_or_file + "'");
   return from_json(j, std::filesystem::path(name_or_file).parent_path().string());
 }
 
@@ -174,6 +192,13 @@ void HwConfig::validate() const {
     check(std::isfinite(coefficients[i]), "cell.coefficients[" + std::to_string(i) + "]",
           "must be finite");
   check(std::isfinite(vin) && vin > 0.0, "cell.vin", "must be a positive voltage");
+  if (cell == CellModel::kPolynomial) {
+    // A cell whose current does not depend on the stored voltage multiplies nothing.
+    const std::array<double, 4> a = alphas();
+    check(a[1] != 0.0 || a[2] != 0.0 || a[3] != 0.0, "cell.coefficients",
+          "give a dead polynomial cell (alpha_1..alpha_3 are all zero: the current does not "
+          "depend on the stored voltage)");
+  }
   check(std::isfinite(linear_amplitude) && linear_amplitude > 0.0, "cell.linear_amplitude",
         "must be positive");
   check(std::isfinite(s_sat) && s_sat > 0.0, "s_sat", "must be positive");
@@ -235,12 +260,18 @@ class JsonReader {
     if (it == j_.end()) return;
     const std::string field = prefix() + key;
     if constexpr (std::is_same_v<T, bool>) {
-      if (!it->is_boolean()) throw Error("hardware config: field '" + field + "' must be a boolean");
+      if (!it->is_boolean())
+        throw Error("hardware config: field '" + field + "' must be a boolean");
     } else if constexpr (std::is_integral_v<T>) {
-      if (!it->is_number_integer())
-        throw Error("hardware config: field '" + field + "' must be an integer");
+      // Checked: a value that does not fit T (4294967312 levels, a seed of -1) is an error.
+      out = json_int<T>(*it, "hardware config: field '" + field + "'");
+      return;
+    } else if constexpr (std::is_same_v<T, float>) {
+      out = json_float(*it, "hardware config: field '" + field + "'");
+      return;
     } else if constexpr (std::is_floating_point_v<T>) {
-      if (!it->is_number()) throw Error("hardware config: field '" + field + "' must be a number");
+      out = json_number(*it, "hardware config: field '" + field + "'");
+      return;
     } else if constexpr (std::is_same_v<T, std::string>) {
       if (!it->is_string()) throw Error("hardware config: field '" + field + "' must be a string");
     }
@@ -290,12 +321,9 @@ void read_quantizer(const json& j, const std::string& path, QuantizerConfig& q) 
 json HwConfig::to_json() const {
   json j;
   j["name"] = name;
-  j["quantization"] = {{"q", quantizer_to_json(q)},
-                       {"k", quantizer_to_json(k)},
-                       {"v", quantizer_to_json(v)},
-                       {"out", quantizer_to_json(out)},
-                       {"out_grid", to_string(out_grid)},
-                       {"out_mode", to_string(out_mode)}};
+  j["quantization"] = {{"q", quantizer_to_json(q)},       {"k", quantizer_to_json(k)},
+                       {"v", quantizer_to_json(v)},       {"out", quantizer_to_json(out)},
+                       {"out_grid", to_string(out_grid)}, {"out_mode", to_string(out_mode)}};
   j["k_offset"] = k_offset;
   j["v_offset"] = v_offset;
   j["cell"] = {{"model", to_string(cell)},
@@ -330,21 +358,31 @@ json HwConfig::to_json() const {
 
 namespace {
 
-// Issue 6, point 5: a configuration names a fitted device instead of literal coefficients. Values
-// also written literally in the same JSON must agree with the device (to_json() writes both).
-void apply_device_file(HwConfig& c, const std::string& base_dir, const json* cell_json) {
+// Issue 6, point 5: a configuration names a fitted device instead of literal values. A value also
+// written literally in the same JSON (to_json() writes both) must agree with the device: an
+// explicit value that disagrees is an error naming both, never silently replaced (issue 11).
+void apply_device_file(HwConfig& c, const std::string& base_dir, const json& top) {
   std::filesystem::path path(c.device_file);
   if (path.is_relative() && !base_dir.empty()) path = std::filesystem::path(base_dir) / path;
-  const fit::DeviceModel d = fit::read_device_file(path);
+  const DeviceModel d = read_device_file(path);
+  const json* cell_json = top.contains("cell") ? &top.at("cell") : nullptr;
   auto agrees = [](double a, double b) { return std::fabs(a - b) <= 1e-12 * std::fabs(b) + 1e-15; };
-  if (cell_json && cell_json->contains("coefficients")) {
-    for (size_t k = 0; k < 10; ++k)
-      if (!agrees(c.coefficients[k], d.coefficients[k]))
-        throw Error("hardware config: 'cell.coefficients' disagree with device file '" +
-                    path.string() + "' (give one or the other)");
-  }
-  if (cell_json && cell_json->contains("vin") && !agrees(c.vin, d.vin))
-    throw Error("hardware config: 'cell.vin' disagrees with device file '" + path.string() + "'");
+  auto check = [&](const json* where, const char* key, const std::string& field, double given,
+                   double device) {
+    if (where == nullptr || !where->contains(key) || agrees(given, device)) return;
+    std::ostringstream os;
+    os.precision(17);
+    os << "hardware config: '" << field << "' = " << given << " disagrees with " << device
+       << " from device file '" << path.string() << "' (give one or the other)";
+    throw Error(os.str());
+  };
+  for (size_t k = 0; k < 10; ++k)
+    check(cell_json, "coefficients", "cell.coefficients[" + std::to_string(k) + "]",
+          c.coefficients[k], d.coefficients[k]);
+  check(cell_json, "vin", "cell.vin", c.vin, d.vin);
+  check(cell_json, "linear_amplitude", "cell.linear_amplitude", c.linear_amplitude, d.linear_slope);
+  check(&top, "k_offset", "k_offset", c.k_offset, d.offset);
+  check(&top, "v_offset", "v_offset", c.v_offset, d.offset);
   c.coefficients = d.coefficients;
   c.vin = d.vin;
   c.linear_amplitude = d.linear_slope;
@@ -383,10 +421,8 @@ HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
       if (!coeffs->is_array() || coeffs->size() != 10)
         throw Error("hardware config: field 'cell.coefficients' must be an array of 10 numbers");
       for (size_t i = 0; i < 10; ++i) {
-        if (!(*coeffs)[i].is_number())
-          throw Error("hardware config: field 'cell.coefficients[" + std::to_string(i) +
-                      "]' must be a number");
-        c.coefficients[i] = (*coeffs)[i].get<double>();
+        c.coefficients[i] = json_number(
+            (*coeffs)[i], "hardware config: field 'cell.coefficients[" + std::to_string(i) + "]'");
       }
     }
     rc.get("vin", c.vin);
@@ -425,10 +461,7 @@ HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
     rn.reject_unknown();
   }
   r.reject_unknown();
-  if (!c.device_file.empty()) {
-    auto it = j.find("cell");
-    apply_device_file(c, base_dir, it == j.end() ? nullptr : &*it);
-  }
+  if (!c.device_file.empty()) apply_device_file(c, base_dir, j);
   c.validate();
   return c;
 }

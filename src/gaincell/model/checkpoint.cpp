@@ -8,9 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "gaincell/attention/gaincell_attention.h"
+#include "gaincell/attention/attention.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell {
 
@@ -108,7 +109,8 @@ bool is_gpt2_core_tensor(const std::string& name) {
   return top.count(name) > 0 || block.count(block_relative_name(name)) > 0;
 }
 
-LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file, WeightLayout layout) {
+LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file, WeightLayout layout,
+                        bool allow_nonfinite) {
   LoadReport report;
   report.layout = resolve_layout(file, layout);
   const bool linear = report.layout == WeightLayout::kLinear;
@@ -168,11 +170,18 @@ LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file, WeightLay
       }
       file.read_f32(info.name, dst);
     }
-    // One flag per tensor, then one check: building the message per element (a require() in the
-    // loop) took seconds of malloc/free on GPT-2 124M, a third of a short perplexity run.
+    // One flag per tensor, then one check: building a message per element took seconds of
+    // malloc/free on GPT-2 124M. The first bad element is looked up only on failure.
     bool finite = true;
     for (int64_t i = 0; i < p.numel; ++i) finite &= std::isfinite(dst[i]);
-    require(finite, what + " contains a non-finite value (NaN or inf)");
+    if (!finite && !allow_nonfinite) {
+      int64_t i = 0;
+      while (std::isfinite(dst[i])) ++i;
+      throw Error(what + " contains a non-finite value (" + (std::isnan(dst[i]) ? "NaN" : "inf") +
+                  ") at element " + std::to_string(i) +
+                  " (a diverged or corrupt checkpoint; --allow-nonfinite-weights loads it "
+                  "anyway for inspection)");
+    }
     by_model_name.erase(it);
     ++report.loaded;
   }
@@ -189,25 +198,37 @@ void save_weights(const GPT2Model& model, const std::filesystem::path& file) {
 }
 
 void ModelOverrides::apply(GPT2Config& config) const {
-  // Switching to another gain-cell variant without --hw takes that variant's own hardware (the
+  // Switching to another hardware variant without --hw takes that variant's own hardware (the
   // ablation cells run without Q and output quantisation, spec §2.7); the stored hardware is
   // kept when the variant stays the same.
-  if (attention && *attention != config.attention && !hw && is_gaincell_attention(*attention))
-    config.hw = gaincell_default_hw(*attention);
+  if (attention && *attention != config.attention && !hw) {
+    if (auto own = attention_default_hardware(*attention)) config.hw = *own;
+  }
   if (attention) config.attention = *attention;
   if (window) config.window = *window;
   if (hw) config.hw = *hw;
+  config.hw = attention_hardware(config.attention, config.hw);
   config.validate();
 }
 
-GPT2Config read_model_config(const std::filesystem::path& model_dir) {
+std::filesystem::path current_model_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  const auto latest = dir / "latest";
+  if (std::filesystem::is_directory(latest, ec))
+    return std::filesystem::weakly_canonical(latest, ec);
+  return dir;
+}
+
+GPT2Config read_model_config(const std::filesystem::path& given_dir) {
+  const std::filesystem::path model_dir = current_model_dir(given_dir);
   const auto path = model_dir / "config.json";
-  require(std::filesystem::is_directory(model_dir),
-          "model directory " + model_dir.string() + " does not exist");
-  require(std::filesystem::exists(path),
+  std::error_code ec;
+  require(std::filesystem::is_directory(model_dir, ec), "model directory " + model_dir.string() +
+                                                            " does not exist" +
+                                                            (ec ? " (" + ec.message() + ")" : ""));
+  require(std::filesystem::exists(std::filesystem::symlink_status(path, ec)),
           "model directory " + model_dir.string() + " has no config.json");
-  const nlohmann::json j = nlohmann::json::parse(read_text_file(path), nullptr, false);
-  require(!j.is_discarded(), path.string() + " is not valid JSON");
+  const nlohmann::json j = read_json_file(path);
   try {
     return GPT2Config::from_json(j);
   } catch (const Error& e) {
@@ -217,16 +238,19 @@ GPT2Config read_model_config(const std::filesystem::path& model_dir) {
   }
 }
 
-std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
+std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& given_dir,
                                       const LoadModelOptions& options) {
+  // One checkpoint's config and weights, even if a training run switches `latest` meanwhile.
+  const std::filesystem::path model_dir = current_model_dir(given_dir);
   GPT2Config config = read_model_config(model_dir);
   options.overrides.apply(config);
   const auto weights = model_dir / "model.safetensors";
-  require(std::filesystem::exists(weights),
+  std::error_code ec;
+  require(std::filesystem::exists(std::filesystem::symlink_status(weights, ec)),
           "model directory " + model_dir.string() + " has no model.safetensors");
   const SafeTensorsFile file = SafeTensorsFile::open(weights);
   auto model = std::make_unique<GPT2Model>(config);
-  const LoadReport report = load_weights(*model, file, options.layout);
+  const LoadReport report = load_weights(*model, file, options.layout, options.allow_nonfinite);
   if (options.log) {
     if (!report.missing_extras.empty()) {
       options.log("attention '" + config.attention +

@@ -39,9 +39,9 @@ struct LoadReport {
 };
 
 // Fills model.param_data() from `file`. Throws gaincell::Error naming the tensor for missing
-// tensors, wrong shapes, unsupported dtypes and non-finite values.
+// tensors, wrong shapes, unsupported dtypes and (unless allow_nonfinite) non-finite values.
 LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file,
-                        WeightLayout layout = WeightLayout::kAuto);
+                        WeightLayout layout = WeightLayout::kAuto, bool allow_nonfinite = false);
 
 // Writes every model tensor as F32 with metadata {"format": "pt", "gaincell_layout": "conv1d"}
 // (atomic: temporary file, then rename).
@@ -55,12 +55,18 @@ struct ModelOverrides {
   void apply(GPT2Config& config) const;
 };
 
+// The directory whose files a model load reads: DIR/latest (resolved) when DIR is a training
+// output directory (train/checkpoint_store.h), else DIR.
+std::filesystem::path current_model_dir(const std::filesystem::path& dir);
+
 // DIR/config.json, validated.
 GPT2Config read_model_config(const std::filesystem::path& model_dir);
 
 struct LoadModelOptions {
   ModelOverrides overrides;
   WeightLayout layout = WeightLayout::kAuto;
+  // NaN or inf in a tensor is an error naming it unless this is set (inspecting a diverged run).
+  bool allow_nonfinite = false;
   // Storage of the digital layers' weights for inference (GPT2Model::set_weight_format); a model
   // loaded with bf16 or q8 can run inference forwards and decode but not train.
   WeightFormat weights = WeightFormat::kF32;

@@ -16,6 +16,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell {
 
@@ -335,8 +336,9 @@ PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::pa
 
 std::string token_dir_tokenizer(const fs::path& dir) {
   const fs::path meta_path = dir / "meta.json";
-  if (!fs::exists(meta_path)) return "";
-  const auto meta = nlohmann::json::parse(read_text_file(meta_path), nullptr, false);
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(meta_path, ec))) return "";
+  const auto meta = read_json_file(meta_path);
   require(meta.is_object(), "'" + meta_path.string() + "' is not a JSON object");
   if (!meta.contains("tokenizer")) return "";
   require(meta["tokenizer"].is_string(),

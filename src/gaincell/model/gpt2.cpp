@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/layers.h"
+#include "gaincell/model/memory_estimate.h"
 
 namespace gaincell {
 
@@ -66,13 +69,7 @@ json GPT2Config::to_json() const {
 namespace {
 
 int read_int(const json& j, const char* key, int fallback) {
-  if (!j.contains(key)) return fallback;
-  const json& v = j.at(key);
-  require(v.is_number_integer(), std::string("model config: '") + key + "' must be an integer");
-  const int64_t x = v.get<int64_t>();
-  require(x >= INT32_MIN && x <= INT32_MAX,
-          std::string("model config: '") + key + "' is out of range");
-  return static_cast<int>(x);
+  return json_int_or<int>(j, key, fallback, "model config");
 }
 
 }  // namespace
@@ -98,9 +95,8 @@ GPT2Config GPT2Config::from_json(const json& j) {
   c.block_size = read_int(j, "n_positions", c.block_size);
   c.vocab_size = read_int(j, "vocab_size", c.vocab_size);
   if (j.contains("layer_norm_epsilon")) {
-    require(j["layer_norm_epsilon"].is_number(),
-            "model config: 'layer_norm_epsilon' must be a number");
-    c.layer_norm_epsilon = j["layer_norm_epsilon"].get<float>();
+    c.layer_norm_epsilon =
+        json_float(j["layer_norm_epsilon"], "model config: 'layer_norm_epsilon'");
   }
   if (j.contains("gaincell_attention")) {
     require(j["gaincell_attention"].is_string(),
@@ -108,7 +104,14 @@ GPT2Config GPT2Config::from_json(const json& j) {
     c.attention = j["gaincell_attention"].get<std::string>();
   }
   c.window = read_int(j, "gaincell_window", c.window);
-  if (j.contains("gaincell_hw")) c.hw = HwConfig::from_json(j["gaincell_hw"]);
+  // Without gaincell_hw a hardware variant runs on its own default hardware, exactly as when it is
+  // chosen with --attention (ModelOverrides); the variant then sets its cell model.
+  if (j.contains("gaincell_hw")) {
+    c.hw = HwConfig::from_json(j["gaincell_hw"]);
+  } else if (auto own = attention_default_hardware(c.attention)) {
+    c.hw = *own;
+  }
+  c.hw = attention_hardware(c.attention, c.hw);
   if (j.contains("gaincell_tokenizer")) {
     require(j["gaincell_tokenizer"].is_string(),
             "model config: 'gaincell_tokenizer' must be a string");
@@ -334,7 +337,14 @@ float* ensure_buffer(std::unique_ptr<float[]>& buffer, int64_t& capacity, int64_
 // Construction and parameters
 
 GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Activations) {
+  // The configuration the model reports (and save_model records) is the hardware that runs.
+  config_.hw = attention_hardware(config_.attention, config_.hw);
   config_.validate();
+  // Before anything is allocated: an absurd configuration is an error, not an OOM kill.
+  char count[32];
+  std::snprintf(count, sizeof count, "%.3g", estimated_param_count(config_));
+  require_memory(estimated_model_bytes(config_, false), "the model",
+                 std::string(count) + " float32 parameters");
   AttentionContext ctx;
   ctx.n_head = config_.n_head;
   ctx.head_dim = config_.head_dim();
@@ -657,6 +667,8 @@ void GPT2Model::linear_one(float* out, const float* inp, size_t w, int C, int OC
 struct DecodeSession::Buffers {
   std::vector<float> x, ln, qkv, att, fc, logits;
   float mean = 0.0f, rstd = 0.0f;
+  // extend(): the same tensors for n rows, and per-row LayerNorm statistics.
+  std::vector<float> nx, nln, nqkv, natt, nfc, nlogits, nmean, nrstd;
 };
 
 std::unique_ptr<DecodeSession> GPT2Model::start_decoding() {
@@ -707,6 +719,80 @@ const float* DecodeSession::prefill(const int32_t* tokens, int n) {
   std::copy(last, last + cfg.vocab_size, buffers_->logits.begin());
   position_ = n;
   return buffers_->logits.data();
+}
+
+std::unique_ptr<DecodeSession> DecodeSession::clone() const {
+  auto copy = std::make_unique<DecodeSession>(model_);
+  for (size_t l = 0; l < states_.size(); l++) {
+    copy->states_[l] = states_[l]->clone();
+    if (!copy->states_[l]) return nullptr;
+  }
+  copy->position_ = position_;
+  return copy;
+}
+
+bool DecodeSession::assign_from(const DecodeSession& other) {
+  require(&other.model_ == &model_, "decode: assign_from() needs a session of the same model");
+  for (size_t l = 0; l < states_.size(); l++) {
+    if (states_[l]->assign_from(*other.states_[l])) continue;
+    std::unique_ptr<AttentionDecodeState> copy = other.states_[l]->clone();
+    if (!copy) return false;
+    states_[l] = std::move(copy);
+  }
+  position_ = other.position_;
+  return true;
+}
+
+const float* DecodeSession::extend(const int32_t* tokens, int n) {
+  const GPT2Config& cfg = model_.config();
+  const int C = cfg.n_embd, V = cfg.vocab_size;
+  require(n > 0, "decode: extend() needs at least one token");
+  require(position_ + n <= cfg.block_size,
+          "decode: extending position " + std::to_string(position_) + " by " + std::to_string(n) +
+              " tokens passes the model's block_size " + std::to_string(cfg.block_size));
+  Buffers& b = *buffers_;
+  const int64_t N = n;
+  auto fit = [](std::vector<float>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
+    return v.data();
+  };
+  float* x = fit(b.nx, N * C);
+  float* ln = fit(b.nln, N * C);
+  float* qkv = fit(b.nqkv, N * 3 * C);
+  float* att = fit(b.natt, N * C);
+  float* fc = fit(b.nfc, N * 4 * C);
+  float* mean = fit(b.nmean, N);
+  float* rstd = fit(b.nrstd, N);
+  const float* P = model_.param_data();
+  const float eps = cfg.layer_norm_epsilon;
+  // Positions continue from position_: the position table starts at that row.
+  layers::embedding_forward(x, tokens, P + model_.wte_, P + model_.wpe_ + position_ * int64_t{C}, 1,
+                            n, C, V);
+  for (int l = 0; l < cfg.n_layer; l++) {
+    const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
+    layers::layernorm_forward(ln, mean, rstd, x, P + o.ln1_w, P + o.ln1_b, N, C, eps);
+    model_.linear(qkv, ln, o.qkv_w, o.qkv_b, N, C, 3 * C);
+    for (int64_t t = 0; t < N; t++) {
+      const float* row = qkv + t * 3 * C;
+      states_[l]->append(row + C, row + 2 * C);
+      states_[l]->attend(row, att + t * C);
+    }
+    model_.linear(x, att, o.attproj_w, o.attproj_b, N, C, C, true);
+    layers::layernorm_forward(ln, mean, rstd, x, P + o.ln2_w, P + o.ln2_b, N, C, eps);
+    model_.linear(fc, ln, o.fc_w, o.fc_b, N, C, 4 * C);
+    layers::gelu_forward(fc, fc, N * 4 * C);
+    model_.linear(x, fc, o.fcproj_w, o.fcproj_b, N, 4 * C, C, true);
+  }
+  layers::layernorm_forward(ln, mean, rstd, x, P + model_.lnf_w_, P + model_.lnf_b_, N, C, eps);
+  float* logits = fit(b.nlogits, N * V);
+  // The same digital layers as forward() and step(): packed bf16/q8 copies when the model has them.
+  if (const PackedMatrix* head = model_.packed(model_.wte_)) {
+    packed_matmul(logits, ln, *head, N, false);
+  } else {
+    blas::gemm_nt(n, V, C, ln, C, P + model_.wte_, C, logits, V);
+  }
+  position_ += n;
+  return logits;
 }
 
 const float* DecodeSession::step(int32_t token) {

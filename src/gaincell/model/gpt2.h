@@ -151,6 +151,19 @@ class DecodeSession {
   // [vocab_size] after the last prompt token. Equivalent to n calls of step(), but GEMM-fast.
   // Uses the model's activation buffers (the model's last forward is overwritten).
   const float* prefill(const int32_t* tokens, int n);
+  // Feeds n tokens at positions position() .. position() + n - 1 after a prefill() or step()s:
+  // the projections and the LM head run as matrix products over the n rows, attention goes
+  // through each layer's decode state one token at a time (so it equals n calls of step()).
+  // Returns the logits [n, vocab_size], valid until the next call on this session.
+  const float* extend(const int32_t* tokens, int n);
+  // An independent copy (every layer's decode state and the position), to score several
+  // continuations of one context from one prefill. Null when an attention variant's decode state
+  // cannot be copied (AttentionDecodeState::clone()).
+  std::unique_ptr<DecodeSession> clone() const;
+  // Makes this session equal to `other` (a session of the same model), reusing this session's
+  // storage where the decode states allow (AttentionDecodeState::assign_from); false when a
+  // state can be neither assigned nor cloned.
+  bool assign_from(const DecodeSession& other);
   int64_t position() const { return position_; }
   // The per-layer decode state (KV cache or simulated arrays), e.g. to read hardware events.
   const AttentionDecodeState& state(int layer) const { return *states_.at(layer); }

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell {
 
@@ -159,8 +160,8 @@ void SafeTensorsFile::parse_header() {
                                        std::to_string(size_ - 8) + " bytes follow");
   data_start_ = 8 + header_len;
   const char* text = reinterpret_cast<const char*>(bytes_ + 8);
-  nlohmann::json header = nlohmann::json::parse(text, text + header_len, nullptr, false);
-  require(!header.is_discarded(), where + " is corrupt: the header is not valid JSON");
+  const nlohmann::json header =
+      parse_json(std::string_view(text, header_len), where + " is corrupt: its header");
   require(header.is_object(), where + " is corrupt: the header is not a JSON object");
 
   const uint64_t data_size = size_ - data_start_;
@@ -186,8 +187,7 @@ void SafeTensorsFile::parse_header() {
     const int elem = dtype_size(t.dtype);
     require(elem > 0, what + ": unknown dtype '" + t.dtype + "'");
     for (const auto& d : entry["shape"]) {
-      require(d.is_number_integer(), what + ": shape entries must be integers");
-      t.shape.push_back(d.get<int64_t>());
+      t.shape.push_back(json_int<int64_t>(d, what + ": shape entry"));
     }
     for (const auto& o : entry["data_offsets"]) {
       require(o.is_number_unsigned(), what + ": data_offsets must be non-negative integers");

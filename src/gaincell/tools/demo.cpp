@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
 #include "gaincell/model/tokenizer.h"
@@ -53,7 +54,12 @@ bool prepare_tokens(const Tokenizer& tok, const DemoOptions& o, const fs::path& 
   const json fingerprint = corpus_fingerprint(files, o.val_fraction, tok);
   const fs::path marker = dir / "corpus.json";
   if (fs::exists(marker) && fs::exists(dir / "train.bin") && fs::exists(dir / "val.bin")) {
-    const json cached = json::parse(read_text_file(marker), nullptr, false);
+    json cached;
+    try {
+      cached = read_json_file(marker);
+    } catch (const Error&) {
+      // A corrupt marker means a stale cache: the tokens are made again below.
+    }
     if (cached == fingerprint) {
       log("demo: using the cached tokens in " + dir.string());
       return true;

@@ -13,7 +13,10 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/checkpoint.h"
+#include "gaincell/model/memory_estimate.h"
+#include "gaincell/train/checkpoint_store.h"
 
 namespace gaincell {
 
@@ -109,10 +112,15 @@ json file_record(const std::filesystem::path& path) {
 template <typename T>
 T get_field(const json& j, const char* key, T fallback) {
   if (!j.contains(key)) return fallback;
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw Error(std::string("training options: '") + key + "' has the wrong type");
+  const std::string what = std::string("training options: '") + key + "'";
+  if constexpr (std::is_same_v<T, bool>) {
+    return json_bool(j.at(key), what);
+  } else if constexpr (std::is_integral_v<T>) {
+    return json_int<T>(j.at(key), what);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return static_cast<T>(json_number(j.at(key), what));
+  } else {
+    return json_string(j.at(key), what);
   }
 }
 
@@ -234,6 +242,13 @@ json TrainResult::to_json() const {
 
 namespace {
 
+// Before the optimizer state and activations are allocated: refuse what cannot fit.
+void check_training_memory(const GPT2Model& model, const TrainOptions& o) {
+  require_memory(estimated_training_bytes(model.config(), o.batch_size, o.seq_len), "training",
+                 "weights, gradients, AdamW moments and the activations of a " +
+                     std::to_string(o.batch_size) + " x " + std::to_string(o.seq_len) + " batch");
+}
+
 std::vector<ParamSegment> trainable_segments(const GPT2Model& model) {
   std::vector<ParamSegment> segments;
   for (const ParamInfo& p : model.params()) {
@@ -249,7 +264,7 @@ Trainer::Trainer(GPT2Model& model, const TokenDataset& train, const TokenDataset
     : model_(model),
       train_(train),
       val_(val),
-      options_((options.validate(), options)),
+      options_((options.validate(), check_training_memory(model, options), options)),
       segments_(trainable_segments(model)),
       optimizer_(model.num_params(), segments_,
                  {options.beta1, options.beta2, options.eps, options.weight_decay}),
@@ -340,6 +355,8 @@ TrainResult Trainer::run() {
   const int64_t tokens_per_step =
       static_cast<int64_t>(options_.batch_size) * options_.seq_len * options_.grad_accum;
   TrainResult result;
+  // Temporaries of a killed earlier run (a half-written checkpoint) go before the first new one.
+  if (!options_.out_dir.empty()) prepare_checkpoint_dir(options_.out_dir);
   while (step() < options_.steps) {
     StepInfo info = train_step();
     const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
@@ -370,6 +387,11 @@ TrainResult Trainer::run() {
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
+  commit_checkpoint(dir, step(),
+                    [this](const std::filesystem::path& tmp) { write_checkpoint(tmp); });
+}
+
+void Trainer::write_checkpoint(const std::filesystem::path& dir) const {
   save_model(model_, dir);
   write_state_binary(dir / "training_state.bin", step(), optimizer_.m(), optimizer_.v());
   json state;
@@ -397,11 +419,13 @@ json read_state_json_unchecked(const std::filesystem::path& dir) {
           dir.string() +
               " has no training_state.json: not a training checkpoint, or its write "
               "was interrupted");
-  json state = json::parse(read_text_file(path), nullptr, false);
-  require(!state.is_discarded() && state.is_object(), path.string() + " is not valid JSON");
+  json state = read_json_file(path);
+  require(state.is_object(), path.string() + " is not a JSON object");
   require(state.value("format", "") == kStateFormat,
           path.string() + " is not a gaincell training state");
-  require(state.value("version", 0) == static_cast<int>(kStateVersion),
+  require(state.contains("version") &&
+              json_int<int64_t>(state["version"], path.string() + ": 'version'") ==
+                  static_cast<int64_t>(kStateVersion),
           path.string() + ": unsupported version");
   for (const char* key : {"step", "num_params", "options", "sampler", "losses", "files"}) {
     require(state.contains(key), path.string() + " lacks '" + key + "'");
@@ -417,25 +441,52 @@ json read_state_json(const std::filesystem::path& dir) {
   }
 }
 
-}  // namespace
-
-TrainOptions Trainer::saved_options(const std::filesystem::path& checkpoint_dir) {
-  return TrainOptions::from_json(read_state_json(checkpoint_dir)["options"]);
-}
-
-void Trainer::resume(const std::filesystem::path& dir) {
+// The training state of a checkpoint directory whose files match the sizes and hashes it
+// records (else an Error naming the mismatch).
+json read_verified_state(const std::filesystem::path& dir) {
   const json state = read_state_json(dir);
   try {
+    require(state["files"].is_object(),
+            dir.string() + "/training_state.json: 'files' must be an object");
     for (const auto& [name, record] : state["files"].items()) {
+      require(name.find('/') == std::string::npos && name != "..",
+              dir.string() + "/training_state.json: bad file name '" + name + "'");
       const auto path = dir / name;
-      require(std::filesystem::exists(path), dir.string() + " lacks " + name);
+      std::error_code ec;
+      require(std::filesystem::is_regular_file(path, ec), dir.string() + " lacks " + name);
       const json actual = file_record(path);
       require(actual == record, path.string() + " does not match training_state.json (size " +
                                     actual["size"].dump() + " vs " + record["size"].dump() +
                                     "): the checkpoint is incomplete or was modified");
     }
+    const std::string source = (dir / "training_state.json").string() + ": ";
+    const int64_t step = json_int<int64_t>(state["step"], source + "'step'");
+    require(step >= 0, source + "'step' must not be negative");
+  } catch (const json::exception& e) {
+    throw Error(dir.string() + "/training_state.json is malformed: " + e.what());
+  }
+  return state;
+}
+
+}  // namespace
+
+std::filesystem::path Trainer::checkpoint_to_resume(const std::filesystem::path& out_dir) {
+  return find_resumable_checkpoint(out_dir, [](const std::filesystem::path& dir) {
+    return read_verified_state(dir)["step"].get<int64_t>();
+  });
+}
+
+TrainOptions Trainer::saved_options(const std::filesystem::path& out_dir) {
+  return TrainOptions::from_json(read_state_json(checkpoint_to_resume(out_dir))["options"]);
+}
+
+void Trainer::resume(const std::filesystem::path& out_dir) {
+  const std::filesystem::path dir = checkpoint_to_resume(out_dir);
+  const json state = read_verified_state(dir);
+  try {
+    const std::string source = (dir / "training_state.json").string() + ": ";
     const int64_t saved_step = state["step"].get<int64_t>();
-    require(state["num_params"].get<size_t>() == model_.num_params(),
+    require(json_int<uint64_t>(state["num_params"], source + "'num_params'") == model_.num_params(),
             "checkpoint " + dir.string() + " was written for a model with " +
                 state["num_params"].dump() + " parameters, this one has " +
                 std::to_string(model_.num_params()));
@@ -443,13 +494,19 @@ void Trainer::resume(const std::filesystem::path& dir) {
                       optimizer_.v());
     optimizer_.set_step(saved_step);
     sampler_.set_state(state["sampler"]);
-    losses_ = state["losses"].get<std::vector<float>>();
+    require(state["losses"].is_array(), source + "'losses' must be an array");
+    losses_.clear();
+    for (const auto& l : state["losses"]) losses_.push_back(json_float(l, source + "'losses'"));
     require(static_cast<int64_t>(losses_.size()) == saved_step,
             "training_state.json: loss history does not match the step");
     val_losses_.clear();
     if (state.contains("val_losses")) {
-      for (const auto& e : state["val_losses"])
-        val_losses_.emplace_back(e[0].get<int64_t>(), e[1].get<float>());
+      for (const auto& e : state["val_losses"]) {
+        require(e.is_array() && e.size() == 2,
+                source + "'val_losses' must hold [step, loss] pairs");
+        val_losses_.emplace_back(json_int<int64_t>(e[0], source + "'val_losses'"),
+                                 json_float(e[1], source + "'val_losses'"));
+      }
     }
   } catch (const json::exception& e) {
     throw Error(dir.string() + "/training_state.json is malformed: " + e.what());

@@ -6,9 +6,9 @@
 //   training_state.bin   "GCTRAIN1", u32 version 1, u32 0, i64 step, u64 n, f32 m[n], f32 v[n]
 //   training_state.json  step, the options, the batch sampler state, loss history, and the size +
 //                        64-bit FNV-1a hash of model.safetensors and training_state.bin.
-// Each file is written atomically (temporary file + rename) and training_state.json last, so it
-// is the commit marker: a resume checks the recorded sizes and hashes and refuses a directory
-// whose files do not belong together (an interrupted checkpoint write).
+// Checkpoints are committed whole into an output directory (checkpoint_store.h: a new directory,
+// then an atomic switch of `latest`); a resume also checks the recorded sizes and hashes and
+// refuses a checkpoint whose files do not belong together (damaged or edited afterwards).
 #pragma once
 
 #include <cstdint>
@@ -84,9 +84,14 @@ class Trainer {
   // Restores optimizer, step, batch order and loss history from a checkpoint directory whose
   // weights the model already holds (load_model(dir)). Throws when the directory is incomplete,
   // inconsistent, or was written for another model size.
-  void resume(const std::filesystem::path& checkpoint_dir);
-  // The options stored in a checkpoint (for `train --resume DIR`).
-  static TrainOptions saved_options(const std::filesystem::path& checkpoint_dir);
+  // `out_dir` is a training output directory (checkpoint_store.h); the checkpoint read is
+  // checkpoint_to_resume(out_dir).
+  void resume(const std::filesystem::path& out_dir);
+  // The options stored in the checkpoint a resume would read (for `train --resume DIR`).
+  static TrainOptions saved_options(const std::filesystem::path& out_dir);
+  // The complete checkpoint of the highest step in `out_dir`; an Error naming the problem when
+  // there is none.
+  static std::filesystem::path checkpoint_to_resume(const std::filesystem::path& out_dir);
 
   // Called after every step (later work plugs statistics and adaptation in here).
   void add_step_callback(StepCallback callback) { callbacks_.push_back(std::move(callback)); }
@@ -103,6 +108,8 @@ class Trainer {
   StepInfo train_step();
   // Mean validation loss over options.eval_iters fixed batches.
   float evaluate();
+  // Commits a checkpoint of the current step to the output directory `dir` (checkpoint_store.h:
+  // a new directory, then `latest` switches; the previous checkpoint stays until then).
   void save_checkpoint(const std::filesystem::path& dir) const;
 
   int64_t step() const { return optimizer_.step_count(); }
@@ -113,6 +120,7 @@ class Trainer {
 
  private:
   void log_progress(const StepInfo& info, double eta_s) const;
+  void write_checkpoint(const std::filesystem::path& dir) const;  // the files, into `dir`
 
   GPT2Model& model_;
   const TokenDataset& train_;

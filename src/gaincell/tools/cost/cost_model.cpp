@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/tools/cost/technology_cost.h"
 
 namespace gaincell::cost {
@@ -32,9 +33,7 @@ namespace {
 int read_positive_int(const json& config, const char* key, const std::string& origin) {
   require(config.contains(key), origin + ": missing key '" + key + "'");
   const json& v = config.at(key);
-  require(v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= 1000000,
-          origin + ": '" + key + "' must be a positive integer");
-  return static_cast<int>(v.get<int64_t>());
+  return json_int<int>(v, origin + ": '" + key + "'", 1, 1000000);
 }
 
 }  // namespace
@@ -61,13 +60,7 @@ ModelShape ModelShape::load_hf_dir(const std::string& dir) {
   std::error_code ec;
   require(std::filesystem::is_regular_file(path, ec),
           "model directory '" + dir + "' has no config.json");
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error("'" + path.string() + "' is not valid JSON: " + e.what());
-  }
-  return from_hf_config(j, path.string());
+  return from_hf_config(read_json_file(path), path.string());
 }
 
 // --------------------------------------------------------------------------------------------
@@ -372,7 +365,7 @@ class Refresh : public Component {
     return ctx.geometry.window * token_interval_s(ctx);
   }
   static double refresh_interval_s(const CostContext& ctx) {
-    return ctx.cost.retention_time_s.value * ctx.cost.refresh_margin.value;
+    return ctx.hw.leakage.retention_s() * ctx.cost.refresh_margin.value;
   }
   // An explicit refresh policy (hw leakage.refresh_interval_tokens = R) rewrites each of the M
   // stored rows every R tokens: M / R row writes (2 D cells each) per token when R < M.
@@ -404,18 +397,18 @@ class Refresh : public Component {
   double static_power_w(const CostContext&) const override { return 0.0; }
   double instances(const CostContext&) const override { return 0.0; }
   json sources(const CostContext& ctx) const override {
-    return {
-        {"energy_per_op_j", "one cell write (cell_write_dac)"},
-        {"ops_per_token",
-         ctx.hw.leakage.refresh_interval_tokens > 0
-             ? std::string("refresh policy: M / R rows of 2 D cells per token when R < M")
-             : "0 while window x token interval <= retention_time_s x refresh_margin (" +
-                   ctx.cost.retention_time_s.source + "), else 2 D M cells per refresh interval"},
-        {"latency_s",
-         "retention refresh: assumed interleaved with reads; refresh policy: one Tmax write "
-         "pulse per refreshed row (assumption)"},
-        {"area_mm2", "uses the write DACs"},
-        {"static_power_w", "none modelled"}};
+    return {{"energy_per_op_j", "one cell write (cell_write_dac)"},
+            {"ops_per_token",
+             ctx.hw.leakage.refresh_interval_tokens > 0
+                 ? std::string("refresh policy: M / R rows of 2 D cells per token when R < M")
+                 : "0 while window x token interval <= hw retention time x refresh_margin (hw "
+                   "leakage: retention_time_s, its technology's, or time_per_token_s / "
+                   "lambda_per_token; spec §1.3: 5 ms), else 2 D M cells per refresh interval"},
+            {"latency_s",
+             "retention refresh: assumed interleaved with reads; refresh policy: one Tmax write "
+             "pulse per refreshed row (assumption)"},
+            {"area_mm2", "uses the write DACs"},
+            {"static_power_w", "none modelled"}};
   }
 };
 

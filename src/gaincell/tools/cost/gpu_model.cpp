@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell::cost {
 
@@ -40,12 +41,7 @@ std::vector<GpuSpec> make_specs() {
   std::vector<GpuSpec> v;
   for (const auto& file : kGpuSpecFiles) {
     const std::string name = file[0];
-    json j;
-    try {
-      j = json::parse(file[1]);
-    } catch (const json::parse_error& e) {
-      throw Error("built-in GPU file '" + name + "' is not valid JSON: " + e.what());
-    }
+    const json j = parse_json(file[1], "built-in GPU file '" + name + "'");
     v.push_back(gpu_spec_from_json(j, "built-in " + name));
   }
   // A stable order, smallest first, as the table lists them.
@@ -146,13 +142,8 @@ GpuSpec gpu_spec_from_json(const json& j, const std::string& origin) {
 }
 
 GpuSpec load_gpu_file(const fs::path& file) {
-  json j;
-  try {
-    j = json::parse(read_text_file(file));
-  } catch (const json::parse_error& e) {
-    throw Error("GPU file '" + file.string() + "' is not valid JSON: " + e.what());
-  }
-  return gpu_spec_from_json(j, file.string());
+  return gpu_spec_from_json(parse_json(read_text_file(file), "GPU file '" + file.string() + "'"),
+                            file.string());
 }
 
 const std::vector<GpuSpec>& gpu_specs() {
@@ -252,12 +243,7 @@ json MeasuredGpu::to_json() const {
 
 MeasuredGpu load_measured_gpu(const fs::path& file) {
   const std::string name = file.string();
-  json j;
-  try {
-    j = json::parse(read_text_file(file));
-  } catch (const json::parse_error& e) {
-    throw Error("measured GPU file '" + name + "' is not valid JSON: " + e.what());
-  }
+  const json j = parse_json(read_text_file(file), "measured GPU file '" + name + "'");
   require(j.is_object(), "measured GPU file '" + name + "': expected a JSON object");
   MeasuredGpu m;
   std::string tag = file.filename().string();

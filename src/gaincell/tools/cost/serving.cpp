@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 
 namespace gaincell::cost {
 
@@ -157,17 +158,13 @@ DigitalAccelerator DigitalAccelerator::from_json(const json& j, const std::strin
 }
 
 DigitalAccelerator DigitalAccelerator::builtin() {
-  return from_json(json::parse(kAcceleratorFile[0]), "built-in digital_accelerator.json");
+  return from_json(parse_json(kAcceleratorFile[0], "built-in digital_accelerator.json"),
+                   "built-in digital_accelerator.json");
 }
 
 DigitalAccelerator DigitalAccelerator::load(const std::filesystem::path& file) {
-  json j;
-  try {
-    j = json::parse(read_text_file(file));
-  } catch (const json::parse_error& e) {
-    throw Error("accelerator file '" + file.string() + "' is not valid JSON: " + e.what());
-  }
-  return from_json(j, file.string());
+  return from_json(parse_json(read_text_file(file), "accelerator file '" + file.string() + "'"),
+                   file.string());
 }
 
 void ServingOptions::validate() const {

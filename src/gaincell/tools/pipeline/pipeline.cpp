@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
 #include "gaincell/train/perplexity.h"
@@ -22,8 +23,16 @@ bool stage_done(const fs::path& dir) {
   return fs::exists(dir / kStageMarker);
 }
 
+// A stage directory with a committed checkpoint (`latest`, or the files of the single-directory
+// layout of earlier versions): the stage resumes from it.
+bool holds_checkpoint(const fs::path& dir) {
+  std::error_code ec;
+  return fs::exists(fs::symlink_status(dir / "latest", ec)) ||
+         fs::exists(dir / "training_state.json", ec);
+}
+
 json read_stage(const fs::path& dir) {
-  return json::parse(read_text_file(dir / kStageMarker));
+  return read_json_file(dir / kStageMarker);
 }
 
 void write_stage(const fs::path& dir, const json& j) {
@@ -128,7 +137,11 @@ StageEvaluation evaluate_on_tokens(GPT2Model& model, const TokenDataset& val, in
 bool holds_other_pipeline_run(const PipelineOptions& o) {
   const fs::path options_file = o.out_dir / "pipeline_options.json";
   if (!fs::exists(options_file)) return false;
-  return json::parse(read_text_file(options_file), nullptr, false) != recorded_options(o);
+  try {
+    return read_json_file(options_file) != recorded_options(o);
+  } catch (const Error&) {
+    return true;  // unreadable or corrupt: not this run's file
+  }
 }
 
 json run_pipeline(const PipelineOptions& o, const std::function<void(const std::string&)>& log) {
@@ -157,7 +170,7 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
 
   // Stage A: linear intermediate model with target recording.
   if (!stage_done(dir_a)) {
-    const bool resume = fs::exists(dir_a / "training_state.json");
+    const bool resume = holds_checkpoint(dir_a);
     if (log) log(resume ? "stage A: resuming" : "stage A: linear intermediate model");
     auto model = load_as(resume ? dir_a : o.init_dir, o.linear_attention, hw_linear, log);
     set_record_targets(*model, true);
@@ -205,7 +218,7 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
 
   // Stage C: hardware-aware fine-tuning of the adapted nonlinear model.
   if (!stage_done(dir_c)) {
-    const bool resume = fs::exists(dir_c / "training_state.json");
+    const bool resume = holds_checkpoint(dir_c);
     if (log) log(resume ? "stage C: resuming" : "stage C: nonlinear fine-tuning");
     auto model = load_as(resume ? dir_c : dir_b, o.nonlinear_attention, hw_nonlinear, log);
     TrainOptions c = o.stage_c;

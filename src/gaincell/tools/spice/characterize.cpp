@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "gaincell/core/error.h"
+#include "gaincell/tools/fit/lstsq.h"
 #include "gaincell/tools/spice/netlist.h"
 #include "gaincell/tools/spice/ngspice.h"
 
@@ -52,25 +53,8 @@ void run_netlist(const CharacterizeOptions& o, const std::string& netlist) {
   sim.run(o.timeout_s);
 }
 
-struct LineFit {
-  double slope = 0, intercept = 0;
-};
-
-LineFit fit_line(const std::vector<double>& x, const std::vector<double>& y) {
-  const double n = static_cast<double>(x.size());
-  double mx = 0, my = 0;
-  for (size_t k = 0; k < x.size(); ++k) {
-    mx += x[k] / n;
-    my += y[k] / n;
-  }
-  double sxx = 0, sxy = 0;
-  for (size_t k = 0; k < x.size(); ++k) {
-    sxx += (x[k] - mx) * (x[k] - mx);
-    sxy += (x[k] - mx) * (y[k] - my);
-  }
-  require(sxx > 0, "line fit: all abscissae are equal");
-  return {sxy / sxx, my - sxy / sxx * mx};
-}
+using fit::fit_line;
+using fit::LineFit;
 
 }  // namespace
 
@@ -299,6 +283,7 @@ Characterization characterize(const CharacterizeOptions& o) {
 // Parameters file and outputs
 
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/hw/hw_config.h"
 #include "gaincell/tools/fit/compare.h"
 #include "gaincell/tools/fit/device.h"
@@ -357,9 +342,8 @@ void apply_params_json(const nlohmann::json& j, CharacterizeOptions& o) {
     else if (k == "retention_stop_s")
       o.retention_stop_s = positive_number(*it, k);
     else if (k == "n_vstore" || k == "n_vin") {
-      require(it->is_number_integer() && it->get<int>() >= 2 && it->get<int>() <= 1000,
-              "params file: '" + k + "' must be an integer in [2, 1000]");
-      (k == "n_vstore" ? o.n_vstore : o.n_vin) = it->get<int>();
+      (k == "n_vstore" ? o.n_vstore : o.n_vin) =
+          json_int<int>(*it, "params file: '" + k + "'", 2, 1000);
     } else {
       throw Error("params file: unknown key '" + k +
                   "' (allowed: gain_cell, charge_to_pulse, time_per_token_s, retention_stop_s, "

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined) in build-fuzz/ and runs
+# each for a bounded time on its committed corpus fuzz/corpus/<target>/.
+#   bash fuzz/run_fuzzers.sh [--seconds N] [--merge] [--stats DIR] [TARGET...]
+# --seconds N  time per target (default 13: the 13 targets take ~3 minutes in CI)
+# --merge      add the inputs that reached new coverage to fuzz/corpus/<target>/ (libFuzzer -merge)
+# --stats DIR  write DIR/<target>.json: executions, seconds, corpus size, coverage, crashes
+# A crash stops the script with a non-zero status; the input is left in build-fuzz/crashes/. Fix
+# the bug, then commit the input as fuzz/corpus/<target>/crash-<name> (tests/test_fuzz_corpus.cpp
+# replays it in every test run).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+seconds=13
+merge=0
+stats=""
+targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds="$2"; shift 2 ;;
+    --merge) merge=1; shift ;;
+    --stats) stats="$2"; shift 2 ;;
+    *) targets+=("$1"); shift ;;
+  esac
+done
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(ls fuzz/corpus)
+fi
+cxx="$(command -v clang++-14 || command -v clang++)"
+CXX="$cxx" cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_FUZZ=ON \
+  -DGAINCELL_NATIVE=OFF >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
+mkdir -p build-fuzz/crashes build-fuzz/new
+[ -n "$stats" ] && mkdir -p "$stats"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+for t in "${targets[@]}"; do
+  new="build-fuzz/new/$t"
+  rm -rf "$new" && mkdir -p "$new"
+  log="build-fuzz/$t.log"
+  start=$(date +%s.%N)
+  status=0
+  # New inputs go to $new (the committed corpus is read-only here); -timeout: a hang is a crash.
+  "build-fuzz/fuzz_$t" "$new" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=10 \
+    -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="build-fuzz/crashes/$t-" \
+    -print_final_stats=1 >"$log" 2>&1 || status=$?
+  end=$(date +%s.%N)
+  runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)
+  corpus=$(ls "fuzz/corpus/$t" | wc -l)
+  found=$(ls "$new" | wc -l)
+  printf 'fuzz %-18s %9s runs in %5.1f s, coverage %5s, corpus %4s (+%s new), status %s\n' \
+    "$t" "$runs" "$(awk "BEGIN{print $end - $start}")" "$cov" "$corpus" "$found" "$status"
+  if [ -n "$stats" ]; then
+    printf '{"target": "%s", "runs": %s, "seconds": %s, "coverage": %s, "corpus": %s, "new": %s, "status": %s}\n' \
+      "$t" "${runs:-0}" "$(awk "BEGIN{print $end - $start}")" "${cov:-0}" "$corpus" "$found" "$status" \
+      >"$stats/$t.json"
+  fi
+  if [ "$status" -ne 0 ]; then
+    tail -40 "$log" >&2
+    echo "fuzz: target $t failed; the input is in build-fuzz/crashes/" >&2
+    exit 1
+  fi
+  if [ "$merge" = 1 ] && [ "$found" -gt 0 ]; then
+    "build-fuzz/fuzz_$t" -merge=1 "fuzz/corpus/$t" "$new" >/dev/null 2>&1
+  fi
+done

@@ -1,0 +1,34 @@
+// Memory estimates checked before allocation (issue 17 item 6): a model or batch that cannot fit
+// is refused with the estimate and what is available, instead of an out-of-memory kill or
+// std::bad_alloc in the middle of a run. The sums are in double, so absurd configurations
+// (n_layer 2147483647) give an honest huge number instead of an integer overflow.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "gaincell/model/gpt2.h"
+
+namespace gaincell {
+
+// Parameters of a GPT-2-shaped model (embeddings, blocks, final norm), without variant extras.
+double estimated_param_count(const GPT2Config& config);
+// Weights, plus gradients when `with_grads`.
+double estimated_model_bytes(const GPT2Config& config, bool with_grads);
+// Training with micro-batches of B x T tokens: weights, gradients, AdamW moments, forward
+// activations and backward scratch, logits.
+double estimated_training_bytes(const GPT2Config& config, int batch, int seq_len);
+
+// Bytes this process may still allocate: the smallest of MemAvailable + SwapFree
+// (/proc/meminfo), RLIMIT_AS and RLIMIT_DATA, and $GAINCELL_MEMORY_LIMIT (bytes; for tests and
+// for users who want a lower ceiling). 0 when nothing is known (then no check is made).
+uint64_t available_memory_bytes();
+
+// Throws Error("<what> needs about X GB (<detail>), more than the Y GB available") when `bytes`
+// exceeds available_memory_bytes().
+void require_memory(double bytes, const std::string& what, const std::string& detail);
+
+// "1.5 GB", "12.0 MB", "3.2e+09 TB".
+std::string format_bytes(double bytes);
+
+}  // namespace gaincell

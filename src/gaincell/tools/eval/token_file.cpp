@@ -1,0 +1,83 @@
+#include "gaincell/tools/eval/token_file.h"
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+
+namespace gaincell::eval {
+
+TokenFileFormat parse_token_file_format(const std::string& name) {
+  if (name == "auto") return TokenFileFormat::kAuto;
+  if (name == "uint16") return TokenFileFormat::kUint16;
+  if (name == "uint32") return TokenFileFormat::kUint32;
+  throw Error("token file format must be auto, uint16 or uint32, got '" + name + "'");
+}
+
+namespace {
+
+std::vector<int32_t> read_json_ids(const std::filesystem::path& file, const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(file.string() + ": not valid JSON (" + e.what() + ")");
+  }
+  require(j.is_object() && j.contains("ids") && j["ids"].is_array(),
+          file.string() + ": expected a JSON object with an \"ids\" list");
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < j["ids"].size(); i++) {
+    const nlohmann::json& v = j["ids"][i];
+    require(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX,
+            file.string() + ": ids[" + std::to_string(i) + "] is not a token id");
+    ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+  }
+  return ids;
+}
+
+template <typename T>
+std::vector<int32_t> read_binary_ids(const std::filesystem::path& file,
+                                     const std::vector<uint8_t>& bytes) {
+  require(bytes.size() % sizeof(T) == 0, file.string() + ": " + std::to_string(bytes.size()) +
+                                             " bytes is not a whole number of " +
+                                             std::to_string(8 * sizeof(T)) + "-bit token ids");
+  std::vector<int32_t> ids(bytes.size() / sizeof(T));
+  for (size_t i = 0; i < ids.size(); i++) {
+    T v = 0;
+    for (size_t b = 0; b < sizeof(T); b++) v |= static_cast<T>(bytes[i * sizeof(T) + b]) << (8 * b);
+    require(static_cast<uint64_t>(v) <= INT32_MAX,
+            file.string() + ": token " + std::to_string(i) + " is out of range");
+    ids[i] = static_cast<int32_t>(v);
+  }
+  return ids;
+}
+
+}  // namespace
+
+std::vector<int32_t> read_token_file(const std::filesystem::path& file, TokenFileFormat format,
+                                     int32_t vocab_size) {
+  const std::vector<uint8_t> bytes = read_binary_file(file);
+  size_t first = 0;
+  while (first < bytes.size() && std::strchr(" \t\r\n", bytes[first]) && bytes[first] != 0) first++;
+  const bool json = format == TokenFileFormat::kAuto && first < bytes.size() && bytes[first] == '{';
+  std::vector<int32_t> ids;
+  if (json) {
+    ids = read_json_ids(file, std::string(bytes.begin(), bytes.end()));
+  } else if (format == TokenFileFormat::kUint32) {
+    ids = read_binary_ids<uint32_t>(file, bytes);
+  } else {
+    ids = read_binary_ids<uint16_t>(file, bytes);
+  }
+  require(!ids.empty(), file.string() + " holds no tokens");
+  if (vocab_size > 0) {
+    for (size_t i = 0; i < ids.size(); i++) {
+      require(ids[i] < vocab_size,
+              file.string() + ": token " + std::to_string(i) + " (id " + std::to_string(ids[i]) +
+                  ") is outside the model's vocabulary of " + std::to_string(vocab_size));
+    }
+  }
+  return ids;
+}
+
+}  // namespace gaincell::eval

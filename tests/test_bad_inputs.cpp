@@ -1,0 +1,204 @@
+// Regression tests of issue 17's findings and the bad-input promises of docs/reliability.md: each
+// bad input ends in "gaincell: error: <message naming the input>" and a non-zero exit, never a
+// crash, an "internal error" or a silently wrapped value.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
+#include "gaincell/model/checkpoint.h"
+#include "gaincell/model/data.h"
+#include "gaincell/model/memory_estimate.h"
+#include "gaincell/train/trainer.h"
+#include "test_cli_util.h"
+#include "test_tokenizer_util.h"
+
+namespace gaincell {
+namespace {
+
+namespace fs = std::filesystem;
+using cli_test::run_cli;
+using test_util::TempDir;
+
+const fs::path kFixtures = "tests/fixtures";  // tests run in the source directory
+
+// Runs the CLI and checks the error contract; returns stderr.
+std::string cli_error(const fs::path& dir, const std::string& args) {
+  const auto r = run_cli(dir, args);
+  EXPECT_NE(r.exit_code, 0) << args;
+  EXPECT_NE(r.err.find("gaincell: error:"), std::string::npos) << args << "\n" << r.err;
+  EXPECT_EQ(r.err.find("internal error"), std::string::npos) << args << "\n" << r.err;
+  return r.err;
+}
+
+void expect_has(const std::string& text, const std::string& part) {
+  EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
+}
+
+TEST(BadInputs, IntegersThatDoNotFitAreRejectedNotWrapped) {
+  TempDir dir;
+  const fs::path hw = dir.path() / "hw.json";
+  write_file_atomic(hw, std::string(R"({"quantization": {"q": {"levels": 4294967312}}})"));
+  std::string err = cli_error(dir.path(), "cost --hw " + hw.string());
+  expect_has(err, "quantization.q.levels");
+  expect_has(err, "4294967312 is out of range");
+  write_file_atomic(hw, std::string(R"({"noise": {"seed": -1}})"));
+  err = cli_error(dir.path(), "cost --hw " + hw.string());
+  expect_has(err, "noise.seed");
+  expect_has(err, "must not be negative");
+}
+
+TEST(BadInputs, NonFiniteAndAbsurdConfigValues) {
+  TempDir dir;
+  const fs::path cfg = dir.path() / "config.json";
+  const std::string train = "train --data " + (dir.path() / "none").string() + " --out " +
+                            (dir.path() / "o").string() + " --config " + cfg.string();
+  write_file_atomic(cfg, std::string(R"({"n_layer": 2, "layer_norm_epsilon": 1e999})"));
+  std::string err = cli_error(dir.path(), train);
+  expect_has(err, cfg.string());
+  expect_has(err, "'layer_norm_epsilon'");
+  expect_has(err, "finite");
+  // A model that cannot fit: refused with the estimate before anything is allocated.
+  write_file_atomic(cfg, std::string(R"({"n_layer": 2147483647, "n_embd": 768})"));
+  err = cli_error(dir.path(), train);
+  expect_has(err, "the model needs about");
+  expect_has(err, "of memory available");
+  EXPECT_FALSE(fs::exists(dir.path() / "o/checkpoints"));
+}
+
+TEST(BadInputs, SymlinkLoopsAreNamed) {
+  TempDir dir;
+  const fs::path loop = dir.path() / "loop";
+  fs::create_symlink(dir.path() / "loop2", loop);
+  fs::create_symlink(loop, dir.path() / "loop2");
+  expect_has(cli_error(dir.path(), "cost --hw " + loop.string()), loop.string());
+  expect_has(cli_error(dir.path(), "train --data x --out " + (dir.path() / "o").string() +
+                                       " --config " + loop.string()),
+             loop.string());
+  write_file_atomic(dir.path() / "text.txt", std::string("some text\n"));
+  expect_has(cli_error(dir.path(), "perplexity --model " + loop.string() + " --text " +
+                                       (dir.path() / "text.txt").string()),
+             loop.string());
+}
+
+TEST(BadInputs, DeeplyNestedTrainingStateIsAnErrorNotACrash) {
+  TempDir dir;
+  const fs::path ck = dir.path() / "ck";
+  fs::create_directories(ck);
+  fs::copy(kFixtures / "gpt2_tiny/config.json", ck / "config.json");
+  fs::copy(kFixtures / "gpt2_tiny/model.safetensors", ck / "model.safetensors");
+  write_file_atomic(ck / "training_state.json",
+                    std::string(200000, '[') + std::string(200000, ']'));
+  const std::string err = cli_error(dir.path(), "train --resume " + ck.string());
+  expect_has(err, "training_state.json");
+  expect_has(err, "nesting deeper than 64");
+}
+
+TEST(BadInputs, OutOfRangeTokenIds) {
+  TempDir dir;
+  write_file_atomic(dir.path() / "ids.txt", std::string("1 999999\n"));
+  expect_has(cli_error(dir.path(), "tokenize --tokenizer bytes --decode --text " +
+                                       (dir.path() / "ids.txt").string()),
+             "999999");
+  // A token file with an id beyond the vocabulary.
+  write_token_file(dir.path() / "train.bin", std::vector<int32_t>{1, 2, 3, 300, 4, 5});
+  EXPECT_THROW(TokenDataset::open(dir.path() / "train.bin", 257), Error);
+}
+
+class BadNumbers : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::mt19937 rng(3);
+    std::vector<int32_t> tokens(2000);
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % 64);
+    write_token_file(dir.path() / "train.bin", tokens);
+    data = std::make_unique<TokenDataset>(TokenDataset::open(dir.path() / "train.bin", 256));
+    config = GPT2Config::named("tiny");
+  }
+  TrainOptions options() const {
+    TrainOptions o;
+    o.steps = 3;
+    o.batch_size = 2;
+    o.seq_len = 8;
+    o.warmup_steps = 1;
+    o.eval_interval = 0;
+    o.checkpoint_interval = 1;
+    o.log_interval = 0;
+    o.out_dir = dir.path() / "run";
+    return o;
+  }
+  TempDir dir;
+  std::unique_ptr<TokenDataset> data;
+  GPT2Config config;
+};
+
+TEST_F(BadNumbers, NonFiniteWeightsNameTheTensorUnlessAllowed) {
+  GPT2Model m(config);
+  m.init_random(1);
+  m.param_data()[m.param("h.1.mlp.c_fc.weight").offset + 5] = INFINITY;
+  save_model(m, dir.path() / "bad");
+  try {
+    load_model(dir.path() / "bad");
+    ADD_FAILURE() << "loaded a model holding inf";
+  } catch (const Error& e) {
+    expect_has(e.what(), "'h.1.mlp.c_fc.weight' contains a non-finite value (inf) at element 5");
+    expect_has(e.what(), "--allow-nonfinite-weights");
+  }
+  LoadModelOptions allow;
+  allow.allow_nonfinite = true;
+  const auto loaded = load_model(dir.path() / "bad", allow);
+  EXPECT_TRUE(std::isinf(loaded->param_data()[loaded->param("h.1.mlp.c_fc.weight").offset + 5]));
+}
+
+TEST_F(BadNumbers, DivergedTrainingStopsNamingTheStepAndKeepsTheLastGoodCheckpoint) {
+  GPT2Model m(config);
+  m.init_random(1);
+  TrainOptions o = options();
+  o.steps = 2;
+  {
+    Trainer first(m, *data, nullptr, o);
+    first.run();
+  }
+  const auto good = read_binary_file(o.out_dir / "model.safetensors");
+  // The weights go bad (as after an overflow): every logit, so the step-3 loss, is NaN.
+  m.param_data()[m.param("ln_f.weight").offset] = NAN;
+  o.steps = 4;
+  Trainer second(m, *data, nullptr, o);
+  second.resume(o.out_dir);  // optimizer state and step; the weights are the model's own
+  try {
+    second.run();
+    ADD_FAILURE() << "training went on with a NaN loss";
+  } catch (const Error& e) {
+    expect_has(e.what(), "training diverged at step 3");
+  }
+  // The step-2 checkpoint is still the current one, unchanged and resumable.
+  EXPECT_EQ(read_binary_file(o.out_dir / "model.safetensors"), good);
+  EXPECT_EQ(Trainer::checkpoint_to_resume(o.out_dir).filename(), "step-00000002");
+}
+
+TEST(BadInputs, MemoryEstimateIsCheckedBeforeAllocation) {
+  GPT2Config c = GPT2Config::named("gpt2");
+  // 124M parameters: the estimate matches the model's own count within 0.1%.
+  GPT2Config tiny = GPT2Config::named("tiny");
+  GPT2Model m(tiny);
+  EXPECT_NEAR(estimated_param_count(tiny), static_cast<double>(m.num_params()),
+              0.001 * m.num_params() + 64);
+  EXPECT_NEAR(estimated_param_count(c), 124.44e6, 0.01e6);
+  // With a 100 MB ceiling, GPT-2 (500 MB of weights) is refused before allocation.
+  ::setenv("GAINCELL_MEMORY_LIMIT", "100000000", 1);
+  try {
+    GPT2Model big(c);
+    ADD_FAILURE() << "allocated a model above the limit";
+  } catch (const Error& e) {
+    expect_has(e.what(), "the model needs about 497.8 MB (1.24e+08 float32 parameters)");
+    expect_has(e.what(), "100.0 MB");
+  }
+  ::unsetenv("GAINCELL_MEMORY_LIMIT");
+}
+
+}  // namespace
+}  // namespace gaincell
