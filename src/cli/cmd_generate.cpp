@@ -62,12 +62,13 @@ void run_generate(const GenerateOptions& o) {
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
   const GPT2Config& cfg = model->config();
-  const Tokenizer tok = Tokenizer::by_name(cfg.tokenizer, o.vocab_dir);
+  const Tokenizer tok = Tokenizer::for_model(o.model_dir, cfg.tokenizer, o.vocab_dir);
 
-  // An empty prompt starts from <|endoftext|>, as GPT-2's unconditional samples do.
-  std::vector<int32_t> prompt = tok.encode(o.prompt);
+  // The prompt as the tokenizer gives it to a model (BOS first for Llama 2); an empty one starts
+  // from BOS, else <|endoftext|>, as GPT-2's unconditional samples do.
+  std::vector<int32_t> prompt = tok.encode_with_special_tokens(o.prompt);
   const bool unconditional = prompt.empty();
-  if (unconditional) prompt.push_back(tok.end_of_text());
+  if (unconditional) prompt.push_back(tok.bos_token().value_or(tok.end_of_text()));
   for (int32_t id : prompt) {
     require(id < cfg.vocab_size, "prompt token " + std::to_string(id) +
                                      " is outside the model's vocabulary of " +

@@ -61,11 +61,12 @@ void run_perplexity(const PerplexityOptions& o) {
   // Pre-tokenised input needs the tokenizer only for the prepended <|endoftext|>.
   const bool need_tokenizer = o.tokens_file.empty() || !o.no_eot;
   const std::optional<Tokenizer> tok =
-      need_tokenizer
-          ? std::optional<Tokenizer>(Tokenizer::by_name(model->config().tokenizer, o.vocab_dir))
-          : std::nullopt;
+      need_tokenizer ? std::optional<Tokenizer>(Tokenizer::for_model(
+                           o.model_dir, model->config().tokenizer, o.vocab_dir))
+                     : std::nullopt;
   std::vector<int32_t> tokens;
-  if (!o.no_eot) tokens.push_back(tok->end_of_text());
+  // lm-eval's prefix token: BOS if the tokenizer defines one, else EOS (GPT-2: <|endoftext|>).
+  if (!o.no_eot) tokens.push_back(tok->bos_token().value_or(tok->end_of_text()));
   const std::vector<int32_t> body =
       o.tokens_file.empty()
           ? tok->encode(text)

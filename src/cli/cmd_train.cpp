@@ -10,6 +10,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
@@ -105,6 +106,10 @@ void run_train(TrainCliOptions o) {
       model = load_model(o.init_dir, load);
     } else {
       GPT2Config config = config_from_cli(o);
+      require(!token_dir_tokenizer(options.data_dir).starts_with("hf:"),
+              "token directory '" + options.data_dir.string() +
+                  "' was made with a Hugging Face tokenizer.json, which a new model cannot take: "
+                  "start from --init MODEL_DIR (the model directory holding that tokenizer)");
       // A new model takes the tokenizer of its token directory (a byte-level corpus needs a
       // vocabulary of 257, whatever the named configuration says).
       if (token_dir_tokenizer(options.data_dir) == Tokenizer::kBytes &&
@@ -126,7 +131,11 @@ void run_train(TrainCliOptions o) {
   }
   require(!options.data_dir.empty(),
           "the checkpoint does not record its data directory; give --data");
-  check_token_dir_tokenizer(options.data_dir, model->config().tokenizer);
+  // The directory the model comes from decides its tokenizer (its tokenizer.json, if any).
+  const std::filesystem::path source_dir = resuming ? o.resume_dir : o.init_dir;
+  check_token_dir_tokenizer(options.data_dir,
+                            Tokenizer::name_for_model(source_dir, model->config().tokenizer));
+  if (!resuming) copy_tokenizer_files(source_dir, options.out_dir);
   const int32_t vocab = model->config().vocab_size;
   const TokenDataset train = TokenDataset::open(options.data_dir / "train.bin", vocab);
   const std::optional<TokenDataset> val = open_val(options.data_dir, vocab);

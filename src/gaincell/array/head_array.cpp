@@ -420,7 +420,10 @@ void HeadArray::read(const float* q_pulses, float* out) {
     }
   }
   step.c2p_conversions = n_valid;
-  step.tile_reads = active_tiles;
+  // A head dimension above the array size spans ceil(D / N) arrays per sub-tile (K arrays stacked
+  // along the rows, V arrays side by side along the columns), all read together.
+  step.tile_reads =
+      static_cast<int64_t>(active_tiles) * ((head_dim_ + array_size_ - 1) / array_size_);
   step.output_conversions = static_cast<int64_t>(active_tiles) * head_dim_;
   step.digital_adds = static_cast<int64_t>(active_tiles - 1) * head_dim_;
   last_step_ += step;

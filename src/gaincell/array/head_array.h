@@ -4,6 +4,11 @@
 // index it was written at (leakage by age). Token t goes to slot t mod window (circular overwrite),
 // i.e. sub-tile (t mod window) div array_size.
 //
+// A head dimension D above the array size N tiles over ceil(D / N) physical arrays per sub-tile
+// (K arrays stacked along the rows, their column charges adding on the shared charge-to-pulse
+// input; V arrays side by side along the columns): the math is that of one D-row array, and only
+// the event counts (tile_reads) and the cost model see the tiling.
+//
 // One decode step is write(k, v) then read(q):
 //   S_j   = sum_d Q_d f(decay_j (K_jd - k_off))          per written, in-window slot j (§2.3)
 //   phi_j = clip(sign * S_j / s_sat, 0, 1)                charge-to-pulse, HardSigmoid (§2.4)
