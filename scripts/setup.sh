@@ -81,7 +81,9 @@ for name in llama3 llama2 qwen3; do
 done
 
 # Release build.
-cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+# Configured as scripts/test.sh configures it (warnings as errors), so that the test run after set-up
+# only rebuilds what changed instead of every object.
+cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DGAINCELL_WERROR=ON >/dev/null
 cmake --build "$root/build" -j"$(nproc)"
 echo "setup: done; the CLI is $root/build/gaincell" >&2
 echo "setup: the Python package: PYTHONPATH=$root/build/python /usr/bin/python3 -c 'import gaincell'" >&2
