@@ -2,7 +2,7 @@
 // Prints one JSON object. Every rate is reported next to the machine limit measured in the same
 // run: OpenBLAS sgemm GFLOP/s for the compute-bound passes, a triad loop's GB/s for decode.
 //
-//   bench_engine [--threads N] [--reps N] [--model gpt2|gpt2-medium|...|tiny]
+//   bench_engine [--threads N] [--reps N] [--model gpt2|gpt2-medium|...|tiny|smollm-135m]
 //
 // FLOP counts are the useful multiply-adds x2 of the textbook model (recomputation in backward is
 // not counted): per token forward = L (24 C^2 + 2 C (T+1)) + 2 C V (the causal attention averages
@@ -45,9 +45,16 @@ double peak_rss_mb() {
   return usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
+// Matrix FLOPs per token of a forward pass at length T: the projections (GPT-2: 24 C^2 per
+// layer; the Llama family: q|k|v, o, gate|up, down with their own widths), attention over (T+1)/2
+// keys on average (2 x 2 x H D per key), and the LM head.
 double forward_flops_per_token(const GPT2Config& c, int T) {
-  const double C = c.n_embd;
-  return c.n_layer * (24.0 * C * C + 2.0 * C * (T + 1)) + 2.0 * C * c.vocab_size;
+  const double C = c.n_embd, AO = double(c.n_head) * c.head_dim();
+  const double QKV = double(c.n_head + 2 * c.kv_heads()) * c.head_dim();
+  const double F = c.is_gpt2() ? 4.0 * C : 2.0 * c.mlp_width();
+  const double A = c.is_gpt2() ? 4.0 * C : c.mlp_width();
+  const double projections = 2.0 * (C * QKV + AO * C + C * F + A * C);
+  return c.n_layer * (projections + 2.0 * AO * (T + 1)) + 2.0 * C * c.vocab_size;
 }
 
 // A plain AdamW step (lr 1e-4, betas 0.9/0.95, wd 0.1 on rank >= 2) so that the training rate and
@@ -184,9 +191,13 @@ int run(int argc, char** argv) {
     const double triad_gbps = 0.5 * (triad_before + measure_triad_gbps(reps));
     const double tokens_per_s = steps / best;
     const double ctx_mid = context + steps / 2.0;
+    // Every weight once (not GPT-2's position table, of which a step reads one row) and the K
+    // and V cache of every key/value head: grouped-query attention reads each once per group.
+    const double position_table =
+        config.is_gpt2() ? static_cast<double>(config.block_size) * config.n_embd : 0.0;
     const double bytes_per_token =
-        4.0 * (model->num_params() - static_cast<double>(config.block_size) * config.n_embd) +
-        8.0 * config.n_layer * config.n_embd * ctx_mid;
+        4.0 * (model->num_params() - position_table) +
+        8.0 * config.n_layer * config.kv_heads() * config.head_dim() * ctx_mid;
     const double gbps = tokens_per_s * bytes_per_token / 1e9;
     out["decode_ctx512"] = {{"tokens_per_s", tokens_per_s},
                             {"gb_per_s", gbps},

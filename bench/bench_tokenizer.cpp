@@ -17,6 +17,7 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
+#include "gaincell/model/hf_tokenizer.h"
 #include "gaincell/model/tokenizer.h"
 
 namespace {
@@ -47,6 +48,31 @@ std::string load_corpus(std::string* name) {
   return text;
 }
 
+// The Hugging Face tokenizer.json files that setup.sh installs (data/tokenizers/NAME): load time
+// and encode/decode rates on the same corpus, cold (fresh word cache) and warm.
+nlohmann::json bench_hf_tokenizers(const std::string& text) {
+  nlohmann::json out = nlohmann::json::object();
+  const double mb = text.size() / 1e6;
+  for (const char* name : {"llama3", "llama2", "qwen3"}) {
+    const auto file = gaincell::default_data_dir() / "tokenizers" / name / "tokenizer.json";
+    if (!std::filesystem::exists(file)) continue;
+    gaincell::Tokenizer tok = gaincell::Tokenizer::bytes();
+    const double load_s = seconds_of([&] { tok = gaincell::Tokenizer::load_hf(file); });
+    std::vector<int32_t> ids;
+    const double cold_s = seconds_of([&] { ids = tok.encode(text); });
+    const double warm_s = best_of(2, [&] { ids = tok.encode(text); });
+    std::string decoded;
+    const double decode_s = best_of(2, [&] { decoded = tok.decode(ids); });
+    out[name] = {{"load_s", load_s},
+                 {"tokens", ids.size()},
+                 {"encode_cold_mb_per_s", mb / cold_s},
+                 {"encode_warm_mb_per_s", mb / warm_s},
+                 {"decode_mb_per_s", mb / decode_s},
+                 {"round_trip", decoded == text}};
+  }
+  return out;
+}
+
 }  // namespace
 
 int main() {
@@ -64,6 +90,12 @@ int main() {
     if (decoded != text) throw gaincell::Error("round trip failed");
     size_t pieces = 0;
     const double pretokenize_s = best_of(3, [&] { pieces = gaincell::pretokenize(text).size(); });
+    // The same pattern through PCRE2 (JIT), as a tokenizer.json Split pre-tokenizer runs it.
+    const std::string valid_text = gaincell::sanitize_utf8(text);
+    size_t pcre2_pieces = 0;
+    const double pretokenize_pcre2_s = best_of(3, [&] {
+      pcre2_pieces = gaincell::regex_split(gaincell::kGpt2Pattern, valid_text).size();
+    });
     // Loop-reference BPE over every piece (no cache), against the fast heap version.
     const auto all_pieces = gaincell::pretokenize(text);
     size_t sink = 0;
@@ -101,6 +133,9 @@ int main() {
         {"encode_warm_tokens_per_s", ids.size() / warm_s},
         {"decode_mb_per_s", mb / decode_s},
         {"pretokenize_mb_per_s", mb / pretokenize_s},
+        {"pretokenize_pcre2_mb_per_s", mb / pretokenize_pcre2_s},
+        {"pretokenize_pcre2_pieces", pcre2_pieces},
+        {"hf_tokenizers", bench_hf_tokenizers(text)},
         {"bpe_uncached_fast_s", bpe_fast_s},
         {"bpe_uncached_reference_s", bpe_reference_s},
         {"bpe_long_piece_bytes", long_piece.size()},

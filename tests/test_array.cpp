@@ -86,9 +86,9 @@ TEST(HeadArray, HandDerivedLinearTwoTilesWithLeakage) {
   EXPECT_EQ(ev.cell_writes, 12);
   EXPECT_EQ(ev.reads, 1);
   EXPECT_EQ(ev.q_pulses, 4);
-  EXPECT_DOUBLE_EQ(ev.q_pulse_width_sum, 3.0);
+  EXPECT_DOUBLE_EQ(ev.q_pulse_width_sum_tmax, 3.0);
   EXPECT_EQ(ev.phi_pulses, 3);
-  EXPECT_NEAR(ev.phi_pulse_width_sum, p0 + p1 + p2, 1e-6);
+  EXPECT_NEAR(ev.phi_pulse_width_sum_tmax, p0 + p1 + p2, 1e-6);
   EXPECT_EQ(ev.c2p_conversions, 3);
   EXPECT_EQ(ev.tile_reads, 2);
   EXPECT_EQ(ev.output_conversions, 4);
@@ -467,18 +467,18 @@ TEST(HeadArray, ResetForgetsTokensAndEvents) {
 TEST(ArrayEvents, SumAndJson) {
   ArrayEvents a;
   a.tokens = 2;
-  a.q_pulse_width_sum = 1.5;
+  a.q_pulse_width_sum_tmax = 1.5;
   a.counter_increments = 7;
   ArrayEvents b = a;
   b += a;
   EXPECT_EQ(b.tokens, 4);
-  EXPECT_DOUBLE_EQ(b.q_pulse_width_sum, 3.0);
+  EXPECT_DOUBLE_EQ(b.q_pulse_width_sum_tmax, 3.0);
   EXPECT_EQ(b.counter_increments, 14);
   const auto j = b.to_json();
   EXPECT_EQ(j.at("tokens").get<int64_t>(), 4);
   EXPECT_EQ(j.at("counter_increments").get<int64_t>(), 14);
   for (const char* key :
-       {"cell_writes", "q_pulses", "phi_pulses", "phi_pulse_width_sum", "c2p_conversions",
+       {"cell_writes", "q_pulses", "phi_pulses", "phi_pulse_width_sum_tmax", "c2p_conversions",
         "tile_reads", "output_conversions", "reads", "digital_adds"})
     EXPECT_TRUE(j.contains(key)) << key;
 }

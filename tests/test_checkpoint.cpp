@@ -12,37 +12,15 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
+#include "test_util.h"
 
 namespace gaincell {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kFixtures = fs::path(GAINCELL_SOURCE_DIR) / "tests/fixtures";
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("gc_ckpt_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+const fs::path kFixtures = test_util::fixture_path("");
+using test_util::expect_error;
+using test_util::TempDir;
 
 std::vector<float> params_of(const GPT2Model& m) {
   return std::vector<float>(m.param_data(), m.param_data() + m.num_params());

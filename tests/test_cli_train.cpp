@@ -45,6 +45,22 @@ TEST(TrainCli, HelpListsOptions) {
   }
 }
 
+// Issue 11 item 9: the defaults work together: `--config tiny` (32 positions) trains without a
+// --seq-len that fits it (the default is 64).
+TEST(TrainCli, TinyConfigTrainsWithDefaultSequenceLength) {
+  TempDir dir;
+  std::mt19937 rng(3);
+  std::vector<int32_t> tokens(400);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % 101);  // the tiny vocabulary
+  fs::create_directories(dir.path() / "tok");
+  write_token_file(dir.path() / "tok/train.bin", tokens);
+  auto r =
+      run_cli(dir.path(), "train --config tiny --data " + (dir.path() / "tok").string() +
+                              " --steps 1 --batch-size 2 --out " + (dir.path() / "m").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(state_of(dir.path() / "m")["options"]["seq_len"], 32) << r.err;
+}
+
 TEST(TrainCli, InterruptedAndResumedRunEqualsUninterruptedRun) {
   TempDir dir;
   write_tokens(dir.path() / "tok");

@@ -15,6 +15,7 @@
 #include "gaincell/hw/hw_config.h"
 #include "gaincell/tools/cost/cost_model.h"
 #include "gaincell/tools/cost/plot_svg.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -94,7 +95,7 @@ TEST(CostCli, EveryNumberNamesItsSource) {
 }
 
 TEST(CostCli, MeasuredRatios) {
-  if (gaincell::shared_data_dir().empty()) GTEST_SKIP() << "shared reference data not found";
+  GAINCELL_SHARED_DATA(measured_dir, "gaincell-reference");
   const json j = run_json("");
   std::map<std::string, std::pair<long, long>> measured;
   for (const auto& g : j["gpus"])

@@ -13,6 +13,7 @@
 #include "gaincell/tools/cost/cost_model.h"
 #include "gaincell/tools/cost/cost_report.h"
 #include "gaincell/tools/cost/gpu_model.h"
+#include "test_util.h"
 
 using namespace gaincell::cost;
 namespace fs = std::filesystem;
@@ -35,8 +36,7 @@ fs::path temp_dir(const std::string& name) {
 }  // namespace
 
 TEST(GpuMeasured, PaperRatiosFromTheMeasuredFiles) {
-  const fs::path dir = default_measured_dir();
-  if (dir.empty()) GTEST_SKIP() << "shared reference data (../shared/data) not found";
+  GAINCELL_SHARED_DATA(dir, "gaincell-reference");
   const auto measured = load_measured_gpus(dir);
   ASSERT_EQ(measured.size(), 2u);
   const CostEstimate e = paper_estimate();
@@ -55,8 +55,7 @@ TEST(GpuMeasured, PaperRatiosFromTheMeasuredFiles) {
 }
 
 TEST(GpuMeasured, ReportListsMeasuredAndModelEntries) {
-  const fs::path dir = default_measured_dir();
-  if (dir.empty()) GTEST_SKIP() << "shared reference data (../shared/data) not found";
+  GAINCELL_SHARED_DATA(dir, "gaincell-reference");
   CostReportInputs in;
   in.hw = gaincell::HwConfig::preset("paper-nonlinear");
   in.cost = CostConfig::preset("paper");

@@ -10,10 +10,12 @@
 #include "gaincell/hw/hw_config.h"
 #include "gaincell/tools/cost/cost_model.h"
 #include "gaincell/tools/cost/cost_report.h"
+#include "test_util.h"
 
 using gaincell::Error;
 using gaincell::HwConfig;
 using namespace gaincell::cost;
+using gaincell::test_util::error_of;
 
 namespace {
 
@@ -28,15 +30,6 @@ std::map<std::string, ComponentCost> by_name(const CostEstimate& e) {
   std::map<std::string, ComponentCost> m;
   for (const auto& c : e.components) m[c.name] = c;
   return m;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -186,6 +179,42 @@ TEST(CostModel, RefreshOnlyWhenTheWindowOutlivesRetention) {
             0.0);
 }
 
+// Issue 11 item 8: the retention time is the hardware's (HwConfig leakage), not a second copy in
+// the cost configuration.
+TEST(CostModel, RefreshFollowsTheHardwareRetentionTime) {
+  HwConfig hw = paper_hw();
+  EXPECT_NEAR(hw.leakage.retention_s(), 5e-3, 1e-15);  // 0.8 us / 1.6e-4 (spec §1.3)
+  const CostEstimate paper = estimate_cost(hw, paper_cost(), ModelShape{});
+  EXPECT_EQ(by_name(paper)["refresh"].energy_per_token_j, 0.0);
+  // A 0.1 ms retention: a slot of the 1024-token window lives 1024 x 12 x latency ≈ 0.8 ms.
+  hw.leakage.retention_time_s = 1e-4;
+  const CostEstimate leaky = estimate_cost(hw, paper_cost(), ModelShape{});
+  const double interval = 12 * leaky.latency_per_token_s;
+  const double expected =
+      2.0 * 64 * 1024 * interval / 1e-4 * paper_cost().write_energy_per_cell_j.value;
+  EXPECT_NEAR(by_name(leaky)["refresh"].energy_per_token_j, expected, expected * 1e-12);
+  // No leakage: the cells never need a refresh, however long the window.
+  hw = paper_hw();
+  hw.window = 65536;
+  hw.leakage.enabled = false;
+  EXPECT_EQ(by_name(estimate_cost(hw, paper_cost(), ModelShape{}))["refresh"].energy_per_token_j,
+            0.0);
+  // The old cost parameter is an error that says where the value lives now.
+  EXPECT_NE(error_of([] {
+              CostConfig::from_json({{"params", {{"retention_time_s", 5e-3}}}});
+            }).find("leakage.retention_time_s"),
+            std::string::npos);
+}
+
+// Issue 11 item 8: the calibration point is the paper's hardware preset, not a copy of it.
+TEST(CostConfig, CalibrationPointIsThePaperHardwarePreset) {
+  const ReferencePoint ref;
+  const HwConfig paper = paper_hw();
+  EXPECT_EQ(ref.hw.to_json(), paper.to_json());
+  EXPECT_EQ(paper_cost().read_energy_ref_tmax_s.value, paper.tmax_s);
+  EXPECT_EQ(paper_cost().write_ref_levels.value, paper.k.levels);
+}
+
 TEST(CostModel, ActivityAtTheCalibrationPointEqualsTheConstantModel) {
   for (int window : {1024, 2048}) {
     HwConfig hw = paper_hw();
@@ -242,8 +271,8 @@ TEST(CostModel, InvalidConfigurationsAreRejected) {
   bad.stack_layers.value = 2.5;
   EXPECT_NE(error_of([&] { bad.validate(); }).find("cost.stack_layers"), std::string::npos);
   bad = cost;
-  bad.retention_time_s.value = NAN;
-  EXPECT_NE(error_of([&] { bad.validate(); }).find("cost.retention_time_s"), std::string::npos);
+  bad.refresh_margin.value = NAN;
+  EXPECT_NE(error_of([&] { bad.validate(); }).find("cost.refresh_margin"), std::string::npos);
 }
 
 TEST(CostConfig, JsonRoundTripAndErrors) {

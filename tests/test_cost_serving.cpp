@@ -9,9 +9,11 @@
 #include <string>
 
 #include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
 #include "gaincell/tools/cost/cost_model.h"
 #include "gaincell/tools/cost/cost_report.h"
 #include "gaincell/tools/cost/gpu_model.h"
+#include "gaincell/tools/cost/plot_svg.h"
 #include "gaincell/tools/cost/serving.h"
 
 using namespace gaincell::cost;
@@ -299,4 +301,26 @@ TEST(GpuMeasured, TheScriptTrafficExplainsTheRtx4090ButNotTheJetson) {
       EXPECT_GT(m.implied_bandwidth_fraction, 1.0);
     }
   }
+}
+
+TEST(Serving, PlotsSpeedupAndEnergyRatioOverTheBatch) {
+  CostReportInputs in;
+  in.hw = gaincell::HwConfig::preset("paper-nonlinear");
+  in.cost = CostConfig::preset("paper");
+  in.serving.enabled = true;
+  in.serving.gpus = {"H100"};
+  in.serving.options.batches = {1, 4, 16, 64, 256};
+  const CostReport r = build_cost_report(in);
+  const fs::path dir =
+      fs::temp_directory_path() / ("gaincell_test_serving_plot_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto written = write_cost_plots(r, dir);
+  ASSERT_EQ(written.back().filename(), "serving_h100.svg");
+  const std::string svg = gaincell::read_text_file(written.back());
+  for (const char* text :
+       {"Batch size", "Speed-up (GPU step / gain-cell step)", "Energy ratio (GPU / gain-cell)",
+        "whole model, rest on the GPU", "attention throughput per mm"})
+    EXPECT_NE(svg.find(text), std::string::npos) << text;
+  fs::remove_all(dir);
 }

@@ -10,23 +10,16 @@
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
 #include "test_tokenizer_util.h"
+#include "test_util.h"
 
 namespace gaincell {
 namespace {
 
 namespace fs = std::filesystem;
+using test_util::error_of;
 using test_util::random_bytes;
 using test_util::shared_tokenizer;
 using test_util::TempDir;
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;

@@ -17,6 +17,7 @@
 #include "gaincell/tools/fit/fit_report.h"
 #include "gaincell/tools/fit/iv_table.h"
 #include "gaincell/tools/fit/lstsq.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace gaincell;
@@ -24,14 +25,13 @@ using namespace gaincell::fit;
 
 namespace {
 
+constexpr const char* kPaperTable = "gaincell-reference/gain_cell_iv_table.csv";
+
 fs::path paper_table_path() {
-  const fs::path dir = shared_data_dir();
-  return dir.empty() ? fs::path() : dir / "gaincell-reference" / "gain_cell_iv_table.csv";
+  return test_util::shared_data_path(kPaperTable);
 }
 
-#define SKIP_WITHOUT_PAPER_TABLE()                                   \
-  if (paper_table_path().empty() || !fs::exists(paper_table_path())) \
-  GTEST_SKIP() << "../shared/data/gaincell-reference/gain_cell_iv_table.csv not available"
+#define SKIP_WITHOUT_PAPER_TABLE() GAINCELL_SHARED_DATA(paper_table_, kPaperTable)
 
 // Solves the small dense system M x = r by Gaussian elimination with partial pivoting.
 std::vector<double> solve_dense(std::vector<double> m, std::vector<double> r) {

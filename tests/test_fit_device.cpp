@@ -14,6 +14,7 @@
 #include "gaincell/tools/fit/cell_fit.h"
 #include "gaincell/tools/fit/compare.h"
 #include "gaincell/tools/fit/device.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace gaincell;
@@ -21,22 +22,9 @@ using namespace gaincell::fit;
 
 namespace {
 
-fs::path paper_table_path() {
-  const fs::path dir = shared_data_dir();
-  return dir.empty() ? fs::path() : dir / "gaincell-reference" / "gain_cell_iv_table.csv";
-}
+using test_util::TempDir;
 
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("gaincell_dev_" + std::to_string(getpid()))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+constexpr const char* kPaperTable = "gaincell-reference/gain_cell_iv_table.csv";
 
 // Quantiser of spec §2.5: clamp, then step * round-half-even(x / step).
 double quantize(double x, const QuantizerConfig& q) {
@@ -114,10 +102,9 @@ TEST(FitDevice, JsonRoundTripAndValidation) {
 }
 
 TEST(FitDevice, ConfigFromFittedPaperTableEqualsPreset) {
-  if (paper_table_path().empty() || !fs::exists(paper_table_path()))
-    GTEST_SKIP() << "../shared/data/gaincell-reference/gain_cell_iv_table.csv not available";
+  GAINCELL_SHARED_DATA(paper_table, kPaperTable);
   TempDir tmp;
-  const IvTable table = read_iv_table(paper_table_path());
+  const IvTable table = read_iv_table(paper_table);
   const PaperFit f = fit_paper_polynomial(table);
   write_file_atomic(tmp.path() / "device.json",
                     device_from_fit(f, fit_linear_slope(f.alphas)).to_json().dump(2));
@@ -175,6 +162,25 @@ TEST(FitDevice, ConfigErrorsNameTheProblem) {
   EXPECT_THROW(HwConfig::from_json(conflict), Error);
   // to_json() writes both; reading it back is consistent.
   EXPECT_NO_THROW(HwConfig::from_json(c.to_json()));
+  // Issue 11 defect 4: an explicit linear amplitude or K/V offset that disagrees with the device
+  // is an error naming the field, never silently replaced.
+  const std::string dev = (tmp.path() / "dev.json").string();
+  const std::pair<nlohmann::json, std::string> disagreeing[] = {
+      {{{"cell", {{"device_file", dev}, {"linear_amplitude", 19.3}}}}, "cell.linear_amplitude"},
+      {{{"cell", {{"device_file", dev}}}, {"k_offset", 0.4}}, "k_offset"},
+      {{{"cell", {{"device_file", dev}}}, {"v_offset", 0.5}}, "v_offset"}};
+  for (const auto& [j, field] : disagreeing) {
+    try {
+      HwConfig::from_json(j);
+      ADD_FAILURE() << field << ": no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'" + field + "'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("dev.json"), std::string::npos) << e.what();
+    }
+  }
+  // Values that agree with the device are accepted.
+  EXPECT_NO_THROW(HwConfig::from_json(
+      {{"cell", {{"device_file", dev}, {"linear_amplitude", 18.0}}}, {"k_offset", 0.45}}));
   // Missing or corrupt device files.
   EXPECT_THROW(HwConfig::from_json({{"cell", {{"device_file", "/nonexistent/dev.json"}}}}), Error);
   write_file_atomic(tmp.path() / "bad.json", std::string("{\"format\": \"gaincell-device\""));

@@ -19,6 +19,7 @@
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/npy.h"
 #include "gaincell/device/gain_cell.h"
+#include "test_util.h"
 
 using namespace gaincell;
 
@@ -104,18 +105,12 @@ MaxDev run_headarray(const Golden& g, bool inverted) {
   return dev;
 }
 
-std::filesystem::path golden_file(const char* name) {
-  const auto dir = shared_data_dir();
-  if (dir.empty()) return {};
-  const auto p = dir / "gaincell-reference" / name;
-  return std::filesystem::exists(p) ? p : std::filesystem::path{};
+std::string golden_file(const char* name) {
+  return std::string("gaincell-reference/") + name;
 }
 
 void check_file(const char* name, bool inverted) {
-  const auto file = golden_file(name);
-  if (file.empty())
-    GTEST_SKIP() << "reference data ../shared/data/gaincell-reference/" << name
-                 << " not found; golden test skipped";
+  GAINCELL_SHARED_DATA(file, golden_file(name));
   const Golden g = load_golden(file);
   const MaxDev dev = run_headarray(g, inverted);
   ::testing::Test::RecordProperty("max_abs_dev_S", std::to_string(dev.s));
@@ -142,8 +137,7 @@ TEST(Golden, Subtile64InvertedPolarity) {
 }
 
 TEST(Golden, LoopReferenceSubtileMatchesGoldenAndHeadArray) {
-  const auto file = golden_file("subtile64_golden.npz");
-  if (file.empty()) GTEST_SKIP() << "reference data subtile64_golden.npz not found; skipped";
+  GAINCELL_SHARED_DATA(file, golden_file("subtile64_golden.npz"));
   const Golden g = load_golden(file);
   const HwConfig hw = golden_hw(false);
   double ds = 0, dout = 0, d_fast_s = 0, d_fast_out = 0;

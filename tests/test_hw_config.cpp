@@ -5,6 +5,7 @@
 #include "gaincell/core/error.h"
 #include "gaincell/hw/hw_config.h"
 
+using gaincell::CellModel;
 using gaincell::Error;
 using gaincell::HwConfig;
 
@@ -63,4 +64,26 @@ TEST(HwConfig, BadValuesNameTheField) {
   EXPECT_NE(error_of({{"preset", "nope"}}).find("nope"), std::string::npos);
   EXPECT_NE(error_of({{"noise", {{"read_noise_s", -0.1}}}}).find("noise.read_noise_s"),
             std::string::npos);
+}
+
+// Issue 11 defect 3: a default-constructed configuration is the paper's nonlinear hardware, and a
+// polynomial cell whose current ignores the stored voltage is rejected.
+TEST(HwConfig, DefaultComputesAndDeadCellIsRejected) {
+  HwConfig def;
+  def.name = "paper-nonlinear";
+  EXPECT_EQ(def.to_json(), HwConfig::preset("paper-nonlinear").to_json());
+  EXPECT_NO_THROW(HwConfig{}.validate());
+  HwConfig dead;
+  dead.coefficients.fill(0.0);
+  try {
+    dead.validate();
+    FAIL() << "an all-zero polynomial cell must be rejected";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cell.coefficients"), std::string::npos) << e.what();
+  }
+  // Only the offset term alpha_0 left: still dead.
+  dead.coefficients = {1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  EXPECT_THROW(dead.validate(), Error);
+  dead.cell = CellModel::kLinear;  // the linear cell does not use the coefficients
+  EXPECT_NO_THROW(dead.validate());
 }

@@ -8,6 +8,7 @@
 
 #include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/model/checkpoint.h"
+#include "gaincell/model/gpt2.h"
 
 using namespace gaincell;
 
@@ -52,6 +53,46 @@ TEST(ModelOverrides, SameVariantKeepsStoredHardware) {
   o.apply(c);
   EXPECT_EQ(c.hw.name, "mine");
   EXPECT_EQ(c.hw.window, 128);
+}
+
+// Issue 11 defect 1: `--attention gaincell-nonlinear --hw paper-linear` ran the polynomial cell but
+// recorded "linear". The rule: the variant sets the cell, in every place a configuration is built.
+TEST(ModelOverrides, RecordedCellIsTheCellThatRuns) {
+  GPT2Config c = small("softmax");
+  ModelOverrides o;
+  o.attention = "gaincell-nonlinear";
+  o.hw = HwConfig::preset("paper-linear");
+  o.apply(c);
+  EXPECT_EQ(c.hw.cell, CellModel::kPolynomial);
+  GPT2Model model(c);
+  const HwConfig& ran = static_cast<const GainCellAttention&>(model.attention(0)).hw();
+  EXPECT_EQ(ran.cell, CellModel::kPolynomial);
+  EXPECT_EQ(model.config().to_json()["gaincell_hw"]["cell"]["model"], to_string(ran.cell));
+
+  // A configuration built by hand or read from a file follows the same rule.
+  GPT2Config by_hand = small("gaincell-nonlinear");
+  by_hand.hw = HwConfig::preset("paper-linear");
+  EXPECT_EQ(GPT2Model(by_hand).config().hw.cell, CellModel::kPolynomial);
+  nlohmann::json file = by_hand.to_json();
+  ASSERT_EQ(file["gaincell_hw"]["cell"]["model"], "linear");
+  EXPECT_EQ(GPT2Config::from_json(file).hw.cell, CellModel::kPolynomial);
+}
+
+// Issue 11 defect 2: an ablation variant named in config.json (without gaincell_hw) runs on the
+// same hardware as when it is chosen with --attention (Q and output quantisers off, spec §2.7).
+TEST(ModelOverrides, AblationHardwareIsTheSameFromFileAndFromAttention) {
+  for (const std::string variant : {"gaincell-x3", "gaincell-sigmoid", "gaincell-linear"}) {
+    GPT2Config via_option = small("softmax");
+    ModelOverrides o;
+    o.attention = variant;
+    o.apply(via_option);
+    nlohmann::json j = small("softmax").to_json();
+    j["gaincell_attention"] = variant;
+    j.erase("gaincell_hw");
+    const GPT2Config via_file = GPT2Config::from_json(j);
+    EXPECT_EQ(via_file.hw.to_json(), via_option.hw.to_json()) << variant;
+    EXPECT_EQ(via_file.hw.q.enabled, variant == "gaincell-linear") << variant;
+  }
 }
 
 // Loading a softmax checkpoint into a gain-cell variant: the scalers it lacks keep their initial

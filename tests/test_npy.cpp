@@ -1,7 +1,6 @@
 // .npy/.npz reader and writer: fixtures written by NumPy itself (tests/reference/
 // make_npy_fixtures.py), round trips, and every kind of malformed input.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -11,25 +10,17 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/npy.h"
+#include "test_util.h"
 
 using namespace gaincell;
 namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fixture(const std::string& name) {
-  return fs::path(GAINCELL_SOURCE_DIR) / "tests" / "fixtures" / name;
-}
+using test_util::expect_error;
 
-// Expects an Error whose message contains `needle`.
-template <typename F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
+fs::path fixture(const std::string& name) {
+  return test_util::fixture_path(name);
 }
 
 fs::path temp_path(const std::string& name) {

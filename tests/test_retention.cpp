@@ -52,7 +52,10 @@ TEST(Technology, PresetsWithSourcesAndLambdaFromRetentionAndTokenRate) {
     }
     return std::string();
   };
-  EXPECT_NE(message({{"leakage", {{"technology", "si-cmos"}}}}).find("time_per_token_s"),
+  // The presets assume the paper's 0.8 us per token; a technology without any time per token
+  // has no time scale for lambda.
+  EXPECT_NE(message({{"leakage", {{"technology", "si-cmos"}, {"time_per_token_s", 0.0}}}})
+                .find("time_per_token_s"),
             std::string::npos);
   EXPECT_NE(message({{"leakage", {{"technology", "sram"}, {"time_per_token_s", 1e-6}}}})
                 .find("leakage.technology"),

@@ -15,6 +15,7 @@
 #include "gaincell/tools/spice/characterize.h"
 #include "gaincell/tools/spice/netlist.h"
 #include "gaincell/tools/spice/ngspice.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace gaincell;
@@ -107,10 +108,7 @@ TEST(SpiceCharacterize, ShippedGainCellMeetsAcceptance) {
   EXPECT_LT(t.at(49, 1), 20e-6);
   for (size_t r = 0; r < t.vstore.size(); ++r) EXPECT_LT(std::fabs(t.at(r, 0)), 1e-9);  // idle
 
-  const fs::path ref = shared_data_dir().empty()
-                           ? fs::path()
-                           : shared_data_dir() / "gaincell-reference/gain_cell_iv_table.csv";
-  if (ref.empty() || !fs::exists(ref)) GTEST_SKIP() << "paper table not available for the RMS";
+  GAINCELL_SHARED_DATA(ref, "gaincell-reference/gain_cell_iv_table.csv");
   // docs/spice.md reports 0.046 uA at Vin = 0.9 V; guard it from drifting.
   const auto diff = fit::compare_tables(t, fit::read_iv_table(ref), 0.9);
   EXPECT_LT(diff.rms_ua, 0.06);

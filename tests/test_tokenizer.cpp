@@ -11,6 +11,7 @@
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/tokenizer.h"
 #include "test_tokenizer_util.h"
+#include "test_util.h"
 
 namespace gaincell {
 namespace {
@@ -191,8 +192,7 @@ TEST(Tokenizer, MatchesPythonReferenceOnTrickyStrings) {
 
 TEST(Tokenizer, MatchesPythonReferenceOnTinyShakespeare) {
   GAINCELL_REQUIRE_VOCAB();
-  const auto shared = shared_data_dir();
-  if (shared.empty()) GTEST_SKIP() << "shared reference data (../shared/data) not present";
+  GAINCELL_SHARED_DATA(shared, "");
   const auto& ref = fixture().at("tinyshakespeare");
   const std::string text = read_text_file(shared / ref.at("file").get<std::string>());
   ASSERT_EQ(text.size(), ref.at("file_bytes").get<size_t>());

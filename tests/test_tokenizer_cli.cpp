@@ -7,6 +7,7 @@
 
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
+#include "gaincell/model/tokenizer.h"
 #include "test_tokenizer_util.h"
 
 namespace gaincell {
@@ -144,6 +145,82 @@ TEST(PrepareCli, MissingInputWritesNothing) {
   EXPECT_FALSE(fs::exists(dir.path() / "data" / "train.bin"));
   EXPECT_EQ(run_cli(dir, "prepare --out x").exit_code, 1);
   EXPECT_NE(run_cli(dir, "prepare --text a.txt").exit_code, 0);  // --out is required
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hugging Face tokenizer.json: --tokenizer FILE, --model DIR, prepare's meta.json, bad files.
+
+// A model-like directory holding the npm Llama 2 tokenizer files (data/tokenizers/llama2), or
+// empty when setup.sh has not installed them.
+fs::path llama2_tokenizer_dir() {
+  const fs::path dir = default_data_dir() / "tokenizers" / "llama2";
+  return fs::exists(dir / "tokenizer.json") ? dir : fs::path();
+}
+
+#define GAINCELL_REQUIRE_LLAMA2_TOKENIZER()                                                \
+  if (llama2_tokenizer_dir().empty()) {                                                    \
+    const char* ci = std::getenv("CI");                                                    \
+    if (ci && std::string(ci) == "true") FAIL() << "data/tokenizers/llama2 missing in CI"; \
+    GTEST_SKIP() << "data/tokenizers/llama2 not found (run scripts/setup.sh or export "    \
+                    "GAINCELL_DATA=/work/main/data)";                                      \
+  }
+
+TEST(TokenizeCli, HuggingFaceTokenizerByFileAndByModelDirectory) {
+  GAINCELL_REQUIRE_LLAMA2_TOKENIZER();
+  TempDir dir;
+  const fs::path model = dir.path() / "model";
+  fs::create_directories(model);
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+    fs::copy_file(llama2_tokenizer_dir() / name, model / name);
+  }
+  const std::string text = "Hello  world, 123 \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\xA6\x99\n";
+  const auto expected = Tokenizer::load_hf(model / "tokenizer.json").encode(text);
+  ASSERT_FALSE(expected.empty());
+  const auto by_model = run_cli(dir, "tokenize --json --model " + shell_quote(model.string()) +
+                                         " --string " + shell_quote(text));
+  ASSERT_EQ(by_model.exit_code, 0) << by_model.err;
+  EXPECT_EQ(nlohmann::json::parse(by_model.out).at("ids").get<std::vector<int32_t>>(), expected);
+  const auto by_file = run_cli(dir, "tokenize --json --tokenizer " +
+                                        shell_quote((model / "tokenizer.json").string()) +
+                                        " --string " + shell_quote(text));
+  ASSERT_EQ(by_file.exit_code, 0) << by_file.err;
+  EXPECT_EQ(by_file.out, by_model.out);
+  write_file_atomic(dir.path() / "ids.json", by_model.out);
+  const auto decoded =
+      run_cli(dir, "tokenize --decode --model " + shell_quote(model.string()) + " --text " +
+                       shell_quote((dir.path() / "ids.json").string()));
+  ASSERT_EQ(decoded.exit_code, 0) << decoded.err;
+  EXPECT_EQ(decoded.out, text);
+  EXPECT_NE(run_cli(dir, "tokenize --model " + shell_quote(model.string()) +
+                             " --tokenizer bytes --string a")
+                .exit_code,
+            0);
+
+  // prepare records the tokenizer.json's name; the ids are the library's.
+  write_file_atomic(dir.path() / "a.txt", text);
+  const auto data = dir.path() / "data";
+  const auto r = run_cli(dir, "prepare --model " + shell_quote(model.string()) + " --text " +
+                                  shell_quote((dir.path() / "a.txt").string()) + " --out " +
+                                  shell_quote(data.string()) + " --val-fraction 0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto meta = nlohmann::json::parse(read_text_file(data / "meta.json"));
+  EXPECT_EQ(meta.at("tokenizer"), Tokenizer::name_for_model(model, "gpt2-bpe"));
+  EXPECT_TRUE(meta.at("tokenizer").get<std::string>().starts_with("hf:"));
+  EXPECT_EQ(meta.at("train_tokens").get<size_t>(), expected.size());
+}
+
+TEST(TokenizeCli, UnsupportedTokenizerJsonNamesFileAndKey) {
+  TempDir dir;
+  const fs::path file = dir.path() / "tokenizer.json";
+  write_file_atomic(file, R"({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}})");
+  const auto r = run_cli(dir, "tokenize --tokenizer " + shell_quote(file.string()) + " --string a");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find(file.string()), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("'model.type'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Unigram"), std::string::npos) << r.err;
+  const auto missing = run_cli(dir, "tokenize --tokenizer nonexistent.json --string a");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("nonexistent.json"), std::string::npos) << missing.err;
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
@@ -56,7 +57,8 @@ void run_adapt(const AdaptCliOptions& o) {
   const int T = o.seq_len > 0 ? o.seq_len : model->config().block_size;
   require(T <= model->config().block_size, "--seq-len exceeds the model's block size");
 
-  check_token_dir_tokenizer(o.data_dir, model->config().tokenizer);
+  check_token_dir_tokenizer(o.data_dir,
+                            Tokenizer::name_for_model(o.model_dir, model->config().tokenizer));
   const TokenDataset train = TokenDataset::open(std::filesystem::path(o.data_dir) / "train.bin",
                                                 model->config().vocab_size);
   require(o.eval_tokens >= 0, "--eval-tokens must be >= 0");
@@ -91,6 +93,7 @@ void run_adapt(const AdaptCliOptions& o) {
   // only now, so that a refused input leaves no directory behind.
   const DirectoryLock lock = DirectoryLock::acquire(o.out_dir);
   save_model(*model, o.out_dir);
+  copy_tokenizer_files(o.model_dir, o.out_dir);
 
   nlohmann::json summary = r.to_json();
   summary["model"] = o.model_dir;

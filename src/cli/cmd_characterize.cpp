@@ -15,8 +15,9 @@ namespace gaincell::cli {
 namespace {
 
 struct CharacterizeCli {
-  std::string netlist = std::string(GAINCELL_SOURCE_DIR) + "/netlists/gain_cell.cir";
-  std::string converter = std::string(GAINCELL_SOURCE_DIR) + "/netlists/charge_to_pulse.cir";
+  // The netlists ship with gaincell (installed_dir: beside the binary).
+  std::string netlist = (installed_dir("netlists") / "gain_cell.cir").string();
+  std::string converter = (installed_dir("netlists") / "charge_to_pulse.cir").string();
   std::string params;
   std::string out;
   std::string reference;

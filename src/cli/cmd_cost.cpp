@@ -22,7 +22,7 @@ struct CostOptions {
   std::string preset = "paper";
   std::string hw = "paper-nonlinear";
   std::string model_dir;
-  std::optional<int> n_layer, n_head, head_dim, window, array_size;
+  std::optional<int> n_layer, n_head, n_kv_head, head_dim, window, array_size;
   std::optional<int64_t> tokens, batch;
   std::optional<double> tmax_s, stack_layers;
   std::string trace;
@@ -108,6 +108,7 @@ cost::CostReportInputs make_inputs(const CostOptions& o) {
   };
   if (o.n_layer) in.shape.n_layer = *o.n_layer, note("--n-layer");
   if (o.n_head) in.shape.n_head = *o.n_head, note("--n-head");
+  if (o.n_kv_head) in.shape.n_kv_head = *o.n_kv_head, note("--n-kv-head");
   if (o.head_dim) in.shape.head_dim = *o.head_dim, note("--head-dim");
   if (o.tokens) in.shape.tokens = *o.tokens, note("--tokens");
   if (o.batch) in.shape.batch = *o.batch, note("--batch");
@@ -162,10 +163,14 @@ void setup_cost(CLI::App& app) {
                  "hardware preset (paper-nonlinear, paper-linear, ideal) or JSON file")
       ->capture_default_str();
   app.add_option("--model", o->model_dir,
-                 "model directory with a Hugging Face GPT-2 config.json (n_layer, n_head, n_embd, "
-                 "n_positions)");
+                 "model directory with a Hugging Face config.json (GPT-2: n_layer, n_head, "
+                 "n_embd, n_positions; Llama/Mistral/Qwen2: num_hidden_layers, "
+                 "num_attention_heads, num_key_value_heads, head_dim or hidden_size, "
+                 "max_position_embeddings)");
   app.add_option("--n-layer", o->n_layer, "layers (default 12)");
   app.add_option("--n-head", o->n_head, "heads per layer (default 12)");
+  app.add_option("--n-kv-head", o->n_kv_head,
+                 "key/value heads per layer (grouped-query attention; default n_head)");
   app.add_option("--head-dim", o->head_dim, "head dimension (default 64)");
   app.add_option("--window", o->window, "sliding window M in tokens (overrides the hw config)");
   app.add_option("--array-size", o->array_size, "gain-cell array size N (overrides the hw config)");

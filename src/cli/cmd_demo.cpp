@@ -11,6 +11,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/tokenizer.h"
@@ -82,12 +83,7 @@ void setup_demo(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--corpus-dir", d.corpus_dir, "directory of fortune(6) files")
       ->capture_default_str();
-  app.add_option("--tokenizer", d.tokenizer,
-                 "bytes (one token per byte: a character-level model) or gpt2-bpe")
-      ->capture_default_str()
-      ->check(CLI::IsMember({Tokenizer::kBytes, Tokenizer::kGpt2Bpe}));
-  app.add_option("--vocab", d.vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_tokenizer_options(app, d.tokenizer, d.vocab_dir);
   app.add_option("--steps", d.train.steps, "training steps")->capture_default_str();
   app.add_option("--batch-size", d.train.batch_size, "sequences per step")->capture_default_str();
   app.add_option("--seq-len", d.train.seq_len, "context length (also the model's n_positions)")

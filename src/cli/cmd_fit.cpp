@@ -17,8 +17,8 @@ namespace {
 
 struct FitOptions {
   std::string table;
-  double vin = 0.9;
-  double offset = 0.45;
+  double vin = kPaperVdd;
+  double offset = kPaperZeroPoint;
   bool json = false;
   std::string plot_dir;
   std::string device_out;

@@ -9,6 +9,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
@@ -61,12 +62,13 @@ void run_generate(const GenerateOptions& o) {
   load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   auto model = load_model(o.model_dir, load);
   const GPT2Config& cfg = model->config();
-  const Tokenizer tok = Tokenizer::by_name(cfg.tokenizer, o.vocab_dir);
+  const Tokenizer tok = Tokenizer::for_model(o.model_dir, cfg.tokenizer, o.vocab_dir);
 
-  // An empty prompt starts from <|endoftext|>, as GPT-2's unconditional samples do.
-  std::vector<int32_t> prompt = tok.encode(o.prompt);
+  // The prompt as the tokenizer gives it to a model (BOS first for Llama 2); an empty one starts
+  // from BOS, else <|endoftext|>, as GPT-2's unconditional samples do.
+  std::vector<int32_t> prompt = tok.encode_with_special_tokens(o.prompt);
   const bool unconditional = prompt.empty();
-  if (unconditional) prompt.push_back(tok.end_of_text());
+  if (unconditional) prompt.push_back(tok.bos_token().value_or(tok.end_of_text()));
   for (int32_t id : prompt) {
     require(id < cfg.vocab_size, "prompt token " + std::to_string(id) +
                                      " is outside the model's vocabulary of " +
@@ -128,8 +130,7 @@ void setup_generate(CLI::App& app) {
   app.add_flag("!--no-stop", o->stop_at_eot, "keep generating after <|endoftext|>");
   app.add_flag("--json", o->json,
                "print one JSON object (prompt, completion, tokens) instead of text");
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_vocab_option(app, o->vocab_dir);
   app.add_option("--trace", o->trace_file,
                  "write the simulated arrays' hardware event counts (JSON for gaincell cost "
                  "--trace); gain-cell variants only");

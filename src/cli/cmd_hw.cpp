@@ -12,7 +12,9 @@ void setup_hw(CLI::App& app) {
   app.require_subcommand(1);
   auto* show = app.add_subcommand("show", "print the effective hardware configuration as JSON");
   auto hw = std::make_shared<std::string>("paper-nonlinear");
-  show->add_option("--hw", *hw, "preset name (paper-nonlinear, paper-linear, ideal) or JSON file")
+  std::string presets;
+  for (const auto& n : HwConfig::preset_names()) presets += (presets.empty() ? "" : ", ") + n;
+  show->add_option("--hw", *hw, "preset name (" + presets + ") or JSON file")
       ->capture_default_str();
   show->callback([hw] {
     HwConfig c = HwConfig::load(*hw);

@@ -12,6 +12,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
@@ -60,11 +61,12 @@ void run_perplexity(const PerplexityOptions& o) {
   // Pre-tokenised input needs the tokenizer only for the prepended <|endoftext|>.
   const bool need_tokenizer = o.tokens_file.empty() || !o.no_eot;
   const std::optional<Tokenizer> tok =
-      need_tokenizer
-          ? std::optional<Tokenizer>(Tokenizer::by_name(model->config().tokenizer, o.vocab_dir))
-          : std::nullopt;
+      need_tokenizer ? std::optional<Tokenizer>(Tokenizer::for_model(
+                           o.model_dir, model->config().tokenizer, o.vocab_dir))
+                     : std::nullopt;
   std::vector<int32_t> tokens;
-  if (!o.no_eot) tokens.push_back(tok->end_of_text());
+  // lm-eval's prefix token: BOS if the tokenizer defines one, else EOS (GPT-2: <|endoftext|>).
+  if (!o.no_eot) tokens.push_back(tok->bos_token().value_or(tok->end_of_text()));
   const std::vector<int32_t> body =
       o.tokens_file.empty()
           ? tok->encode(text)
@@ -130,8 +132,7 @@ void setup_perplexity(CLI::App& app) {
                "add 'nll', the per-token values in text order (implies --json)");
   app.add_flag("--no-eot", o->no_eot,
                "do not prepend <|endoftext|> (the first token is then not predicted)");
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_vocab_option(app, o->vocab_dir);
   add_model_options(app, o->model);
   add_weights_option(app, o->model);
   app.callback([o] { run_perplexity(*o); });

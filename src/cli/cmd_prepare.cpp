@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
@@ -23,15 +24,14 @@ struct PrepareCliOptions {
   double val_fraction = 0.1;
   bool fortunes = false;
   std::string fortunes_dir = "/usr/share/games/fortunes";
-  std::string vocab_dir;
-  std::string tokenizer = Tokenizer::kGpt2Bpe;
+  TokenizerCliOptions tokenizer;
 };
 
 void run_prepare(const PrepareCliOptions& o) {
   std::vector<std::filesystem::path> files(o.texts.begin(), o.texts.end());
   if (o.fortunes && files.empty()) files = default_corpus_files(o.fortunes_dir);
   require(!files.empty(), "give --text FILE [FILE...] or --fortunes");
-  const Tokenizer tok = Tokenizer::by_name(o.tokenizer, o.vocab_dir);
+  const Tokenizer tok = o.tokenizer.load();
   PrepareOptions options;
   options.val_fraction = o.val_fraction;
   options.split_fortunes = o.fortunes;
@@ -60,12 +60,7 @@ void setup_prepare(CLI::App& app) {
                "without --text, use the plain-text files of --fortunes-dir");
   app.add_option("--fortunes-dir", o->fortunes_dir, "where the fortune files are")
       ->capture_default_str();
-  app.add_option("--tokenizer", o->tokenizer,
-                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_tokenizer_options(app, o->tokenizer);
   app.callback([o] { run_prepare(*o); });
 }
 

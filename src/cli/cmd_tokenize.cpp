@@ -1,4 +1,5 @@
-// gaincell tokenize: GPT-2 BPE ids of a text (or, with --decode, the text of ids).
+// gaincell tokenize: token ids of a text (or, with --decode, the text of ids), with GPT-2's BPE,
+// bytes, a Hugging Face tokenizer.json (--tokenizer FILE) or a model's tokenizer (--model DIR).
 //   gaincell tokenize --text FILE|- [--json]     ids of a file's bytes (- reads stdin)
 //   gaincell tokenize --string TEXT [--json]     ids of a string
 //   gaincell tokenize --decode --string "15496 11 995 0"   text of ids (space-separated, or JSON
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/json.h"
 #include "gaincell/model/data.h"
@@ -25,8 +27,7 @@ struct TokenizeOptions {
   bool has_string = false;
   bool json = false;
   bool decode = false;
-  std::string vocab_dir;
-  std::string tokenizer = Tokenizer::kGpt2Bpe;
+  TokenizerCliOptions tokenizer;
 };
 
 std::string read_input(const TokenizeOptions& o) {
@@ -82,7 +83,7 @@ std::vector<int32_t> parse_ids(const std::string& input) {
 void run_tokenize(const TokenizeOptions& o) {
   require(o.has_string != !o.text_file.empty(),
           "give exactly one of --text FILE and --string TEXT");
-  const Tokenizer tok = Tokenizer::by_name(o.tokenizer, o.vocab_dir);
+  const Tokenizer tok = o.tokenizer.load();
   const std::string input = read_input(o);
   if (o.decode) {
     const std::string text = tok.decode(parse_ids(input));
@@ -123,16 +124,11 @@ void setup_tokenize(CLI::App& app) {
   app.add_flag("--decode", o->decode,
                "the input is token ids (space-separated, a JSON array or {\"ids\": [...]}); print "
                "their text (raw bytes)");
-  app.add_option("--tokenizer", o->tokenizer,
-                 "gpt2-bpe (GPT-2's BPE) or bytes (one token per byte, vocabulary 257)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({Tokenizer::kGpt2Bpe, Tokenizer::kBytes}));
-  app.add_option("--vocab", o->vocab_dir,
-                 "directory with encoder.json and vocab.bpe (default: $GAINCELL_DATA/vocab)");
+  add_tokenizer_options(app, o->tokenizer);
   app.callback([o] { run_tokenize(*o); });
 }
 
-CommandRegistration reg({"tokenize", "GPT-2 BPE: text to token ids, or ids to text (--decode)",
+CommandRegistration reg({"tokenize", "text to token ids, or ids to text (--decode)",
                          setup_tokenize});
 
 }  // namespace

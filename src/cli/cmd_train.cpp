@@ -10,6 +10,7 @@
 
 #include "cli/command.h"
 #include "cli/model_options.h"
+#include "cli/tokenizer_options.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
@@ -33,6 +34,7 @@ struct TrainCliOptions {
   bool json = false;
   ModelCliOptions model;
   CLI::Option* steps_option = nullptr;
+  CLI::Option* seq_len_option = nullptr;
 };
 
 GPT2Config config_from_cli(const TrainCliOptions& o) {
@@ -104,6 +106,10 @@ void run_train(TrainCliOptions o) {
       model = load_model(o.init_dir, load);
     } else {
       GPT2Config config = config_from_cli(o);
+      require(!token_dir_tokenizer(options.data_dir).starts_with("hf:"),
+              "token directory '" + options.data_dir.string() +
+                  "' was made with a Hugging Face tokenizer.json, which a new model cannot take: "
+                  "start from --init MODEL_DIR (the model directory holding that tokenizer)");
       // A new model takes the tokenizer of its token directory (a byte-level corpus needs a
       // vocabulary of 257, whatever the named configuration says).
       if (token_dir_tokenizer(options.data_dir) == Tokenizer::kBytes &&
@@ -117,9 +123,19 @@ void run_train(TrainCliOptions o) {
       model->init_random(options.seed);
     }
   }
+  // Defaults work together: without --seq-len a model with fewer positions than the default
+  // sequence length (e.g. --config tiny: 32) trains on its whole context.
+  if (!resuming && o.seq_len_option->count() == 0 && options.seq_len > model->config().block_size) {
+    options.seq_len = model->config().block_size;
+    std::cerr << "gaincell: --seq-len " << options.seq_len << " (the model's n_positions)\n";
+  }
   require(!options.data_dir.empty(),
           "the checkpoint does not record its data directory; give --data");
-  check_token_dir_tokenizer(options.data_dir, model->config().tokenizer);
+  // The directory the model comes from decides its tokenizer (its tokenizer.json, if any).
+  const std::filesystem::path source_dir = resuming ? o.resume_dir : o.init_dir;
+  check_token_dir_tokenizer(options.data_dir,
+                            Tokenizer::name_for_model(source_dir, model->config().tokenizer));
+  if (!resuming) copy_tokenizer_files(source_dir, options.out_dir);
   const int32_t vocab = model->config().vocab_size;
   const TokenDataset train = TokenDataset::open(options.data_dir / "train.bin", vocab);
   const std::optional<TokenDataset> val = open_val(options.data_dir, vocab);
@@ -164,7 +180,10 @@ void setup_train(CLI::App& app) {
       app.add_option("--steps", t.steps, "optimizer steps in total")->capture_default_str();
   app.add_option("--batch-size", t.batch_size, "sequences per micro-batch (B)")
       ->capture_default_str();
-  app.add_option("--seq-len", t.seq_len, "tokens per sequence (T)")->capture_default_str();
+  o->seq_len_option =
+      app.add_option("--seq-len", t.seq_len,
+                     "tokens per sequence (T); the model's n_positions when that is smaller")
+          ->capture_default_str();
   app.add_option("--grad-accum", t.grad_accum, "micro-batches per step")->capture_default_str();
   app.add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
   app.add_option("--min-lr", t.min_lr, "learning rate at the end of the cosine")

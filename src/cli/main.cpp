@@ -48,6 +48,12 @@ void configure_and_restart(char** argv) {
 
 }  // namespace
 
+// Exit status (README "Commands", --help): 0 success; 1 a failure (bad input, missing file, an
+// error in the run; the message is on stderr); 2 a usage error (the command line does not parse:
+// unknown option, missing required option or value, a value of the wrong type).
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
 }  // namespace gaincell::cli
 
 int main(int argc, char** argv) {
@@ -57,6 +63,9 @@ int main(int argc, char** argv) {
       "gaincell: large language models on simulated gain-cell in-memory attention hardware",
       "gaincell"};
   app.set_version_flag("--version", GAINCELL_VERSION);
+  app.footer(
+      "Exit status: 0 success, 1 failure (the error is printed on stderr), 2 usage error (the "
+      "command line does not parse).");
   app.require_subcommand(1);
   // Options a subcommand does not know fall through to here, so --threads may come before or
   // after the subcommand's name.
@@ -77,26 +86,29 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version arrive here too, with CLI11's success code; CLI11's own error codes
+    // (105-109 and so on) become the one usage code.
+    const int code = app.exit(e);
+    return code == 0 ? 0 : gaincell::cli::kExitUsage;
   } catch (const gaincell::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "gaincell: error: %s\n", e.what());
-    return 1;
+    return gaincell::cli::kExitFailure;
   } catch (const std::filesystem::filesystem_error& e) {
     // A path the user gave (a symlink loop, no permission, a full disk): its message names it.
     std::fflush(stdout);
     std::fprintf(stderr, "gaincell: error: %s\n", e.what());
-    return 1;
+    return gaincell::cli::kExitFailure;
   } catch (const std::bad_alloc&) {
     std::fflush(stdout);
     std::fprintf(stderr,
                  "gaincell: error: out of memory (the model, batch or input is too large for "
                  "this machine)\n");
-    return 1;
+    return gaincell::cli::kExitFailure;
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "gaincell: internal error: %s\n", e.what());
-    return 2;
+    return gaincell::cli::kExitFailure;
   }
   return 0;
 }

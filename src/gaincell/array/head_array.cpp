@@ -15,32 +15,14 @@ namespace gaincell {
 // ArrayEvents
 
 nlohmann::json ArrayEvents::to_json() const {
-  return {{"tokens", tokens},
-          {"cell_writes", cell_writes},
-          {"q_pulses", q_pulses},
-          {"q_pulse_width_sum", q_pulse_width_sum},
-          {"phi_pulses", phi_pulses},
-          {"phi_pulse_width_sum", phi_pulse_width_sum},
-          {"c2p_conversions", c2p_conversions},
-          {"output_conversions", output_conversions},
-          {"counter_increments", counter_increments},
-          {"tile_reads", tile_reads},
-          {"digital_adds", digital_adds},
-          {"reads", reads}};
+  nlohmann::json j = {{"tokens", tokens}, {"reads", reads}};
+  for_each_field([&](const char* name, auto member) { j[name] = this->*member; });
+  return j;
 }
 
 ArrayEvents& ArrayEvents::operator+=(const ArrayEvents& o) {
+  HardwareEvents::operator+=(o);
   tokens += o.tokens;
-  cell_writes += o.cell_writes;
-  q_pulses += o.q_pulses;
-  q_pulse_width_sum += o.q_pulse_width_sum;
-  phi_pulses += o.phi_pulses;
-  phi_pulse_width_sum += o.phi_pulse_width_sum;
-  c2p_conversions += o.c2p_conversions;
-  output_conversions += o.output_conversions;
-  counter_increments += o.counter_increments;
-  tile_reads += o.tile_reads;
-  digital_adds += o.digital_adds;
   reads += o.reads;
   return *this;
 }
@@ -366,10 +348,10 @@ void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float
     const int64_t age = hw_.leakage.effective_age(t - write_time_[j]);
     const float* row = v_y_.data() + static_cast<size_t>(j) * head_dim_;
     for (int d = 0; d < head_dim_; ++d) {
-      const float dec =
-          v_leak_.empty() ? decay_by_age_[age]
-                          : static_cast<float>(std::exp(
-                                -lambda_ * v_leak_[static_cast<size_t>(j) * head_dim_ + d] * age));
+      const float dec = v_leak_.empty()
+                            ? decay_by_age_[age]
+                            : static_cast<float>(Leakage(lambda_).decay(
+                                  age, v_leak_[static_cast<size_t>(j) * head_dim_ + d]));
       acc[d] += w * cell_current(dec * row[d]);
     }
   }
@@ -399,7 +381,7 @@ void HeadArray::read(const float* q_pulses, float* out) {
     phi_[j] = c2p_.pulse(s);
     if (phi_[j] > 0.0f) {
       ++step.phi_pulses;
-      step.phi_pulse_width_sum += phi_[j];
+      step.phi_pulse_width_sum_tmax += phi_[j];
     }
   }
   std::fill(scores_.begin() + n_valid, scores_.end(), 0.0f);
@@ -434,11 +416,14 @@ void HeadArray::read(const float* q_pulses, float* out) {
   for (int d = 0; d < head_dim_; ++d) {
     if (q_pulses[d] != 0.0f) {
       step.q_pulses += active_tiles;
-      step.q_pulse_width_sum += static_cast<double>(q_pulses[d]) * active_tiles;
+      step.q_pulse_width_sum_tmax += static_cast<double>(q_pulses[d]) * active_tiles;
     }
   }
   step.c2p_conversions = n_valid;
-  step.tile_reads = active_tiles;
+  // A head dimension above the array size spans ceil(D / N) arrays per sub-tile (K arrays stacked
+  // along the rows, V arrays side by side along the columns), all read together.
+  step.tile_reads =
+      static_cast<int64_t>(active_tiles) * ((head_dim_ + array_size_ - 1) / array_size_);
   step.output_conversions = static_cast<int64_t>(active_tiles) * head_dim_;
   step.digital_adds = static_cast<int64_t>(active_tiles - 1) * head_dim_;
   last_step_ += step;

@@ -4,6 +4,11 @@
 // index it was written at (leakage by age). Token t goes to slot t mod window (circular overwrite),
 // i.e. sub-tile (t mod window) div array_size.
 //
+// A head dimension D above the array size N tiles over ceil(D / N) physical arrays per sub-tile
+// (K arrays stacked along the rows, their column charges adding on the shared charge-to-pulse
+// input; V arrays side by side along the columns): the math is that of one D-row array, and only
+// the event counts (tile_reads) and the cost model see the tiling.
+//
 // One decode step is write(k, v) then read(q):
 //   S_j   = sum_d Q_d f(decay_j (K_jd - k_off))          per written, in-window slot j (§2.3)
 //   phi_j = clip(sign * S_j / s_sat, 0, 1)                charge-to-pulse, HardSigmoid (§2.4)
@@ -36,25 +41,16 @@
 #include "gaincell/device/charge_to_pulse.h"
 #include "gaincell/device/gain_cell.h"
 #include "gaincell/device/output_stage.h"
+#include "gaincell/hw/hardware_events.h"
 #include "gaincell/hw/hw_config.h"
 
 namespace gaincell {
 
-// Hardware events of the simulated arrays, the inputs of the cost model. Totals; `+=` merges
-// steps, heads and layers.
-struct ArrayEvents {
-  int64_t tokens = 0;              // decode steps (one per write)
-  int64_t cell_writes = 0;         // K and V cells written (2 * head_dim per token)
-  int64_t q_pulses = 0;            // nonzero Q pulses applied: nonzero rows x active sub-tiles
-  double q_pulse_width_sum = 0;    // sum of Q pulse widths over those pulses, units of Tmax
-  int64_t phi_pulses = 0;          // nonzero phi pulses (one per slot with phi > 0)
-  double phi_pulse_width_sum = 0;  // units of Tmax
-  int64_t c2p_conversions = 0;     // first-stage charge-to-pulse conversions (active columns)
-  int64_t output_conversions = 0;  // second-stage conversions (active sub-tiles x head_dim)
-  int64_t counter_increments = 0;  // output counter counts (|quantised level| summed)
-  int64_t tile_reads = 0;          // sub-tiles read (active sub-tiles per read)
-  int64_t digital_adds = 0;        // digital adder operations: (active sub-tiles - 1) x head_dim
-  int64_t reads = 0;               // read() calls
+// Hardware events of the simulated arrays (the event fields of hw/hardware_events.h) plus the
+// array's own step counts. Totals; `+=` merges steps, heads and layers.
+struct ArrayEvents : HardwareEvents {
+  int64_t tokens = 0;  // decode steps (one per write)
+  int64_t reads = 0;   // read() calls
 
   nlohmann::json to_json() const;
   ArrayEvents& operator+=(const ArrayEvents& o);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,16 +41,21 @@ struct TensorRef {
 
 // Everything a variant needs to build itself for one layer.
 struct AttentionContext {
-  int n_head = 12;
+  int n_head = 12;    // query heads
+  int n_kv_head = 0;  // key/value heads (grouped-query attention); 0 = n_head (GPT-2)
   int head_dim = 64;
   int layer = 0;
   int block_size = 1024;  // longest whole-sequence T
-  int window = 0;         // sliding window in tokens for the software variants; 0 = full causal
+  int window = 0;         // sliding window in tokens for "sliding" (gaincell_window); 0 = none
+  // The model's own sliding window for this layer (Mistral's and Qwen2's sliding_window): query t
+  // sees keys t - model_window + 1 .. t in "softmax" and "sliding"; 0 = none (GPT-2, Llama).
+  int model_window = 0;
   HwConfig hw = HwConfig::preset("paper-nonlinear");  // used by the hardware variants
 };
 
 // Token-by-token state: the KV cache of a software variant, the simulated gain-cell arrays of a
-// hardware variant. Vectors are head-major: [n_head * head_dim].
+// hardware variant. Vectors are head-major: keys and values [n_kv_head * head_dim], queries and
+// outputs [n_head * head_dim]; query head h reads key/value head h / (n_head / n_kv_head).
 class AttentionDecodeState {
  public:
   virtual ~AttentionDecodeState() = default;
@@ -70,7 +76,8 @@ class AttentionDecodeState {
 
 // Per-head statistics of the range scalers' outputs (spec §5.1), for the adaptation algorithm:
 // mean and unbiased std over batch, tokens and features of x_out = a x + b (before the clamp and
-// quantiser) for q, k, v, and of the final per-head output for the output scaler. Recorded by the
+// quantiser) for q, k, v, and of the final per-head output for the output scaler (q and output per
+// query head, k and v per key/value head under grouped-query attention). Recorded by the
 // hardware variants on every forward with training == true (the last such forward).
 struct ScalerStatistics {
   static constexpr int kQ = 0, kK = 1, kV = 2, kOutput = 3, kCount = 4;
@@ -90,11 +97,13 @@ class Attention {
   // Storage for param_specs(), in the same order; called once after allocation.
   virtual void bind_params(std::span<const TensorRef> refs) {}
 
-  // Whole-sequence causal forward. q, k, v, out: [B, H, T, D] contiguous, T <= block_size.
+  // Whole-sequence causal forward. q, out: [B, H, T, D]; k, v: [B, Hkv, T, D] (Hkv = n_kv_head
+  // divides H; query head h uses key/value head h / (H / Hkv)); contiguous, T <= block_size.
   // Keeps what backward() needs; q, k, v must stay valid until backward() of the same step.
   virtual void forward(const float* q, const float* k, const float* v, float* out, int B, int T,
                        bool training) = 0;
-  // Overwrites dq, dk, dv ([B, H, T, D]); accumulates parameter gradients into bound grads.
+  // Overwrites dq ([B, H, T, D]), dk and dv ([B, Hkv, T, D], summed over the query heads of each
+  // group); accumulates parameter gradients into bound grads.
   virtual void backward(const float* q, const float* k, const float* v, const float* dout,
                         float* dq, float* dk, float* dv, int B, int T) = 0;
 
@@ -109,10 +118,29 @@ class Attention {
 
 using AttentionFactory = std::function<std::unique_ptr<Attention>(const AttentionContext&)>;
 
+// What a hardware variant does with a hardware configuration; empty for software variants.
+struct AttentionHardware {
+  // The hardware the variant runs on when the user names none.
+  std::function<HwConfig()> default_hw;
+  // The hardware it actually runs from a given one. The one rule (issue 11): the variant sets
+  // what its name says (the gain-cell variants: the cell model), everything else comes from `hw`.
+  std::function<HwConfig(const HwConfig& hw)> resolve;
+};
+
 // Registry of variants by name ("softmax", "sliding", "gaincell-nonlinear", ...).
-void register_attention(const std::string& name, const std::string& help, AttentionFactory f);
+void register_attention(const std::string& name, const std::string& help, AttentionFactory f,
+                        AttentionHardware hardware = {});
 std::unique_ptr<Attention> make_attention(const std::string& name, const AttentionContext& ctx);
 std::vector<std::string> attention_names();
 std::string attention_help(const std::string& name);
+
+// Whether the variant runs on the simulated hardware (reads AttentionContext::hw).
+bool attention_uses_hardware(const std::string& name);
+// The variant's own default hardware; nullopt for software variants. Throws for unknown names.
+std::optional<HwConfig> attention_default_hardware(const std::string& name);
+// The hardware the variant runs from `hw` (identity for software variants). Every place that
+// builds or records a model configuration passes its hardware through this, so that what a
+// result file says ran is what ran.
+HwConfig attention_hardware(const std::string& name, const HwConfig& hw);
 
 }  // namespace gaincell

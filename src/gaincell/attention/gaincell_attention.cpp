@@ -66,16 +66,12 @@ HwConfig gaincell_default_hw(const std::string& name) {
   return hw;
 }
 
-namespace {
-
-HwConfig hw_for(const std::string& name, const AttentionContext& ctx) {
-  HwConfig hw = ctx.hw;
-  hw.cell = gaincell_cell_model(name);
-  hw.validate();
-  return hw;
+HwConfig gaincell_variant_hw(const std::string& name, const HwConfig& hw) {
+  HwConfig out = hw;
+  out.cell = gaincell_cell_model(name);
+  out.validate();
+  return out;
 }
-
-}  // namespace
 
 std::unique_ptr<Attention> make_gaincell_attention(const std::string& name,
                                                    const AttentionContext& ctx) {
@@ -96,27 +92,41 @@ struct GainCellAttention::Saved {
 GainCellAttention::GainCellAttention(std::string name, const AttentionContext& ctx)
     : name_(std::move(name)),
       n_head_(ctx.n_head),
+      n_kv_head_(ctx.n_kv_head > 0 ? ctx.n_kv_head : ctx.n_head),
       head_dim_(ctx.head_dim),
       layer_(ctx.layer),
-      params_(hw_for(name_, ctx)) {
+      params_(gaincell_variant_hw(name_, ctx.hw)) {
   require(n_head_ >= 1 && head_dim_ >= 1, "gain-cell attention: n_head and head_dim must be >= 1");
+  require(n_head_ % n_kv_head_ == 0, "gain-cell attention: n_kv_head (" +
+                                         std::to_string(n_kv_head_) + ") must divide n_head (" +
+                                         std::to_string(n_head_) + ")");
   quant_[kQ] = Quantizer(params_.hw.q);
   quant_[kK] = Quantizer(params_.hw.k);
   quant_[kV] = Quantizer(params_.hw.v);
   // Standalone storage with the spec's initial values until the model binds its own.
   const auto specs = param_specs();
-  own_storage_.resize(specs.size() * n_head_ * 2);
+  size_t total = 0;
+  for (const ParamSpec& spec : specs) total += 2 * static_cast<size_t>(spec.numel());
+  own_storage_.assign(total, 0.0f);
   std::vector<TensorRef> refs;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    float* data = own_storage_.data() + i * n_head_;
-    float* grad = own_storage_.data() + (specs.size() + i) * n_head_;
-    std::copy(specs[i].init.begin(), specs[i].init.end(), data);
-    std::fill(grad, grad + n_head_, 0.0f);
-    refs.push_back({data, specs[i].trainable ? grad : nullptr, n_head_});
+  size_t offset = 0;
+  for (const ParamSpec& spec : specs) {
+    const int64_t n = spec.numel();
+    float* data = own_storage_.data() + offset;
+    float* grad = data + n;
+    offset += 2 * static_cast<size_t>(n);
+    std::copy(spec.init.begin(), spec.init.end(), data);
+    refs.push_back({data, spec.trainable ? grad : nullptr, n});
   }
   bind_params(refs);
-  stats_.mean.fill(std::vector<float>(n_head_, 0.0f));
-  stats_.std.fill(std::vector<float>(n_head_, 0.0f));
+  for (int s = 0; s < 4; ++s) {
+    stats_.mean[s].assign(scaler_heads(static_cast<Scaler>(s)), 0.0f);
+    stats_.std[s].assign(scaler_heads(static_cast<Scaler>(s)), 0.0f);
+  }
+}
+
+int GainCellAttention::scaler_heads(Scaler s) const {
+  return s == kK || s == kV ? n_kv_head_ : n_head_;
 }
 
 std::vector<ParamSpec> GainCellAttention::param_specs() const {
@@ -124,18 +134,19 @@ std::vector<ParamSpec> GainCellAttention::param_specs() const {
   // configure_optimizers puts these 4-D tensors in the weight-decayed group; we keep that.
   const float b_init[4] = {0.0f, static_cast<float>(params_.hw.k_offset),
                            static_cast<float>(params_.hw.v_offset), 0.0f};
+  // q and output scalers per query head, k and v per key/value head (one K/V array pair each).
   std::vector<ParamSpec> specs;
   for (int s = 0; s < 4; ++s) {
     const std::string base = std::string("attn.") + kScalerNames[s] + "_scaler.";
-    specs.push_back({base + "a", {n_head_}, std::vector<float>(n_head_, 1.0f), true, true});
-    specs.push_back({base + "b", {n_head_}, std::vector<float>(n_head_, b_init[s]), true, true});
+    const int n = scaler_heads(static_cast<Scaler>(s));
+    specs.push_back({base + "a", {n}, std::vector<float>(n, 1.0f), true, true});
+    specs.push_back({base + "b", {n}, std::vector<float>(n, b_init[s]), true, true});
   }
   for (int s = 0; s < 4; ++s) {
     const std::string base = std::string("attn.") + kScalerNames[s] + "_scaler.";
-    specs.push_back(
-        {base + "target_mean", {n_head_}, std::vector<float>(n_head_, 0.0f), false, false});
-    specs.push_back(
-        {base + "target_std", {n_head_}, std::vector<float>(n_head_, 0.0f), false, false});
+    const int n = scaler_heads(static_cast<Scaler>(s));
+    specs.push_back({base + "target_mean", {n}, std::vector<float>(n, 0.0f), false, false});
+    specs.push_back({base + "target_std", {n}, std::vector<float>(n, 0.0f), false, false});
   }
   return specs;
 }
@@ -143,9 +154,11 @@ std::vector<ParamSpec> GainCellAttention::param_specs() const {
 void GainCellAttention::bind_params(std::span<const TensorRef> refs) {
   require(refs.size() == 16,
           "gain-cell attention: expected 16 bound tensors, got " + std::to_string(refs.size()));
-  for (const TensorRef& r : refs) {
-    require(r.data != nullptr && r.numel == n_head_,
-            "gain-cell attention: a bound scaler tensor does not have n_head entries");
+  for (size_t i = 0; i < refs.size(); ++i) {
+    const int n = scaler_heads(static_cast<Scaler>((i % 8) / 2));
+    require(refs[i].data != nullptr && refs[i].numel == n,
+            "gain-cell attention: bound scaler tensor " + std::to_string(i) + " has " +
+                std::to_string(refs[i].numel) + " entries, expected " + std::to_string(n));
   }
   for (int s = 0; s < 4; ++s) {
     a_[s] = refs[2 * s];
@@ -171,6 +184,12 @@ void GainCellAttention::prepare_head(int h, const float* x, int n, Scaler s, flo
   const float a = scaler_a(s, h), b = scaler_b(s, h);
   const Quantizer& qz = quant_[s];
   for (int i = 0; i < n; ++i) out[i] = qz(a * x[i] + b);
+}
+
+std::vector<GainCellWorkspace>& GainCellAttention::workspaces() {
+  const size_t threads = static_cast<size_t>(omp_get_max_threads());
+  if (workspaces_.size() < threads) workspaces_.resize(threads);
+  return workspaces_;
 }
 
 uint64_t GainCellAttention::noise_seed(int h) const {
@@ -270,66 +289,80 @@ void GainCellAttention::forward(const float* q, const float* k, const float* v, 
 void GainCellAttention::run_forward(const float* q, const float* k, const float* v, float* out,
                                     int B, int T, bool keep, bool record_statistics) {
   require(B >= 1 && T >= 1, "gain-cell attention: B and T must be >= 1");
-  const int H = n_head_, D = head_dim_;
-  const size_t total = static_cast<size_t>(B) * H * T * D, per_head = static_cast<size_t>(T) * D;
-  check_finite(q, total, "q");
-  check_finite(k, total, "k");
-  check_finite(v, total, "v");
+  const int H = n_head_, Hkv = n_kv_head_, rep = H / Hkv, D = head_dim_;
+  const size_t per_head = static_cast<size_t>(T) * D;
+  const size_t total_q = static_cast<size_t>(B) * H * per_head;
+  const size_t total_kv = static_cast<size_t>(B) * Hkv * per_head;
+  check_finite(q, total_q, "q");
+  check_finite(k, total_kv, "k");
+  check_finite(v, total_kv, "v");
   auto saved = std::make_shared<Saved>();
   const bool write_effects =
       params_.hw.noise.write_noise_kv != 0.0 || params_.hw.noise.gain_variation != 0.0;
   if (write_effects) {
-    saved->k_factor.resize(total);
-    saved->v_factor.resize(total);
+    saved->k_factor.resize(total_kv);
+    saved->v_factor.resize(total_kv);
   }
   saved->B = B;
   saved->T = T;
-  saved->Q.resize(total);
-  saved->K.resize(total);
-  saved->V.resize(total);
-  saved->O.resize(total);
+  saved->Q.resize(total_q);
+  saved->K.resize(total_kv);
+  saved->V.resize(total_kv);
+  saved->O.resize(total_q);
   // The clip masks are only needed by backward(): kept for training forwards.
   saved->mask_stride = keep ? params_.clip_mask_size(T, D) : 0;
   saved->mask.resize(saved->mask_stride * B * H);
-  const int threads = omp_get_max_threads();
-  std::vector<GainCellWorkspace> ws(threads);
-  // Per (b, h) moments of the four scaler outputs, reduced per head afterwards.
+  std::vector<GainCellWorkspace>& ws = workspaces();
+  // Per (b, head) moments of the four scaler outputs, reduced per head afterwards.
   std::vector<Moments> moments(static_cast<size_t>(B) * H * 4);
 
+  // 1. Every key/value head's arrays are written once (scalers, clamps, quantisers, write
+  // effects), whatever number of query heads reads them.
+  for_each_head(B, Hkv, [&](int b, int g, int) {
+    const size_t off = (static_cast<size_t>(b) * Hkv + g) * per_head;
+    prepare_head(g, k + off, T * D, kK, saved->K.data() + off);
+    prepare_head(g, v + off, T * D, kV, saved->V.data() + off);
+    if (write_effects) {
+      apply_write_effects(g, T, kK, saved->K.data() + off, saved->k_factor.data() + off);
+      apply_write_effects(g, T, kV, saved->V.data() + off, saved->v_factor.data() + off);
+    }
+    if (record_statistics) {
+      Moments* m = &moments[(static_cast<size_t>(b) * H + g) * 4];
+      m[kK].add(k + off, T * D, scaler_a(kK, g), scaler_b(kK, g));
+      m[kV].add(v + off, T * D, scaler_a(kV, g), scaler_b(kV, g));
+    }
+  });
+  // 2. Each query head reads its group's arrays.
   for_each_head(B, H, [&](int b, int h, int thread) {
     const size_t off = (static_cast<size_t>(b) * H + h) * per_head;
+    const int g = h / rep;
+    const size_t kv_off = (static_cast<size_t>(b) * Hkv + g) * per_head;
     prepare_head(h, q + off, T * D, kQ, saved->Q.data() + off);
-    prepare_head(h, k + off, T * D, kK, saved->K.data() + off);
-    prepare_head(h, v + off, T * D, kV, saved->V.data() + off);
-    if (write_effects) {
-      apply_write_effects(h, T, kK, saved->K.data() + off, saved->k_factor.data() + off);
-      apply_write_effects(h, T, kV, saved->V.data() + off, saved->v_factor.data() + off);
-    }
     float* O = saved->O.data() + off;
+    const float* K = saved->K.data() + kv_off;
+    const float* V = saved->V.data() + kv_off;
     if (use_reference_) {
-      reference_gaincell_forward(params_, saved->Q.data() + off, saved->K.data() + off,
-                                 saved->V.data() + off, T, D, O, nullptr, nullptr, noise_seed(h));
+      reference_gaincell_forward(params_, saved->Q.data() + off, K, V, T, D, O, nullptr, nullptr,
+                                 noise_seed(g));
     } else {
       gaincell_head_forward(
-          params_, saved->Q.data() + off, saved->K.data() + off, saved->V.data() + off, T, D, O,
+          params_, saved->Q.data() + off, K, V, T, D, O,
           keep ? saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride
                : nullptr,
-          ws[thread], noise_seed(h));
+          ws[thread], noise_seed(g));
     }
     const float ao = scaler_a(kOut, h), bo = scaler_b(kOut, h);
     for (size_t i = 0; i < per_head; ++i) out[off + i] = ao * O[i] + bo;
     if (record_statistics) {
       Moments* m = &moments[(static_cast<size_t>(b) * H + h) * 4];
       m[kQ].add(q + off, T * D, scaler_a(kQ, h), scaler_b(kQ, h));
-      m[kK].add(k + off, T * D, scaler_a(kK, h), scaler_b(kK, h));
-      m[kV].add(v + off, T * D, scaler_a(kV, h), scaler_b(kV, h));
       m[kOut].add(out + off, T * D, 1.0f, 0.0f);
     }
   });
 
   if (record_statistics) {
     for (int s = 0; s < 4; ++s) {
-      for (int h = 0; h < H; ++h) {
+      for (int h = 0; h < scaler_heads(static_cast<Scaler>(s)); ++h) {
         Moments m;
         for (int b = 0; b < B; ++b) {
           const Moments& part = moments[(static_cast<size_t>(b) * H + h) * 4 + s];
@@ -355,7 +388,7 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
 
 void GainCellAttention::backward(const float* q, const float* k, const float* v, const float* dout,
                                  float* dq, float* dk, float* dv, int B, int T) {
-  const int H = n_head_, D = head_dim_;
+  const int H = n_head_, Hkv = n_kv_head_, rep = H / Hkv, D = head_dim_;
   if (!saved_ || saved_->B != B || saved_->T != T) {
     // No matching forward kept its state: recompute it (statistics are not touched).
     std::vector<float> scratch(static_cast<size_t>(B) * H * T * D);
@@ -364,65 +397,86 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
   const Saved& sv = *saved_;
   const size_t per_head = static_cast<size_t>(T) * D;
   const int threads = omp_get_max_threads();
-  std::vector<GainCellWorkspace> ws(threads);
-  // Per (b, h) partial scaler gradients [4 scalers][a, b], reduced serially (deterministic).
+  std::vector<GainCellWorkspace>& ws = workspaces();
+  // Per (b, query head) partial scaler gradients [4 scalers][a, b] (k and v at the group's first
+  // query head), reduced serially (deterministic).
   std::vector<double> partial(static_cast<size_t>(B) * H * 8, 0.0);
   std::vector<std::vector<float>> dO_buf(threads, std::vector<float>(per_head));
-  std::vector<std::vector<float>> dX_buf(threads, std::vector<float>(3 * per_head));
+  std::vector<std::vector<float>> dX_buf(threads, std::vector<float>(5 * per_head));
 
-  for_each_head(B, H, [&](int b, int h, int thread) {
-    const size_t off = (static_cast<size_t>(b) * H + h) * per_head;
-    double* g = &partial[(static_cast<size_t>(b) * H + h) * 8];
-    // Output scaler y = a_o O + b_o (exact).
-    const float ao = scaler_a(kOut, h);
-    float* dO = dO_buf[thread].data();
+  // Input scalers: straight-through quantiser, clamp gradient, exact a and b gradients.
+  auto scaler_backward = [&](Scaler s, int head, const float* x, const float* dsig, float* dx,
+                             double* g) {
+    const float a = scaler_a(s, head), bb = scaler_b(s, head);
+    const Quantizer& qz = quant_[s];
+    double ga = 0.0, gb = 0.0;
     for (size_t i = 0; i < per_head; ++i) {
-      g[2 * kOut] += static_cast<double>(dout[off + i]) * sv.O[off + i];
-      g[2 * kOut + 1] += dout[off + i];
-      dO[i] = ao * dout[off + i];
+      const float din = dsig[i] * qz.grad(a * x[i] + bb);
+      dx[i] = a * din;
+      ga += static_cast<double>(din) * x[i];
+      gb += din;
     }
+    g[2 * s] += ga;
+    g[2 * s + 1] += gb;
+  };
+
+  // One task per (b, key/value head): its query heads run one after the other and sum their
+  // gradients of the shared K and V signals.
+  for_each_head(B, Hkv, [&](int b, int grp, int thread) {
+    const size_t kv_off = (static_cast<size_t>(b) * Hkv + grp) * per_head;
     float* dQ = dX_buf[thread].data();
     float* dK = dQ + per_head;
     float* dV = dK + per_head;
-    if (use_reference_) {
-      reference_gaincell_backward(params_, sv.Q.data() + off, sv.K.data() + off, sv.V.data() + off,
-                                  T, D, dO, dQ, dK, dV, noise_seed(h));
-    } else {
-      gaincell_head_backward(params_, sv.Q.data() + off, sv.K.data() + off, sv.V.data() + off, T, D,
-                             dO, sv.mask.data() + (static_cast<size_t>(b) * H + h) * sv.mask_stride,
-                             dQ, dK, dV, ws[thread], noise_seed(h));
+    float* dK_sum = dV + per_head;
+    float* dV_sum = dK_sum + per_head;
+    std::fill(dK_sum, dK_sum + 2 * per_head, 0.0f);
+    for (int r = 0; r < rep; ++r) {
+      const int h = grp * rep + r;
+      const size_t off = (static_cast<size_t>(b) * H + h) * per_head;
+      double* g = &partial[(static_cast<size_t>(b) * H + h) * 8];
+      // Output scaler y = a_o O + b_o (exact).
+      const float ao = scaler_a(kOut, h);
+      float* dO = dO_buf[thread].data();
+      for (size_t i = 0; i < per_head; ++i) {
+        g[2 * kOut] += static_cast<double>(dout[off + i]) * sv.O[off + i];
+        g[2 * kOut + 1] += dout[off + i];
+        dO[i] = ao * dout[off + i];
+      }
+      const float* K = sv.K.data() + kv_off;
+      const float* V = sv.V.data() + kv_off;
+      if (use_reference_) {
+        reference_gaincell_backward(params_, sv.Q.data() + off, K, V, T, D, dO, dQ, dK, dV,
+                                    noise_seed(grp));
+      } else {
+        gaincell_head_backward(params_, sv.Q.data() + off, K, V, T, D, dO,
+                               sv.mask.data() + (static_cast<size_t>(b) * H + h) * sv.mask_stride,
+                               dQ, dK, dV, ws[thread], noise_seed(grp));
+      }
+      for (size_t i = 0; i < per_head; ++i) {
+        dK_sum[i] += dK[i];
+        dV_sum[i] += dV[i];
+      }
+      scaler_backward(kQ, h, q + off, dQ, dq + off, g);
     }
     if (!sv.k_factor.empty()) {
       for (size_t i = 0; i < per_head; ++i) {
-        dK[i] *= sv.k_factor[off + i];
-        dV[i] *= sv.v_factor[off + i];
+        dK_sum[i] *= sv.k_factor[kv_off + i];
+        dV_sum[i] *= sv.v_factor[kv_off + i];
       }
     }
-    // Input scalers: straight-through quantiser, clamp gradient, exact a and b gradients.
-    const float* xs[3] = {q + off, k + off, v + off};
-    const float* ds[3] = {dQ, dK, dV};
-    float* dx[3] = {dq + off, dk + off, dv + off};
-    for (int s = 0; s < 3; ++s) {
-      const float a = scaler_a(static_cast<Scaler>(s), h), bb = scaler_b(static_cast<Scaler>(s), h);
-      const Quantizer& qz = quant_[s];
-      double ga = 0.0, gb = 0.0;
-      for (size_t i = 0; i < per_head; ++i) {
-        const float din = ds[s][i] * qz.grad(a * xs[s][i] + bb);
-        dx[s][i] = a * din;
-        ga += static_cast<double>(din) * xs[s][i];
-        gb += din;
-      }
-      g[2 * s] += ga;
-      g[2 * s + 1] += gb;
-    }
+    double* g0 = &partial[(static_cast<size_t>(b) * H + grp * rep) * 8];
+    scaler_backward(kK, grp, k + kv_off, dK_sum, dk + kv_off, g0);
+    scaler_backward(kV, grp, v + kv_off, dV_sum, dv + kv_off, g0);
   });
 
   for (int s = 0; s < 4; ++s) {
-    for (int h = 0; h < H; ++h) {
+    const bool per_kv = s == kK || s == kV;
+    for (int h = 0; h < scaler_heads(static_cast<Scaler>(s)); ++h) {
+      const int slot = per_kv ? h * rep : h;  // where the partial sums were stored
       double ga = 0.0, gb = 0.0;
       for (int b = 0; b < B; ++b) {
-        ga += partial[(static_cast<size_t>(b) * H + h) * 8 + 2 * s];
-        gb += partial[(static_cast<size_t>(b) * H + h) * 8 + 2 * s + 1];
+        ga += partial[(static_cast<size_t>(b) * H + slot) * 8 + 2 * s];
+        gb += partial[(static_cast<size_t>(b) * H + slot) * 8 + 2 * s + 1];
       }
       // clamp(a, min=1e-20) passes the gradient only where a >= 1e-20.
       if (a_[s].grad && a_[s].data[h] >= kMinScalerA) a_[s].grad[h] += static_cast<float>(ga);
@@ -436,11 +490,12 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
 
 namespace {
 
-// K and V of every head: scalers, clamps and quantisers (spec §3.2); the arrays do the rest.
+// Q, K or V of every head of that kind (query heads for q, key/value heads for k and v): scalers,
+// clamps and quantisers (spec §3.2); the arrays do the rest.
 void quantise_head_inputs(const GainCellAttention& attn, const Quantizer& qz,
                           GainCellAttention::Scaler s, const float* x, float* out) {
   const int D = attn.head_dim();
-  for (int h = 0; h < attn.n_head(); ++h) {
+  for (int h = 0; h < attn.scaler_heads(s); ++h) {
     const float a = attn.scaler_a(s, h), b = attn.scaler_b(s, h);
     for (int d = 0; d < D; ++d) out[h * D + d] = qz(a * x[h * D + d] + b);
   }
@@ -450,28 +505,29 @@ void quantise_head_inputs(const GainCellAttention& attn, const Quantizer& qz,
 
 GainCellDecodeState::GainCellDecodeState(const GainCellAttention& attn)
     : attn_(attn),
-      kq_(static_cast<size_t>(attn.n_head()) * attn.head_dim()),
+      kq_(static_cast<size_t>(attn.n_kv_head()) * attn.head_dim()),
       vq_(kq_.size()),
-      qq_(kq_.size()) {
+      qq_(static_cast<size_t>(attn.n_head()) * attn.head_dim()) {
   reset();
 }
 
 void GainCellDecodeState::append(const float* k, const float* v) {
   quantise_head_inputs(attn_, Quantizer(attn_.hw().k), GainCellAttention::kK, k, kq_.data());
   quantise_head_inputs(attn_, Quantizer(attn_.hw().v), GainCellAttention::kV, v, vq_.data());
-  const int D = attn_.head_dim(), H = attn_.n_head();
+  const int D = attn_.head_dim(), Hkv = attn_.n_kv_head();
   // Heads run serially: an OpenMP region per head loop measured slower inside the engine's decode
   // (its own OpenMP team is busy with the matrix-vector products).
-  for (int h = 0; h < H; ++h) heads_[h].write(kq_.data() + h * D, vq_.data() + h * D);
+  for (int g = 0; g < Hkv; ++g) heads_[g].write(kq_.data() + g * D, vq_.data() + g * D);
   ++length_;
 }
 
 void GainCellDecodeState::attend(const float* q, float* out) {
   require(length_ > 0, "gain-cell decode: attend() before any append()");
   quantise_head_inputs(attn_, Quantizer(attn_.hw().q), GainCellAttention::kQ, q, qq_.data());
-  const int D = attn_.head_dim(), H = attn_.n_head();
+  const int D = attn_.head_dim(), H = attn_.n_head(), rep = H / attn_.n_kv_head();
+  // The query heads of a group read their shared K/V arrays one after the other.
   for (int h = 0; h < H; ++h) {
-    heads_[h].read(qq_.data() + h * D, out + h * D);
+    heads_[h / rep].read(qq_.data() + h * D, out + h * D);
     // Digital output scaler (spec §1.2 step 8).
     const float ao = attn_.scaler_a(GainCellAttention::kOut, h);
     const float bo = attn_.scaler_b(GainCellAttention::kOut, h);
@@ -482,8 +538,8 @@ void GainCellDecodeState::attend(const float* q, float* out) {
 void GainCellDecodeState::reset() {
   heads_.clear();
   const HwConfig& hw = attn_.hw();
-  for (int h = 0; h < attn_.n_head(); ++h)
-    heads_.emplace_back(hw, attn_.head_dim(), head_noise_seed(hw.noise.seed, attn_.layer(), h));
+  for (int g = 0; g < attn_.n_kv_head(); ++g)
+    heads_.emplace_back(hw, attn_.head_dim(), head_noise_seed(hw.noise.seed, attn_.layer(), g));
   length_ = 0;
 }
 

@@ -461,11 +461,11 @@ Prepared prepare(const GainCellKernelParams& p, const Plan& plan, const float* Q
   pr.blocks = (T + p.tile - 1) / p.tile;
   pr.row_cap = std::min(T, p.window + p.tile);
   const size_t n = static_cast<size_t>(T) * pr.PD;
-  pr.qx = sized(ws.buf[0], n);
-  pr.kx = sized(ws.buf[1], n);
-  pr.vx = sized(ws.buf[2], n);
-  pr.rs = sized(ws.buf[3], static_cast<size_t>(pr.P) * T);
-  pr.qsum = sized(ws.buf[4], T);
+  pr.qx = sized(ws.q_scaled, n);
+  pr.kx = sized(ws.k_scaled, n);
+  pr.vx = sized(ws.v_scaled, n);
+  pr.rs = sized(ws.row_scales, static_cast<size_t>(pr.P) * T);
+  pr.qsum = sized(ws.q_row_sum, T);
   build_key_side(p, plan, K, p.k_offset, T, D, pr.kx);
   build_key_side(p, plan, V, p.v_offset, T, D, pr.vx);
   build_row_scales(p, plan, T, pr.rs);
@@ -497,14 +497,14 @@ void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const 
   const Prepared pr = prepare(p, plan, Q, K, V, T, D, ws);
   const int tile = p.tile, nb = p.physical_tiles();
   const int used_tiles = std::min(pr.blocks, nb);
-  float* S = sized(ws.buf[5], static_cast<size_t>(pr.row_cap) * tile);
-  float* phi = sized(ws.buf[6], static_cast<size_t>(pr.row_cap) * tile);
-  float* Z = sized(ws.buf[7], static_cast<size_t>(pr.row_cap) * pr.PD);
-  float* A = sized(ws.buf[8], static_cast<size_t>(pr.row_cap) * D);
+  float* S = sized(ws.scores, static_cast<size_t>(pr.row_cap) * tile);
+  float* phi = sized(ws.phi, static_cast<size_t>(pr.row_cap) * tile);
+  float* Z = sized(ws.v_products, static_cast<size_t>(pr.row_cap) * pr.PD);
+  float* A = sized(ws.tile_out, static_cast<size_t>(pr.row_cap) * D);
   // carry[tau]: partial sums of the rows whose window holds keys of two sequence blocks that map
   // to the same physical sub-tile tau (T > M; spec §11 item 7).
-  float* carry = sized(ws.buf[9], static_cast<size_t>(nb) * tile * D);
-  float* mean_sum = sized(ws.buf[10], static_cast<size_t>(T) * D);
+  float* carry = sized(ws.carry, static_cast<size_t>(nb) * tile * D);
+  float* mean_sum = sized(ws.mean_sum, static_cast<size_t>(T) * D);
   const bool per_tile = p.out_mode == OutputQuantMode::kPerTile;
   std::fill(O, O + static_cast<size_t>(T) * D, 0.0f);
   if (!per_tile) std::fill(mean_sum, mean_sum + static_cast<size_t>(T) * D, 0.0f);
@@ -574,15 +574,15 @@ void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const
   const int tile = p.tile, nb = p.physical_tiles();
   const int used_tiles = std::min(pr.blocks, nb);
   const bool per_tile = p.out_mode == OutputQuantMode::kPerTile;
-  float* S = sized(ws.buf[5], static_cast<size_t>(pr.row_cap) * tile);
-  float* phi = sized(ws.buf[6], static_cast<size_t>(pr.row_cap) * tile);
-  float* dS = sized(ws.buf[7], static_cast<size_t>(pr.row_cap) * std::max(tile, D));
-  float* Gs = sized(ws.buf[8], static_cast<size_t>(pr.row_cap) * D);
+  float* S = sized(ws.scores, static_cast<size_t>(pr.row_cap) * tile);
+  float* phi = sized(ws.phi, static_cast<size_t>(pr.row_cap) * tile);
+  float* dS = sized(ws.d_scores, static_cast<size_t>(pr.row_cap) * std::max(tile, D));
+  float* Gs = sized(ws.d_tile, static_cast<size_t>(pr.row_cap) * D);
   // Surrogate side (decay^1 only, spec §4): kl = e^{lambda (j-c)} (K - k_off), vl likewise,
   // r1(t) = e^{-lambda (t-c)}.
-  float* kl = sized(ws.buf[9], static_cast<size_t>(T) * D);
-  float* vl = sized(ws.buf[10], static_cast<size_t>(T) * D);
-  float* r1s = sized(ws.buf[11], static_cast<size_t>(2) * T);
+  float* kl = sized(ws.k_leaked, static_cast<size_t>(T) * D);
+  float* vl = sized(ws.v_leaked, static_cast<size_t>(T) * D);
+  float* r1s = sized(ws.decay_scales, static_cast<size_t>(2) * T);
   float* ks1 = r1s + T;
   for (int t = 0; t < T; ++t) {
     r1s[t] = static_cast<float>(std::exp(-p.lambda * (t - plan.centre)));
@@ -595,7 +595,7 @@ void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const
   const float slope = p.surrogate_slope;
   const float to_unit = p.sign / p.a_sat;
   const float hs_scale = p.sign / p.s_sat;
-  float* s_factor = sized(ws.buf[12], static_cast<size_t>(pr.row_cap) * tile);
+  float* s_factor = sized(ws.s_factor, static_cast<size_t>(pr.row_cap) * tile);
   const bool a_noise_relative = p.read_noise_a != 0.0 && p.read_noise_relative && per_tile;
   std::fill(dQ, dQ + static_cast<size_t>(T) * D, 0.0f);
 

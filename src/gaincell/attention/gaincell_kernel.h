@@ -74,9 +74,19 @@ struct GainCellKernelParams {
   size_t clip_mask_size(int T, int D) const;
 };
 
-// Scratch buffers of one head's kernel, reused across calls (one per thread).
+// Scratch buffers of one head's kernel, one per thread, kept by the caller and reused across
+// calls (they only grow).
 struct GainCellWorkspace {
-  std::vector<float> buf[13];
+  // Inputs scaled per decay power ([T][P*D]), the query row scales ([P][T]) and row sums ([T]).
+  std::vector<float> q_scaled, k_scaled, v_scaled, row_scales, q_row_sum;
+  // One block of query rows against one tile of keys: scores S and pulses phi ([rows][tile]).
+  std::vector<float> scores, phi;
+  // Forward: the V-side products ([rows][P*D]), the tile outputs ([rows][D]), the per-block
+  // carries ([blocks][tile][D]) and the tile-mean sums ([T][D]).
+  std::vector<float> v_products, tile_out, carry, mean_sum;
+  // Backward: dS ([rows][max(tile, D)]), the gradient of the tile sums ([rows][D]), K and V with
+  // their leakage ([T][D]), the two query-side decay scales ([2][T]) and the d phi / d S factors.
+  std::vector<float> d_scores, d_tile, k_leaked, v_leaked, decay_scales, s_factor;
 };
 
 // Fast kernel: tiled by array_size keys, every MAC a few sgemm calls thanks to the factorised

@@ -85,10 +85,9 @@ void head_forward(const HeadView& h, float* out, float* lse, float* S, int T, in
   }
 }
 
+// dq is overwritten; dk and dv ACCUMULATE (the query heads of a group share one key/value head).
 void head_backward(const HeadView& h, const float* dout, const float* lse, float* dq, float* dk,
                    float* dv, float* P, float* dP, int T, int D, int window, float scale) {
-  std::fill(dk, dk + static_cast<int64_t>(T) * D, 0.0f);
-  std::fill(dv, dv + static_cast<int64_t>(T) * D, 0.0f);
   for (int i0 = 0; i0 < T; i0 += kQueryBlock) {
     const int i1 = std::min(T, i0 + kQueryBlock);
     const int k0 = first_key(i0, window);
@@ -114,16 +113,18 @@ void head_backward(const HeadView& h, const float* dout, const float* lse, float
   }
 }
 
-// KV cache for token-by-token decode. With a window only the last W entries are kept, in a
-// circular buffer (slot = position mod W); softmax does not depend on the order of its keys.
+// KV cache for token-by-token decode, one entry per key/value head. With a window only the last W
+// entries are kept, in a circular buffer (slot = position mod W); softmax does not depend on the
+// order of its keys.
 class SoftmaxDecodeState : public AttentionDecodeState {
  public:
-  SoftmaxDecodeState(int n_head, int head_dim, int capacity, bool circular)
+  SoftmaxDecodeState(int n_head, int n_kv_head, int head_dim, int capacity, bool circular)
       : H_(n_head),
+        Hkv_(n_kv_head),
         D_(head_dim),
         capacity_(capacity),
         circular_(circular),
-        k_(static_cast<size_t>(n_head) * capacity * head_dim),
+        k_(static_cast<size_t>(n_kv_head) * capacity * head_dim),
         v_(k_.size()),
         scores_(static_cast<size_t>(n_head) * capacity) {}
 
@@ -133,9 +134,9 @@ class SoftmaxDecodeState : public AttentionDecodeState {
                   " tokens = block_size)");
     }
     const int64_t slot = length_ % capacity_;
-    for (int h = 0; h < H_; h++) {
-      std::copy(k + h * D_, k + (h + 1) * D_, head_row(k_, h, slot));
-      std::copy(v + h * D_, v + (h + 1) * D_, head_row(v_, h, slot));
+    for (int g = 0; g < Hkv_; g++) {
+      std::copy(k + g * D_, k + (g + 1) * D_, head_row(k_, g, slot));
+      std::copy(v + g * D_, v + (g + 1) * D_, head_row(v_, g, slot));
     }
     length_++;
   }
@@ -144,40 +145,52 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     return std::make_unique<SoftmaxDecodeState>(*this);
   }
 
+  // Query heads are processed a group at a time, so each cached key and value row is read once
+  // per group rather than once per query head (grouped-query attention's bandwidth saving).
   void attend(const float* q, float* out) override {
     require(length_ > 0, "softmax decode: attend() before any append()");
     const int n = static_cast<int>(std::min<int64_t>(length_, capacity_));
+    const int rep = H_ / Hkv_;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
-    // Heads in parallel only for very long caches: decode's matrix-vector products use OpenBLAS's
-    // thread pool, and alternating it with an OpenMP team costs more than this loop (GPT-2 124M,
-    // 512 tokens: ~6% of a step serially).
+    // Groups in parallel only for very long caches: decode's matrix-vector products use
+    // OpenBLAS's thread pool, and alternating it with an OpenMP team costs more than this loop
+    // (GPT-2 124M, 512 tokens: ~6% of a step serially).
 #pragma omp parallel for schedule(static) if (int64_t{n} * H_ * D_ >= (int64_t{1} << 23))
-    for (int h = 0; h < H_; h++) {
-      const float* qh = q + h * D_;
-      float* scores = scores_.data() + static_cast<int64_t>(h) * capacity_;
-      float mx = -std::numeric_limits<float>::infinity();
+    for (int g = 0; g < Hkv_; g++) {
+      float* scores = scores_.data() + static_cast<int64_t>(g) * rep * capacity_;
       for (int j = 0; j < n; j++) {
-        const float* kj = head_row(k_, h, j);
-        float dot = 0.0f;
+        const float* kj = head_row(k_, g, j);
+        for (int r = 0; r < rep; r++) {
+          const float* qh = q + (g * rep + r) * D_;
+          float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int d = 0; d < D_; d++) dot += qh[d] * kj[d];
-        scores[j] = dot * scale;
-        mx = std::max(mx, scores[j]);
+          for (int d = 0; d < D_; d++) dot += qh[d] * kj[d];
+          scores[r * capacity_ + j] = dot * scale;
+        }
       }
-      float sum = 0.0f;
+      for (int r = 0; r < rep; r++) {
+        float* row = scores + r * capacity_;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int j = 0; j < n; j++) mx = std::max(mx, row[j]);
+        float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-      for (int j = 0; j < n; j++) {
-        scores[j] = fast_exp(scores[j] - mx);
-        sum += scores[j];
+        for (int j = 0; j < n; j++) {
+          row[j] = fast_exp(row[j] - mx);
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) row[j] *= inv;
+        float* oh = out + (g * rep + r) * D_;
+        std::fill(oh, oh + D_, 0.0f);
       }
-      float* oh = out + h * D_;
-      std::fill(oh, oh + D_, 0.0f);
-      const float inv = 1.0f / sum;
       for (int j = 0; j < n; j++) {
-        const float p = scores[j] * inv;
-        const float* vj = head_row(v_, h, j);
+        const float* vj = head_row(v_, g, j);
+        for (int r = 0; r < rep; r++) {
+          const float p = scores[r * capacity_ + j];
+          float* oh = out + (g * rep + r) * D_;
 #pragma omp simd
-        for (int d = 0; d < D_; d++) oh[d] += p * vj[d];
+          for (int d = 0; d < D_; d++) oh[d] += p * vj[d];
+        }
       }
     }
   }
@@ -205,24 +218,30 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   }
 
  private:
-  float* head_row(std::vector<float>& buf, int h, int64_t slot) {
-    return buf.data() + (static_cast<int64_t>(h) * capacity_ + slot) * D_;
+  float* head_row(std::vector<float>& buf, int g, int64_t slot) {
+    return buf.data() + (static_cast<int64_t>(g) * capacity_ + slot) * D_;
   }
-  const float* head_row(const std::vector<float>& buf, int h, int64_t slot) const {
-    return buf.data() + (static_cast<int64_t>(h) * capacity_ + slot) * D_;
+  const float* head_row(const std::vector<float>& buf, int g, int64_t slot) const {
+    return buf.data() + (static_cast<int64_t>(g) * capacity_ + slot) * D_;
   }
-  int H_, D_, capacity_;
+  int H_, Hkv_, D_, capacity_;
   bool circular_;
-  std::vector<float> k_, v_;   // [H, capacity, D]
-  std::vector<float> scores_;  // [H, capacity]: one score row per head
+  std::vector<float> k_, v_;   // [Hkv, capacity, D]
+  std::vector<float> scores_;  // [H, capacity]: one score row per query head
   int64_t length_ = 0;
 };
 
 }  // namespace
 
 SoftmaxAttention::SoftmaxAttention(const AttentionContext& ctx, int window)
-    : n_head_(ctx.n_head), head_dim_(ctx.head_dim), block_size_(ctx.block_size), window_(window) {
+    : n_head_(ctx.n_head),
+      n_kv_head_(ctx.n_kv_head > 0 ? ctx.n_kv_head : ctx.n_head),
+      head_dim_(ctx.head_dim),
+      block_size_(ctx.block_size),
+      window_(window) {
   require(ctx.n_head > 0 && ctx.head_dim > 0, "softmax attention: n_head and head_dim must be > 0");
+  require(n_head_ % n_kv_head_ == 0, "softmax attention: n_kv_head (" + std::to_string(n_kv_head_) +
+                                         ") must divide n_head (" + std::to_string(n_head_) + ")");
   require(ctx.block_size > 0, "softmax attention: block_size must be > 0");
   require(window >= 0, "sliding attention: window must be >= 0, got " + std::to_string(window));
 }
@@ -242,6 +261,7 @@ void SoftmaxAttention::forward(const float* q, const float* k, const float* v, f
     lse_B_ = lse_T_ = 0;
   }
   const int64_t head_stride = static_cast<int64_t>(T) * D;
+  const int Hkv = n_kv_head_, rep = H / Hkv;
   blas::BlasSingleThreadScope single_blas;  // parallel over heads instead
 #pragma omp parallel if (worth_parallel(B, H, T, D))
   {
@@ -249,7 +269,8 @@ void SoftmaxAttention::forward(const float* q, const float* k, const float* v, f
 #pragma omp for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
       const int64_t off = bh * head_stride;
-      HeadView view{q + off, k + off, v + off};
+      const int64_t kv_off = (static_cast<int64_t>(bh / H) * Hkv + (bh % H) / rep) * head_stride;
+      HeadView view{q + off, k + kv_off, v + kv_off};
       float* lse = training ? lse_.data() + static_cast<int64_t>(bh) * T : nullptr;
       head_forward(view, out + off, lse, S.data(), T, D, window_, scale);
     }
@@ -264,47 +285,59 @@ void SoftmaxAttention::backward(const float* q, const float* k, const float* v, 
   const int H = n_head_, D = head_dim_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int64_t head_stride = static_cast<int64_t>(T) * D;
+  const int Hkv = n_kv_head_, rep = H / Hkv;
+  std::fill(dk, dk + B * Hkv * head_stride, 0.0f);
+  std::fill(dv, dv + B * Hkv * head_stride, 0.0f);
   blas::BlasSingleThreadScope single_blas;
+  // One task per key/value head: its query heads accumulate into the same dk, dv in turn.
 #pragma omp parallel if (worth_parallel(B, H, T, D))
   {
     std::vector<float> P(static_cast<size_t>(kQueryBlock) * T);
     std::vector<float> dP(P.size());
 #pragma omp for schedule(dynamic, 1)
-    for (int bh = 0; bh < B * H; bh++) {
-      const int64_t off = bh * head_stride;
-      HeadView view{q + off, k + off, v + off};
-      head_backward(view, dout + off, lse_.data() + static_cast<int64_t>(bh) * T, dq + off,
-                    dk + off, dv + off, P.data(), dP.data(), T, D, window_, scale);
+    for (int bg = 0; bg < B * Hkv; bg++) {
+      const int64_t kv_off = bg * head_stride;
+      for (int r = 0; r < rep; r++) {
+        const int64_t bh = static_cast<int64_t>(bg / Hkv) * H + (bg % Hkv) * rep + r;
+        const int64_t off = bh * head_stride;
+        HeadView view{q + off, k + kv_off, v + kv_off};
+        head_backward(view, dout + off, lse_.data() + bh * T, dq + off, dk + kv_off, dv + kv_off,
+                      P.data(), dP.data(), T, D, window_, scale);
+      }
     }
   }
 }
 
 std::unique_ptr<AttentionDecodeState> SoftmaxAttention::make_decode_state() const {
   if (window_ > 0) {
-    return std::make_unique<SoftmaxDecodeState>(n_head_, head_dim_, window_, true);
+    return std::make_unique<SoftmaxDecodeState>(n_head_, n_kv_head_, head_dim_, window_, true);
   }
-  return std::make_unique<SoftmaxDecodeState>(n_head_, head_dim_, block_size_, false);
+  return std::make_unique<SoftmaxDecodeState>(n_head_, n_kv_head_, head_dim_, block_size_, false);
 }
 
 std::unique_ptr<Attention> make_softmax_attention(const AttentionContext& ctx) {
-  return std::make_unique<SoftmaxAttention>(ctx, 0);
+  return std::make_unique<SoftmaxAttention>(ctx, ctx.model_window);
 }
 
 std::unique_ptr<Attention> make_sliding_attention(const AttentionContext& ctx) {
-  return std::make_unique<SoftmaxAttention>(ctx, ctx.window > 0 ? ctx.window : ctx.block_size);
+  int window = ctx.window > 0 ? ctx.window : ctx.block_size;
+  if (ctx.model_window > 0) window = std::min(window, ctx.model_window);
+  return std::make_unique<SoftmaxAttention>(ctx, window);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Loop-level oracle: the textbook formulas, one (b, h, t) at a time, accumulating in double.
 
 void reference_softmax_attention_forward(const float* q, const float* k, const float* v, float* out,
-                                         int B, int H, int T, int D, int window) {
+                                         int B, int H, int T, int D, int window, int Hkv) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (Hkv == 0) Hkv = H;
   std::vector<double> p(T);
   for (int64_t bh = 0; bh < static_cast<int64_t>(B) * H; bh++) {
+    const int64_t kv = (bh / H) * Hkv + (bh % H) / (H / Hkv);  // the query head's K/V head
     const float* Q = q + bh * T * D;
-    const float* K = k + bh * T * D;
-    const float* V = v + bh * T * D;
+    const float* K = k + kv * T * D;
+    const float* V = v + kv * T * D;
     float* O = out + bh * T * D;
     for (int t = 0; t < T; t++) {
       const int lo = first_key(t, window);
@@ -327,21 +360,23 @@ void reference_softmax_attention_forward(const float* q, const float* k, const f
 
 void reference_softmax_attention_backward(const float* q, const float* k, const float* v,
                                           const float* dout, float* dq, float* dk, float* dv, int B,
-                                          int H, int T, int D, int window) {
+                                          int H, int T, int D, int window, int Hkv) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  const int64_t n = static_cast<int64_t>(B) * H * T * D;
+  if (Hkv == 0) Hkv = H;
+  const int64_t n = static_cast<int64_t>(B) * H * T * D, nkv = n / H * Hkv;
   std::fill(dq, dq + n, 0.0f);
-  std::fill(dk, dk + n, 0.0f);
-  std::fill(dv, dv + n, 0.0f);
+  std::fill(dk, dk + nkv, 0.0f);
+  std::fill(dv, dv + nkv, 0.0f);
   std::vector<double> p(T), dp(T);
   for (int64_t bh = 0; bh < static_cast<int64_t>(B) * H; bh++) {
-    const int64_t o = bh * T * D;
+    const int64_t o = bh * T * D;                                        // query head
+    const int64_t ok = ((bh / H) * Hkv + (bh % H) / (H / Hkv)) * T * D;  // its K/V head
     for (int t = 0; t < T; t++) {
       const int lo = first_key(t, window);
       double mx = -1e300, sum = 0.0;
       for (int j = lo; j <= t; j++) {
         double s = 0.0;
-        for (int d = 0; d < D; d++) s += static_cast<double>(q[o + t * D + d]) * k[o + j * D + d];
+        for (int d = 0; d < D; d++) s += static_cast<double>(q[o + t * D + d]) * k[ok + j * D + d];
         p[j] = s * scale;
         mx = std::max(mx, p[j]);
       }
@@ -352,8 +387,8 @@ void reference_softmax_attention_backward(const float* q, const float* k, const 
       for (int j = lo; j <= t; j++) {
         dp[j] = 0.0;
         for (int d = 0; d < D; d++) {
-          dv[o + j * D + d] += static_cast<float>(p[j] * dout[o + t * D + d]);
-          dp[j] += static_cast<double>(dout[o + t * D + d]) * v[o + j * D + d];
+          dv[ok + j * D + d] += static_cast<float>(p[j] * dout[o + t * D + d]);
+          dp[j] += static_cast<double>(dout[o + t * D + d]) * v[ok + j * D + d];
         }
         dot += p[j] * dp[j];
       }
@@ -361,8 +396,8 @@ void reference_softmax_attention_backward(const float* q, const float* k, const 
       for (int j = lo; j <= t; j++) {
         const double ds = p[j] * (dp[j] - dot) * scale;
         for (int d = 0; d < D; d++) {
-          dq[o + t * D + d] += static_cast<float>(ds * k[o + j * D + d]);
-          dk[o + j * D + d] += static_cast<float>(ds * q[o + t * D + d]);
+          dq[o + t * D + d] += static_cast<float>(ds * k[ok + j * D + d]);
+          dk[ok + j * D + d] += static_cast<float>(ds * q[o + t * D + d]);
         }
       }
     }

@@ -27,20 +27,21 @@ class SoftmaxAttention : public Attention {
   int window() const { return window_; }
 
  private:
-  int n_head_, head_dim_, block_size_, window_;
+  int n_head_, n_kv_head_, head_dim_, block_size_, window_;
   std::vector<float> lse_;  // [B, H, T] log-sum-exp of the scaled scores (training only)
   int lse_B_ = 0, lse_T_ = 0;
 };
 
 std::unique_ptr<Attention> make_softmax_attention(const AttentionContext& ctx);
-// window = ctx.window, or ctx.block_size when ctx.window is 0.
+// "softmax": the model's own window (ctx.model_window, 0 for GPT-2 and Llama).
+// "sliding": ctx.window, or ctx.block_size when ctx.window is 0 (and at most ctx.model_window).
 std::unique_ptr<Attention> make_sliding_attention(const AttentionContext& ctx);
 
-// Loop-level oracle over (B, H, T, D); window 0 = causal.
+// Loop-level oracle over q (B, H, T, D), k and v (B, Hkv, T, D); window 0 = causal; Hkv 0 = H.
 void reference_softmax_attention_forward(const float* q, const float* k, const float* v, float* out,
-                                         int B, int H, int T, int D, int window);
+                                         int B, int H, int T, int D, int window, int Hkv = 0);
 void reference_softmax_attention_backward(const float* q, const float* k, const float* v,
                                           const float* dout, float* dq, float* dk, float* dv, int B,
-                                          int H, int T, int D, int window);
+                                          int H, int T, int D, int window, int Hkv = 0);
 
 }  // namespace gaincell

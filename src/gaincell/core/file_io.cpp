@@ -92,7 +92,21 @@ bool is_temporary_name(const std::string& name, pid_t* pid) {
   return true;
 }
 
+fs::path executable_dir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::current_path() : exe.parent_path();
+}
+
 }  // namespace
+
+fs::path installed_dir(const std::string& name) {
+  const fs::path exe_dir = executable_dir();
+  const fs::path installed = (exe_dir / ".." / "share" / "gaincell" / name).lexically_normal();
+  std::error_code ec;
+  if (fs::is_directory(installed, ec)) return installed;
+  return (exe_dir / ".." / name).lexically_normal();
+}
 
 int remove_stale_temporaries(const fs::path& dir) {
   std::error_code ec;
@@ -158,14 +172,18 @@ DirectoryLock::~DirectoryLock() {
 
 fs::path default_data_dir() {
   if (const char* env = std::getenv("GAINCELL_DATA"); env && *env) return fs::path(env);
-  return fs::path(GAINCELL_SOURCE_DIR) / "data";
+  return installed_dir("data");
 }
 
 fs::path shared_data_dir() {
-  const fs::path p = fs::path(GAINCELL_SOURCE_DIR) / ".." / "shared" / "data";
+  fs::path p;
+  if (const char* env = std::getenv("GAINCELL_SHARED"); env && *env) {
+    p = fs::path(env);
+  } else {
+    p = (default_data_dir() / ".." / ".." / "shared" / "data").lexically_normal();
+  }
   std::error_code ec;
-  if (fs::is_directory(p, ec)) return fs::weakly_canonical(p);
-  return {};
+  return fs::is_directory(p, ec) ? p : fs::path();
 }
 
 }  // namespace gaincell

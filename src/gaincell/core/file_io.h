@@ -43,12 +43,19 @@ class DirectoryLock {
   int fd_ = -1;
 };
 
-// Directory holding the installed data (data/vocab/encoder.json, ...): $GAINCELL_DATA if set,
-// otherwise <source tree>/data as written by scripts/setup.sh.
+// A directory installed with gaincell, found from the running executable (never from the path of
+// the checkout it was built in, so an installed or moved binary works): <exe>/../share/gaincell/
+// NAME in an installation, else <exe>/../NAME (a build directory inside the checkout). Returns
+// the latter when neither exists, so that errors name a place to put it.
+std::filesystem::path installed_dir(const std::string& name);
+
+// Directory holding the data (vocab/encoder.json, ...): $GAINCELL_DATA if set, otherwise
+// installed_dir("data") (the checkout's data/ as written by scripts/setup.sh).
 std::filesystem::path default_data_dir();
 
-// ../shared/data relative to the source tree (read-only reference data for tests and benchmarks).
-// Empty when absent; tests then skip with a message.
+// The read-only reference data beside the project: $GAINCELL_SHARED if set, otherwise
+// shared/data beside the project that holds the data directory (default_data_dir()/../../shared/
+// data). Empty when absent.
 std::filesystem::path shared_data_dir();
 
 }  // namespace gaincell

@@ -10,10 +10,11 @@ GainCell::GainCell(const HwConfig& hw) : model_(hw.cell), surrogate_slope_(hw.li
   } else if (model_ == CellModel::kLinear) {
     poly_ = {0.0, hw.linear_amplitude, 0.0, 0.0};
   } else {
-    // Spec §2.7: range = g(0.45) - g(-0.45) over the full stored-voltage swing; a = 19.3 / range.
-    const double half_swing = 0.45;
+    // Spec §2.7: range = g(y_max) - g(y_min) over the full stored-voltage swing around the zero
+    // point (the paper: g(0.45) - g(-0.45)); a = linear_amplitude / range.
+    const double y_max = hw.k.vmax - hw.k_offset, y_min = hw.k.vmin - hw.k_offset;
     ablation_g0_ = g(0.0);
-    ablation_gain_ = hw.linear_amplitude / (g(half_swing) - g(-half_swing));
+    ablation_gain_ = hw.linear_amplitude / (g(y_max) - g(y_min));
   }
   for (int i = 0; i < 4; ++i) polyf_[i] = static_cast<float>(poly_[i]);
   gainf_ = static_cast<float>(ablation_gain_);

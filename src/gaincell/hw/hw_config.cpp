@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -9,8 +10,8 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
+#include "gaincell/hw/device_file.h"
 #include "gaincell/hw/technology.h"
-#include "gaincell/tools/fit/device.h"
 
 namespace gaincell {
 
@@ -35,6 +36,18 @@ double LeakageConfig::effective_lambda() const {
   const double tau = effective_retention_s();
   if (tau > 0.0) return time_per_token_s / tau;
   return lambda_per_token;
+}
+
+double LeakageConfig::retention_s() const {
+  const double never = std::numeric_limits<double>::infinity();
+  if (!enabled) return never;
+  if (const double tau = effective_retention_s(); tau > 0.0) return tau;
+  if (lambda_per_token == 0.0) return never;
+  if (time_per_token_s <= 0.0)
+    throw Error(
+        "hardware config: 'leakage.time_per_token_s' is needed to turn lambda_per_token "
+        "into a retention time");
+  return time_per_token_s / lambda_per_token;
 }
 
 double LeakageConfig::qk_decay(double lambda, double age) const {
@@ -118,8 +131,7 @@ std::string to_string(Polarity p) {
 // Presets
 
 HwConfig HwConfig::preset(std::string_view name) {
-  HwConfig c;  // defaults above are the paper's nonlinear configuration
-  c.coefficients = paper_cell_coefficients();
+  HwConfig c;  // defaults are the paper's nonlinear configuration
   if (name == "paper-nonlinear") {
     c.name = "paper-nonlinear";  // spec §3.6, ft_dram_gpt2.py
     c.cell = CellModel::kPolynomial;
@@ -180,6 +192,13 @@ void HwConfig::validate() const {
     check(std::isfinite(coefficients[i]), "cell.coefficients[" + std::to_string(i) + "]",
           "must be finite");
   check(std::isfinite(vin) && vin > 0.0, "cell.vin", "must be a positive voltage");
+  if (cell == CellModel::kPolynomial) {
+    // A cell whose current does not depend on the stored voltage multiplies nothing.
+    const std::array<double, 4> a = alphas();
+    check(a[1] != 0.0 || a[2] != 0.0 || a[3] != 0.0, "cell.coefficients",
+          "give a dead polynomial cell (alpha_1..alpha_3 are all zero: the current does not "
+          "depend on the stored voltage)");
+  }
   check(std::isfinite(linear_amplitude) && linear_amplitude > 0.0, "cell.linear_amplitude",
         "must be positive");
   check(std::isfinite(s_sat) && s_sat > 0.0, "s_sat", "must be positive");
@@ -339,21 +358,31 @@ json HwConfig::to_json() const {
 
 namespace {
 
-// Issue 6, point 5: a configuration names a fitted device instead of literal coefficients. Values
-// also written literally in the same JSON must agree with the device (to_json() writes both).
-void apply_device_file(HwConfig& c, const std::string& base_dir, const json* cell_json) {
+// Issue 6, point 5: a configuration names a fitted device instead of literal values. A value also
+// written literally in the same JSON (to_json() writes both) must agree with the device: an
+// explicit value that disagrees is an error naming both, never silently replaced (issue 11).
+void apply_device_file(HwConfig& c, const std::string& base_dir, const json& top) {
   std::filesystem::path path(c.device_file);
   if (path.is_relative() && !base_dir.empty()) path = std::filesystem::path(base_dir) / path;
-  const fit::DeviceModel d = fit::read_device_file(path);
+  const DeviceModel d = read_device_file(path);
+  const json* cell_json = top.contains("cell") ? &top.at("cell") : nullptr;
   auto agrees = [](double a, double b) { return std::fabs(a - b) <= 1e-12 * std::fabs(b) + 1e-15; };
-  if (cell_json && cell_json->contains("coefficients")) {
-    for (size_t k = 0; k < 10; ++k)
-      if (!agrees(c.coefficients[k], d.coefficients[k]))
-        throw Error("hardware config: 'cell.coefficients' disagree with device file '" +
-                    path.string() + "' (give one or the other)");
-  }
-  if (cell_json && cell_json->contains("vin") && !agrees(c.vin, d.vin))
-    throw Error("hardware config: 'cell.vin' disagrees with device file '" + path.string() + "'");
+  auto check = [&](const json* where, const char* key, const std::string& field, double given,
+                   double device) {
+    if (where == nullptr || !where->contains(key) || agrees(given, device)) return;
+    std::ostringstream os;
+    os.precision(17);
+    os << "hardware config: '" << field << "' = " << given << " disagrees with " << device
+       << " from device file '" << path.string() << "' (give one or the other)";
+    throw Error(os.str());
+  };
+  for (size_t k = 0; k < 10; ++k)
+    check(cell_json, "coefficients", "cell.coefficients[" + std::to_string(k) + "]",
+          c.coefficients[k], d.coefficients[k]);
+  check(cell_json, "vin", "cell.vin", c.vin, d.vin);
+  check(cell_json, "linear_amplitude", "cell.linear_amplitude", c.linear_amplitude, d.linear_slope);
+  check(&top, "k_offset", "k_offset", c.k_offset, d.offset);
+  check(&top, "v_offset", "v_offset", c.v_offset, d.offset);
   c.coefficients = d.coefficients;
   c.vin = d.vin;
   c.linear_amplitude = d.linear_slope;
@@ -432,10 +461,7 @@ HwConfig HwConfig::from_json(const json& j, const std::string& base_dir) {
     rn.reject_unknown();
   }
   r.reject_unknown();
-  if (!c.device_file.empty()) {
-    auto it = j.find("cell");
-    apply_device_file(c, base_dir, it == j.end() ? nullptr : &*it);
-  }
+  if (!c.device_file.empty()) apply_device_file(c, base_dir, j);
   c.validate();
   return c;
 }

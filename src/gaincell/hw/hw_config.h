@@ -6,16 +6,16 @@
 
 #include <array>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 namespace gaincell {
 
-// Clamp to [vmin, vmax], then Qz(x) = step * round_half_even(x / step), step = (vmax-vmin)/(levels-1).
-// The grid is anchored at 0, not at vmin (spec §2.5). Disabled = clamp only.
+// Clamp to [vmin, vmax], then Qz(x) = step * round_half_even(x / step), step =
+// (vmax-vmin)/(levels-1). The grid is anchored at 0, not at vmin (spec §2.5). Disabled = clamp
+// only.
 struct QuantizerConfig {
   bool enabled = true;
   int levels = 16;
@@ -50,11 +50,12 @@ enum class Polarity { kNormal, kInverted };
 // Stored-voltage leakage towards VDD/2 (spec §1.3): V(age) = 0.45 + (V0 - 0.45) exp(-lambda age).
 // Either lambda per token directly, or retention time tau and time per token (lambda = dt / tau);
 // tau is given, or taken from a storage technology (hw/technology.h).
+// The paper: lambda = 1.6e-4 per token (its code), tau = 5 ms, dt = 0.8 us (spec §1.3).
 struct LeakageConfig {
   bool enabled = true;
   double lambda_per_token = 1.6e-4;
-  double retention_time_s = 0.0;    // > 0: derive lambda from tau and time_per_token_s
-  double time_per_token_s = 0.0;
+  double retention_time_s = 0.0;     // > 0: derive lambda from tau and time_per_token_s
+  double time_per_token_s = 0.8e-6;  // time between two tokens that lambda assumes
   // "" or a technology name ("si-cmos", "osfet-igzo"): its retention time when retention_time_s
   // is 0, and its cell area and write energy in the cost model.
   std::string technology;
@@ -75,6 +76,10 @@ struct LeakageConfig {
   // The factor the QK stage applies to a key of this age (tokens): exp(-lambda age), rounded to
   // bfloat16 when bf16_qk_decay is set.
   double qk_decay(double lambda, double age) const;
+  // The retention time constant tau in seconds (the cost model's refresh reads it): the given one,
+  // else time_per_token_s / lambda; infinite when disabled or lambda is 0. Throws when lambda is
+  // given without a time per token (no time scale).
+  double retention_s() const;
 };
 
 // Beyond the paper (all off in the paper presets). Relative noise scales with |signal|, absolute
@@ -90,36 +95,47 @@ struct NoiseConfig {
   bool any() const;
 };
 
+// The paper's cell voltages (spec §2.1): VDD = 0.9 V is the read amplitude Vin and the top of the
+// stored-voltage range; its half, VDD/2 = 0.45 V, is the zero point of a stored weight. The
+// presets, the fits and the device file default to these.
+inline constexpr double kPaperVdd = 0.9;
+inline constexpr double kPaperZeroPoint = kPaperVdd / 2;
+
+// The paper's ten C_ij (spec §2.3 table), in the spec's order.
+const std::array<double, 10>& paper_cell_coefficients();
+
+// Defaults are the paper's nonlinear hardware (preset "paper-nonlinear", spec §3.6) under the
+// name "custom", so a default-constructed configuration computes.
 struct HwConfig {
   std::string name = "custom";
 
   // Quantizers (spec §2.5): Q as PWM in [0,1], K/V as capacitor voltages in [0,0.9], output.
   QuantizerConfig q{true, 16, 0.0, 1.0};
-  QuantizerConfig k{true, 8, 0.0, 0.9};
-  QuantizerConfig v{true, 8, 0.0, 0.9};
+  QuantizerConfig k{true, 8, 0.0, kPaperVdd};
+  QuantizerConfig v{true, 8, 0.0, kPaperVdd};
   QuantizerConfig out{true, 32, -1.0, 1.0};
   OutputGrid out_grid = OutputGrid::kCode;
 
   // Zero point of the stored weight: VDD/2 (spec §2.1).
-  double k_offset = 0.45;
-  double v_offset = 0.45;
+  double k_offset = kPaperZeroPoint;
+  double v_offset = kPaperZeroPoint;
 
   // Cell multiply (spec §2.3): ten C_ij, i outer (power of V-0.45), j inner (power of Vin).
   CellModel cell = CellModel::kPolynomial;
-  std::array<double, 10> coefficients{};
-  double vin = 0.9;
-  double linear_amplitude = 19.3;   // linear model slope and surrogate-gradient slope (spec §2.4)
-  // Optional fitted device JSON (issue 6, format in tools/fit/device.h). When set, from_json/load
+  std::array<double, 10> coefficients = paper_cell_coefficients();
+  double vin = kPaperVdd;
+  double linear_amplitude = 19.3;  // linear model slope and surrogate-gradient slope (spec §2.4)
+  // Optional fitted device JSON (issue 6, format in hw/device_file.h). When set, from_json/load
   // take coefficients, vin, linear_amplitude and k/v offsets from it; a relative path is resolved
   // against the directory of the configuration file.
   std::string device_file;
 
-  double s_sat = 80.0;              // first stage: phi = clip(S / s_sat, 0, 1)
-  double a_sat = 40.0;              // second stage: out = clip(A / a_sat, -1, 1)
+  double s_sat = 80.0;  // first stage: phi = clip(S / s_sat, 0, 1)
+  double a_sat = 40.0;  // second stage: out = clip(A / a_sat, -1, 1)
 
-  int array_size = 64;              // rows = cols of one gain-cell array (sub-tile)
-  int window = 1024;                // sliding window M (tokens)
-  double tmax_s = 15e-9;            // max PWM pulse width
+  int array_size = 64;    // rows = cols of one gain-cell array (sub-tile)
+  int window = 1024;      // sliding window M (tokens)
+  double tmax_s = 15e-9;  // max PWM pulse width
 
   LeakageConfig leakage;
   Polarity polarity = Polarity::kNormal;
@@ -145,9 +161,6 @@ struct HwConfig {
   // A preset name or a path to a JSON file.
   static HwConfig load(const std::string& name_or_file);
 };
-
-// The paper's ten C_ij (spec §2.3 table), in the spec's order.
-const std::array<double, 10>& paper_cell_coefficients();
 
 std::string to_string(CellModel m);
 std::string to_string(OutputQuantMode m);

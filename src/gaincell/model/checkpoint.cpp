@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "gaincell/attention/gaincell_attention.h"
+#include "gaincell/attention/attention.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
@@ -37,17 +37,26 @@ bool is_projection_weight(const std::string& name) {
          rel == "mlp.c_proj.weight";
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.npos, suffix) == 0;
+}
+
 // Tensors that checkpoints carry but that are not parameters here.
-bool is_ignorable(const std::string& name) {
-  if (name == "lm_head.weight") return true;  // tied to wte.weight
+bool is_ignorable(const std::string& name, const GPT2Config& config) {
+  // A tied head: the embedding is the LM head (some Llama-family checkpoints store both).
+  if (name == "lm_head.weight") return config.tie_word_embeddings;
+  if (!config.is_gpt2()) return ends_with(name, "self_attn.rotary_emb.inv_freq");  // old HF buffer
   const std::string rel = block_relative_name(name);
   return rel == "attn.bias" || rel == "attn.masked_bias";  // HF/nanoGPT causal-mask buffers
 }
 
-std::string strip_prefixes(std::string name) {
+// Wrapper prefixes of saved modules; GPT-2 checkpoints may also carry "transformer." (the Llama
+// family's "model." is part of the Hugging Face name and stays).
+std::string strip_prefixes(std::string name, const GPT2Config& config) {
   for (bool changed = true; changed;) {
     changed = false;
     for (const char* prefix : {"_orig_mod.", "module.", "transformer."}) {
+      if (!config.is_gpt2() && std::string(prefix) == "transformer.") continue;
       if (starts_with(name, prefix)) {
         name = name.substr(std::string(prefix).size());
         changed = true;
@@ -63,7 +72,9 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-WeightLayout resolve_layout(const SafeTensorsFile& file, WeightLayout requested) {
+WeightLayout resolve_layout(const SafeTensorsFile& file, WeightLayout requested,
+                            const GPT2Config& config) {
+  if (!config.is_gpt2()) return WeightLayout::kLinear;  // Hugging Face Llama: always nn.Linear
   if (requested != WeightLayout::kAuto) return requested;
   auto it = file.metadata().find("gaincell_layout");
   if (it == file.metadata().end() || it->second == "conv1d") return WeightLayout::kConv1D;
@@ -111,34 +122,52 @@ bool is_gpt2_core_tensor(const std::string& name) {
 
 LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file, WeightLayout layout,
                         bool allow_nonfinite) {
-  LoadReport report;
-  report.layout = resolve_layout(file, layout);
-  const bool linear = report.layout == WeightLayout::kLinear;
+  const SafeTensorsFile* files[] = {&file};
+  return load_weights(model, files, layout, allow_nonfinite);
+}
 
-  // Model name -> file name, after prefix stripping.
-  std::map<std::string, std::string> by_model_name;
-  for (const auto& t : file.tensors()) {
-    const std::string name = strip_prefixes(t.name);
-    if (is_ignorable(name)) {
-      report.ignored.push_back(t.name);
-      continue;
+LoadReport load_weights(GPT2Model& model, std::span<const SafeTensorsFile* const> files,
+                        WeightLayout layout, bool allow_nonfinite) {
+  require(!files.empty(), "load_weights: no safetensors file");
+  const GPT2Config& config = model.config();
+  LoadReport report;
+  report.layout = resolve_layout(*files[0], layout, config);
+  const bool linear = config.is_gpt2() && report.layout == WeightLayout::kLinear;
+  const std::string where = files.size() == 1 ? "safetensors file " + files[0]->source()
+                                              : "checkpoint shards of " + files[0]->source();
+
+  // Model name -> (file, name in the file), after prefix stripping.
+  struct Located {
+    const SafeTensorsFile* file;
+    std::string name;
+  };
+  std::map<std::string, Located> by_model_name;
+  for (const SafeTensorsFile* f : files) {
+    for (const auto& t : f->tensors()) {
+      const std::string name = strip_prefixes(t.name, config);
+      if (is_ignorable(name, config)) {
+        report.ignored.push_back(t.name);
+        continue;
+      }
+      auto [it, inserted] = by_model_name.emplace(name, Located{f, t.name});
+      require(inserted, "safetensors file " + f->source() + ": tensors '" + it->second.name +
+                            "' (" + it->second.file->source() + ") and '" + t.name +
+                            "' both map to '" + name + "'");
     }
-    auto [it, inserted] = by_model_name.emplace(name, t.name);
-    require(inserted, "safetensors file " + file.source() + ": tensors '" + it->second + "' and '" +
-                          t.name + "' both map to '" + name + "'");
   }
 
   std::vector<float> scratch;
   for (const ParamInfo& p : model.params()) {
     auto it = by_model_name.find(p.name);
-    const bool core = is_gpt2_core_tensor(p.name);
+    const bool core = !p.attention_extra;
     if (it == by_model_name.end()) {
-      require(!core, "safetensors file " + file.source() + " has no tensor '" + p.name +
-                         "' (with or without a 'transformer.' prefix)");
+      require(!core, where + " has no tensor '" + p.name + "'" +
+                         (config.is_gpt2() ? " (with or without a 'transformer.' prefix)" : ""));
       report.missing_extras.push_back(p.name);
       continue;
     }
-    const SafeTensorInfo& info = file.info(it->second);
+    const SafeTensorsFile& file = *it->second.file;
+    const SafeTensorInfo& info = file.info(it->second.name);
     const std::string what = "safetensors file " + file.source() + ", tensor '" + info.name + "'";
     float* dst = model.param_data() + p.offset;
     const bool transpose = linear && is_projection_weight(p.name);
@@ -161,7 +190,7 @@ LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file, WeightLay
     } else {
       if (info.shape != p.shape) {
         std::string hint;
-        if (is_projection_weight(p.name) && info.shape.size() == 2 &&
+        if (config.is_gpt2() && is_projection_weight(p.name) && info.shape.size() == 2 &&
             info.shape == std::vector<int64_t>{p.shape[1], p.shape[0]}) {
           hint = "; it looks like nn.Linear layout (use --linear-layout)";
         }
@@ -185,7 +214,7 @@ LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file, WeightLay
     by_model_name.erase(it);
     ++report.loaded;
   }
-  for (const auto& [model_name, file_name] : by_model_name) report.ignored.push_back(file_name);
+  for (const auto& [model_name, located] : by_model_name) report.ignored.push_back(located.name);
   return report;
 }
 
@@ -198,14 +227,16 @@ void save_weights(const GPT2Model& model, const std::filesystem::path& file) {
 }
 
 void ModelOverrides::apply(GPT2Config& config) const {
-  // Switching to another gain-cell variant without --hw takes that variant's own hardware (the
+  // Switching to another hardware variant without --hw takes that variant's own hardware (the
   // ablation cells run without Q and output quantisation, spec §2.7); the stored hardware is
   // kept when the variant stays the same.
-  if (attention && *attention != config.attention && !hw && is_gaincell_attention(*attention))
-    config.hw = gaincell_default_hw(*attention);
+  if (attention && *attention != config.attention && !hw) {
+    if (auto own = attention_default_hardware(*attention)) config.hw = *own;
+  }
   if (attention) config.attention = *attention;
   if (window) config.window = *window;
   if (hw) config.hw = *hw;
+  config.hw = attention_hardware(config.attention, config.hw);
   config.validate();
 }
 
@@ -238,19 +269,58 @@ GPT2Config read_model_config(const std::filesystem::path& given_dir) {
   }
 }
 
+CheckpointFiles open_checkpoint_files(const std::filesystem::path& model_dir) {
+  CheckpointFiles out;
+  const auto single = model_dir / "model.safetensors";
+  const auto index_path = model_dir / "model.safetensors.index.json";
+  std::error_code ec;
+  if (std::filesystem::exists(std::filesystem::symlink_status(single, ec))) {
+    out.files.push_back(SafeTensorsFile::open(single));
+    return out;
+  }
+  require(std::filesystem::exists(index_path),
+          "model directory " + model_dir.string() +
+              " has no model.safetensors (nor a sharded model.safetensors.index.json)");
+  const std::string index_name = index_path.string();
+  const nlohmann::json index = nlohmann::json::parse(read_text_file(index_path), nullptr, false);
+  require(!index.is_discarded() && index.is_object(), index_name + " is not a JSON object");
+  require(index.contains("weight_map") && index["weight_map"].is_object(),
+          index_name + ": missing key 'weight_map' (an object of tensor name -> shard file)");
+  std::map<std::string, size_t> shard_of_file;  // shard file name -> index into out.files
+  for (const auto& [tensor, shard] : index["weight_map"].items()) {
+    require(shard.is_string(), index_name + ": weight_map['" + tensor + "'] must be a file name");
+    const std::string file = shard.get<std::string>();
+    require(!file.empty() && file.find('/') == std::string::npos &&
+                file.find('\\') == std::string::npos && file != "." && file != "..",
+            index_name + ": weight_map['" + tensor + "'] = '" + file +
+                "' is not a file name in the model directory");
+    auto it = shard_of_file.find(file);
+    if (it == shard_of_file.end()) {
+      const auto path = model_dir / file;
+      require(std::filesystem::exists(path),
+              index_name + ": shard '" + file + "' (for tensor '" + tensor + "') does not exist");
+      out.files.push_back(SafeTensorsFile::open(path));
+      it = shard_of_file.emplace(file, out.files.size() - 1).first;
+    }
+    require(out.files[it->second].contains(tensor), index_name + ": tensor '" + tensor +
+                                                        "' is mapped to shard '" + file +
+                                                        "', which does not contain it");
+  }
+  require(!out.files.empty(), index_name + ": 'weight_map' is empty");
+  return out;
+}
+
 std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& given_dir,
                                       const LoadModelOptions& options) {
   // One checkpoint's config and weights, even if a training run switches `latest` meanwhile.
   const std::filesystem::path model_dir = current_model_dir(given_dir);
   GPT2Config config = read_model_config(model_dir);
   options.overrides.apply(config);
-  const auto weights = model_dir / "model.safetensors";
-  std::error_code ec;
-  require(std::filesystem::exists(std::filesystem::symlink_status(weights, ec)),
-          "model directory " + model_dir.string() + " has no model.safetensors");
-  const SafeTensorsFile file = SafeTensorsFile::open(weights);
+  const CheckpointFiles files = open_checkpoint_files(model_dir);
   auto model = std::make_unique<GPT2Model>(config);
-  const LoadReport report = load_weights(*model, file, options.layout, options.allow_nonfinite);
+  std::vector<const SafeTensorsFile*> views;
+  for (const SafeTensorsFile& f : files.files) views.push_back(&f);
+  const LoadReport report = load_weights(*model, views, options.layout, options.allow_nonfinite);
   if (options.log) {
     if (!report.missing_extras.empty()) {
       options.log("attention '" + config.attention +
@@ -261,7 +331,7 @@ std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& given_dir,
     size_t unexpected = 0;
     std::string names;
     for (const auto& n : report.ignored) {
-      if (is_ignorable(strip_prefixes(n))) continue;
+      if (is_ignorable(strip_prefixes(n, config), config)) continue;
       ++unexpected;
       if (unexpected <= 8) names += (names.empty() ? "" : ", ") + n;
     }

@@ -1,21 +1,24 @@
-// Model directories (issue 2 item 3): `config.json` (Hugging Face GPT-2 keys + gaincell_*) and
-// `model.safetensors` with Hugging Face GPT-2 tensor names in Conv1D layout ([in, out]), the LM
-// head tied to `wte.weight`. A model trained here loads in the Python ecosystem and a downloaded
-// GPT-2 runs here.
+// Model directories (issue 2 item 3, issue 12 item 1): `config.json` (Hugging Face keys +
+// gaincell_*) and `model.safetensors` (or a sharded `model.safetensors.index.json` with its shard
+// files) with Hugging Face tensor names: GPT-2 in Conv1D layout ([in, out]) with the LM head tied
+// to `wte.weight`; Llama/Mistral/Qwen2 in nn.Linear layout ("model.layers.N.self_attn.q_proj.
+// weight", ...; `lm_head.weight` unless tie_word_embeddings). A model trained here loads in the
+// Python ecosystem and a downloaded checkpoint runs here.
 //
-// Reading accepts: a `transformer.` and/or `_orig_mod.` prefix (HF, torch.compile'd nanoGPT),
-// F32/F16/BF16 data, nn.Linear layout (nanoGPT; metadata gaincell_layout = "linear" or an explicit
-// WeightLayout::kLinear) for the four projection weights, which are then transposed. It ignores
-// `lm_head.weight` (tied) and HF's `attn.bias` / `attn.masked_bias` buffers. Missing GPT-2 tensors
-// and wrong shapes are errors; attention-variant extras (e.g. `h.{l}.attn.q_scaler.a`) may have
-// any shape with the right number of elements (the paper stores (1,H,1,1)) and, when missing, keep
-// their initial values (reported).
+// Reading accepts: a `_orig_mod.` prefix and for GPT-2 `transformer.` (HF, torch.compile'd
+// nanoGPT), F32/F16/BF16 data, nn.Linear layout (nanoGPT; metadata gaincell_layout = "linear" or an
+// explicit WeightLayout::kLinear) for the four projection weights, which are then transposed. It
+// ignores `lm_head.weight` (tied) and HF's `attn.bias` / `attn.masked_bias` buffers. Missing GPT-2
+// tensors and wrong shapes are errors; attention-variant extras (e.g. `h.{l}.attn.q_scaler.a`) may
+// have any shape with the right number of elements (the paper stores (1,H,1,1)) and, when missing,
+// keep their initial values (reported).
 #pragma once
 
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -42,6 +45,17 @@ struct LoadReport {
 // tensors, wrong shapes, unsupported dtypes and (unless allow_nonfinite) non-finite values.
 LoadReport load_weights(GPT2Model& model, const SafeTensorsFile& file,
                         WeightLayout layout = WeightLayout::kAuto, bool allow_nonfinite = false);
+// The same over the shards of one checkpoint (each tensor in exactly one of them).
+LoadReport load_weights(GPT2Model& model, std::span<const SafeTensorsFile* const> files,
+                        WeightLayout layout = WeightLayout::kAuto, bool allow_nonfinite = false);
+
+// The safetensors files of a model directory: model.safetensors, or the shards that
+// model.safetensors.index.json names (its weight_map is checked: every shard exists and holds the
+// tensors mapped to it). Errors name the index file, the shard and the tensor.
+struct CheckpointFiles {
+  std::vector<SafeTensorsFile> files;
+};
+CheckpointFiles open_checkpoint_files(const std::filesystem::path& model_dir);
 
 // Writes every model tensor as F32 with metadata {"format": "pt", "gaincell_layout": "conv1d"}
 // (atomic: temporary file, then rename).
@@ -74,7 +88,7 @@ struct LoadModelOptions {
   std::function<void(const std::string&)> log;
 };
 
-// Builds the model of DIR/config.json and loads DIR/model.safetensors into it.
+// Builds the model of DIR/config.json and loads DIR/model.safetensors (or its shards) into it.
 std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& model_dir,
                                       const LoadModelOptions& options = {});
 

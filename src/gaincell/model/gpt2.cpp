@@ -20,21 +20,68 @@ using nlohmann::json;
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
+namespace {
+
+bool is_known_model_type(const std::string& t) {
+  return t == "gpt2" || t == "llama" || t == "mistral" || t == "qwen2";
+}
+
+}  // namespace
+
 void GPT2Config::validate() const {
   auto positive = [](int value, const char* field) {
     require(value > 0,
             std::string("model config: ") + field + " must be > 0, got " + std::to_string(value));
   };
-  positive(n_layer, "n_layer");
-  positive(n_head, "n_head");
-  positive(n_embd, "n_embd");
-  positive(block_size, "n_positions (block_size)");
+  require(is_known_model_type(model_type),
+          "model config: model_type \"" + model_type +
+              "\" is not supported (known: gpt2, llama, mistral, qwen2)");
+  const bool gpt2 = is_gpt2();
+  positive(n_layer, gpt2 ? "n_layer" : "num_hidden_layers");
+  positive(n_head, gpt2 ? "n_head" : "num_attention_heads");
+  positive(n_embd, gpt2 ? "n_embd" : "hidden_size");
+  positive(block_size, gpt2 ? "n_positions (block_size)" : "max_position_embeddings");
   positive(vocab_size, "vocab_size");
-  require(n_embd % n_head == 0, "model config: n_embd (" + std::to_string(n_embd) +
-                                    ") must be divisible by n_head (" + std::to_string(n_head) +
-                                    ")");
+  require(n_kv_head >= 0 && head_size >= 0 && intermediate_size >= 0 && sliding_window >= 0 &&
+              max_window_layers >= 0,
+          "model config: num_key_value_heads, head_dim, intermediate_size, sliding_window and "
+          "max_window_layers must be >= 0");
+  if (head_size == 0) {
+    require(n_embd % n_head == 0,
+            std::string("model config: ") + (gpt2 ? "n_embd (" : "hidden_size (") +
+                std::to_string(n_embd) + ") must be divisible by " +
+                (gpt2 ? "n_head (" : "num_attention_heads (") + std::to_string(n_head) + ")");
+  }
+  require(n_head % kv_heads() == 0,
+          "model config: num_key_value_heads (" + std::to_string(kv_heads()) +
+              ") must divide num_attention_heads (" + std::to_string(n_head) + ")");
+  if (gpt2) {
+    require(n_kv_head == 0 || n_kv_head == n_head,
+            "model config: GPT-2 has no grouped-query "
+            "attention (n_kv_head must equal n_head)");
+    require(head_size == 0 || head_size * n_head == n_embd,
+            "model config: GPT-2 heads must split n_embd");
+    require(tie_word_embeddings && qkv_bias && o_bias && mlp_bias && sliding_window == 0,
+            "model config: GPT-2 has tied embeddings, biases and no sliding window");
+  } else {
+    require(head_dim() % 2 == 0, "model config: head_dim must be even for rotary embeddings, got " +
+                                     std::to_string(head_dim()));
+    require(std::isfinite(rope_theta) && rope_theta > 0.0,
+            "model config: rope_theta must be a positive finite number");
+    const RopeScaling& r = rope_scaling;
+    require(r.type == "default" || r.type == "llama3",
+            "model config: rope_scaling type \"" + r.type +
+                "\" is not supported (known: default, llama3)");
+    if (r.type == "llama3") {
+      require(r.factor > 0.0 && r.low_freq_factor > 0.0 && r.high_freq_factor > r.low_freq_factor &&
+                  r.original_max_position_embeddings > 0,
+              "model config: rope_scaling llama3 needs factor > 0, 0 < low_freq_factor < "
+              "high_freq_factor and original_max_position_embeddings > 0");
+    }
+  }
   require(std::isfinite(layer_norm_epsilon) && layer_norm_epsilon > 0.0f,
-          "model config: layer_norm_epsilon must be a positive finite number");
+          std::string("model config: ") + (gpt2 ? "layer_norm_epsilon" : "rms_norm_eps") +
+              " must be a positive finite number");
   require(!attention.empty(), "model config: gaincell_attention must name an attention variant");
   require(window >= 0, "model config: gaincell_window must be >= 0, got " + std::to_string(window));
   require(tokenizer == "gpt2-bpe" || tokenizer == "bytes",
@@ -47,18 +94,75 @@ void GPT2Config::validate() const {
   hw.validate();
 }
 
+namespace {
+
+const char* architecture_name(const std::string& model_type) {
+  if (model_type == "llama") return "LlamaForCausalLM";
+  if (model_type == "mistral") return "MistralForCausalLM";
+  if (model_type == "qwen2") return "Qwen2ForCausalLM";
+  return "GPT2LMHeadModel";
+}
+
+json llama_family_json(const GPT2Config& c) {
+  json j;
+  j["model_type"] = c.model_type;
+  j["architectures"] = {architecture_name(c.model_type)};
+  j["hidden_act"] = "silu";
+  j["hidden_size"] = c.n_embd;
+  j["intermediate_size"] = c.mlp_width();
+  j["num_hidden_layers"] = c.n_layer;
+  j["num_attention_heads"] = c.n_head;
+  j["num_key_value_heads"] = c.kv_heads();
+  j["head_dim"] = c.head_dim();
+  j["max_position_embeddings"] = c.block_size;
+  j["vocab_size"] = c.vocab_size;
+  j["rms_norm_eps"] = c.layer_norm_epsilon;
+  j["rope_theta"] = c.rope_theta;
+  if (c.rope_scaling.type == "default") {
+    j["rope_scaling"] = nullptr;
+  } else {
+    const RopeScaling& r = c.rope_scaling;
+    j["rope_scaling"] = {{"rope_type", r.type},
+                         {"factor", r.factor},
+                         {"low_freq_factor", r.low_freq_factor},
+                         {"high_freq_factor", r.high_freq_factor},
+                         {"original_max_position_embeddings", r.original_max_position_embeddings}};
+  }
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  if (c.model_type == "llama") {
+    j["attention_bias"] = c.qkv_bias;
+    j["mlp_bias"] = c.mlp_bias;
+  } else if (c.model_type == "mistral") {
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  } else if (c.model_type == "qwen2") {
+    j["use_sliding_window"] = c.sliding_window > 0;
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    j["max_window_layers"] = c.max_window_layers;
+  }
+  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
+  if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;
+  j["torch_dtype"] = "float32";
+  return j;
+}
+
+}  // namespace
+
 json GPT2Config::to_json() const {
   json j;
-  j["model_type"] = "gpt2";
-  j["architectures"] = {"GPT2LMHeadModel"};
-  j["activation_function"] = "gelu_new";
-  j["n_layer"] = n_layer;
-  j["n_head"] = n_head;
-  j["n_embd"] = n_embd;
-  j["n_positions"] = block_size;
-  j["n_ctx"] = block_size;
-  j["vocab_size"] = vocab_size;
-  j["layer_norm_epsilon"] = layer_norm_epsilon;
+  if (is_gpt2()) {
+    j["model_type"] = "gpt2";
+    j["architectures"] = {"GPT2LMHeadModel"};
+    j["activation_function"] = "gelu_new";
+    j["n_layer"] = n_layer;
+    j["n_head"] = n_head;
+    j["n_embd"] = n_embd;
+    j["n_positions"] = block_size;
+    j["n_ctx"] = block_size;
+    j["vocab_size"] = vocab_size;
+    j["layer_norm_epsilon"] = layer_norm_epsilon;
+  } else {
+    j = llama_family_json(*this);
+  }
   j["gaincell_attention"] = attention;
   j["gaincell_window"] = window;
   j["gaincell_hw"] = hw.to_json();
@@ -69,34 +173,126 @@ json GPT2Config::to_json() const {
 namespace {
 
 int read_int(const json& j, const char* key, int fallback) {
+  if (!j.contains(key) || j.at(key).is_null()) return fallback;
   return json_int_or<int>(j, key, fallback, "model config");
+}
+
+double read_number(const json& j, const char* key, double fallback) {
+  if (!j.contains(key) || j.at(key).is_null()) return fallback;
+  require(j.at(key).is_number(), std::string("model config: '") + key + "' must be a number");
+  return j.at(key).get<double>();
+}
+
+bool read_bool(const json& j, const char* key, bool fallback) {
+  if (!j.contains(key) || j.at(key).is_null()) return fallback;
+  require(j.at(key).is_boolean(), std::string("model config: '") + key + "' must be true or false");
+  return j.at(key).get<bool>();
+}
+
+int require_int(const json& j, const char* key, const std::string& model_type) {
+  require(j.contains(key) && !j.at(key).is_null(),
+          std::string("model config: missing key '") + key + "' (model_type " + model_type + ")");
+  return read_int(j, key, 0);
+}
+
+// A token id key: an integer, or a list of them (the first one is kept), or null.
+std::optional<int> read_token_id(const json& j, const char* key) {
+  if (!j.contains(key) || j.at(key).is_null()) return std::nullopt;
+  const json& v = j.at(key);
+  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int>();
+  require(v.is_number_integer(),
+          std::string("model config: '") + key + "' must be an integer token id");
+  return v.get<int>();
+}
+
+RopeScaling read_rope_scaling(const json& j) {
+  RopeScaling r;
+  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return r;
+  const json& s = j["rope_scaling"];
+  require(s.is_object(), "model config: 'rope_scaling' must be an object or null");
+  const char* type_key = s.contains("rope_type") ? "rope_type" : "type";
+  require(s.contains(type_key) && s[type_key].is_string(),
+          "model config: 'rope_scaling' needs a string 'rope_type'");
+  r.type = s[type_key].get<std::string>();
+  r.factor = read_number(s, "factor", r.factor);
+  r.low_freq_factor = read_number(s, "low_freq_factor", r.low_freq_factor);
+  r.high_freq_factor = read_number(s, "high_freq_factor", r.high_freq_factor);
+  r.original_max_position_embeddings =
+      read_int(s, "original_max_position_embeddings", r.original_max_position_embeddings);
+  return r;
+}
+
+// The Llama family's keys (Hugging Face LlamaConfig / MistralConfig / Qwen2Config). The shape keys
+// are required: a config without them is not a usable model description.
+void read_llama_family(const json& j, GPT2Config& c) {
+  const std::string& t = c.model_type;
+  c.n_embd = require_int(j, "hidden_size", t);
+  c.intermediate_size = require_int(j, "intermediate_size", t);
+  c.n_layer = require_int(j, "num_hidden_layers", t);
+  c.n_head = require_int(j, "num_attention_heads", t);
+  c.vocab_size = require_int(j, "vocab_size", t);
+  c.n_kv_head = read_int(j, "num_key_value_heads", c.n_head);
+  c.head_size = read_int(j, "head_dim", 0);
+  c.block_size = read_int(j, "max_position_embeddings", 2048);
+  c.layer_norm_epsilon = static_cast<float>(read_number(j, "rms_norm_eps", 1e-6));
+  c.rope_theta = read_number(j, "rope_theta", 10000.0);
+  c.rope_scaling = read_rope_scaling(j);
+  if (j.contains("hidden_act")) {
+    require(j["hidden_act"].is_string() && j["hidden_act"] == "silu",
+            "model config: hidden_act must be \"silu\" (SwiGLU)");
+  }
+  c.tie_word_embeddings = read_bool(j, "tie_word_embeddings", false);
+  if (t == "llama") {
+    c.qkv_bias = c.o_bias = read_bool(j, "attention_bias", false);
+    c.mlp_bias = read_bool(j, "mlp_bias", false);
+  } else if (t == "qwen2") {
+    c.qkv_bias = true;  // Qwen2: q/k/v biases, none on o_proj and the MLP
+    c.o_bias = c.mlp_bias = false;
+  } else {
+    c.qkv_bias = c.o_bias = c.mlp_bias = false;
+  }
+  if (t == "mistral") {
+    c.sliding_window = read_int(j, "sliding_window", 0);
+  } else if (t == "qwen2" && read_bool(j, "use_sliding_window", false)) {
+    c.sliding_window = read_int(j, "sliding_window", 0);
+    c.max_window_layers = read_int(j, "max_window_layers", 0);
+  }
+  c.bos_token_id = read_token_id(j, "bos_token_id");
+  c.eos_token_id = read_token_id(j, "eos_token_id");
 }
 
 }  // namespace
 
 GPT2Config GPT2Config::from_json(const json& j) {
   require(j.is_object(), "model config: expected a JSON object");
-  // Keys HF GPT-2 configs carry that this engine does not use (dropouts, task heads, ...) are
-  // ignored; missing keys take the GPT-2 (124M) defaults, as in Hugging Face.
+  // Keys HF configs carry that this engine does not use (dropouts, task heads, ...) are ignored.
+  // GPT-2: missing keys take the GPT-2 (124M) defaults, as in Hugging Face.
   GPT2Config c;
   if (j.contains("model_type")) {
-    require(j["model_type"].is_string() && j["model_type"] == "gpt2",
-            "model config: model_type must be \"gpt2\"");
+    require(j["model_type"].is_string(), "model config: 'model_type' must be a string");
+    c.model_type = j["model_type"].get<std::string>();
+    require(is_known_model_type(c.model_type),
+            "model config: model_type \"" + c.model_type +
+                "\" is not supported (known: gpt2, llama, mistral, qwen2)");
   }
-  if (j.contains("activation_function")) {
-    const json& a = j["activation_function"];
-    require(a.is_string() && (a == "gelu_new" || a == "gelu_pytorch_tanh"),
-            "model config: activation_function must be the tanh GELU (\"gelu_new\")");
-  }
-  c.n_layer = read_int(j, "n_layer", c.n_layer);
-  c.n_head = read_int(j, "n_head", c.n_head);
-  c.n_embd = read_int(j, "n_embd", c.n_embd);
-  c.block_size = read_int(j, "n_ctx", c.block_size);
-  c.block_size = read_int(j, "n_positions", c.block_size);
-  c.vocab_size = read_int(j, "vocab_size", c.vocab_size);
-  if (j.contains("layer_norm_epsilon")) {
-    c.layer_norm_epsilon =
-        json_float(j["layer_norm_epsilon"], "model config: 'layer_norm_epsilon'");
+  if (c.is_gpt2()) {
+    if (j.contains("activation_function")) {
+      const json& a = j["activation_function"];
+      require(a.is_string() && (a == "gelu_new" || a == "gelu_pytorch_tanh"),
+              "model config: activation_function must be the tanh GELU (\"gelu_new\")");
+    }
+    c.n_layer = read_int(j, "n_layer", c.n_layer);
+    c.n_head = read_int(j, "n_head", c.n_head);
+    c.n_embd = read_int(j, "n_embd", c.n_embd);
+    c.block_size = read_int(j, "n_ctx", c.block_size);
+    c.block_size = read_int(j, "n_positions", c.block_size);
+    c.vocab_size = read_int(j, "vocab_size", c.vocab_size);
+    if (j.contains("layer_norm_epsilon")) {
+      c.layer_norm_epsilon =
+          json_float(j["layer_norm_epsilon"], "model config: 'layer_norm_epsilon'");
+    }
+  } else {
+    read_llama_family(j, c);
   }
   if (j.contains("gaincell_attention")) {
     require(j["gaincell_attention"].is_string(),
@@ -104,7 +300,14 @@ GPT2Config GPT2Config::from_json(const json& j) {
     c.attention = j["gaincell_attention"].get<std::string>();
   }
   c.window = read_int(j, "gaincell_window", c.window);
-  if (j.contains("gaincell_hw")) c.hw = HwConfig::from_json(j["gaincell_hw"]);
+  // Without gaincell_hw a hardware variant runs on its own default hardware, exactly as when it is
+  // chosen with --attention (ModelOverrides); the variant then sets its cell model.
+  if (j.contains("gaincell_hw")) {
+    c.hw = HwConfig::from_json(j["gaincell_hw"]);
+  } else if (auto own = attention_default_hardware(c.attention)) {
+    c.hw = *own;
+  }
+  c.hw = attention_hardware(c.attention, c.hw);
   if (j.contains("gaincell_tokenizer")) {
     require(j["gaincell_tokenizer"].is_string(),
             "model config: 'gaincell_tokenizer' must be a string");
@@ -133,9 +336,28 @@ GPT2Config GPT2Config::named(const std::string& name) {
     set(2, 4, 32);
     c.block_size = 32;
     c.vocab_size = 101;
+  } else if (name == "llama-tiny") {
+    set(2, 4, 32);
+    c.model_type = "llama";
+    c.n_kv_head = 2;
+    c.intermediate_size = 64;
+    c.block_size = 32;
+    c.vocab_size = 101;
+    c.tie_word_embeddings = false;
+    c.qkv_bias = c.o_bias = c.mlp_bias = false;
+    c.layer_norm_epsilon = 1e-5f;
+  } else if (name == "smollm-135m") {  // SmolLM-135M's shape (random weights: benchmarks)
+    set(30, 9, 576);
+    c.model_type = "llama";
+    c.n_kv_head = 3;
+    c.intermediate_size = 1536;
+    c.block_size = 2048;
+    c.vocab_size = 49152;
+    c.qkv_bias = c.o_bias = c.mlp_bias = false;
   } else {
     throw Error("unknown model name '" + name +
-                "' (known: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny)");
+                "' (known: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, llama-tiny, "
+                "smollm-135m)");
   }
   return c;
 }
@@ -143,14 +365,25 @@ GPT2Config GPT2Config::named(const std::string& name) {
 // ---------------------------------------------------------------------------------------------
 // Parameter table: Hugging Face names and shapes, one contiguous buffer.
 
+// Offsets of one block's tensors. GPT-2 names: ln1 = ln_1, qkv = attn.c_attn, attproj =
+// attn.c_proj, ln2 = ln_2, fc = mlp.c_fc, fcproj = mlp.c_proj. Llama family: ln1 =
+// input_layernorm, qkv = q_proj|k_proj|v_proj (adjacent: one fused [(H + 2 Hkv) D, C] matrix),
+// attproj = o_proj, ln2 = post_attention_layernorm, fc = gate_proj|up_proj (fused [2 I, C]),
+// fcproj = down_proj. kNone: the tensor does not exist (RMSNorm bias, absent biases).
 struct GPT2Model::LayerOffsets {
   size_t ln1_w, ln1_b, qkv_w, qkv_b, attproj_w, attproj_b, ln2_w, ln2_b, fc_w, fc_b, fcproj_w,
       fcproj_b;
   std::vector<size_t> attention_params;  // indices into params_ of the variant's ParamSpecs
 };
 
+std::string GPT2Model::layer_prefix(int layer) const {
+  return (config_.is_gpt2() ? "h." : "model.layers.") + std::to_string(layer) + ".";
+}
+
 void GPT2Model::build_param_table() {
   const int64_t C = config_.n_embd, V = config_.vocab_size, T = config_.block_size;
+  const int64_t D = config_.head_dim(), H = config_.n_head, Hkv = config_.kv_heads();
+  const int64_t I = config_.mlp_width();
   size_t offset = 0;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, bool trainable = true,
                  int decay = -1) {
@@ -168,32 +401,108 @@ void GPT2Model::build_param_table() {
     offset += static_cast<size_t>(p.numel);
     return p.offset;
   };
-  wte_ = add("wte.weight", {V, C});
-  wpe_ = add("wpe.weight", {T, C});
+  auto add_if = [&](bool present, const std::string& name, std::vector<int64_t> shape) {
+    return present ? add(name, std::move(shape)) : kNone;
+  };
+  const bool gpt2 = config_.is_gpt2();
+  if (gpt2) {
+    wte_ = add("wte.weight", {V, C});
+    wpe_ = add("wpe.weight", {T, C});
+  } else {
+    wte_ = add("model.embed_tokens.weight", {V, C});
+  }
   for (int l = 0; l < config_.n_layer; l++) {
-    const std::string h = "h." + std::to_string(l) + ".";
+    const std::string h = layer_prefix(l);
     LayerOffsets o;
-    o.ln1_w = add(h + "ln_1.weight", {C});
-    o.ln1_b = add(h + "ln_1.bias", {C});
-    o.qkv_w = add(h + "attn.c_attn.weight", {C, 3 * C});
-    o.qkv_b = add(h + "attn.c_attn.bias", {3 * C});
-    o.attproj_w = add(h + "attn.c_proj.weight", {C, C});
-    o.attproj_b = add(h + "attn.c_proj.bias", {C});
-    o.ln2_w = add(h + "ln_2.weight", {C});
-    o.ln2_b = add(h + "ln_2.bias", {C});
-    o.fc_w = add(h + "mlp.c_fc.weight", {C, 4 * C});
-    o.fc_b = add(h + "mlp.c_fc.bias", {4 * C});
-    o.fcproj_w = add(h + "mlp.c_proj.weight", {4 * C, C});
-    o.fcproj_b = add(h + "mlp.c_proj.bias", {C});
+    if (gpt2) {
+      o.ln1_w = add(h + "ln_1.weight", {C});
+      o.ln1_b = add(h + "ln_1.bias", {C});
+      o.qkv_w = add(h + "attn.c_attn.weight", {C, 3 * C});
+      o.qkv_b = add(h + "attn.c_attn.bias", {3 * C});
+      o.attproj_w = add(h + "attn.c_proj.weight", {C, C});
+      o.attproj_b = add(h + "attn.c_proj.bias", {C});
+      o.ln2_w = add(h + "ln_2.weight", {C});
+      o.ln2_b = add(h + "ln_2.bias", {C});
+      o.fc_w = add(h + "mlp.c_fc.weight", {C, 4 * C});
+      o.fc_b = add(h + "mlp.c_fc.bias", {4 * C});
+      o.fcproj_w = add(h + "mlp.c_proj.weight", {4 * C, C});
+      o.fcproj_b = add(h + "mlp.c_proj.bias", {C});
+    } else {
+      const bool qb = config_.qkv_bias, mb = config_.mlp_bias;
+      o.ln1_w = add(h + "input_layernorm.weight", {C});
+      o.ln1_b = kNone;
+      o.qkv_w = add(h + "self_attn.q_proj.weight", {H * D, C});
+      add(h + "self_attn.k_proj.weight", {Hkv * D, C});
+      add(h + "self_attn.v_proj.weight", {Hkv * D, C});
+      o.qkv_b = add_if(qb, h + "self_attn.q_proj.bias", {H * D});
+      add_if(qb, h + "self_attn.k_proj.bias", {Hkv * D});
+      add_if(qb, h + "self_attn.v_proj.bias", {Hkv * D});
+      o.attproj_w = add(h + "self_attn.o_proj.weight", {C, H * D});
+      o.attproj_b = add_if(config_.o_bias, h + "self_attn.o_proj.bias", {C});
+      o.ln2_w = add(h + "post_attention_layernorm.weight", {C});
+      o.ln2_b = kNone;
+      o.fc_w = add(h + "mlp.gate_proj.weight", {I, C});
+      add(h + "mlp.up_proj.weight", {I, C});
+      o.fc_b = add_if(mb, h + "mlp.gate_proj.bias", {I});
+      add_if(mb, h + "mlp.up_proj.bias", {I});
+      o.fcproj_w = add(h + "mlp.down_proj.weight", {C, I});
+      o.fcproj_b = add_if(mb, h + "mlp.down_proj.bias", {C});
+    }
     for (const ParamSpec& spec : attention_[l]->param_specs()) {
       o.attention_params.push_back(params_.size());
       add(h + spec.name, spec.shape, spec.trainable, spec.weight_decay ? 1 : 0);
+      params_.back().attention_extra = true;
     }
     layer_offsets_.push_back(std::move(o));
   }
-  lnf_w_ = add("ln_f.weight", {C});
-  lnf_b_ = add("ln_f.bias", {C});
+  if (gpt2) {
+    lnf_w_ = add("ln_f.weight", {C});
+    lnf_b_ = add("ln_f.bias", {C});
+  } else {
+    lnf_w_ = add("model.norm.weight", {C});
+    lnf_b_ = kNone;
+  }
+  lm_head_ = config_.tie_word_embeddings ? wte_ : add("lm_head.weight", {V, C});
   num_params_ = offset;
+}
+
+// Rotary tables as Hugging Face computes them: inv_freq_i = theta^(-2i/D) in float32 (rescaled for
+// rope_scaling llama3), the angle pos * inv_freq_i in float32, its cos and sin.
+void GPT2Model::build_rope_tables() {
+  if (!config_.uses_rope()) return;
+  const int D = config_.head_dim(), half = D / 2;
+  std::vector<float> inv_freq(half);
+  for (int i = 0; i < half; i++) {
+    inv_freq[i] = static_cast<float>(
+        1.0 / std::pow(config_.rope_theta, static_cast<double>(2 * i) / static_cast<double>(D)));
+  }
+  const RopeScaling& r = config_.rope_scaling;
+  if (r.type == "llama3") {
+    const double old_len = r.original_max_position_embeddings;
+    const double low_wavelen = old_len / r.low_freq_factor;
+    const double high_wavelen = old_len / r.high_freq_factor;
+    for (float& f : inv_freq) {
+      const double wavelen = 2.0 * M_PI / f;
+      if (wavelen < high_wavelen) continue;  // high frequencies: unchanged
+      if (wavelen > low_wavelen) {           // low frequencies: divided by the factor
+        f = static_cast<float>(f / r.factor);
+        continue;
+      }
+      const double smooth =
+          (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+      f = static_cast<float>((1.0 - smooth) * f / r.factor + smooth * f);
+    }
+  }
+  const int positions = config_.block_size;
+  rope_cos_.resize(static_cast<size_t>(positions) * half);
+  rope_sin_.resize(rope_cos_.size());
+  for (int p = 0; p < positions; p++) {
+    for (int i = 0; i < half; i++) {
+      const float angle = static_cast<float>(p) * inv_freq[i];
+      rope_cos_[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(angle));
+      rope_sin_[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -217,10 +526,10 @@ struct GPT2Model::Activations {
   float* encoded;
   std::vector<float*> qkvh, atty, res2, fch, res3, ln1_stats, ln2_stats;  // stats: mean | rstd
   float *lnf, *lnf_stats, *lse, *losses, *logits = nullptr;
-  // Forward scratch.
+  // Forward scratch (gelu: the MLP activation's output, GELU or SwiGLU).
   float *ln, *qkv, *atto, *gelu;
   // Backward scratch. datty aliases dln and dheads aliases dfch: their lifetimes do not overlap.
-  float *dres, *dln, *datty, *dfch, *dheads;
+  float *dres, *dln, *datty, *dfch, *dheads, *dact;
 };
 
 namespace {
@@ -243,35 +552,50 @@ class Carver {
 
 }  // namespace
 
+// Widths of the per-token activation rows (GPT-2: QKV = 3C, AO = C, F = A = 4C; the Llama family:
+// QKV = (H + 2 Hkv) D, AO = H D, F = 2 I for the fused gate|up, A = I).
+namespace {
+struct RowWidths {
+  int64_t C, QKV, AO, F, A;
+  explicit RowWidths(const GPT2Config& c)
+      : C(c.n_embd),
+        QKV(static_cast<int64_t>(c.n_head + 2 * c.kv_heads()) * c.head_dim()),
+        AO(static_cast<int64_t>(c.n_head) * c.head_dim()),
+        F(c.is_gpt2() ? 4 * c.n_embd : 2 * int64_t{c.mlp_width()}),
+        A(c.is_gpt2() ? 4 * c.n_embd : c.mlp_width()) {}
+};
+}  // namespace
+
 void GPT2Model::ensure_activations(int B, int T) {
   Activations& a = *acts_;
   a.B = B;
   a.T = T;
   const int64_t BT = static_cast<int64_t>(B) * T;
   if (BT <= a.capacity && a.forward_buffer) return;
-  const int64_t C = config_.n_embd, L = config_.n_layer;
+  const int64_t L = config_.n_layer;
+  const RowWidths w(config_);
   auto carve = [&](float* base) {
     Carver c(base);
-    a.encoded = c.take(BT * C);
+    a.encoded = c.take(BT * w.C);
     a.qkvh.assign(L, nullptr);
     a.atty = a.res2 = a.fch = a.res3 = a.ln1_stats = a.ln2_stats = a.qkvh;
     for (int64_t l = 0; l < L; l++) {
-      a.qkvh[l] = c.take(3 * BT * C);
-      a.atty[l] = c.take(BT * C);
-      a.res2[l] = c.take(BT * C);
-      a.fch[l] = c.take(4 * BT * C);
-      a.res3[l] = c.take(BT * C);
+      a.qkvh[l] = c.take(BT * w.QKV);
+      a.atty[l] = c.take(BT * w.AO);
+      a.res2[l] = c.take(BT * w.C);
+      a.fch[l] = c.take(BT * w.F);
+      a.res3[l] = c.take(BT * w.C);
       a.ln1_stats[l] = c.take(2 * BT);
       a.ln2_stats[l] = c.take(2 * BT);
     }
-    a.lnf = c.take(BT * C);
+    a.lnf = c.take(BT * w.C);
     a.lnf_stats = c.take(2 * BT);
     a.lse = c.take(BT);
     a.losses = c.take(BT);
-    a.ln = c.take(BT * C);
-    a.qkv = c.take(3 * BT * C);
-    a.atto = c.take(BT * C);
-    a.gelu = c.take(4 * BT * C);
+    a.ln = c.take(BT * w.C);
+    a.qkv = c.take(BT * w.QKV);
+    a.atto = c.take(BT * w.AO);
+    a.gelu = c.take(BT * w.A);
     return c.used();
   };
   a.forward_floats = carve(nullptr);
@@ -286,12 +610,17 @@ void GPT2Model::ensure_activations(int B, int T) {
 void GPT2Model::ensure_backward_scratch() {
   Activations& a = *acts_;
   if (a.backward_buffer) return;
-  const int64_t BT = a.capacity, C = config_.n_embd;
+  const int64_t BT = a.capacity;
+  const RowWidths w(config_);
+  const bool gpt2 = config_.is_gpt2();
   auto carve = [&](float* base) {
     Carver c(base);
-    a.dres = c.take(BT * C);
-    a.dln = c.take(BT * C);
-    a.dfch = c.take(4 * BT * C);
+    a.dres = c.take(BT * w.C);
+    a.dln = c.take(BT * std::max(w.C, w.AO));
+    a.dfch = c.take(BT * std::max(w.F, w.QKV));
+    // GPT-2's GELU backward runs in place on dfch; SwiGLU's input gradient is twice as wide as
+    // its output gradient, which therefore needs its own buffer.
+    a.dact = gpt2 ? a.dfch : c.take(BT * w.A);
     a.datty = a.dln;
     a.dheads = a.dfch;
     return c.used();
@@ -330,6 +659,8 @@ float* ensure_buffer(std::unique_ptr<float[]>& buffer, int64_t& capacity, int64_
 // Construction and parameters
 
 GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Activations) {
+  // The configuration the model reports (and save_model records) is the hardware that runs.
+  config_.hw = attention_hardware(config_.attention, config_.hw);
   config_.validate();
   // Before anything is allocated: an absurd configuration is an error, not an OOM kill.
   char count[32];
@@ -338,15 +669,18 @@ GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Acti
                  std::string(count) + " float32 parameters");
   AttentionContext ctx;
   ctx.n_head = config_.n_head;
+  ctx.n_kv_head = config_.kv_heads();
   ctx.head_dim = config_.head_dim();
   ctx.block_size = config_.block_size;
   ctx.window = config_.window;
   ctx.hw = config_.hw;
   for (int l = 0; l < config_.n_layer; l++) {
     ctx.layer = l;
+    ctx.model_window = config_.layer_window(l);
     attention_.push_back(make_attention(config_.attention, ctx));
   }
   build_param_table();
+  build_rope_tables();
   param_data_.reset(new float[num_params_]());
   // A variant's trainable tensors need their gradient storage at bind time (bind_params is
   // called once), so such models allocate gradients up front; plain GPT-2 allocates them lazily.
@@ -445,15 +779,117 @@ void GPT2Model::initialise_params(bool random, uint64_t seed) {
     if (is_attention_param[i]) continue;
     float* w = param_data_.get() + p.offset;
     if (ends_with(p.name, "ln_1.weight") || ends_with(p.name, "ln_2.weight") ||
-        p.name == "ln_f.weight") {
+        p.name == "ln_f.weight" || ends_with(p.name, "norm.weight")) {
       std::fill(w, w + p.numel, 1.0f);
     } else if (p.shape.size() == 1) {
       std::fill(w, w + p.numel, 0.0f);  // biases
-    } else if (ends_with(p.name, "c_proj.weight")) {
+    } else if (config_.is_gpt2() && ends_with(p.name, "c_proj.weight")) {
       fill_normal(p, residual_std);  // residual projections, GPT-2 paper
     } else {
       fill_normal(p, 0.02);
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Architecture-dependent pieces
+
+const float* GPT2Model::tensor_or_null(size_t offset) const {
+  return offset == kNone ? nullptr : param_data_.get() + offset;
+}
+
+// stats: [mean (N) | rstd (N)]; RMSNorm uses only rstd.
+void GPT2Model::norm_forward(float* out, float* stats, const float* in, size_t w, size_t b,
+                             int64_t N) const {
+  const float* P = param_data_.get();
+  const int C = config_.n_embd;
+  if (config_.is_gpt2()) {
+    layers::layernorm_forward(out, stats, stats + N, in, P + w, P + b, N, C,
+                              config_.layer_norm_epsilon);
+  } else {
+    layers::rmsnorm_forward(out, stats + N, in, P + w, N, C, config_.layer_norm_epsilon);
+  }
+}
+
+void GPT2Model::norm_recompute(float* out, const float* in, const float* stats, size_t w, size_t b,
+                               int64_t N) const {
+  const float* P = param_data_.get();
+  const int C = config_.n_embd;
+  if (config_.is_gpt2()) {
+    layers::layernorm_recompute(out, in, stats, stats + N, P + w, P + b, N, C);
+  } else {
+    layers::rmsnorm_recompute(out, in, stats + N, P + w, N, C);
+  }
+}
+
+void GPT2Model::norm_backward(float* dres, float* G, const float* dout, const float* in,
+                              const float* stats, size_t w, size_t b, int64_t N) const {
+  const float* P = param_data_.get();
+  const int C = config_.n_embd;
+  if (config_.is_gpt2()) {
+    layers::layernorm_backward(dres, G + w, G + b, dout, in, P + w, stats, stats + N, N, C);
+  } else {
+    layers::rmsnorm_backward(dres, G + w, dout, in, P + w, stats + N, N, C);
+  }
+}
+
+void GPT2Model::linear(float* out, const float* in, size_t w, size_t b, int64_t N, int IN, int OUT,
+                       bool accumulate) const {
+  if (const PackedMatrix* m = packed(w)) {  // reduced-precision inference weights
+    packed_matmul(out, in, *m, N, accumulate);
+    if (b != kNone) layers::add_bias(out, tensor_or_null(b), N, OUT);
+    return;
+  }
+  const float* W = param_data_.get() + w;
+  if (config_.is_gpt2()) {
+    layers::linear_forward(out, in, W, tensor_or_null(b), N, IN, OUT, accumulate);
+  } else {
+    layers::linear_nt_forward(out, in, W, tensor_or_null(b), N, IN, OUT, accumulate);
+  }
+}
+
+void GPT2Model::linear_grad(float* din, float* G, const float* dout, const float* in, size_t w,
+                            size_t b, int64_t N, int IN, int OUT) const {
+  const float* W = param_data_.get() + w;
+  float* dbias = b == kNone ? nullptr : G + b;
+  if (config_.is_gpt2()) {
+    layers::linear_backward(din, G + w, dbias, dout, in, W, N, IN, OUT);
+  } else {
+    layers::linear_nt_backward(din, G + w, dbias, dout, in, W, N, IN, OUT);
+  }
+}
+
+// One token: out = in · W (+ bias), added to out when accumulating.
+void GPT2Model::matvec(float* out, const float* in, size_t w, size_t b, int IN, int OUT,
+                       bool accumulate) const {
+  const float* bias = tensor_or_null(b);
+  if (!accumulate) {
+    if (bias != nullptr) {
+      std::copy(bias, bias + OUT, out);
+    } else {
+      std::fill(out, out + OUT, 0.0f);
+    }
+  } else if (bias != nullptr) {
+    for (int i = 0; i < OUT; i++) out[i] += bias[i];
+  }
+  if (const PackedMatrix* m = packed(w)) {
+    m->gemv(in, out, true);
+    return;
+  }
+  const float* W = param_data_.get() + w;
+  if (config_.is_gpt2()) {
+    blas::gemv_t(IN, OUT, W, in, out, 1.0f);
+  } else {
+    blas::gemv_n(OUT, IN, W, in, out, 1.0f);
+  }
+}
+
+// MLP activation: GELU over [N, 4C] (GPT-2) or SwiGLU of the fused gate|up [N, 2I] -> [N, I].
+void GPT2Model::activation(float* out, const float* pre, int64_t N) const {
+  if (config_.is_gpt2()) {
+    layers::gelu_forward(out, pre, N * 4 * config_.n_embd);
+  } else {
+    layers::swiglu_forward(out, pre, N, config_.mlp_width());
   }
 }
 
@@ -472,54 +908,56 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
               " inference weights)");
   ensure_activations(B, T);
   Activations& a = *acts_;
-  const int C = config_.n_embd, V = config_.vocab_size, H = config_.n_head, D = C / H;
+  const RowWidths w(config_);
+  const int C = config_.n_embd, V = config_.vocab_size, H = config_.n_head,
+            Hkv = config_.kv_heads(), D = config_.head_dim();
   const int64_t BT = static_cast<int64_t>(B) * T;
-  const float eps = config_.layer_norm_epsilon;
   const float* P = param_data_.get();
   a.inputs.assign(inputs, inputs + BT);
   a.has_targets = false;
   a.logits_valid = false;
   a.training = training;
 
-  layers::embedding_forward(a.encoded, inputs, P + wte_, P + wpe_, B, T, C, V);
+  layers::embedding_forward(a.encoded, inputs, P + wte_, tensor_or_null(wpe_), B, T, C, V);
   for (int l = 0; l < config_.n_layer; l++) {
     const LayerOffsets& o = layer_offsets_[l];
     const float* res_in = l == 0 ? a.encoded : a.res3[l - 1];
     float* q = a.qkvh[l];
-    float* k = q + BT * C;
-    float* v = k + BT * C;
-    // x + attn(ln_1(x))  (spec §3.1)
-    layers::layernorm_forward(a.ln, a.ln1_stats[l], a.ln1_stats[l] + BT, res_in, P + o.ln1_w,
-                              P + o.ln1_b, BT, C, eps);
-    linear(a.qkv, a.ln, o.qkv_w, o.qkv_b, BT, C, 3 * C);
-    layers::split_heads(q, k, v, a.qkv, B, T, H, D);
+    float* k = q + BT * H * D;
+    float* v = k + BT * Hkv * D;
+    // x + attn(norm_1(x))  (spec §3.1)
+    norm_forward(a.ln, a.ln1_stats[l], res_in, o.ln1_w, o.ln1_b, BT);
+    linear(a.qkv, a.ln, o.qkv_w, o.qkv_b, BT, C, static_cast<int>(w.QKV), false);
+    layers::split_heads_gqa(q, k, v, a.qkv, B, T, H, Hkv, D);
+    if (config_.uses_rope()) {  // digital rotation before the attention variant sees q and k
+      layers::rope_apply(q, rope_cos_.data(), rope_sin_.data(), B, H, T, D, 0);
+      layers::rope_apply(k, rope_cos_.data(), rope_sin_.data(), B, Hkv, T, D, 0);
+    }
     attention_[l]->forward(q, k, v, a.atto, B, T, training);
     layers::merge_heads(a.atty[l], a.atto, B, T, H, D);
     std::memcpy(a.res2[l], res_in, BT * C * sizeof(float));
-    linear(a.res2[l], a.atty[l], o.attproj_w, o.attproj_b, BT, C, C, true);
-    // x + mlp(ln_2(x))
-    layers::layernorm_forward(a.ln, a.ln2_stats[l], a.ln2_stats[l] + BT, a.res2[l], P + o.ln2_w,
-                              P + o.ln2_b, BT, C, eps);
-    linear(a.fch[l], a.ln, o.fc_w, o.fc_b, BT, C, 4 * C);
-    layers::gelu_forward(a.gelu, a.fch[l], BT * 4 * C);
+    linear(a.res2[l], a.atty[l], o.attproj_w, o.attproj_b, BT, static_cast<int>(w.AO), C, true);
+    // x + mlp(norm_2(x))
+    norm_forward(a.ln, a.ln2_stats[l], a.res2[l], o.ln2_w, o.ln2_b, BT);
+    linear(a.fch[l], a.ln, o.fc_w, o.fc_b, BT, C, static_cast<int>(w.F), false);
+    activation(a.gelu, a.fch[l], BT);
     std::memcpy(a.res3[l], a.res2[l], BT * C * sizeof(float));
-    linear(a.res3[l], a.gelu, o.fcproj_w, o.fcproj_b, BT, 4 * C, C, true);
+    linear(a.res3[l], a.gelu, o.fcproj_w, o.fcproj_b, BT, static_cast<int>(w.A), C, true);
   }
-  layers::layernorm_forward(a.lnf, a.lnf_stats, a.lnf_stats + BT, a.res3[config_.n_layer - 1],
-                            P + lnf_w_, P + lnf_b_, BT, C, eps);
-  // Tied LM head: logits = ln_f(x) · wteᵀ.
+  norm_forward(a.lnf, a.lnf_stats, a.res3[config_.n_layer - 1], lnf_w_, lnf_b_, BT);
+  // LM head (tied to the token embedding unless the config has a separate lm_head).
   layers::LossResult loss;
   if (training && targets != nullptr) {
     float* chunk =
         ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
-    loss = layers::lm_head_loss_forward_chunked(a.losses, a.lse, chunk, a.lnf, P + wte_, targets,
-                                                BT, C, V, vocab_chunk_);
+    loss = layers::lm_head_loss_forward_chunked(a.losses, a.lse, chunk, a.lnf, P + lm_head_,
+                                                targets, BT, C, V, vocab_chunk_);
   } else {
     a.logits = ensure_buffer(a.logits_buffer, a.logits_capacity, BT * V);
-    if (const PackedMatrix* head = packed(wte_)) {
+    if (const PackedMatrix* head = packed(lm_head_)) {
       packed_matmul(a.logits, a.lnf, *head, BT, false);
     } else {
-      blas::gemm_nt(static_cast<int>(BT), V, C, a.lnf, C, P + wte_, C, a.logits, V);
+      blas::gemm_nt(static_cast<int>(BT), V, C, a.lnf, C, P + lm_head_, C, a.logits, V);
     }
     a.logits_valid = true;
     if (targets == nullptr) {
@@ -552,52 +990,57 @@ void GPT2Model::backward() {
   require(weight_format_ == WeightFormat::kF32, "backward(): training needs f32 weights");
   ensure_backward_scratch();
   float* G = grad_data();
-  const float* P = param_data_.get();
+  const RowWidths w(config_);
   const int B = a.B, T = a.T, C = config_.n_embd, V = config_.vocab_size, H = config_.n_head,
-            D = C / H;
+            Hkv = config_.kv_heads(), D = config_.head_dim();
+  const int QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO), F = static_cast<int>(w.F),
+            A = static_cast<int>(w.A);
   const int64_t BT = static_cast<int64_t>(B) * T;
+  const float* P = param_data_.get();
 
   float* chunk =
       ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
-  layers::lm_head_loss_backward_chunked(a.dln, G + wte_, chunk, a.lnf, P + wte_, a.targets.data(),
-                                        a.lse, BT, C, V, vocab_chunk_, a.loss_count);
+  layers::lm_head_loss_backward_chunked(a.dln, G + lm_head_, chunk, a.lnf, P + lm_head_,
+                                        a.targets.data(), a.lse, BT, C, V, vocab_chunk_,
+                                        a.loss_count);
   std::memset(a.dres, 0, BT * C * sizeof(float));
-  layers::layernorm_backward(a.dres, G + lnf_w_, G + lnf_b_, a.dln, a.res3[config_.n_layer - 1],
-                             P + lnf_w_, a.lnf_stats, a.lnf_stats + BT, BT, C);
+  norm_backward(a.dres, G, a.dln, a.res3[config_.n_layer - 1], a.lnf_stats, lnf_w_, lnf_b_, BT);
 
   for (int l = config_.n_layer - 1; l >= 0; l--) {
     const LayerOffsets& o = layer_offsets_[l];
     const float* res_in = l == 0 ? a.encoded : a.res3[l - 1];
-    // MLP: res3 = res2 + c_proj(gelu(c_fc(ln_2(res2)))); gelu and ln_2 are recomputed.
-    layers::gelu_forward(a.gelu, a.fch[l], BT * 4 * C);
-    layers::linear_backward(a.dfch, G + o.fcproj_w, G + o.fcproj_b, a.dres, a.gelu, P + o.fcproj_w,
-                            BT, 4 * C, C);
-    layers::gelu_backward(a.dfch, a.fch[l], a.dfch, BT * 4 * C);
-    layers::layernorm_recompute(a.ln, a.res2[l], a.ln2_stats[l], a.ln2_stats[l] + BT, P + o.ln2_w,
-                                P + o.ln2_b, BT, C);
-    layers::linear_backward(a.dln, G + o.fc_w, G + o.fc_b, a.dfch, a.ln, P + o.fc_w, BT, C, 4 * C);
-    layers::layernorm_backward(a.dres, G + o.ln2_w, G + o.ln2_b, a.dln, a.res2[l], P + o.ln2_w,
-                               a.ln2_stats[l], a.ln2_stats[l] + BT, BT, C);
-    // Attention: res2 = res_in + c_proj(attn(split(c_attn(ln_1(res_in))))).
-    layers::linear_backward(a.datty, G + o.attproj_w, G + o.attproj_b, a.dres, a.atty[l],
-                            P + o.attproj_w, BT, C, C);
+    // MLP: res3 = res2 + proj(act(fc(norm_2(res2)))); act and norm_2 are recomputed.
+    activation(a.gelu, a.fch[l], BT);
+    linear_grad(a.dact, G, a.dres, a.gelu, o.fcproj_w, o.fcproj_b, BT, A, C);
+    if (config_.is_gpt2()) {
+      layers::gelu_backward(a.dfch, a.fch[l], a.dact, BT * F);  // dact aliases dfch
+    } else {
+      layers::swiglu_backward(a.dfch, a.fch[l], a.dact, BT, A);
+    }
+    norm_recompute(a.ln, a.res2[l], a.ln2_stats[l], o.ln2_w, o.ln2_b, BT);
+    linear_grad(a.dln, G, a.dfch, a.ln, o.fc_w, o.fc_b, BT, C, F);
+    norm_backward(a.dres, G, a.dln, a.res2[l], a.ln2_stats[l], o.ln2_w, o.ln2_b, BT);
+    // Attention: res2 = res_in + proj(attn(rope(split(qkv(norm_1(res_in)))))).
+    linear_grad(a.datty, G, a.dres, a.atty[l], o.attproj_w, o.attproj_b, BT, AO, C);
     layers::split_heads_one(a.atto, a.datty, B, T, H, D);
     const float* q = a.qkvh[l];
-    const float* k = q + BT * C;
-    const float* v = k + BT * C;
+    const float* k = q + BT * H * D;
+    const float* v = k + BT * Hkv * D;
     float* dq = a.dheads;
-    float* dk = dq + BT * C;
-    float* dv = dk + BT * C;
+    float* dk = dq + BT * H * D;
+    float* dv = dk + BT * Hkv * D;
     attention_[l]->backward(q, k, v, a.atto, dq, dk, dv, B, T);
-    layers::merge_heads_qkv(a.qkv, dq, dk, dv, B, T, H, D);
-    layers::layernorm_recompute(a.ln, res_in, a.ln1_stats[l], a.ln1_stats[l] + BT, P + o.ln1_w,
-                                P + o.ln1_b, BT, C);
-    layers::linear_backward(a.dln, G + o.qkv_w, G + o.qkv_b, a.qkv, a.ln, P + o.qkv_w, BT, C,
-                            3 * C);
-    layers::layernorm_backward(a.dres, G + o.ln1_w, G + o.ln1_b, a.dln, res_in, P + o.ln1_w,
-                               a.ln1_stats[l], a.ln1_stats[l] + BT, BT, C);
+    if (config_.uses_rope()) {  // the rotation is orthogonal: its backward rotates back
+      layers::rope_apply(dq, rope_cos_.data(), rope_sin_.data(), B, H, T, D, 0, true);
+      layers::rope_apply(dk, rope_cos_.data(), rope_sin_.data(), B, Hkv, T, D, 0, true);
+    }
+    layers::merge_heads_qkv_gqa(a.qkv, dq, dk, dv, B, T, H, Hkv, D);
+    norm_recompute(a.ln, res_in, a.ln1_stats[l], o.ln1_w, o.ln1_b, BT);
+    linear_grad(a.dln, G, a.qkv, a.ln, o.qkv_w, o.qkv_b, BT, C, QKV);
+    norm_backward(a.dres, G, a.dln, res_in, a.ln1_stats[l], o.ln1_w, o.ln1_b, BT);
   }
-  layers::embedding_backward(G + wte_, G + wpe_, a.dres, a.inputs.data(), B, T, C);
+  layers::embedding_backward(G + wte_, wpe_ == kNone ? nullptr : G + wpe_, a.dres, a.inputs.data(),
+                             B, T, C);
   a.has_targets = false;  // one backward per forward
 }
 
@@ -608,16 +1051,23 @@ void GPT2Model::set_weight_format(WeightFormat format) {
   packed_.clear();
   weight_format_ = format;
   if (format == WeightFormat::kF32) return;
-  const int C = config_.n_embd;
+  const RowWidths w(config_);
+  const int C = static_cast<int>(w.C), QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO),
+            F = static_cast<int>(w.F), A = static_cast<int>(w.A);
   const float* P = param_data_.get();
+  // Packed as the [out, in] matrix M of y = M x: Conv1D weights [in, out] from their transpose,
+  // nn.Linear weights [out, in] as they are.
+  auto pack = [&](size_t offset, int out, int in) {
+    packed_[offset] = config_.is_gpt2() ? PackedMatrix::from_columns(format, P + offset, out, in)
+                                        : PackedMatrix::from_rows(format, P + offset, out, in);
+  };
   for (const LayerOffsets& o : layer_offsets_) {
-    // Conv1D weights [in, out] are packed as the [out, in] matrix of y = M x.
-    packed_[o.qkv_w] = PackedMatrix::from_columns(format, P + o.qkv_w, 3 * C, C);
-    packed_[o.attproj_w] = PackedMatrix::from_columns(format, P + o.attproj_w, C, C);
-    packed_[o.fc_w] = PackedMatrix::from_columns(format, P + o.fc_w, 4 * C, C);
-    packed_[o.fcproj_w] = PackedMatrix::from_columns(format, P + o.fcproj_w, C, 4 * C);
+    pack(o.qkv_w, QKV, C);
+    pack(o.attproj_w, C, AO);
+    pack(o.fc_w, F, C);
+    pack(o.fcproj_w, C, A);
   }
-  packed_[wte_] = PackedMatrix::from_rows(format, P + wte_, config_.vocab_size, C);  // LM head
+  packed_[lm_head_] = PackedMatrix::from_rows(format, P + lm_head_, config_.vocab_size, C);
 }
 
 size_t GPT2Model::packed_weight_bytes() const {
@@ -632,34 +1082,14 @@ const PackedMatrix* GPT2Model::packed(size_t offset) const {
   return it == packed_.end() ? nullptr : &it->second;
 }
 
-void GPT2Model::linear(float* out, const float* inp, size_t w, size_t bias, int64_t N, int C,
-                       int OC, bool accumulate) const {
-  const float* P = param_data_.get();
-  const PackedMatrix* m = packed(w);
-  if (m == nullptr) {
-    layers::linear_forward(out, inp, P + w, P + bias, N, C, OC, accumulate);
-    return;
-  }
-  packed_matmul(out, inp, *m, N, accumulate);
-  layers::add_bias(out, P + bias, N, OC);
-}
-
-void GPT2Model::linear_one(float* out, const float* inp, size_t w, int C, int OC) const {
-  if (const PackedMatrix* m = packed(w)) {
-    m->gemv(inp, out, true);
-  } else {
-    blas::gemv_t(C, OC, param_data_.get() + w, inp, out, 1.0f);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Token-by-token decode
 
 struct DecodeSession::Buffers {
-  std::vector<float> x, ln, qkv, att, fc, logits;
-  float mean = 0.0f, rstd = 0.0f;
-  // extend(): the same tensors for n rows, and per-row LayerNorm statistics.
-  std::vector<float> nx, nln, nqkv, natt, nfc, nlogits, nmean, nrstd;
+  std::vector<float> x, ln, qkv, att, fc, act, logits;
+  float stats[2] = {0.0f, 0.0f};  // [mean, rstd] of the one row
+  // extend(): the same tensors for n rows, and per-row norm statistics [mean (n) | rstd (n)].
+  std::vector<float> nx, nln, nqkv, natt, nfc, nact, nlogits, nstats;
 };
 
 std::unique_ptr<DecodeSession> GPT2Model::start_decoding() {
@@ -669,12 +1099,13 @@ std::unique_ptr<DecodeSession> GPT2Model::start_decoding() {
 DecodeSession::DecodeSession(GPT2Model& model) : model_(model), buffers_(new Buffers) {
   const GPT2Config& c = model.config();
   for (int l = 0; l < c.n_layer; l++) states_.push_back(model.attention(l).make_decode_state());
-  const size_t C = c.n_embd;
-  buffers_->x.resize(C);
-  buffers_->ln.resize(C);
-  buffers_->qkv.resize(3 * C);
-  buffers_->att.resize(C);
-  buffers_->fc.resize(4 * C);
+  const RowWidths w(c);
+  buffers_->x.resize(w.C);
+  buffers_->ln.resize(w.C);
+  buffers_->qkv.resize(w.QKV);
+  buffers_->att.resize(w.AO);
+  buffers_->fc.resize(w.F);
+  buffers_->act.resize(w.A);
   buffers_->logits.resize(c.vocab_size);
 }
 
@@ -692,16 +1123,17 @@ const float* DecodeSession::prefill(const int32_t* tokens, int n) {
                                             " tokens (need 1.." + std::to_string(cfg.block_size) +
                                             ")");
   model_.forward(tokens, nullptr, 1, n, false);
-  const int C = cfg.n_embd, H = cfg.n_head, D = C / H;
-  std::vector<float> k(C), v(C);
+  const int H = cfg.n_head, Hkv = cfg.kv_heads(), D = cfg.head_dim();
+  std::vector<float> k(static_cast<size_t>(Hkv) * D), v(k.size());
   for (int l = 0; l < cfg.n_layer; l++) {
-    const float* kh = model_.acts_->qkvh[l] + static_cast<int64_t>(n) * C;  // (1, H, n, D)
-    const float* vh = kh + static_cast<int64_t>(n) * C;
+    // (1, Hkv, n, D) keys (already rotated) and values after the (1, H, n, D) queries.
+    const float* kh = model_.acts_->qkvh[l] + static_cast<int64_t>(n) * H * D;
+    const float* vh = kh + static_cast<int64_t>(n) * Hkv * D;
     for (int t = 0; t < n; t++) {
-      for (int h = 0; h < H; h++) {
-        const int64_t src = (static_cast<int64_t>(h) * n + t) * D;
-        std::copy(kh + src, kh + src + D, k.begin() + h * D);
-        std::copy(vh + src, vh + src + D, v.begin() + h * D);
+      for (int g = 0; g < Hkv; g++) {
+        const int64_t src = (static_cast<int64_t>(g) * n + t) * D;
+        std::copy(kh + src, kh + src + D, k.begin() + g * D);
+        std::copy(vh + src, vh + src + D, v.begin() + g * D);
       }
       states_[l]->append(k.data(), v.data());
     }
@@ -736,7 +1168,11 @@ bool DecodeSession::assign_from(const DecodeSession& other) {
 
 const float* DecodeSession::extend(const int32_t* tokens, int n) {
   const GPT2Config& cfg = model_.config();
-  const int C = cfg.n_embd, V = cfg.vocab_size;
+  const int C = cfg.n_embd, V = cfg.vocab_size, H = cfg.n_head, Hkv = cfg.kv_heads(),
+            D = cfg.head_dim();
+  const RowWidths w(cfg);
+  const int QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO), F = static_cast<int>(w.F),
+            A = static_cast<int>(w.A);
   require(n > 0, "decode: extend() needs at least one token");
   require(position_ + n <= cfg.block_size,
           "decode: extending position " + std::to_string(position_) + " by " + std::to_string(n) +
@@ -749,38 +1185,44 @@ const float* DecodeSession::extend(const int32_t* tokens, int n) {
   };
   float* x = fit(b.nx, N * C);
   float* ln = fit(b.nln, N * C);
-  float* qkv = fit(b.nqkv, N * 3 * C);
-  float* att = fit(b.natt, N * C);
-  float* fc = fit(b.nfc, N * 4 * C);
-  float* mean = fit(b.nmean, N);
-  float* rstd = fit(b.nrstd, N);
+  float* qkv = fit(b.nqkv, N * QKV);
+  float* att = fit(b.natt, N * AO);
+  float* fc = fit(b.nfc, N * F);
+  float* act = fit(b.nact, N * A);
+  float* stats = fit(b.nstats, 2 * N);
   const float* P = model_.param_data();
-  const float eps = cfg.layer_norm_epsilon;
-  // Positions continue from position_: the position table starts at that row.
-  layers::embedding_forward(x, tokens, P + model_.wte_, P + model_.wpe_ + position_ * int64_t{C}, 1,
-                            n, C, V);
+  // Positions continue from position_: the position table (GPT-2) starts at that row.
+  const float* wpe =
+      model_.wpe_ == GPT2Model::kNone ? nullptr : P + model_.wpe_ + position_ * int64_t{C};
+  layers::embedding_forward(x, tokens, P + model_.wte_, wpe, 1, n, C, V);
   for (int l = 0; l < cfg.n_layer; l++) {
     const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
-    layers::layernorm_forward(ln, mean, rstd, x, P + o.ln1_w, P + o.ln1_b, N, C, eps);
-    model_.linear(qkv, ln, o.qkv_w, o.qkv_b, N, C, 3 * C);
+    model_.norm_forward(ln, stats, x, o.ln1_w, o.ln1_b, N);
+    model_.linear(qkv, ln, o.qkv_w, o.qkv_b, N, C, QKV, false);
     for (int64_t t = 0; t < N; t++) {
-      const float* row = qkv + t * 3 * C;
-      states_[l]->append(row + C, row + 2 * C);
-      states_[l]->attend(row, att + t * C);
+      float* q = qkv + t * QKV;
+      float* k = q + H * D;
+      if (cfg.uses_rope()) {
+        const int64_t pos = position_ + t;
+        layers::rope_apply(q, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, H, 1, D, pos);
+        layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
+      }
+      states_[l]->append(k, k + Hkv * D);
+      states_[l]->attend(q, att + t * AO);
     }
-    model_.linear(x, att, o.attproj_w, o.attproj_b, N, C, C, true);
-    layers::layernorm_forward(ln, mean, rstd, x, P + o.ln2_w, P + o.ln2_b, N, C, eps);
-    model_.linear(fc, ln, o.fc_w, o.fc_b, N, C, 4 * C);
-    layers::gelu_forward(fc, fc, N * 4 * C);
-    model_.linear(x, fc, o.fcproj_w, o.fcproj_b, N, 4 * C, C, true);
+    model_.linear(x, att, o.attproj_w, o.attproj_b, N, AO, C, true);
+    model_.norm_forward(ln, stats, x, o.ln2_w, o.ln2_b, N);
+    model_.linear(fc, ln, o.fc_w, o.fc_b, N, C, F, false);
+    model_.activation(act, fc, N);
+    model_.linear(x, act, o.fcproj_w, o.fcproj_b, N, A, C, true);
   }
-  layers::layernorm_forward(ln, mean, rstd, x, P + model_.lnf_w_, P + model_.lnf_b_, N, C, eps);
+  model_.norm_forward(ln, stats, x, model_.lnf_w_, model_.lnf_b_, N);
   float* logits = fit(b.nlogits, N * V);
   // The same digital layers as forward() and step(): packed bf16/q8 copies when the model has them.
-  if (const PackedMatrix* head = model_.packed(model_.wte_)) {
+  if (const PackedMatrix* head = model_.packed(model_.lm_head_)) {
     packed_matmul(logits, ln, *head, N, false);
   } else {
-    blas::gemm_nt(n, V, C, ln, C, P + model_.wte_, C, logits, V);
+    blas::gemm_nt(n, V, C, ln, C, P + model_.lm_head_, C, logits, V);
   }
   position_ += n;
   return logits;
@@ -788,7 +1230,9 @@ const float* DecodeSession::extend(const int32_t* tokens, int n) {
 
 const float* DecodeSession::step(int32_t token) {
   const GPT2Config& cfg = model_.config();
-  const int C = cfg.n_embd, V = cfg.vocab_size;
+  const int C = cfg.n_embd, V = cfg.vocab_size, H = cfg.n_head, Hkv = cfg.kv_heads(),
+            D = cfg.head_dim();
+  const RowWidths w(cfg);
   require(token >= 0 && token < V, "decode: token " + std::to_string(token) +
                                        " is outside the vocabulary (size " + std::to_string(V) +
                                        ")");
@@ -800,35 +1244,34 @@ const float* DecodeSession::step(int32_t token) {
   // (bench/README.md).
   Buffers& b = *buffers_;
   const float* P = model_.param_data();
-  const float eps = cfg.layer_norm_epsilon;
   float* x = b.x.data();
   const int32_t pos = static_cast<int32_t>(position_);
-  layers::embedding_forward(x, &token, P + model_.wte_, P + model_.wpe_ + pos * int64_t{C}, 1, 1, C,
-                            V);
+  const float* wpe = model_.wpe_ == GPT2Model::kNone ? nullptr : P + model_.wpe_ + pos * int64_t{C};
+  layers::embedding_forward(x, &token, P + model_.wte_, wpe, 1, 1, C, V);
   for (int l = 0; l < cfg.n_layer; l++) {
     const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
-    layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + o.ln1_w, P + o.ln1_b, 1, C,
-                              eps);
-    std::copy(P + o.qkv_b, P + o.qkv_b + 3 * C, b.qkv.begin());
-    model_.linear_one(b.qkv.data(), b.ln.data(), o.qkv_w, C, 3 * C);
-    states_[l]->append(b.qkv.data() + C, b.qkv.data() + 2 * C);
-    states_[l]->attend(b.qkv.data(), b.att.data());
-    for (int c = 0; c < C; c++) x[c] += P[o.attproj_b + c];
-    model_.linear_one(x, b.att.data(), o.attproj_w, C, C);
-    layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + o.ln2_w, P + o.ln2_b, 1, C,
-                              eps);
-    std::copy(P + o.fc_b, P + o.fc_b + 4 * C, b.fc.begin());
-    model_.linear_one(b.fc.data(), b.ln.data(), o.fc_w, C, 4 * C);
-    layers::gelu_forward(b.fc.data(), b.fc.data(), 4 * C);
-    for (int c = 0; c < C; c++) x[c] += P[o.fcproj_b + c];
-    model_.linear_one(x, b.fc.data(), o.fcproj_w, 4 * C, C);
+    float* stats = b.stats;
+    model_.norm_forward(b.ln.data(), stats, x, o.ln1_w, o.ln1_b, 1);
+    model_.matvec(b.qkv.data(), b.ln.data(), o.qkv_w, o.qkv_b, C, static_cast<int>(w.QKV), false);
+    float* q = b.qkv.data();
+    float* k = q + H * D;
+    if (cfg.uses_rope()) {
+      layers::rope_apply(q, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, H, 1, D, pos);
+      layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
+    }
+    states_[l]->append(k, k + Hkv * D);
+    states_[l]->attend(q, b.att.data());
+    model_.matvec(x, b.att.data(), o.attproj_w, o.attproj_b, static_cast<int>(w.AO), C, true);
+    model_.norm_forward(b.ln.data(), stats, x, o.ln2_w, o.ln2_b, 1);
+    model_.matvec(b.fc.data(), b.ln.data(), o.fc_w, o.fc_b, C, static_cast<int>(w.F), false);
+    model_.activation(b.act.data(), b.fc.data(), 1);
+    model_.matvec(x, b.act.data(), o.fcproj_w, o.fcproj_b, static_cast<int>(w.A), C, true);
   }
-  layers::layernorm_forward(b.ln.data(), &b.mean, &b.rstd, x, P + model_.lnf_w_, P + model_.lnf_b_,
-                            1, C, eps);
-  if (const PackedMatrix* head = model_.packed(model_.wte_)) {
+  model_.norm_forward(b.ln.data(), b.stats, x, model_.lnf_w_, model_.lnf_b_, 1);
+  if (const PackedMatrix* head = model_.packed(model_.lm_head_)) {
     head->gemv(b.ln.data(), b.logits.data(), false);
   } else {
-    blas::gemv_n(V, C, P + model_.wte_, b.ln.data(), b.logits.data());
+    blas::gemv_n(V, C, P + model_.lm_head_, b.ln.data(), b.logits.data());
   }
   position_++;
   return b.logits.data();

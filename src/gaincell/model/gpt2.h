@@ -1,16 +1,31 @@
-// The GPT-2 engine (issue 2): pre-LN blocks, tanh-GELU MLP 4x, tied token embedding and LM head,
-// learned positions, LayerNorm eps from the config, biases; fp32; any size from a config.
-// Attention is a pluggable component (attention/attention.h), one instance per layer.
+// The transformer engine (issue 2; issue 12 item 1): GPT-2 and the Llama family (Llama, Mistral,
+// Qwen2) in one implementation, the architecture chosen by the config's model_type. Shared:
+// embedding, pre-norm blocks, the attention interface (one pluggable instance per layer), the
+// LM head with chunked cross-entropy, hand-written backward, decode session, parameter buffer.
+//   gpt2    LayerNorm (eps from the config), learned positions, fused c_attn, tanh-GELU MLP 4x,
+//           biases everywhere, LM head tied to wte.
+//   llama   RMSNorm, rotary position embeddings (rope_theta, rope_scaling "default"/"llama3"),
+//   mistral grouped-query attention (num_key_value_heads), SwiGLU MLP, optional biases (Qwen2's
+//   qwen2   q/k/v biases; Llama's attention_bias / mlp_bias), tied or untied lm_head, Mistral's
+//           and Qwen2's sliding_window.
 //
-// Parameters use the Hugging Face GPT-2 names and shapes (Conv1D layout: c_attn.weight is
-// [n_embd, 3*n_embd], y = x W + b), so a HF checkpoint maps by name without transposes. Attention
-// variants may add per-layer tensors (ParamSpec), named "h.{l}.<spec.name>". Parameters, gradients,
-// optimiser state and activations live in a few contiguous allocations.
+// Parameters use the Hugging Face names and shapes, so a HF checkpoint maps by name without
+// transposes: GPT-2 in Conv1D layout (c_attn.weight is [n_embd, 3*n_embd], y = x W + b); the
+// Llama family in nn.Linear layout (q_proj.weight is [heads*head_dim, hidden], y = x Wᵀ + b)
+// under "model.embed_tokens.weight", "model.layers.{l}.self_attn.q_proj.weight", ...,
+// "model.norm.weight", "lm_head.weight". The q|k|v projections (and gate|up) sit next to each
+// other in the parameter buffer, so each pair or triple runs as one fused GEMM. Attention variants
+// may add per-layer tensors (ParamSpec), named layer_prefix(l) + spec.name. Parameters,
+// gradients, optimiser state and activations live in a few contiguous allocations.
+//
+// The names GPT2Config and GPT2Model are kept for every existing caller; ModelConfig and
+// TransformerModel are aliases that read better in new code.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -21,29 +36,72 @@
 
 namespace gaincell {
 
+// Rotary embedding frequency scaling (Hugging Face rope_scaling). type "default" = none;
+// "llama3" = Llama 3.1's smooth low/high-frequency rescaling.
+struct RopeScaling {
+  std::string type = "default";
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int original_max_position_embeddings = 8192;
+};
+
 struct GPT2Config {
-  int n_layer = 12;
-  int n_head = 12;
-  int n_embd = 768;
-  int block_size = 1024;  // HF n_positions
+  int n_layer = 12;       // HF num_hidden_layers for the Llama family
+  int n_head = 12;        // query heads (num_attention_heads)
+  int n_embd = 768;       // hidden_size
+  int block_size = 1024;  // HF n_positions / max_position_embeddings
   int vocab_size = 50257;
-  float layer_norm_epsilon = 1e-5f;
+  float layer_norm_epsilon = 1e-5f;   // LayerNorm eps (GPT-2) or rms_norm_eps (Llama family)
   std::string attention = "softmax";  // a registered attention variant
   int window = 0;                     // sliding window for "sliding" (0 = block_size)
   HwConfig hw = HwConfig::preset("paper-nonlinear");  // for the gain-cell variants
   // How text becomes ids (tokenizer.h): "gpt2-bpe" or "bytes" (then vocab_size >= 257).
   std::string tokenizer = "gpt2-bpe";
 
-  int head_dim() const { return n_embd / n_head; }
+  // Architecture. Every default below means GPT-2, so GPT-2 configs need none of these.
+  std::string model_type = "gpt2";  // "gpt2", "llama", "mistral" or "qwen2"
+  int n_kv_head = 0;                // num_key_value_heads; 0 = n_head
+  int head_size = 0;                // HF head_dim; 0 = n_embd / n_head
+  int intermediate_size = 0;        // MLP width; 0 = 4 n_embd (GPT-2)
+  bool tie_word_embeddings = true;  // false: a separate lm_head.weight
+  bool qkv_bias = true;             // biases of the q/k/v projections
+  bool o_bias = true;               // bias of the attention output projection
+  bool mlp_bias = true;             // biases of the MLP projections
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  // Mistral/Qwen2 sliding_window: query t sees keys t - sliding_window + 1 .. t; 0 = none.
+  // Qwen2 applies it to layers >= max_window_layers only (0 for Mistral: every layer).
+  int sliding_window = 0;
+  int max_window_layers = 0;
+  // Token ids of the Hugging Face config, kept so a saved model round-trips them.
+  std::optional<int> bos_token_id, eos_token_id;
+
+  bool is_gpt2() const { return model_type == "gpt2"; }
+  bool uses_rope() const { return !is_gpt2(); }
+  int kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  int head_dim() const { return head_size > 0 ? head_size : n_embd / n_head; }
+  int mlp_width() const { return intermediate_size > 0 ? intermediate_size : 4 * n_embd; }
+  // The model's own sliding window of layer l (0 = full causal).
+  int layer_window(int layer) const {
+    return sliding_window > 0 && layer >= max_window_layers ? sliding_window : 0;
+  }
   void validate() const;  // throws gaincell::Error naming the field
-  // Hugging Face config.json keys (n_layer, n_head, n_embd, n_positions, n_ctx, vocab_size,
-  // layer_norm_epsilon, model_type "gpt2", architectures) plus gaincell_attention, gaincell_window,
-  // gaincell_hw, gaincell_tokenizer (absent = "gpt2-bpe").
+  // Hugging Face config.json keys. GPT-2: n_layer, n_head, n_embd, n_positions, n_ctx,
+  // vocab_size, layer_norm_epsilon, model_type "gpt2", architectures. Llama family: hidden_size,
+  // intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim,
+  // max_position_embeddings, vocab_size, rms_norm_eps, rope_theta, rope_scaling, hidden_act
+  // ("silu"), tie_word_embeddings, attention_bias, mlp_bias, sliding_window (Mistral),
+  // use_sliding_window / sliding_window / max_window_layers (Qwen2). Plus gaincell_attention,
+  // gaincell_window, gaincell_hw, gaincell_tokenizer (absent = "gpt2-bpe").
   nlohmann::json to_json() const;
   static GPT2Config from_json(const nlohmann::json& j);
-  // "gpt2" (124M), "gpt2-medium", "gpt2-large", "gpt2-xl", or "tiny" for tests.
+  // "gpt2" (124M), "gpt2-medium", "gpt2-large", "gpt2-xl", or "tiny" for tests; "llama-tiny"
+  // (2 layers, 4 query / 2 KV heads of 8, SwiGLU 64, untied head) for tests and examples;
+  // "smollm-135m" (SmolLM-135M's shape: 30 layers, 9 query / 3 KV heads of 64) for benchmarks.
   static GPT2Config named(const std::string& name);
 };
+using ModelConfig = GPT2Config;
 
 struct ParamInfo {
   std::string name;            // e.g. "h.0.attn.c_attn.weight"
@@ -51,7 +109,8 @@ struct ParamInfo {
   size_t offset = 0;           // into param_data()/grad_data()
   int64_t numel = 0;
   bool trainable = true;
-  bool weight_decay = false;  // rank >= 2 tensors (unless a ParamSpec says otherwise)
+  bool weight_decay = false;     // rank >= 2 tensors (unless a ParamSpec says otherwise)
+  bool attention_extra = false;  // an attention variant's ParamSpec (optional in checkpoints)
 };
 
 class DecodeSession;
@@ -71,11 +130,14 @@ class GPT2Model {
   const float* param_data() const { return param_data_.get(); }
   float* grad_data();  // allocated on first use
   Attention& attention(int layer) { return *attention_[layer]; }
+  // Name prefix of layer l's tensors: "h.3." (GPT-2) or "model.layers.3." (Llama family).
+  std::string layer_prefix(int layer) const;
 
-  // GPT-2 initialisation (normal 0.02, residual projections 0.02/sqrt(2 n_layer), LN 1/0), and
-  // each attention ParamSpec's init values. The constructor does not draw random weights (loading
-  // a checkpoint would overwrite them): it sets LayerNorm weights to 1, the attention ParamSpecs
-  // to their init values, and everything else to 0.
+  // GPT-2 initialisation (normal 0.02, residual projections 0.02/sqrt(2 n_layer), LN 1/0; the
+  // Llama family: normal 0.02 for every matrix, norms 1, biases 0), and each attention
+  // ParamSpec's init values. The constructor does not draw random weights (loading a checkpoint
+  // would overwrite them): it sets norm weights to 1, the attention ParamSpecs to their init
+  // values, and everything else to 0.
   void init_random(uint64_t seed);
 
   // Whole-sequence forward over inputs [B][T]. With targets (entries < 0 are ignored) returns the
@@ -117,16 +179,32 @@ class GPT2Model {
   void bind_attention_params();
   void ensure_activations(int B, int T);
   void ensure_backward_scratch();
-  // The digital linear layers, reading the packed copy of the weight at parameter offset `w` when
-  // there is one: out[N, OC] = inp[N, C] · W + bias (Conv1D layout), and the one-vector form.
-  void linear(float* out, const float* inp, size_t w, size_t bias, int64_t N, int C, int OC,
-              bool accumulate = false) const;
-  void linear_one(float* out, const float* inp, size_t w, int C, int OC) const;  // out += x W
+  void build_rope_tables();
+  // Architecture-dependent pieces of a block (LayerNorm or RMSNorm, Conv1D or nn.Linear layout,
+  // GELU or SwiGLU); offsets equal to kNone are absent tensors (no bias).
+  static constexpr size_t kNone = static_cast<size_t>(-1);
+  const float* tensor_or_null(size_t offset) const;
+  void norm_forward(float* out, float* stats, const float* in, size_t w, size_t b, int64_t N) const;
+  void norm_recompute(float* out, const float* in, const float* stats, size_t w, size_t b,
+                      int64_t N) const;
+  void norm_backward(float* dres, float* G, const float* dout, const float* in, const float* stats,
+                     size_t w, size_t b, int64_t N) const;
+  // The digital linear layers (Conv1D layout for GPT-2, nn.Linear for the Llama family), reading
+  // the packed copy of the weight at parameter offset `w` when there is one (weight_storage.h):
+  // out[N, OUT] = in[N, IN] · W + bias, and the one-vector form; accumulate adds to `out`.
+  void linear(float* out, const float* in, size_t w, size_t b, int64_t N, int IN, int OUT,
+              bool accumulate) const;
+  void linear_grad(float* din, float* G, const float* dout, const float* in, size_t w, size_t b,
+                   int64_t N, int IN, int OUT) const;
+  void matvec(float* out, const float* in, size_t w, size_t b, int IN, int OUT,
+              bool accumulate) const;
+  void activation(float* out, const float* pre, int64_t N) const;
   const PackedMatrix* packed(size_t offset) const;
   GPT2Config config_;
   std::unordered_map<std::string, size_t> param_index_;
   std::vector<LayerOffsets> layer_offsets_;
-  size_t wte_ = 0, wpe_ = 0, lnf_w_ = 0, lnf_b_ = 0;
+  size_t wte_ = 0, wpe_ = kNone, lnf_w_ = 0, lnf_b_ = kNone, lm_head_ = 0;
+  std::vector<float> rope_cos_, rope_sin_;  // [block_size][head_dim / 2] (Llama family)
   int vocab_chunk_ = 2048;
   std::vector<ParamInfo> params_;
   size_t num_params_ = 0;
@@ -138,6 +216,7 @@ class GPT2Model {
   std::unordered_map<size_t, PackedMatrix> packed_;  // by parameter offset
   friend class DecodeSession;
 };
+using TransformerModel = GPT2Model;
 
 // Token-by-token inference with one AttentionDecodeState per layer (KV cache or simulated arrays).
 class DecodeSession {

@@ -313,8 +313,12 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
 #pragma omp parallel for schedule(static) if (int64_t{B} * T * C >= kParallelMin)
   for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
     const float* e = wte + static_cast<int64_t>(tokens[i]) * C;
-    const float* p = wpe + (i % T) * C;
     float* o = out + i * C;
+    if (wpe == nullptr) {
+      std::copy(e, e + C, o);
+      continue;
+    }
+    const float* p = wpe + (i % T) * C;
     for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
   }
 }
@@ -325,11 +329,10 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
   for (int64_t i = 0; i < static_cast<int64_t>(B) * T; i++) {
     const float* g = dout + i * C;
     float* e = dwte + static_cast<int64_t>(tokens[i]) * C;
+    for (int c = 0; c < C; c++) e[c] += g[c];
+    if (dwpe == nullptr) continue;
     float* p = dwpe + (i % T) * C;
-    for (int c = 0; c < C; c++) {
-      e[c] += g[c];
-      p[c] += g[c];
-    }
+    for (int c = 0; c < C; c++) p[c] += g[c];
   }
 }
 
@@ -376,6 +379,191 @@ void merge_heads(float* out, const float* heads, int B, int T, int H, int D) {
 
 void split_heads_one(float* heads, const float* inp, int B, int T, int H, int D) {
   permute_heads<true>(heads, const_cast<float*>(inp), B, T, H, D, H * D, 0);
+}
+
+void split_heads_gqa(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int Hkv,
+                     int D) {
+  const int stride = (H + 2 * Hkv) * D;
+  float* src = const_cast<float*>(qkv);  // read only: permute_heads<true> never writes rows
+  permute_heads<true>(q, src, B, T, H, D, stride, 0);
+  permute_heads<true>(k, src, B, T, Hkv, D, stride, H * D);
+  permute_heads<true>(v, src, B, T, Hkv, D, stride, (H + Hkv) * D);
+}
+
+void merge_heads_qkv_gqa(float* qkv, const float* q, const float* k, const float* v, int B, int T,
+                         int H, int Hkv, int D) {
+  const int stride = (H + 2 * Hkv) * D;
+  permute_heads<false>(const_cast<float*>(q), qkv, B, T, H, D, stride, 0);
+  permute_heads<false>(const_cast<float*>(k), qkv, B, T, Hkv, D, stride, H * D);
+  permute_heads<false>(const_cast<float*>(v), qkv, B, T, Hkv, D, stride, (H + Hkv) * D);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Llama-family kernels
+
+namespace {
+// Rows of `out` start as the bias (or keep their contents when accumulating).
+void init_rows_with_bias(float* out, const float* bias, int64_t N, int OC, bool accumulate) {
+  if (bias == nullptr) return;
+#pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    float* o = out + n * OC;
+    if (accumulate) {
+      for (int c = 0; c < OC; c++) o[c] += bias[c];
+    } else {
+      std::copy(bias, bias + OC, o);
+    }
+  }
+}
+
+// Column sums of dout [N, OC] added to dbias, walking rows contiguously within column blocks.
+void accumulate_column_sums(float* dbias, const float* dout, int64_t N, int OC) {
+  constexpr int kBlock = 128;
+#pragma omp parallel for schedule(static) if (N * OC >= kParallelMin)
+  for (int c0 = 0; c0 < OC; c0 += kBlock) {
+    const int width = std::min(kBlock, OC - c0);
+    float acc[kBlock] = {};
+    for (int64_t r = 0; r < N; r++) {
+      const float* row = dout + r * OC + c0;
+#pragma omp simd
+      for (int c = 0; c < width; c++) acc[c] += row[c];
+    }
+    for (int c = 0; c < width; c++) dbias[c0 + c] += acc[c];
+  }
+}
+}  // namespace
+
+void linear_nt_forward(float* out, const float* inp, const float* weight, const float* bias,
+                       int64_t N, int C, int OC, bool accumulate) {
+  init_rows_with_bias(out, bias, N, OC, accumulate);
+  const float beta = (bias != nullptr || accumulate) ? 1.0f : 0.0f;
+  blas::gemm_nt(static_cast<int>(N), OC, C, inp, C, weight, C, out, OC, 1.0f, beta);
+}
+
+void linear_nt_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, int64_t N, int C, int OC) {
+  const int n = static_cast<int>(N);
+  blas::gemm_nn(n, C, OC, dout, OC, weight, C, dinp, C);              // dinp = dout · W
+  blas::gemm_tn(OC, C, n, dout, OC, inp, C, dweight, C, 1.0f, 1.0f);  // dW += doutᵀ · inp
+  if (dbias != nullptr) accumulate_column_sums(dbias, dout, N, OC);
+}
+
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                     int C, float eps) {
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    const float* x = inp + n * C;
+    double sumsq = 0.0;
+    for (int c = 0; c < C; c++) sumsq += static_cast<double>(x[c]) * x[c];
+    const float s = static_cast<float>(1.0 / std::sqrt(sumsq / C + eps));
+    float* o = out + n * C;
+    for (int c = 0; c < C; c++) o[c] = x[c] * s * weight[c];
+    rstd[n] = s;
+  }
+}
+
+void rmsnorm_recompute(float* out, const float* inp, const float* rstd, const float* weight,
+                       int64_t N, int C) {
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    const float* x = inp + n * C;
+    float* o = out + n * C;
+    for (int c = 0; c < C; c++) o[c] = x[c] * rstd[n] * weight[c];
+  }
+}
+
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int64_t N, int C) {
+  const bool parallel = N * C >= kParallelMin;
+  const int n_threads = parallel ? omp_get_max_threads() : 1;
+  std::vector<float> partial(static_cast<size_t>(n_threads) * C, 0.0f);
+#pragma omp parallel num_threads(n_threads)
+  {
+    float* dw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * C;
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      const float* x = inp + n * C;
+      const float* g = dout + n * C;
+      const float s = rstd[n];
+      // y = x s w, s = (mean(x²) + eps)^-1/2: dx = s (g w) - x s³ mean(g w x).
+      float dot = 0.0f;
+      for (int c = 0; c < C; c++) {
+        dot += g[c] * weight[c] * x[c];
+        dw[c] += g[c] * x[c] * s;
+      }
+      const float coef = s * s * s * dot / C;
+      float* d = dinp + n * C;
+      for (int c = 0; c < C; c++) d[c] += s * g[c] * weight[c] - coef * x[c];
+    }
+  }
+  for (int t = 0; t < n_threads; t++) {
+    const float* dw = partial.data() + static_cast<size_t>(t) * C;
+    for (int c = 0; c < C; c++) dweight[c] += dw[c];
+  }
+}
+
+void reference_rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t N, int C,
+                               float eps) {
+  for (int64_t n = 0; n < N; n++) {
+    double ms = 0.0;
+    for (int c = 0; c < C; c++) ms += static_cast<double>(inp[n * C + c]) * inp[n * C + c] / C;
+    for (int c = 0; c < C; c++)
+      out[n * C + c] = static_cast<float>(inp[n * C + c] / std::sqrt(ms + eps) * weight[c]);
+  }
+}
+
+void rope_apply(float* x, const float* cos, const float* sin, int B, int H, int T, int D,
+                int64_t pos0, bool inverse) {
+  const int half = D / 2;
+  const float sign = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for collapse(2) schedule(static) if (int64_t{B} * H * T * D >= kParallelMin)
+  for (int b = 0; b < B; b++) {
+    for (int h = 0; h < H; h++) {
+      for (int t = 0; t < T; t++) {
+        float* r = x + ((static_cast<int64_t>(b) * H + h) * T + t) * D;
+        const float* c = cos + (pos0 + t) * half;
+        const float* s = sin + (pos0 + t) * half;
+        for (int i = 0; i < half; i++) {
+          const float x1 = r[i], x2 = r[i + half], si = sign * s[i];
+          r[i] = x1 * c[i] - x2 * si;
+          r[i + half] = x2 * c[i] + x1 * si;
+        }
+      }
+    }
+  }
+}
+
+namespace {
+inline float sigmoid(float x) {
+  return 1.0f / (1.0f + std::exp(-x));
+}
+}  // namespace
+
+void swiglu_forward(float* out, const float* gu, int64_t N, int I) {
+#pragma omp parallel for schedule(static) if (N * I >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    const float* g = gu + n * 2 * I;
+    const float* u = g + I;
+    float* o = out + n * I;
+    for (int i = 0; i < I; i++) o[i] = g[i] * sigmoid(g[i]) * u[i];
+  }
+}
+
+void swiglu_backward(float* dgu, const float* gu, const float* dout, int64_t N, int I) {
+#pragma omp parallel for schedule(static) if (N * I >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    const float* g = gu + n * 2 * I;
+    const float* u = g + I;
+    const float* d = dout + n * I;
+    float* dg = dgu + n * 2 * I;
+    float* du = dg + I;
+    for (int i = 0; i < I; i++) {
+      const float sg = sigmoid(g[i]);
+      const float silu = g[i] * sg;
+      du[i] = d[i] * silu;
+      dg[i] = d[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));  // silu' = s (1 + x (1 - s))
+    }
+  }
 }
 
 }  // namespace gaincell::layers

@@ -60,7 +60,8 @@ void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const 
                                    const float* wte, const int32_t* targets, const float* lse,
                                    int64_t N, int C, int V, int chunk, int64_t count);
 
-// Token + position embedding: out[b,t,:] = wte[tok] + wpe[t]. Throws on out-of-range tokens.
+// Token + position embedding: out[b,t,:] = wte[tok] + wpe[t] (wpe null: no position embedding,
+// the Llama family). Throws on out-of-range tokens.
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B,
                        int T, int C, int vocab_size);
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B,
@@ -73,5 +74,47 @@ void merge_heads_qkv(float* qkv, const float* q, const float* k, const float* v,
 // (B, H, T, D) -> (B, T, H*D) and the inverse.
 void merge_heads(float* out, const float* heads, int B, int T, int H, int D);
 void split_heads_one(float* heads, const float* inp, int B, int T, int H, int D);
+
+// Grouped-query form: (B, T, (H + 2 Hkv) D) fused q|k|v rows -> q (B, H, T, D), k and v
+// (B, Hkv, T, D); and the inverse. Hkv = H is the GPT-2 layout of split_heads.
+void split_heads_gqa(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int Hkv,
+                     int D);
+void merge_heads_qkv_gqa(float* qkv, const float* q, const float* k, const float* v, int B, int T,
+                         int H, int Hkv, int D);
+
+// ---------------------------------------------------------------------------------------------
+// Llama-family kernels (RMSNorm, nn.Linear layout, rotary embeddings, SwiGLU).
+
+// nn.Linear layer (Hugging Face Llama layout): out[N,OC] = inp[N,C] · W[OC,C]ᵀ + bias (bias may
+// be null); accumulate = true adds to `out`.
+void linear_nt_forward(float* out, const float* inp, const float* weight, const float* bias,
+                       int64_t N, int C, int OC, bool accumulate = false);
+// dinp is OVERWRITTEN; dweight (and dbias unless null) accumulate.
+void linear_nt_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, int64_t N, int C, int OC);
+
+// RMSNorm: out = x * rstd * weight, rstd = 1 / sqrt(mean(x²) + eps) per row (stored).
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                     int C, float eps);
+void rmsnorm_recompute(float* out, const float* inp, const float* rstd, const float* weight,
+                       int64_t N, int C);
+// dinp ACCUMULATES (residual stream), dweight accumulates.
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int64_t N, int C);
+// Plain loop-level reference of rmsnorm_forward (double accumulation), for tests.
+void reference_rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t N, int C,
+                               float eps);
+
+// Rotary position embedding in Hugging Face's rotate-half convention, in place on (B, H, T, D)
+// heads: for i < D/2, (x_i, x_{i+D/2}) is rotated by the angle pos * inv_freq_i with
+// cos/sin tables [positions][D/2]; token t of the block sits at position pos0 + t.
+// inverse = true rotates by the negative angle (the backward pass: the rotation is orthogonal).
+void rope_apply(float* x, const float* cos, const float* sin, int B, int H, int T, int D,
+                int64_t pos0, bool inverse = false);
+
+// SwiGLU on fused gate|up rows gu [N, 2I]: out[n, i] = silu(gu[n, i]) * gu[n, I + i].
+void swiglu_forward(float* out, const float* gu, int64_t N, int I);
+// dgu [N, 2I] is OVERWRITTEN from dout [N, I].
+void swiglu_backward(float* dgu, const float* gu, const float* dout, int64_t N, int I);
 
 }  // namespace gaincell::layers

@@ -10,6 +10,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/model/hf_tokenizer.h"
 
 namespace gaincell {
 
@@ -233,9 +234,11 @@ std::array<uint32_t, 256> byte_to_code_point() {
   return map;
 }
 
+}  // namespace
+
 // Inverse of byte_to_code_point() on an encoder.json / vocab.bpe string; false when a code point
 // is not one of the 256 byte symbols.
-bool symbols_to_bytes(std::string_view symbols, std::string* bytes) {
+bool byte_level_symbols_to_bytes(std::string_view symbols, std::string* bytes) {
   // All 256 byte symbols are below U+0144, so a flat table inverts the mapping.
   static constexpr uint32_t kTableSize = 512;
   static const std::array<int16_t, kTableSize> inverse = [] {
@@ -254,6 +257,8 @@ bool symbols_to_bytes(std::string_view symbols, std::string* bytes) {
   }
   return true;
 }
+
+namespace {
 
 void require_file(const fs::path& path) {
   std::error_code ec;
@@ -354,7 +359,7 @@ void load_encoder(const fs::path& path, Tokenizer::Vocabulary* vocab,
       throw Error(file + ": id " + std::to_string(id) + " is used twice");
     }
     seen[static_cast<size_t>(id)] = true;
-    if (!symbols_to_bytes(symbols, &bytes)) {
+    if (!byte_level_symbols_to_bytes(symbols, &bytes)) {
       throw Error(file + ": token " + escaped(symbols) +
                   " contains a character outside the 256 byte symbols of GPT-2's byte-level BPE");
     }
@@ -401,8 +406,8 @@ void load_merges(const fs::path& path, const std::unordered_map<std::string, int
         line.find(' ', space + 1) != std::string_view::npos) {
       throw fail("expected two tokens separated by one space");
     }
-    if (!symbols_to_bytes(line.substr(0, space), &left) ||
-        !symbols_to_bytes(line.substr(space + 1), &right)) {
+    if (!byte_level_symbols_to_bytes(line.substr(0, space), &left) ||
+        !byte_level_symbols_to_bytes(line.substr(space + 1), &right)) {
       throw fail("character outside the 256 byte symbols");
     }
     const auto left_id = id_of_bytes.find(left), right_id = id_of_bytes.find(right),
@@ -459,29 +464,85 @@ Tokenizer Tokenizer::bytes() {
 
 Tokenizer Tokenizer::by_name(const std::string& name, const fs::path& vocab_dir) {
   if (name == kBytes) return bytes();
+  require(!name.starts_with("hf:"), "tokenizer '" + name +
+                                        "' is a Hugging Face tokenizer.json: load it from the "
+                                        "model directory (--model DIR) or with --tokenizer FILE");
   require(name == kGpt2Bpe, "unknown tokenizer '" + name + "' (expected '" + std::string(kGpt2Bpe) +
                                 "' or '" + kBytes + "')");
   return vocab_dir.empty() ? load_default() : load(vocab_dir);
 }
 
+Tokenizer Tokenizer::load_hf(const fs::path& tokenizer_json) {
+  Tokenizer tok;
+  tok.hf_ = HfTokenizer::load(tokenizer_json);
+  return tok;
+}
+
+namespace {
+
+// A model directory's tokenizer.json, if it has one.
+std::optional<fs::path> model_tokenizer_json(const fs::path& model_dir) {
+  std::error_code ec;
+  if (model_dir.empty() || !fs::is_regular_file(model_dir / "tokenizer.json", ec)) {
+    return std::nullopt;
+  }
+  return model_dir / "tokenizer.json";
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::for_model(const fs::path& model_dir, const std::string& config_tokenizer,
+                               const fs::path& vocab_dir) {
+  if (const auto file = model_tokenizer_json(model_dir)) return load_hf(*file);
+  return by_name(config_tokenizer, vocab_dir);
+}
+
+std::string Tokenizer::name_for_model(const fs::path& model_dir,
+                                      const std::string& config_tokenizer) {
+  if (const auto file = model_tokenizer_json(model_dir)) {
+    return hf_tokenizer_name(read_text_file(*file));
+  }
+  return config_tokenizer;
+}
+
+const char* Tokenizer::name() const {
+  if (hf_) return hf_->name().c_str();
+  return bytes_only_ ? kBytes : kGpt2Bpe;
+}
+
+int32_t Tokenizer::end_of_text() const {
+  if (hf_) {
+    const auto id = hf_->eos_token() ? hf_->eos_token() : hf_->bos_token();
+    require(id.has_value(),
+            "the tokenizer.json defines no EOS or BOS token (tokenizer_config.json eos_token) to "
+            "separate documents");
+    return *id;
+  }
+  return bytes_only_ ? kBytesEndOfText : kEndOfText;
+}
+
 std::optional<int32_t> Tokenizer::bos_token() const {
+  if (hf_) return hf_->bos_token();
   if (bytes_only_) return std::nullopt;
   return kEndOfText;
 }
 
 std::optional<int32_t> Tokenizer::eos_token() const {
+  if (hf_) return hf_->eos_token();
   return end_of_text();
 }
 
 bool Tokenizer::add_bos() const {
-  return false;
+  return hf_ && hf_->add_bos();
 }
 
 int32_t Tokenizer::vocab_size() const {
+  if (hf_) return hf_->vocab_size();
   return static_cast<int32_t>(vocab_->token_bytes.size());
 }
 
 std::string Tokenizer::token_text(int32_t id) const {
+  if (hf_) return hf_->token_text(id);
   if (id < 0 || id >= vocab_size()) {
     throw Error("token id " + std::to_string(id) + " out of range [0, " +
                 std::to_string(vocab_size()) + ")");
@@ -490,6 +551,7 @@ std::string Tokenizer::token_text(int32_t id) const {
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {
+  if (hf_) return hf_->decode(std::vector<int32_t>(ids.begin(), ids.end()));
   std::string out;
   for (size_t i = 0; i < ids.size(); ++i) {
     const int32_t id = ids[i];
@@ -506,6 +568,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
 // Byte-pair merging of one piece.
 
 std::vector<int32_t> Tokenizer::bpe_word_reference(std::string_view piece) const {
+  if (hf_) return hf_->bpe_piece_reference(piece);
   std::vector<int32_t> symbols;
   for (const char c : piece) symbols.push_back(vocab_->byte_token[static_cast<uint8_t>(c)]);
   while (symbols.size() > 1) {
@@ -541,6 +604,7 @@ std::vector<int32_t> Tokenizer::bpe_word_reference(std::string_view piece) const
 // pairs of lower rank than their own (GPT-2's file never does; the random-table test does).
 // Stale heap entries are recognised by their ids and skipped.
 std::vector<int32_t> Tokenizer::bpe_word(std::string_view piece) const {
+  if (hf_) return hf_->bpe_piece(piece);
   const size_t n = piece.size();
   if (n == 0) return {};
   std::vector<int32_t> id(n), prev(n), next(n);
@@ -595,7 +659,13 @@ std::vector<int32_t> Tokenizer::bpe_word(std::string_view piece) const {
   return out;
 }
 
+std::vector<int32_t> Tokenizer::encode_with_special_tokens(std::string_view text) const {
+  if (hf_) return hf_->encode_with_special_tokens(text);
+  return encode(text);
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  if (hf_) return hf_->encode(text);
   if (bytes_only_) {
     std::vector<int32_t> bytes(text.size());
     for (size_t i = 0; i < text.size(); ++i) bytes[i] = static_cast<uint8_t>(text[i]);

@@ -27,6 +27,8 @@
 
 namespace gaincell {
 
+class HfTokenizer;  // hf_tokenizer.h
+
 class Tokenizer {
  public:
   static constexpr int32_t kEndOfText = 50256;  // of the GPT-2 vocabulary
@@ -48,11 +50,30 @@ class Tokenizer {
   // The byte tokenizer (needs no files).
   static Tokenizer bytes();
   // kGpt2Bpe: load(vocab_dir), or load_default() when vocab_dir is empty; kBytes: bytes(). Throws
-  // on another name.
+  // on another name (a Hugging Face tokenizer's name says to use the model's tokenizer.json).
   static Tokenizer by_name(const std::string& name, const std::filesystem::path& vocab_dir = {});
+  // A Hugging Face tokenizer.json (with tokenizer_config.json beside it when present); see
+  // hf_tokenizer.h for what is supported. Throws gaincell::Error naming the file and key.
+  static Tokenizer load_hf(const std::filesystem::path& tokenizer_json);
+  // THE rule for a model's tokenizer: MODEL_DIR/tokenizer.json when it exists, otherwise the
+  // tokenizer named in the model's config (config_tokenizer: kGpt2Bpe or kBytes; vocab_dir as in
+  // by_name()). Every command that runs a model decides through this function.
+  static Tokenizer for_model(const std::filesystem::path& model_dir,
+                             const std::string& config_tokenizer,
+                             const std::filesystem::path& vocab_dir = {});
+  // name() of for_model(model_dir, config_tokenizer) without loading anything (token directories
+  // record it; train and adapt compare).
+  static std::string name_for_model(const std::filesystem::path& model_dir,
+                                    const std::string& config_tokenizer);
 
-  const char* name() const { return bytes_only_ ? kBytes : kGpt2Bpe; }
-  int32_t end_of_text() const { return bytes_only_ ? kBytesEndOfText : kEndOfText; }
+  // kGpt2Bpe, kBytes, or "hf:" + a hash of the tokenizer.json (recorded in token directories).
+  const char* name() const;
+  bool is_hf() const { return hf_ != nullptr; }
+  // The Hugging Face tokenizer behind this one, or null (tests reach its pieces and BPE).
+  const HfTokenizer* hf() const { return hf_.get(); }
+  // The id that separates documents in token files: <|endoftext|> for GPT-2 and bytes, the EOS
+  // token (else BOS) of a Hugging Face tokenizer; throws when that defines neither.
+  int32_t end_of_text() const;
 
   // Special tokens, as Hugging Face's tokenizer reports bos_token_id / eos_token_id (nullopt when
   // the tokenizer defines none). GPT-2: both are <|endoftext|> (50256), as in HF's gpt2 tokenizer;
@@ -63,8 +84,12 @@ class Tokenizer {
   // Llama 2/3). encode() never adds it: callers that feed a model put it in front explicitly.
   bool add_bos() const;
 
-  // Never throws on content. Thread-safe (the word cache is guarded by a mutex).
+  // Never throws on content. Thread-safe (the word cache is guarded by a mutex). Adds no special
+  // tokens (a Hugging Face tokenizer still turns its added tokens' text into their ids).
   std::vector<int32_t> encode(std::string_view text) const;
+  // encode() with what the tokenizer puts around one text for a model (BOS for Llama 2, ...), as
+  // Hugging Face's tokenizer(text) does; the same as encode() for GPT-2 and bytes.
+  std::vector<int32_t> encode_with_special_tokens(std::string_view text) const;
   // Concatenated token bytes; throws gaincell::Error naming the id when one is out of range.
   std::string decode(std::span<const int32_t> ids) const;
   // Bytes of one token (kEndOfText gives "<|endoftext|>"); throws on an out-of-range id.
@@ -83,6 +108,7 @@ class Tokenizer {
   Tokenizer() = default;
   std::shared_ptr<const Vocabulary> vocab_;
   std::shared_ptr<WordCache> cache_;
+  std::shared_ptr<const HfTokenizer> hf_;  // set for a Hugging Face tokenizer.json
   bool bytes_only_ = false;
 };
 

@@ -12,7 +12,7 @@ namespace {
 
 // Views of one scaler's tensors in the model's parameter buffer.
 struct ScalerTensors {
-  std::string name;  // "h.3.attn.q_scaler"
+  std::string name;  // "h.3.attn.q_scaler" (GPT-2), "model.layers.3.attn.q_scaler" (Llama)
   std::span<float> a, b, target_mean, target_std;
 };
 
@@ -26,7 +26,7 @@ std::vector<std::vector<ScalerTensors>> find_scalers(GPT2Model& model) {
   for (int l = 0; l < model.config().n_layer; ++l) {
     for (int s = 0; s < ScalerStatistics::kCount; ++s) {
       const std::string base =
-          "h." + std::to_string(l) + ".attn." + ScalerStatistics::kNames[s] + "_scaler";
+          model.layer_prefix(l) + "attn." + ScalerStatistics::kNames[s] + "_scaler";
       layers[l].push_back({base, param_span(model, base + ".a"), param_span(model, base + ".b"),
                            param_span(model, base + ".target_mean"),
                            param_span(model, base + ".target_std")});
@@ -38,7 +38,8 @@ std::vector<std::vector<ScalerTensors>> find_scalers(GPT2Model& model) {
 void check_adaptable(GPT2Model& model) {
   const std::string& name = model.config().attention;
   bool has_scalers = false;
-  for (const ParamInfo& p : model.params()) has_scalers |= p.name == "h.0.attn.q_scaler.a";
+  const std::string first = model.layer_prefix(0) + "attn.q_scaler.a";
+  for (const ParamInfo& p : model.params()) has_scalers |= p.name == first;
   require(has_scalers,
           "adaptation needs a gain-cell attention variant with range scalers; the "
           "model uses '" +

@@ -18,7 +18,7 @@ struct StatisticsMatchingOptions {
   double alpha_min = 0.1;
   int schedule_steps = 50;
   double threshold = 1e-4;
-  int max_passes = 101;  // forward passes: stop after pass index 100 (spec: n > 100)
+  int max_passes = 101;   // forward passes: stop after pass index 100 (spec: n > 100)
   void validate() const;  // throws gaincell::Error naming the option
 };
 

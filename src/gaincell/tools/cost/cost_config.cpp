@@ -54,7 +54,6 @@ constexpr ParamInfo kParams[] = {
     {"control_latency_s", &CostConfig::control_latency_s, Range::kNonNegative},
     {"control_area_mm2", &CostConfig::control_area_mm2, Range::kNonNegative},
     {"control_static_power_w", &CostConfig::control_static_power_w, Range::kNonNegative},
-    {"retention_time_s", &CostConfig::retention_time_s, Range::kPositive},
     {"refresh_margin", &CostConfig::refresh_margin, Range::kFraction},
     {"token_interval_s", &CostConfig::token_interval_s, Range::kNonNegative},
 };
@@ -91,20 +90,20 @@ constexpr double kOutC2pAreaMm2 = 50e-6;   // assumption: as the first-stage con
 constexpr double kCounterAreaMm2 = 20e-6;  // assumption: 5-bit counter ≈ 20 µm²
 constexpr double kDacAreaMm2 = 20e-6;      // assumption: 3-bit DAC ≈ 20 µm²
 constexpr double kAdderAreaMm2 = 10e-6;    // assumption: ~10-bit adder ≈ 10 µm²
-constexpr double kRetentionS = 5e-3;       // spec §1.3 [SUM]: CMOS gain-cell retention 5 ms
 
 CostConfig make_paper() {
-  using R = ReferencePoint;
-  const double cells_per_stage = double(R::kHeadDim) * R::kWindow;  // 65,536
+  const ReferencePoint ref;
+  const HwConfig& hw = ref.hw;
+  const double cells_per_stage = double(ref.head_dim) * hw.window;  // 65,536
   const double cells_per_head = 2.0 * cells_per_stage;              // 131,072
-  const double tiles = double(R::kWindow) / R::kArraySize;          // 16
-  const double c2p_count = R::kWindow;                              // 1,024
-  const double out_count = R::kHeadDim * tiles;                     // 1,024
+  const double tiles = double(hw.window) / hw.array_size;           // 16
+  const double c2p_count = hw.window;                               // 1,024
+  const double out_count = ref.head_dim * tiles;                    // 1,024
   const double count_steps = 15.0;  // sign + 16 levels: |count| in 0..15 (spec §1.2 step 7)
   const double increments = out_count * count_steps * kTypicalCount;  // 7,680
-  const double writes = 2.0 * R::kHeadDim;                            // 128
-  const double dacs = 2.0 * R::kHeadDim;                              // 128
-  const double adds = R::kHeadDim * (tiles - 1.0);                    // 960
+  const double writes = 2.0 * ref.head_dim;                           // 128
+  const double dacs = 2.0 * ref.head_dim;                             // 128
+  const double adds = ref.head_dim * (tiles - 1.0);                   // 960
   const double adder_stages = std::ceil(std::log2(tiles));            // 4
 
   CostConfig c;
@@ -125,7 +124,8 @@ CostConfig make_paper() {
       kArrayShare * kAvStageJ / (cells_per_stage * kTypicalWidth), "J",
       "calibrated: 0.5 (assumed array share) x 700 pJ (spec §9.1) / (65,536 cells x 0.5 typical "
       "φ width)"};
-  c.read_energy_ref_tmax_s = {R::kTmaxS, "s", "spec §2.4: Tmax = 15 ns"};
+  c.read_energy_ref_tmax_s = {hw.tmax_s, "s",
+                              "spec §2.4: Tmax = 15 ns (hw preset paper-nonlinear)"};
   c.typical_q_width_tmax = {kTypicalWidth, "Tmax",
                             "assumption: mid-scale calibration point of the activity model"};
   c.typical_phi_width_tmax = {kTypicalWidth, "Tmax",
@@ -134,7 +134,8 @@ CostConfig make_paper() {
   c.write_energy_per_cell_j = {kDacJ / writes, "J",
                                "calibrated: 330 pJ DAC energy (spec §9.1) / 128 cells written per "
                                "token per head (one K column + one V row)"};
-  c.write_ref_levels = {double(R::kKvLevels), "levels", "spec §2.1: 3-bit K/V (8 levels)"};
+  c.write_ref_levels = {double(hw.k.levels), "levels",
+                        "spec §2.1: 3-bit K/V (8 levels, hw preset paper-nonlinear)"};
   c.dac_area_mm2 = {kDacAreaMm2, "mm2", "assumption: 3-bit DAC ≈ 20 µm² (not in the paper)"};
   c.c2p_energy_j = {(1.0 - kArrayShare) * kQkStageJ / c2p_count, "J",
                     "calibrated: 0.5 (assumed converter share) x 1120 pJ (spec §9.1) / 1,024 "
@@ -163,7 +164,7 @@ CostConfig make_paper() {
                         "calibrated: 4 nJ digital control & routing (spec §9.1) minus the 960 "
                         "sub-tile additions (48 pJ) counted as adders"};
   const double critical_path =
-      2.0 * R::kTmaxS + count_steps * kCounterPeriodS + adder_stages * kAdderDelayS;
+      2.0 * hw.tmax_s + count_steps * kCounterPeriodS + adder_stages * kAdderDelayS;
   c.control_latency_s = {kLatencyS - critical_path, "s",
                          "calibrated: 65 ns (spec §9.1) minus 2 Tmax pulses, 15 counter periods "
                          "and 4 adder stages (46 ns): control, K/V write and routing"};
@@ -176,7 +177,6 @@ CostConfig make_paper() {
   c.control_static_power_w = {0.0, "W",
                               "not reported separately: the 113.7 mW of digital control (spec "
                               "§1.4) is counted as energy per token"};
-  c.retention_time_s = {kRetentionS, "s", "spec §1.3 [SUM]: CMOS gain-cell retention 5 ms"};
   c.refresh_margin = {1.0, "fraction",
                       "spec §1.3: no refresh while the window is rewritten within the retention "
                       "time (margin 1)"};
@@ -279,6 +279,10 @@ CostConfig CostConfig::from_json(const json& j, const std::string& origin) {
     require(params_json.is_object(), "cost.params: expected an object");
     for (const auto& [key, value] : params_json.items()) {
       const ParamInfo* info = find_param(key);
+      require(key != "retention_time_s",
+              "cost.params.retention_time_s: the retention time belongs to the hardware "
+              "configuration now (--hw JSON: leakage.retention_time_s, or lambda_per_token with "
+              "time_per_token_s)");
       require(info != nullptr, "cost.params: unknown parameter '" + key + "'");
       set_param(c.*(info->member), key, value, origin);
     }

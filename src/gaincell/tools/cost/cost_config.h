@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "gaincell/hw/hw_config.h"
+
 namespace gaincell::cost {
 
 // One model parameter: value, unit and where the value comes from.
@@ -19,14 +21,13 @@ struct Param {
   std::string source;
 };
 
-// The operating point the `paper` preset was calibrated at (spec §1.1, §2.1, §2.4). Scaling rules
-// of the component model express every other configuration relative to it.
+// The operating point the `paper` preset was calibrated at: the paper's hardware (HwConfig preset
+// "paper-nonlinear": array size, window, K/V levels, Tmax, retention) running GPT-2's heads of
+// dimension 64 (spec §1.1). Scaling rules of the component model express every other
+// configuration relative to it.
 struct ReferencePoint {
-  static constexpr int kHeadDim = 64;
-  static constexpr int kWindow = 1024;
-  static constexpr int kArraySize = 64;
-  static constexpr int kKvLevels = 8;
-  static constexpr double kTmaxS = 15e-9;
+  HwConfig hw = HwConfig::preset("paper-nonlinear");
+  int head_dim = 64;  // GPT-2 124M: n_embd 768 / 12 heads
 };
 
 struct CostConfig {
@@ -66,9 +67,9 @@ struct CostConfig {
   Param control_latency_s;
   Param control_area_mm2;
   Param control_static_power_w;
-  // Refresh (spec §1.3): needed only when a slot lives longer than the refresh interval.
-  Param retention_time_s;
-  Param refresh_margin;    // refresh interval = retention_time_s * refresh_margin
+  // Refresh (spec §1.3): needed only when a slot lives longer than the refresh interval. The
+  // retention time is the hardware's (HwConfig leakage.retention_s()).
+  Param refresh_margin;    // refresh interval = hw retention time * refresh_margin
   Param token_interval_s;  // time between tokens; 0 = layers x latency per layer
 
   // Throws gaincell::Error naming the first invalid parameter ("cost.<name>: ...").

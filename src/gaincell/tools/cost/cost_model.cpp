@@ -18,14 +18,18 @@ using nlohmann::json;
 void ModelShape::validate() const {
   require(n_layer >= 1 && n_layer <= 100000, "model.n_layer: must be in [1, 100000]");
   require(n_head >= 1 && n_head <= 100000, "model.n_head: must be in [1, 100000]");
+  require(n_kv_head >= 0 && n_head % kv_heads() == 0, "model.n_kv_head: must divide n_head (" +
+                                                          std::to_string(n_head) + "), got " +
+                                                          std::to_string(n_kv_head));
   require(head_dim >= 1 && head_dim <= 65536, "model.head_dim: must be in [1, 65536]");
   require(tokens >= 1 && tokens <= (int64_t(1) << 40), "model.tokens: must be in [1, 2^40]");
   require(batch >= 1 && batch <= (int64_t(1) << 30), "model.batch: must be in [1, 2^30]");
 }
 
 json ModelShape::to_json() const {
-  return {{"n_layer", n_layer}, {"n_head", n_head}, {"head_dim", head_dim},
-          {"tokens", tokens},   {"batch", batch},   {"source", source}};
+  return {{"n_layer", n_layer},   {"n_head", n_head}, {"n_kv_head", kv_heads()},
+          {"head_dim", head_dim}, {"tokens", tokens}, {"batch", batch},
+          {"source", source}};
 }
 
 namespace {
@@ -41,16 +45,41 @@ int read_positive_int(const json& config, const char* key, const std::string& or
 ModelShape ModelShape::from_hf_config(const json& config, const std::string& origin) {
   require(config.is_object(), origin + ": expected a JSON object");
   ModelShape s;
-  s.n_layer = read_positive_int(config, "n_layer", origin);
-  s.n_head = read_positive_int(config, "n_head", origin);
-  const int n_embd = read_positive_int(config, "n_embd", origin);
-  require(n_embd % s.n_head == 0, origin + ": 'n_embd' (" + std::to_string(n_embd) +
-                                      ") is not a multiple of 'n_head' (" +
-                                      std::to_string(s.n_head) + ")");
-  s.head_dim = n_embd / s.n_head;
-  if (config.contains("n_positions")) s.tokens = read_positive_int(config, "n_positions", origin);
-  s.source = origin + " (n_layer, n_head, n_embd/n_head" +
-             std::string(config.contains("n_positions") ? ", n_positions as tokens" : "") + ")";
+  const bool gpt2 = !config.contains("num_attention_heads");
+  if (gpt2) {
+    s.n_layer = read_positive_int(config, "n_layer", origin);
+    s.n_head = read_positive_int(config, "n_head", origin);
+    const int n_embd = read_positive_int(config, "n_embd", origin);
+    require(n_embd % s.n_head == 0, origin + ": 'n_embd' (" + std::to_string(n_embd) +
+                                        ") is not a multiple of 'n_head' (" +
+                                        std::to_string(s.n_head) + ")");
+    s.head_dim = n_embd / s.n_head;
+    if (config.contains("n_positions")) s.tokens = read_positive_int(config, "n_positions", origin);
+    s.source = origin + " (n_layer, n_head, n_embd/n_head" +
+               std::string(config.contains("n_positions") ? ", n_positions as tokens" : "") + ")";
+  } else {  // the Llama family (llama, mistral, qwen2)
+    s.n_layer = read_positive_int(config, "num_hidden_layers", origin);
+    s.n_head = read_positive_int(config, "num_attention_heads", origin);
+    s.n_kv_head = config.contains("num_key_value_heads") && !config["num_key_value_heads"].is_null()
+                      ? read_positive_int(config, "num_key_value_heads", origin)
+                      : s.n_head;
+    require(s.n_head % s.n_kv_head == 0,
+            origin + ": 'num_key_value_heads' (" + std::to_string(s.n_kv_head) +
+                ") does not divide 'num_attention_heads' (" + std::to_string(s.n_head) + ")");
+    if (config.contains("head_dim") && !config["head_dim"].is_null()) {
+      s.head_dim = read_positive_int(config, "head_dim", origin);
+    } else {
+      const int hidden = read_positive_int(config, "hidden_size", origin);
+      require(hidden % s.n_head == 0, origin + ": 'hidden_size' (" + std::to_string(hidden) +
+                                          ") is not a multiple of 'num_attention_heads' (" +
+                                          std::to_string(s.n_head) + ")");
+      s.head_dim = hidden / s.n_head;
+    }
+    const bool positions = config.contains("max_position_embeddings");
+    if (positions) s.tokens = read_positive_int(config, "max_position_embeddings", origin);
+    s.source = origin + " (num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim" +
+               std::string(positions ? ", max_position_embeddings as tokens" : "") + ")";
+  }
   s.validate();
   return s;
 }
@@ -365,7 +394,7 @@ class Refresh : public Component {
     return ctx.geometry.window * token_interval_s(ctx);
   }
   static double refresh_interval_s(const CostContext& ctx) {
-    return ctx.cost.retention_time_s.value * ctx.cost.refresh_margin.value;
+    return ctx.hw.leakage.retention_s() * ctx.cost.refresh_margin.value;
   }
   // An explicit refresh policy (hw leakage.refresh_interval_tokens = R) rewrites each of the M
   // stored rows every R tokens: M / R row writes (2 D cells each) per token when R < M.
@@ -397,18 +426,18 @@ class Refresh : public Component {
   double static_power_w(const CostContext&) const override { return 0.0; }
   double instances(const CostContext&) const override { return 0.0; }
   json sources(const CostContext& ctx) const override {
-    return {
-        {"energy_per_op_j", "one cell write (cell_write_dac)"},
-        {"ops_per_token",
-         ctx.hw.leakage.refresh_interval_tokens > 0
-             ? std::string("refresh policy: M / R rows of 2 D cells per token when R < M")
-             : "0 while window x token interval <= retention_time_s x refresh_margin (" +
-                   ctx.cost.retention_time_s.source + "), else 2 D M cells per refresh interval"},
-        {"latency_s",
-         "retention refresh: assumed interleaved with reads; refresh policy: one Tmax write "
-         "pulse per refreshed row (assumption)"},
-        {"area_mm2", "uses the write DACs"},
-        {"static_power_w", "none modelled"}};
+    return {{"energy_per_op_j", "one cell write (cell_write_dac)"},
+            {"ops_per_token",
+             ctx.hw.leakage.refresh_interval_tokens > 0
+                 ? std::string("refresh policy: M / R rows of 2 D cells per token when R < M")
+                 : "0 while window x token interval <= hw retention time x refresh_margin (hw "
+                   "leakage: retention_time_s, its technology's, or time_per_token_s / "
+                   "lambda_per_token; spec §1.3: 5 ms), else 2 D M cells per refresh interval"},
+            {"latency_s",
+             "retention refresh: assumed interleaved with reads; refresh policy: one Tmax write "
+             "pulse per refreshed row (assumption)"},
+            {"area_mm2", "uses the write DACs"},
+            {"static_power_w", "none modelled"}};
   }
 };
 
@@ -526,6 +555,71 @@ HardwareEventCounts typical_event_counts(const HwConfig& hw, const CostConfig& c
   ev.tile_reads = static_cast<int64_t>(n * g.tiles * g.row_tiles);
   ev.digital_adds = static_cast<int64_t>(n * g.adders);
   return ev;
+}
+
+json GqaMappingCost::to_json() const {
+  return {{"mapping", mapping},
+          {"n_rep", n_rep},
+          {"array_sets_per_layer", array_sets_per_layer},
+          {"arrays_per_kv_head", arrays_per_kv_head},
+          {"arrays_per_layer", arrays_per_layer},
+          {"latency_per_token_s", latency_per_token_s},
+          {"area_per_layer_mm2", area_per_layer_mm2},
+          {"energy_per_token_per_layer_j", energy_per_token_per_layer_j}};
+}
+
+namespace {
+
+// Components that belong to an array set rather than to a read: the arrays' storage (their area;
+// their read energy and latency belong to the read), the write DACs and refresh.
+bool is_array_set_cost(const std::string& name) {
+  return name == "cell_write_dac" || name == "refresh";
+}
+bool is_array(const std::string& name) {
+  return name == "array_read_qk" || name == "array_read_av";
+}
+
+}  // namespace
+
+std::vector<GqaMappingCost> gqa_mapping_costs(const CostEstimate& e, const ModelShape& shape) {
+  shape.validate();
+  const int H = shape.n_head, Hkv = shape.kv_heads(), rep = H / Hkv;
+  // Split the per-head estimate into the array set's share and the read path's share.
+  double set_energy = 0, read_energy = 0, set_latency = 0, read_latency = 0, set_area = 0,
+         read_area = 0;
+  for (const ComponentCost& c : e.components) {
+    if (is_array_set_cost(c.name)) {
+      set_energy += c.energy_per_token_j;
+      set_latency += c.latency_s;
+      set_area += c.area_mm2;
+    } else {
+      read_energy += c.energy_per_token_j;
+      read_latency += c.latency_s;
+      (is_array(c.name) ? set_area : read_area) += c.area_mm2;
+    }
+  }
+  const double arrays_per_set = 2.0 * e.geometry.tiles * e.geometry.row_tiles;
+  GqaMappingCost seq;
+  seq.mapping = "sequential";
+  seq.n_rep = rep;
+  seq.array_sets_per_layer = Hkv;
+  seq.arrays_per_kv_head = arrays_per_set;
+  seq.arrays_per_layer = arrays_per_set * Hkv;
+  seq.latency_per_token_s = set_latency + rep * read_latency;
+  // The group's reads take turns, so one read path (converters, counters, adders) per KV head.
+  seq.area_per_layer_mm2 = Hkv * (set_area + read_area);
+  seq.energy_per_token_per_layer_j = Hkv * set_energy + H * read_energy;
+
+  GqaMappingCost rep_map;
+  rep_map.mapping = "replicated";
+  rep_map.n_rep = rep;
+  rep_map.array_sets_per_layer = H;
+  rep_map.arrays_per_kv_head = arrays_per_set * rep;
+  rep_map.arrays_per_layer = arrays_per_set * H;
+  rep_map.latency_per_token_s = e.latency_per_token_s;
+  rep_map.area_per_layer_mm2 = H * e.area_per_head_mm2;
+  rep_map.energy_per_token_per_layer_j = H * e.energy_per_token_per_head_j;
+  return {seq, rep_map};
 }
 
 }  // namespace gaincell::cost

@@ -20,7 +20,8 @@ namespace gaincell::cost {
 // measurement setting (spec §1.1, §9.3).
 struct ModelShape {
   int n_layer = 12;
-  int n_head = 12;
+  int n_head = 12;    // query heads
+  int n_kv_head = 0;  // key/value heads (grouped-query attention); 0 = n_head
   int head_dim = 64;
   int64_t tokens = 1024;  // tokens per sequence
   int64_t batch = 64;     // sequences
@@ -28,7 +29,10 @@ struct ModelShape {
 
   void validate() const;  // throws gaincell::Error naming the field
   nlohmann::json to_json() const;
-  // Hugging Face GPT-2 config.json keys n_layer, n_head, n_embd (n_embd / n_head = head_dim).
+  int kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  // Hugging Face config.json: GPT-2 keys n_layer, n_head, n_embd (n_embd / n_head = head_dim),
+  // n_positions; Llama-family keys num_hidden_layers, num_attention_heads, num_key_value_heads,
+  // hidden_size, head_dim, max_position_embeddings.
   static ModelShape from_hf_config(const nlohmann::json& config, const std::string& origin);
   static ModelShape load_hf_dir(const std::string& dir);
 };
@@ -116,6 +120,30 @@ struct CostEstimate {
   HeadGeometry geometry;
   std::optional<ActivityEstimate> activity;
 };
+
+// Grouped-query attention on the hardware (issue 12 item 3). The per-head estimate above is one
+// K/V array set read by one query head. With n_rep = n_head / n_kv_head query heads per key/value
+// head there are two mappings:
+//   "sequential"  one array set per KV head; the group's query heads read it one after the other
+//                 (writes, refresh and the arrays' area once per KV head; the read path's energy
+//                 once per query head; the read path's latency n_rep times per token)
+//   "replicated"  the array set copied for every query head (area and writes x n_rep; the
+//                 latency of multi-head attention)
+// Without grouping (n_rep = 1) both equal n_head independent heads.
+struct GqaMappingCost {
+  std::string mapping;            // "sequential" or "replicated"
+  int n_rep = 1;                  // query heads per key/value head
+  int array_sets_per_layer = 0;   // K/V array pairs (each: sub-tiles x row tiles K and V arrays)
+  double arrays_per_kv_head = 0;  // physical N x N arrays serving one key/value head
+  double arrays_per_layer = 0;
+  double latency_per_token_s = 0;  // one layer's attention step
+  double area_per_layer_mm2 = 0;
+  double energy_per_token_per_layer_j = 0;
+  nlohmann::json to_json() const;
+};
+// Both mappings for a shape from its per-head estimate (same hw, cost and shape).
+std::vector<GqaMappingCost> gqa_mapping_costs(const CostEstimate& per_head,
+                                              const ModelShape& shape);
 
 // Constant-per-token estimate (typical activity). Validates all inputs first.
 CostEstimate estimate_cost(const HwConfig& hw, const CostConfig& cost, const ModelShape& shape);

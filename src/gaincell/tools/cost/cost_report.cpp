@@ -277,6 +277,10 @@ json CostReport::to_json() const {
     comps.push_back(component_json(c, e.energy_per_token_per_head_j));
   j["components"] = comps;
   j["geometry"] = e.geometry.to_json();
+  // Grouped-query attention: both hardware mappings (equal when n_kv_head = n_head).
+  json mappings = json::array();
+  for (const GqaMappingCost& m : gqa_mapping_costs(e, s)) mappings.push_back(m.to_json());
+  j["gqa_mappings"] = mappings;
   if (e.activity) {
     const auto& a = *e.activity;
     json ac = json::array();
@@ -361,10 +365,10 @@ std::string CostReport::to_table() const {
   std::ostringstream os;
   os << "gain-cell attention cost (hw '" << inputs.hw.name << "', cost preset '" << inputs.cost.name
      << "')\n";
-  os << "model: " << s.n_layer << " layers x " << s.n_head << " heads, head dim " << s.head_dim
-     << ", window " << inputs.hw.window << ", array " << inputs.hw.array_size << "x"
-     << inputs.hw.array_size << ", " << s.tokens << " tokens x " << s.batch << " sequences ("
-     << s.source << ")\n\n";
+  os << "model: " << s.n_layer << " layers x " << s.n_head << " heads (" << s.kv_heads()
+     << " key/value), head dim " << s.head_dim << ", window " << inputs.hw.window << ", array "
+     << inputs.hw.array_size << "x" << inputs.hw.array_size << ", " << s.tokens << " tokens x "
+     << s.batch << " sequences (" << s.source << ")\n\n";
   os << "per token per head: energy " << eng(e.energy_per_token_per_head_j, "J") << ", latency "
      << eng(e.latency_per_token_s, "s") << " per layer, area " << fmt("%.4g", e.area_per_head_mm2)
      << " mm² (arrays " << fmt("%.4g", e.array_area_per_head_mm2) << " mm²)\n";
@@ -373,6 +377,19 @@ std::string CostReport::to_table() const {
      << eng(e.latency_per_token_s * s.n_layer, "s") << ", area "
      << fmt("%.4g", e.area_per_head_mm2 * s.n_head * s.n_layer) << " mm²\n\n";
   char line[256];
+  if (s.kv_heads() != s.n_head) {
+    os << "grouped-query attention: " << s.n_head << " query heads on " << s.kv_heads()
+       << " key/value heads (per layer)\n";
+    for (const GqaMappingCost& m : gqa_mapping_costs(e, s)) {
+      std::snprintf(line, sizeof line,
+                    "  %-10s %4.0f arrays, latency %s per token, area %.4g mm², energy %s per "
+                    "token\n",
+                    m.mapping.c_str(), m.arrays_per_layer, eng(m.latency_per_token_s, "s").c_str(),
+                    m.area_per_layer_mm2, eng(m.energy_per_token_per_layer_j, "J").c_str());
+      os << line;
+    }
+    os << "\n";
+  }
   std::snprintf(line, sizeof line, "%-18s %12s %8s %12s %10s %12s  %s\n", "component", "energy/tok",
                 "share", "ops/tok", "latency", "area mm²", "energy source");
   os << line;

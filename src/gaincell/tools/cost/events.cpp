@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/json.h"
@@ -15,29 +16,10 @@ namespace {
 constexpr const char* kFormat = "gaincell-hardware-events";
 constexpr int kVersion = 1;
 
-// The event fields in file order; one table drives to_json, from_json and validate.
+// The run-size fields; the events come from HardwareEvents::for_each_field.
 struct IntField {
   const char* name;
   int64_t HardwareEventCounts::*member;
-};
-struct RealField {
-  const char* name;
-  double HardwareEventCounts::*member;
-};
-
-constexpr IntField kIntEvents[] = {
-    {"cell_writes", &HardwareEventCounts::cell_writes},
-    {"q_pulses", &HardwareEventCounts::q_pulses},
-    {"phi_pulses", &HardwareEventCounts::phi_pulses},
-    {"c2p_conversions", &HardwareEventCounts::c2p_conversions},
-    {"output_conversions", &HardwareEventCounts::output_conversions},
-    {"counter_increments", &HardwareEventCounts::counter_increments},
-    {"tile_reads", &HardwareEventCounts::tile_reads},
-    {"digital_adds", &HardwareEventCounts::digital_adds},
-};
-constexpr RealField kRealEvents[] = {
-    {"q_pulse_width_sum_tmax", &HardwareEventCounts::q_pulse_width_sum_tmax},
-    {"phi_pulse_width_sum_tmax", &HardwareEventCounts::phi_pulse_width_sum_tmax},
 };
 constexpr IntField kRunSize[] = {
     {"tokens", &HardwareEventCounts::tokens},
@@ -65,16 +47,25 @@ double read_real(const json& obj, const std::string& path, const char* key) {
   return v.get<double>();
 }
 
+template <typename T>
+T read_field(const json& obj, const std::string& path, const char* key) {
+  if constexpr (std::is_same_v<T, double>) {
+    return read_real(obj, path, key);
+  } else {
+    return read_count(obj, path, key);
+  }
+}
+
 }  // namespace
 
 void HardwareEventCounts::validate() const {
   for (const auto& f : kRunSize)
     require(this->*f.member >= 1, std::string("event trace: '") + f.name + "' must be at least 1");
-  for (const auto& f : kIntEvents)
-    require(this->*f.member >= 0, std::string("event trace: 'events.") + f.name + "' must be >= 0");
-  for (const auto& f : kRealEvents)
-    require(std::isfinite(this->*f.member) && this->*f.member >= 0.0,
-            std::string("event trace: 'events.") + f.name + "' must be a finite value >= 0");
+  for_each_field([this](const char* name, auto member) {
+    const double v = static_cast<double>(this->*member);
+    require(std::isfinite(v) && v >= 0.0,
+            std::string("event trace: 'events.") + name + "' must be a finite value >= 0");
+  });
   // A pulse is at most Tmax wide, so the width sum cannot exceed the pulse count.
   require(q_pulse_width_sum_tmax <= static_cast<double>(q_pulses) * (1.0 + 1e-9),
           "event trace: 'events.q_pulse_width_sum_tmax' exceeds 'events.q_pulses' (a pulse is at "
@@ -86,8 +77,7 @@ void HardwareEventCounts::validate() const {
 
 json HardwareEventCounts::to_json() const {
   json events = json::object();
-  for (const auto& f : kIntEvents) events[f.name] = this->*f.member;
-  for (const auto& f : kRealEvents) events[f.name] = this->*f.member;
+  for_each_field([&](const char* name, auto member) { events[name] = this->*member; });
   json j = {{"format", kFormat}, {"version", kVersion}};
   for (const auto& f : kRunSize) j[f.name] = this->*f.member;
   j["events"] = std::move(events);
@@ -109,12 +99,13 @@ HardwareEventCounts HardwareEventCounts::from_json(const json& j) {
   const json& events = j.at("events");
   for (const auto& [key, value] : events.items()) {
     bool known = false;
-    for (const auto& f : kIntEvents) known = known || key == f.name;
-    for (const auto& f : kRealEvents) known = known || key == f.name;
+    for_each_field([&](const char* name, auto) { known = known || key == name; });
     require(known, "event trace: unknown key 'events." + key + "'");
   }
-  for (const auto& f : kIntEvents) c.*f.member = read_count(events, "events.", f.name);
-  for (const auto& f : kRealEvents) c.*f.member = read_real(events, "events.", f.name);
+  for_each_field([&](const char* name, auto member) {
+    using T = std::remove_reference_t<decltype(c.*member)>;
+    c.*member = read_field<T>(events, "events.", name);
+  });
   c.validate();
   return c;
 }

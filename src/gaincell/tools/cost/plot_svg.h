@@ -10,7 +10,9 @@
 
 namespace gaincell::cost {
 
-// Writes latency.svg, energy.svg, breakdown_energy.svg and breakdown_area.svg into `dir`
+// Writes latency.svg, energy.svg, breakdown_energy.svg and breakdown_area.svg, and with the
+// serving comparison one serving_<gpu>.svg per GPU (speed-up and energy ratio over the batch), into
+// `dir`
 // (atomically, one file at a time). Returns the paths written.
 std::vector<std::filesystem::path> write_cost_plots(const CostReport& report,
                                                     const std::filesystem::path& dir);

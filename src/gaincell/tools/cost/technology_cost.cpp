@@ -18,12 +18,7 @@ CostConfig cost_for_hardware(const CostConfig& cost, const HwConfig& hw) {
     c.write_energy_per_cell_j.value *= t.write_energy_factor;
     c.write_energy_per_cell_j.source +=
         "; x " + from + t.sources.value("write_energy_factor", std::string());
-    c.retention_time_s = {t.retention_time_s, "s",
-                          from + t.sources.value("retention_time_s", std::string())};
   }
-  if (l.retention_time_s > 0.0)
-    c.retention_time_s = {l.retention_time_s, "s",
-                          "hardware configuration leakage.retention_time_s"};
   return c;
 }
 

@@ -10,16 +10,7 @@ HardwareEventCounts event_counts_from_arrays(const ArrayEvents& e, int64_t token
   c.tokens = tokens;
   c.heads = heads;
   c.layers = layers;
-  c.cell_writes = e.cell_writes;
-  c.q_pulses = e.q_pulses;
-  c.q_pulse_width_sum_tmax = e.q_pulse_width_sum;
-  c.phi_pulses = e.phi_pulses;
-  c.phi_pulse_width_sum_tmax = e.phi_pulse_width_sum;
-  c.c2p_conversions = e.c2p_conversions;
-  c.output_conversions = e.output_conversions;
-  c.counter_increments = e.counter_increments;
-  c.tile_reads = e.tile_reads;
-  c.digital_adds = e.digital_adds;
+  static_cast<HardwareEvents&>(c) = e;
   return c;
 }
 

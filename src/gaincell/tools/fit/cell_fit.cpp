@@ -95,26 +95,16 @@ LinearSlopeFit fit_linear_slope(const std::array<double, 4>& alphas, double offs
       z.push_back(x * f);
     }
   }
-  const double n = static_cast<double>(w.size());
-  double mw = 0, mz = 0;
-  for (size_t k = 0; k < w.size(); ++k) {
-    mw += w[k] / n;
-    mz += z[k] / n;
-  }
-  double sww = 0, swz = 0;
-  for (size_t k = 0; k < w.size(); ++k) {
-    sww += (w[k] - mw) * (w[k] - mw);
-    swz += (w[k] - mw) * (z[k] - mz);
-  }
+  const LineFit line = fit_line(w, z);
   LinearSlopeFit fit;
-  fit.slope = swz / sww;
-  fit.intercept = mz - fit.slope * mw;
+  fit.slope = line.slope;
+  fit.intercept = line.intercept;
   double sum_sq = 0;
   for (size_t k = 0; k < w.size(); ++k) {
     const double r = fit.intercept + fit.slope * w[k] - z[k];
     sum_sq += r * r;
   }
-  fit.rms = std::sqrt(sum_sq / n);
+  fit.rms = std::sqrt(sum_sq / static_cast<double>(w.size()));
   return fit;
 }
 

@@ -12,6 +12,7 @@
 #include <array>
 #include <vector>
 
+#include "gaincell/hw/hw_config.h"
 #include "gaincell/tools/fit/iv_table.h"
 
 namespace gaincell::fit {
@@ -33,8 +34,8 @@ std::array<double, 4> paper_alphas(const std::array<double, 10>& c, double vin);
 struct PaperFit {
   std::array<double, 10> coefficients{};
   std::array<double, 4> alphas{};
-  double vin = 0.9;
-  double offset = 0.45;
+  double vin = kPaperVdd;
+  double offset = kPaperZeroPoint;
   double rms_ua = 0;
   double max_abs_ua = 0;
   std::vector<double> vstore;        // fitted points
@@ -43,7 +44,8 @@ struct PaperFit {
 };
 
 // Throws gaincell::Error when the table has no column at `vin` or fewer than 4 rows.
-PaperFit fit_paper_polynomial(const IvTable& table, double vin = 0.9, double offset = 0.45);
+PaperFit fit_paper_polynomial(const IvTable& table, double vin = kPaperVdd,
+                              double offset = kPaperZeroPoint);
 
 struct LinearSlopeFit {
   double slope = 0;  // the paper's 19.3 (spec §2.4)
@@ -52,19 +54,20 @@ struct LinearSlopeFit {
 };
 
 // Spec §2.4 procedure on a grid x grid mesh (x in [0, 1], y in [0, vmax]).
-LinearSlopeFit fit_linear_slope(const std::array<double, 4>& alphas, double offset = 0.45,
-                                int grid = 100, double vmax = 0.9);
+LinearSlopeFit fit_linear_slope(const std::array<double, 4>& alphas,
+                                double offset = kPaperZeroPoint, int grid = 100,
+                                double vmax = kPaperVdd);
 
 struct SurfaceFit {
   int max_i = 0;  // powers of y = Vstore - offset: 0..max_i
   int max_j = 0;  // powers of u = Vin - offset: 1..max_j
-  double offset = 0.45;
+  double offset = kPaperZeroPoint;
   std::vector<double> coefficients;  // [i][j-1], uA
   double rms_ua = 0;
   double max_abs_ua = 0;
   double eval_ua(double vstore, double vin) const;
 };
 
-SurfaceFit fit_surface(const IvTable& table, int max_i, int max_j, double offset = 0.45);
+SurfaceFit fit_surface(const IvTable& table, int max_i, int max_j, double offset = kPaperZeroPoint);
 
 }  // namespace gaincell::fit

@@ -4,22 +4,16 @@
 #include <cstdio>
 
 #include "gaincell/core/error.h"
+#include "gaincell/device/gain_cell.h"
 
 namespace gaincell::fit {
 
 double hw_cell_current_ua(const HwConfig& hw, double vstore) {
-  const double y = vstore - hw.k_offset;
-  switch (hw.cell) {
-    case CellModel::kPolynomial: {
-      const auto a = hw.alphas();
-      return a[0] + y * (a[1] + y * (a[2] + y * a[3]));
-    }
-    case CellModel::kLinear:
-      return hw.linear_amplitude * y;
-    default:
-      throw Error("model comparison supports the 'polynomial' and 'linear' cell models, not '" +
-                  to_string(hw.cell) + "'");
-  }
+  const GainCell cell(hw);
+  if (!cell.is_polynomial())
+    throw Error("model comparison supports the 'polynomial' and 'linear' cell models, not '" +
+                to_string(hw.cell) + "'");
+  return cell.current(vstore - hw.k_offset);
 }
 
 ModelComparison compare_hw_to_table(const HwConfig& hw, const IvTable& table) {

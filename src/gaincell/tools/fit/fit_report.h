@@ -17,7 +17,7 @@ struct FitReport {
   std::vector<SurfaceFit> surfaces;  // 2-D fits (3,3), (4,4), (5,5) of spec §10
 };
 
-FitReport fit_all(const IvTable& table, double vin = 0.9, double offset = 0.45);
+FitReport fit_all(const IvTable& table, double vin = kPaperVdd, double offset = kPaperZeroPoint);
 
 // JSON with at least "coefficients" (ten C_ij, spec order), "rms_ua" and "linear_slope".
 nlohmann::json fit_report_json(const FitReport& r);

@@ -47,6 +47,24 @@ bool orthogonalize_pair(Columns& u, Columns& v, size_t p, size_t q) {
 
 }  // namespace
 
+LineFit fit_line(const std::vector<double>& x, const std::vector<double>& y) {
+  require(x.size() == y.size() && x.size() >= 2,
+          "line fit: needs at least 2 points and as many y as x");
+  const double n = static_cast<double>(x.size());
+  double mx = 0, my = 0;
+  for (size_t k = 0; k < x.size(); ++k) {
+    mx += x[k] / n;
+    my += y[k] / n;
+  }
+  double sxx = 0, sxy = 0;
+  for (size_t k = 0; k < x.size(); ++k) {
+    sxx += (x[k] - mx) * (x[k] - mx);
+    sxy += (x[k] - mx) * (y[k] - my);
+  }
+  require(sxx > 0, "line fit: all abscissae are equal");
+  return {sxy / sxx, my - sxy / sxx * mx};
+}
+
 LstsqResult min_norm_lstsq(const std::vector<double>& a, size_t m, size_t n,
                            const std::vector<double>& b, double rcond) {
   require(m >= 1 && n >= 1, "least squares: empty system");

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "gaincell/core/error.h"
+#include "gaincell/tools/fit/lstsq.h"
 #include "gaincell/tools/spice/netlist.h"
 #include "gaincell/tools/spice/ngspice.h"
 
@@ -52,25 +53,8 @@ void run_netlist(const CharacterizeOptions& o, const std::string& netlist) {
   sim.run(o.timeout_s);
 }
 
-struct LineFit {
-  double slope = 0, intercept = 0;
-};
-
-LineFit fit_line(const std::vector<double>& x, const std::vector<double>& y) {
-  const double n = static_cast<double>(x.size());
-  double mx = 0, my = 0;
-  for (size_t k = 0; k < x.size(); ++k) {
-    mx += x[k] / n;
-    my += y[k] / n;
-  }
-  double sxx = 0, sxy = 0;
-  for (size_t k = 0; k < x.size(); ++k) {
-    sxx += (x[k] - mx) * (x[k] - mx);
-    sxy += (x[k] - mx) * (y[k] - my);
-  }
-  require(sxx > 0, "line fit: all abscissae are equal");
-  return {sxy / sxx, my - sxy / sxx * mx};
-}
+using fit::fit_line;
+using fit::LineFit;
 
 }  // namespace
 

@@ -1,0 +1,173 @@
+// Issue 12 item 5: Karpathy's stories260K (a real pretrained Llama: 8 query heads, 4 KV heads,
+// head dim 8, tied embeddings) in Hugging Face format, against the logits llama2c's run.c
+// computed position by position (../shared/data/models/stories260K, see its README). The whole
+// Llama path on real weights: loader, RMSNorm, RoPE, GQA, SwiGLU, whole-sequence forward,
+// token-by-token decode, per-token log-likelihoods and greedy generation.
+//
+// Skipped when the shared data is absent; fails instead when the environment has CI=true.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "gaincell/core/file_io.h"
+#include "gaincell/core/npy.h"
+#include "gaincell/model/checkpoint.h"
+#include "gaincell/model/gpt2.h"
+
+namespace gaincell {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path stories_dir() {
+  const fs::path shared = shared_data_dir();
+  const fs::path dir = shared.empty() ? fs::path() : shared / "models" / "stories260K";
+  return !dir.empty() && fs::exists(dir / "config.json") ? dir : fs::path();
+}
+
+bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) == "true";
+}
+
+#define REQUIRE_STORIES_OR_SKIP(dir)                                                          \
+  const fs::path dir = stories_dir();                                                         \
+  if (dir.empty()) {                                                                          \
+    if (in_ci()) FAIL() << "CI=true but ../shared/data/models/stories260K is missing";        \
+    GTEST_SKIP() << "../shared/data/models/stories260K not found; stories260K tests skipped"; \
+  }
+
+struct Case {
+  std::string name;
+  double mean_nll;  // the README's mean NLL of the ids under llama2c's logits
+};
+const Case kCases[] = {{"s20", 0.101124}, {"m100", 17.465627}, {"l300", 0.962836}};
+
+std::vector<int32_t> read_ids(const fs::path& dir, const std::string& name) {
+  const auto j = nlohmann::json::parse(read_text_file(dir / ("ids_" + name + ".json")));
+  return j.at("ids").get<std::vector<int32_t>>();
+}
+
+std::vector<float> read_llama2c_logits(const fs::path& dir, const std::string& name, int T, int V) {
+  const NpyArray a = read_npy(dir / ("llama2c_logits_" + name + ".npy"));
+  EXPECT_EQ(a.shape, (std::vector<int64_t>{T, V}));
+  return a.to_float();
+}
+
+// Worst |got - want| over a row-major [T, V] block.
+double max_abs_diff(const float* got, const std::vector<float>& want, size_t begin, size_t n) {
+  double worst = 0.0;
+  for (size_t i = 0; i < n; ++i)
+    worst = std::max(worst, std::abs(static_cast<double>(got[i]) - want[begin + i]));
+  return worst;
+}
+
+size_t argmax(const float* x, int n) {
+  return static_cast<size_t>(std::max_element(x, x + n) - x);
+}
+
+TEST(Stories260K, ConfigIsGroupedQueryLlama) {
+  REQUIRE_STORIES_OR_SKIP(dir);
+  const GPT2Config c = read_model_config(dir);
+  EXPECT_EQ(c.model_type, "llama");
+  EXPECT_EQ(c.n_head, 8);
+  EXPECT_EQ(c.kv_heads(), 4);
+  EXPECT_EQ(c.head_dim(), 8);
+  EXPECT_TRUE(c.tie_word_embeddings);
+}
+
+TEST(Stories260K, WholeSequenceLogitsEqualLlama2c) {
+  REQUIRE_STORIES_OR_SKIP(dir);
+  auto model = load_model(dir);
+  const int V = model->config().vocab_size;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(c.name);
+    const auto ids = read_ids(dir, c.name);
+    const int T = static_cast<int>(ids.size());
+    const auto want = read_llama2c_logits(dir, c.name, T, V);
+    model->forward(ids.data(), nullptr, 1, T);
+    const double diff = max_abs_diff(model->logits(), want, 0, want.size());
+    RecordProperty("max_abs_logit_diff_" + c.name, std::to_string(diff));
+    EXPECT_LE(diff, 1e-4);
+  }
+}
+
+TEST(Stories260K, PerTokenLogLikelihoodsEqualLlama2c) {
+  REQUIRE_STORIES_OR_SKIP(dir);
+  auto model = load_model(dir);
+  const int V = model->config().vocab_size;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(c.name);
+    const auto ids = read_ids(dir, c.name);
+    const int T = static_cast<int>(ids.size());
+    const auto want = read_llama2c_logits(dir, c.name, T, V);
+    // Position t predicts token t + 1; the last position has no target.
+    std::vector<int32_t> targets(ids.begin() + 1, ids.end());
+    targets.push_back(-1);
+    const float mean = model->forward(ids.data(), targets.data(), 1, T);
+    double ref_sum = 0.0;
+    for (int t = 0; t + 1 < T; ++t) {
+      const float* row = want.data() + static_cast<size_t>(t) * V;
+      const double mx = *std::max_element(row, row + V);
+      double z = 0.0;
+      for (int v = 0; v < V; ++v) z += std::exp(row[v] - mx);
+      const double nll = mx + std::log(z) - row[targets[t]];
+      ref_sum += nll;
+      EXPECT_NEAR(model->token_losses()[t], nll, 1e-4) << "position " << t;
+    }
+    EXPECT_NEAR(ref_sum / (T - 1), c.mean_nll, 2e-6) << "the README's value (reference check)";
+    EXPECT_NEAR(mean, c.mean_nll, 1e-4);
+  }
+}
+
+TEST(Stories260K, DecodeLogitsAndGreedyChoicesEqualLlama2c) {
+  REQUIRE_STORIES_OR_SKIP(dir);
+  auto model = load_model(dir);
+  const int V = model->config().vocab_size;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(c.name);
+    const auto ids = read_ids(dir, c.name);
+    const int T = static_cast<int>(ids.size());
+    const auto want = read_llama2c_logits(dir, c.name, T, V);
+    auto session = model->start_decoding();
+    double worst = 0.0;
+    int argmax_mismatch = 0;
+    for (int t = 0; t < T; ++t) {
+      const float* logits = session->step(ids[t]);
+      const size_t row = static_cast<size_t>(t) * V;
+      worst = std::max(worst, max_abs_diff(logits, want, row, V));
+      if (argmax(logits, V) != argmax(want.data() + row, V)) ++argmax_mismatch;
+    }
+    EXPECT_LE(worst, 1e-4);
+    EXPECT_EQ(argmax_mismatch, 0) << "greedy choices differ from run.c's";
+  }
+}
+
+// ids_s20 is llama2c's greedy continuation from BOS: greedy generation from any prefix of it
+// reproduces the rest.
+TEST(Stories260K, GreedyGenerationReproducesTheGreedySequence) {
+  REQUIRE_STORIES_OR_SKIP(dir);
+  auto model = load_model(dir);
+  const int V = model->config().vocab_size;
+  const auto ids = read_ids(dir, "s20");
+  for (int prefix : {1, 5, 12}) {
+    SCOPED_TRACE("prefix " + std::to_string(prefix));
+    auto session = model->start_decoding();
+    const float* logits = session->prefill(ids.data(), prefix);
+    std::vector<int32_t> generated(ids.begin(), ids.begin() + prefix);
+    while (generated.size() < ids.size()) {
+      generated.push_back(static_cast<int32_t>(argmax(logits, V)));
+      logits = session->step(generated.back());
+    }
+    EXPECT_EQ(generated, ids);
+  }
+}
+
+}  // namespace
+}  // namespace gaincell
