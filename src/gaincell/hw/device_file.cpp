@@ -62,7 +62,8 @@ DeviceModel DeviceModel::from_json(const json& j) {
   d.tau_s = number("tau_s", false);
   d.time_per_token_s = number("time_per_token_s", false);
   d.lambda_per_token = number("lambda_per_token", false);
-  if (j.contains("source")) d.source = json_string(j["source"], "device file: field 'source'");
+  if (j.contains("source"))
+    d.source = j["source"];  // any JSON value (a string or {"netlist": ...})
   return d;
 }
 
