@@ -32,6 +32,8 @@ CXX="$cxx" cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL
 cmake --build build-fuzz -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
 mkdir -p build-fuzz/crashes build-fuzz/new
 [ -n "$stats" ] && mkdir -p "$stats"
+# The GPT-2 tokenizer target needs the vocabulary (scripts/setup.sh puts it in data/).
+export GAINCELL_DATA="${GAINCELL_DATA:-$root/data}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for t in "${targets[@]}"; do
   new="build-fuzz/new/$t"

@@ -86,7 +86,9 @@ DtypeInfo parse_descr(const std::string& descr, const std::string& what) {
   const char order = descr[0];
   const char kind = descr[1];
   const std::string size_text = descr.substr(2);
-  if (size_text.find_first_not_of("0123456789") != std::string::npos)
+  // At most two digits (sizes are 1..8): a longer run would overflow std::stoul (found by fuzzing:
+  // fuzz/corpus/npy/crash-descr-size-overflow).
+  if (size_text.size() > 2 || size_text.find_first_not_of("0123456789") != std::string::npos)
     throw Error(what + ": unsupported .npy dtype '" + descr + "'");
   const size_t size = std::stoul(size_text);
   const bool kind_ok =

@@ -234,6 +234,9 @@ void SafeTensorsFile::read_f32(const std::string& name, float* dst) const {
   const SafeTensorInfo& t = info(name);
   const uint8_t* src = bytes_ + data_start_ + t.begin;
   const int64_t n = t.numel();
+  // An empty tensor may come with a null `dst`; memcpy(nullptr, src, 0) is undefined behaviour
+  // (found by fuzzing: fuzz/corpus/safetensors/seed-mixed under UBSan).
+  if (n == 0) return;
   if (t.dtype == "F32") {
     std::memcpy(dst, src, static_cast<size_t>(n) * 4);
   } else if (t.dtype == "F16" || t.dtype == "BF16") {

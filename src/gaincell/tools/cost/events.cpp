@@ -97,7 +97,9 @@ HardwareEventCounts HardwareEventCounts::from_json(const json& j) {
   require(j.contains("events") && j.at("events").is_object(),
           "event trace: missing object 'events'");
   const json& events = j.at("events");
-  for (const auto& [key, value] : events.items()) {
+  for (const auto& item : events.items()) {
+    // A named variable, not a structured binding: clang 14 (the fuzz build) cannot capture those.
+    const std::string& key = item.key();
     bool known = false;
     for_each_field([&](const char* name, auto) { known = known || key == name; });
     require(known, "event trace: unknown key 'events." + key + "'");
