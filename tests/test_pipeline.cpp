@@ -168,7 +168,9 @@ TEST_F(PipelineTest, AdaptCommandMatchesTheLibraryAndValidates) {
   EXPECT_EQ(read_model_config(out).attention, "gaincell-nonlinear");
 
   // The same algorithm in the library, on the batch the command draws (seed 1337).
-  auto model = load_model(a, {.overrides = {.attention = "gaincell-nonlinear"}});
+  LoadModelOptions load;
+  load.overrides.attention = "gaincell-nonlinear";
+  auto model = load_model(a, load);
   const TokenDataset train = TokenDataset::open(dir_ / "tok" / "train.bin", kVocab);
   BatchSampler sampler(train, 2, 32, 1337);
   std::vector<int32_t> x(64), y(64);

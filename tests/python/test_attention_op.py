@@ -255,8 +255,9 @@ def test_invalid_configurations_raise():
         GainCellAttention(2, 4, variant="softmax")
     with pytest.raises(ValueError, match="n_head and head_dim"):
         GainCellAttention(0, 4)
-    noisy = {"preset": "paper-nonlinear", "noise": {"leakage_variation": 0.1}}
-    with pytest.raises(gaincell.Error, match="leakage variation"):
+    # Leakage variation runs in the whole-sequence path now (issue 13); a negative one is invalid.
+    noisy = {"preset": "paper-nonlinear", "noise": {"leakage_variation": -0.1}}
+    with pytest.raises(gaincell.Error, match="leakage_variation"):
         gain_cell_attention(q, k, v, sc, noisy)
 
 

@@ -6,6 +6,7 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
+#include "gaincell/hw/technology.h"
 #include "gaincell/tools/cost/technology_cost.h"
 
 namespace gaincell::cost {
@@ -396,6 +397,17 @@ class Refresh : public Component {
   static double refresh_interval_s(const CostContext& ctx) {
     return ctx.hw.leakage.retention_s() * ctx.cost.refresh_margin.value;
   }
+  // Where the hardware's retention time comes from, for the sources.
+  static std::string retention_source(const CostContext& ctx) {
+    const LeakageConfig& l = ctx.hw.leakage;
+    if (!l.enabled) return "leakage disabled: no retention limit";
+    if (l.retention_time_s > 0.0) return "hw leakage.retention_time_s";
+    if (!l.technology.empty()) {
+      const Technology& t = technology(l.technology);
+      return "technology " + t.name + ": " + t.sources.value("retention_time_s", std::string());
+    }
+    return "hw leakage.time_per_token_s / lambda_per_token (spec §1.3: 0.8 us / 1.6e-4 = 5 ms)";
+  }
   // An explicit refresh policy (hw leakage.refresh_interval_tokens = R) rewrites each of the M
   // stored rows every R tokens: M / R row writes (2 D cells each) per token when R < M.
   static double policy_rows_per_token(const CostContext& ctx) {
@@ -430,9 +442,8 @@ class Refresh : public Component {
             {"ops_per_token",
              ctx.hw.leakage.refresh_interval_tokens > 0
                  ? std::string("refresh policy: M / R rows of 2 D cells per token when R < M")
-                 : "0 while window x token interval <= hw retention time x refresh_margin (hw "
-                   "leakage: retention_time_s, its technology's, or time_per_token_s / "
-                   "lambda_per_token; spec §1.3: 5 ms), else 2 D M cells per refresh interval"},
+                 : "0 while window x token interval <= hw retention time x refresh_margin (" +
+                       retention_source(ctx) + "), else 2 D M cells per refresh interval"},
             {"latency_s",
              "retention refresh: assumed interleaved with reads; refresh policy: one Tmax write "
              "pulse per refreshed row (assumption)"},
