@@ -148,13 +148,16 @@ std::string find_mpirun() {
   } while (0)
 
 // The environment of every run: one thread per rank, this process's OpenBLAS kernels (results
-// compared exactly), Open MPI allowed to run as root (CI runs as root) and to put more ranks
-// than cores on this machine.
+// compared exactly), Open MPI allowed to run as root (CI runs as root); mpirun_prefix lets it
+// put more ranks than cores on this machine.
 std::string run_env() {
   const char* own_core = std::getenv("OPENBLAS_CORETYPE");
   const std::string core = own_core != nullptr ? own_core : openblas_get_corename();
   std::string env = "OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=" + shell_quote(core) + " ";
   if (::geteuid() == 0) env += "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
+  // Containers often forbid the cross-process memory copies (CMA, ptrace) of Open MPI's
+  // shared-memory transport: plain copies through the shared segment work everywhere.
+  env += "OMPI_MCA_btl_vader_single_copy_mechanism=none ";
   return env;
 }
 
@@ -418,6 +421,90 @@ TEST_F(MpiTrain, RefusesBadShardsAndMismatchedRanks) {
   const CliResult serial = run_ranks(dir(), 2, "hw --help");
   EXPECT_NE(serial.exit_code, 0);
   EXPECT_NE(serial.err.find("'hw' does not run data-parallel"), std::string::npos) << serial.err;
+}
+
+// The paper's recipe under mpirun: stage A's target statistics and stage B's adaptation sum
+// their per-head sums and sums of squares over the ranks, so the two-rank pipeline records the
+// targets, adapts the scalers and fine-tunes as one process does.
+TEST_F(MpiTrain, PipelineAndAdaptationMatchOneProcess) {
+  REQUIRE_MPI();
+  GPT2Config c;
+  c.n_layer = 1;
+  c.n_head = 2;
+  c.n_embd = 16;
+  c.block_size = 32;
+  c.vocab_size = 257;
+  c.tokenizer = "bytes";
+  GPT2Model softmax(c);
+  softmax.init_random(7);
+  save_model(softmax, dir() / "init");
+  const std::string args = "pipeline --init " + shell_quote((dir() / "init").string()) +
+                           " --data " + shell_quote((dir() / "tok").string()) +
+                           " --steps-a 6 --steps-c 4 --lr-a 1e-2 --lr-c 1e-2 --batch-size 4"
+                           " --seq-len 32 --warmup 2 --eval-interval 3 --eval-tokens 256"
+                           " --adapt-batch 4 --json --out ";
+  const CliResult one = run_single(dir(), args + shell_quote((dir() / "one").string()));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const CliResult two = run_ranks(dir(), 2, args + shell_quote((dir() / "two").string()));
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  const nlohmann::json a = read_json_file(dir() / "one/pipeline.json");
+  const nlohmann::json b = read_json_file(dir() / "two/pipeline.json");
+  for (const char* key : {"ppl_linear", "ppl_nonlinear_unadapted", "ppl_nonlinear_adapted",
+                          "ppl_nonlinear_finetuned"}) {
+    EXPECT_NEAR(a[key].get<double>(), b[key].get<double>(), 1e-4 * a[key].get<double>()) << key;
+  }
+  EXPECT_EQ(a["B"]["adaptation"]["passes"].size(), b["B"]["adaptation"]["passes"].size());
+  // Stage A's recorded targets and stage B's adapted scalers.
+  for (const char* stage : {"A", "B"}) {
+    const auto ma = load_model(dir() / "one" / stage), mb = load_model(dir() / "two" / stage);
+    std::vector<float> sa, sb;
+    for (const ParamInfo& p : ma->params()) {
+      if (p.name.find("_scaler.") == std::string::npos) continue;
+      sa.insert(sa.end(), ma->param_data() + p.offset, ma->param_data() + p.offset + p.numel);
+      sb.insert(sb.end(), mb->param_data() + p.offset, mb->param_data() + p.offset + p.numel);
+    }
+    ASSERT_FALSE(sa.empty()) << stage;
+    expect_close(sa, sb, 1e-5, stage);
+  }
+}
+
+// The sweep recipe (scripts/sweep_mpi.sh): the points split over two ranks by index, then one
+// collecting run writes the reports of an ordinary sweep.
+TEST_F(MpiTrain, SweepRecipeSplitsPointsOverRanks) {
+  REQUIRE_MPI();
+  std::mt19937 rng(7);
+  std::vector<int32_t> tokens(300);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % 101);
+  write_token_file(dir() / "val.bin", tokens);
+  write_file_atomic(dir() / "s.json", std::string(R"({"attention": "gaincell-nonlinear",
+    "base": {"preset": "paper-nonlinear", "window": 64, "array_size": 16},
+    "axes": {"quantization.k.levels": [4, 8], "noise.read_noise_s": [0.0, 0.05]}, "seeds": 1,
+    "evaluation": {"tokens": "val.bin", "limit": 200}, "cost": {"tokens": 64, "batch": 1}})"));
+  const std::string sweep =
+      shell_quote(GAINCELL_CLI_PATH) + " sweep --model " +
+      shell_quote((fs::path(GAINCELL_SOURCE_DIR) / "tests/fixtures/gpt2_tiny").string()) +
+      " --spec " + shell_quote((dir() / "s.json").string());
+  const CliResult full =
+      run_shell(dir(), sweep + " --quiet --out " + shell_quote((dir() / "full").string()));
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  const std::string script =
+      "bash " + shell_quote((fs::path(GAINCELL_SOURCE_DIR) / "scripts/sweep_mpi.sh").string());
+  const std::string out = shell_quote((dir() / "mpi").string());
+  const CliResult ranks = run_shell(dir(), mpirun_prefix(2) + script + " " + out + " " + sweep);
+  ASSERT_EQ(ranks.exit_code, 0) << ranks.err;
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::string part =
+        read_text_file(dir() / "mpi/parts" / ("rank-" + std::to_string(rank) + ".jsonl"));
+    for (int point = 0; point < 4; ++point) {
+      const bool here = part.find("\"point\":" + std::to_string(point) + ",") != std::string::npos;
+      EXPECT_EQ(here, point % 2 == rank) << "point " << point << " on rank " << rank;
+    }
+  }
+  const CliResult collect =
+      run_shell(dir(), script + " --collect " + out + " " + sweep + " --quiet");
+  ASSERT_EQ(collect.exit_code, 0) << collect.err;
+  EXPECT_EQ(nlohmann::json::parse(collect.out)["ran"], 0) << "every point came from the ranks";
+  EXPECT_EQ(read_text_file(dir() / "mpi/summary.csv"), read_text_file(dir() / "full/summary.csv"));
 }
 
 }  // namespace

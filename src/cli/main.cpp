@@ -53,7 +53,7 @@ void configure_and_restart(char** argv) {
 // Subcommands that run data-parallel under mpirun (docs/scale-out.md); the others refuse to
 // start with more than one rank (every rank would do the same work and write the same files).
 bool runs_data_parallel(const std::string& command) {
-  return command == "train";
+  return command == "train" || command == "adapt" || command == "pipeline";
 }
 
 // The error line; under mpirun it names the rank, and the job ends on every rank (a rank that
@@ -117,9 +117,11 @@ int main(int argc, char** argv) {
     if (!gaincell::cli::runs_data_parallel(spec.name)) {
       sub->preparse_callback([name = spec.name](std::size_t) {
         const int ranks = gaincell::world_comm().size();
-        gaincell::require(ranks == 1, "'" + name + "' does not run data-parallel, but mpirun " +
-                                          "started " + std::to_string(ranks) +
-                                          " ranks: run it without mpirun (data-parallel: train)");
+        gaincell::require(
+            ranks == 1,
+            "'" + name + "' does not run data-parallel, but mpirun " + "started " +
+                std::to_string(ranks) +
+                " ranks: run it without mpirun (data-parallel: train, adapt, pipeline)");
       });
     }
   }

@@ -136,6 +136,14 @@ void check_same_run(Comm& comm, const std::string& description) {
                                 "every rank must run the same binary with the same command line");
 }
 
+void share_statistics(Comm& comm, GPT2Model& model) {
+  if (comm.size() == 1) return;
+  for (int l = 0; l < model.config().n_layer; ++l) {
+    model.attention(l).set_statistics_reducer(
+        [&comm](double* values, size_t n) { comm.allreduce_sum(values, n); });
+  }
+}
+
 void broadcast_parameters(Comm& comm, GPT2Model& model) {
   if (comm.size() == 1) return;
   comm.broadcast(model.param_data(), model.num_params() * sizeof(float), 0);

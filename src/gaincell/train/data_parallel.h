@@ -59,6 +59,12 @@ class GradientAllReduce {
 // broadcast, and every rank throws an Error naming the ranks that differ and what differs.
 void check_same_run(Comm& comm, const std::string& description);
 
+// Makes every layer's attention sum its recorded statistics (range scalers: sums, sums of
+// squares, counts) over the ranks (Attention::set_statistics_reducer), so that target recording
+// (stage A) and the adaptation (stage B) see the statistics of the whole global batch. Stays
+// installed for the model's life. No-op with one rank.
+void share_statistics(Comm& comm, GPT2Model& model);
+
 // Copies rank 0's parameters to every rank (one identical starting point however each rank
 // initialised or loaded its model).
 void broadcast_parameters(Comm& comm, GPT2Model& model);

@@ -293,6 +293,7 @@ Trainer::Trainer(GPT2Model& model, const TokenDataset& train, const TokenDataset
     run["val_tokens"] = val_ ? val_->size() : 0;
     check_same_run(comm_, run.dump());
     broadcast_parameters(comm_, model_);
+    share_statistics(comm_, model_);  // target recording sees the whole global batch
   }
 }
 
