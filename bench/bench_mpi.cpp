@@ -79,8 +79,8 @@ int run(int argc, char** argv) {
   model.init_random(7);
 
   // A token file per rank (the same tokens): the trainer's sampler reads a file.
-  const auto path = std::filesystem::temp_directory_path() /
-                    ("bench_mpi_" + std::to_string(::getpid()) + ".bin");
+  const auto path =
+      std::filesystem::temp_directory_path() / ("bench_mpi_" + std::to_string(::getpid()) + ".bin");
   write_token_file(path, random_tokens(size_t{1} << 16, 256, 11));
   const TokenDataset data = TokenDataset::open(path, c.vocab_size);
   std::filesystem::remove(path);

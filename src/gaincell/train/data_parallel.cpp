@@ -33,10 +33,12 @@ std::string rank_list(const std::vector<double>& flags) {
   return list;
 }
 
-// Broadcasts rank 0's `values` and returns, on every rank, which ranks hold other values.
+// Broadcasts rank 0's `values` (into `root`) and returns, on every rank, for each value which
+// ranks hold another one (a flag per rank).
 std::vector<std::vector<double>> ranks_differing_from_root(Comm& comm,
-                                                           const std::vector<uint64_t>& values) {
-  std::vector<uint64_t> root = values;
+                                                           const std::vector<uint64_t>& values,
+                                                           std::vector<uint64_t>& root) {
+  root = values;
   comm.broadcast(root.data(), root.size() * sizeof(uint64_t), 0);
   const size_t n = values.size(), ranks = static_cast<size_t>(comm.size());
   std::vector<double> flags(n * ranks, 0.0);
@@ -116,9 +118,8 @@ void check_same_run(Comm& comm, const std::string& description) {
   if (comm.size() == 1) return;
   const uint64_t binary = file_hash("/proc/self/exe");
   const uint64_t options = fnv1a(description.data(), description.size());
-  std::vector<uint64_t> root = {binary, options};
-  comm.broadcast(root.data(), root.size() * sizeof(uint64_t), 0);
-  const auto differ = ranks_differing_from_root(comm, {binary, options});
+  std::vector<uint64_t> root;
+  const auto differ = ranks_differing_from_root(comm, {binary, options}, root);
   std::string problems;
   if (!rank_list(differ[0]).empty()) {
     problems += "rank(s) " + rank_list(differ[0]) +
@@ -152,7 +153,8 @@ void broadcast_parameters(Comm& comm, GPT2Model& model) {
 void check_replicas_agree(Comm& comm, const GPT2Model& model, const std::string& when) {
   if (comm.size() == 1) return;
   const uint64_t h = fnv1a(model.param_data(), model.num_params() * sizeof(float));
-  const auto differ = ranks_differing_from_root(comm, {h});
+  std::vector<uint64_t> root;
+  const auto differ = ranks_differing_from_root(comm, {h}, root);
   const std::string ranks = rank_list(differ[0]);
   require(ranks.empty(), "data parallel: at " + when + " the parameters of rank(s) " + ranks +
                              " differ from rank 0's (the replicas diverged)");
