@@ -102,8 +102,8 @@ int run(int argc, char** argv) {
   const double seconds = seconds_since(start);
   std::vector<double> times = {seconds, trainer.gradient_sync().comm_seconds() - comm0,
                                trainer.gradient_sync().wait_seconds() - wait0, sgemm, triad};
-  // The slowest rank sets the pace; the others report it too through the max... with sums only:
-  // the mean over ranks (the ranks wait for each other, so their step times agree).
+  // Means over the ranks. The step times agree (the ranks meet in every step's all-reduce);
+  // the communication times differ: a rank that finishes backward first waits for the others.
   comm.allreduce_sum(times.data(), times.size());
   for (double& x : times) x /= comm.size();
   if (!comm.is_root()) return 0;
