@@ -97,9 +97,12 @@ TEST(DataParallel, LauncherSizeComesFromTheEnvironment) {
   ::unsetenv("OMPI_COMM_WORLD_SIZE");
 }
 
-// The backward hook reports every parameter exactly once per backward, as contiguous ranges.
-TEST(DataParallel, GradReadyRangesCoverEveryParameterOnce) {
-  GPT2Config c = GPT2Config::named("tiny");
+// The backward hook reports every parameter exactly once per backward, as contiguous ranges,
+// for GPT-2 (tied head) and the Llama family (untied head after the final norm).
+class GradReadyRanges : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(GradReadyRanges, CoverEveryParameterOnce) {
+  GPT2Config c = GPT2Config::named(GetParam());
   c.n_layer = 2;
   GPT2Model model(c);
   model.init_random(1);
@@ -117,6 +120,8 @@ TEST(DataParallel, GradReadyRangesCoverEveryParameterOnce) {
   EXPECT_EQ(calls, c.n_layer + 2);
   for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], 1) << "parameter float " << i;
 }
+
+INSTANTIATE_TEST_SUITE_P(DataParallel, GradReadyRanges, ::testing::Values("tiny", "llama-tiny"));
 
 // --- Under mpirun -------------------------------------------------------------------------------
 
