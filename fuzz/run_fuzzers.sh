@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined) in build-fuzz/ and runs
-# each for a bounded time on its committed corpus fuzz/corpus/<target>/.
+# Builds the libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined) in build-fuzz/ (or in
+# $GAINCELL_FUZZ_BUILD_DIR: scripts/test.sh passes its sanitizer build, which already holds them)
+# and runs each for a bounded time on its committed corpus fuzz/corpus/<target>/.
 #   bash fuzz/run_fuzzers.sh [--seconds N] [--merge] [--stats DIR] [TARGET...]
 # --seconds N  time per target (default 13: the 13 targets take ~3 minutes in CI)
 # --merge      add the inputs that reached new coverage to fuzz/corpus/<target>/ (libFuzzer -merge)
 # --stats DIR  write DIR/<target>.json: executions, seconds, corpus size, coverage, crashes
-# A crash stops the script with a non-zero status; the input is left in build-fuzz/crashes/. Fix
+# A crash stops the script with a non-zero status; the input is left in <build>/crashes/. Fix
 # the bug, then commit the input as fuzz/corpus/<target>/crash-<name> (tests/test_fuzz_corpus.cpp
 # replays it in every test run).
 set -euo pipefail
@@ -26,24 +27,27 @@ done
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(ls fuzz/corpus)
 fi
-cxx="$(command -v clang++-14 || command -v clang++)"
-CXX="$cxx" cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_FUZZ=ON \
-  -DGAINCELL_NATIVE=OFF >/dev/null
-cmake --build build-fuzz -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
-mkdir -p build-fuzz/crashes build-fuzz/new
+build="${GAINCELL_FUZZ_BUILD_DIR:-build-fuzz}"
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  cxx="$(command -v clang++-14 || command -v clang++)"
+  CXX="$cxx" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_FUZZ=ON \
+    -DGAINCELL_BUILD_TESTS=OFF -DGAINCELL_NATIVE=OFF >/dev/null
+fi
+cmake --build "$build" -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
+mkdir -p "$build/crashes" "$build/new"
 [ -n "$stats" ] && mkdir -p "$stats"
 # The GPT-2 tokenizer target needs the vocabulary (scripts/setup.sh puts it in data/).
 export GAINCELL_DATA="${GAINCELL_DATA:-$root/data}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for t in "${targets[@]}"; do
-  new="build-fuzz/new/$t"
+  new="$build/new/$t"
   rm -rf "$new" && mkdir -p "$new"
-  log="build-fuzz/$t.log"
+  log="$build/$t.log"
   start=$(date +%s.%N)
   status=0
   # New inputs go to $new (the committed corpus is read-only here); -timeout: a hang is a crash.
-  "build-fuzz/fuzz_$t" "$new" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=10 \
-    -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="build-fuzz/crashes/$t-" \
+  "$build/fuzz_$t" "$new" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=10 \
+    -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="$build/crashes/$t-" \
     -print_final_stats=1 >"$log" 2>&1 || status=$?
   end=$(date +%s.%N)
   runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)
@@ -59,10 +63,10 @@ for t in "${targets[@]}"; do
   fi
   if [ "$status" -ne 0 ]; then
     tail -40 "$log" >&2
-    echo "fuzz: target $t failed; the input is in build-fuzz/crashes/" >&2
+    echo "fuzz: target $t failed; the input is in $build/crashes/" >&2
     exit 1
   fi
   if [ "$merge" = 1 ] && [ "$found" -gt 0 ]; then
-    "build-fuzz/fuzz_$t" -merge=1 "fuzz/corpus/$t" "$new" >/dev/null 2>&1
+    "$build/fuzz_$t" -merge=1 "fuzz/corpus/$t" "$new" >/dev/null 2>&1
   fi
 done
