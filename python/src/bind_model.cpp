@@ -12,6 +12,7 @@
 #include "bindings.h"
 #include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/gpt2.h"
 #include "gaincell/model/sampling.h"
@@ -124,6 +125,21 @@ class Model {
       grads[py::str(p.name)] = a;
     }
     return py::make_tuple(loss, grads);
+  }
+
+  // save_model, plus the tokenizer files of the directory the model came from, so that the saved
+  // model tokenizes as this one (what `gaincell train --init` and `adapt` do).
+  void save(const std::string& dir) {
+    save_model(*model_, dir);
+    if (dir_.empty()) return;
+    std::error_code ec;
+    if (std::filesystem::equivalent(dir_, dir, ec)) return;
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+      const auto from = std::filesystem::path(dir_) / name;
+      if (std::filesystem::is_regular_file(from, ec)) {
+        write_file_atomic(std::filesystem::path(dir) / name, read_text_file(from));
+      }
+    }
   }
 
   // The parameters as NumPy views of the model's own storage (writes change the model).
@@ -295,9 +311,9 @@ new one from a config dict (config.json keys) or a name ("gpt2", "tiny"), random
       .def_property_readonly("hw", [](const Model& s) { return s.config().hw; })
       .def_property_readonly("vocab_size", [](const Model& s) { return s.config().vocab_size; })
       .def_property_readonly("block_size", [](const Model& s) { return s.config().block_size; })
-      .def(
-          "save", [](Model& s, const std::string& dir) { save_model(s.gpt(), dir); },
-          py::arg("path"), "Writes a model directory (config.json, model.safetensors).")
+      .def("save", &Model::save, py::arg("path"),
+           "Writes a model directory (config.json, model.safetensors; the tokenizer.json and "
+           "tokenizer_config.json of the directory it was loaded from, as the CLI copies them).")
       .def(
           "encode", [](Model& s, const std::string& text) { return s.tokenizer().encode(text); },
           py::arg("text"))

@@ -193,8 +193,10 @@ void setup_train(CLI::App& app) {
                  "token directory (train.bin, val.bin) from gaincell prepare");
   app.add_option("--out", o->out_dir,
                  "checkpoint directory (a model directory plus training state)");
-  app.add_option("--config", o->config,
-                 "new model: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a config.json file")
+  app.add_option(
+         "--config", o->config,
+         "new model: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, llama-tiny, smollm-135m, or a "
+         "config.json file (the vocabulary follows the token directory's tokenizer)")
       ->capture_default_str();
   app.add_option("--n-layer", o->n_layer, "override the config's n_layer");
   app.add_option("--n-head", o->n_head, "override the config's n_head");

@@ -166,6 +166,9 @@ def test_model_directory_tokenizer_json_is_used(llama_tokenizer_model_dir, tmp_p
     assert max(cli["ids"]) > 256  # not bytes, and (ids < 32000) not GPT-2's 50257
     assert m.decode(cli["ids"]) == LLAMA_TEXT
     assert m.end_of_text == 2  # Llama 2's </s>
+    # save() carries the tokenizer files along, as the CLI's train --init and adapt do.
+    m.save(str(tmp_path / "saved"))
+    assert gaincell.Model.load(str(tmp_path / "saved")).encode(LLAMA_TEXT) == cli["ids"]
     # Scoring and generation tokenize as the CLI does (BOS first for Llama 2).
     text_file = tmp_path / "text.txt"
     text_file.write_text(LLAMA_TEXT)
