@@ -11,6 +11,7 @@
 #include "cli/command.h"
 #include "cli/model_options.h"
 #include "cli/tokenizer_options.h"
+#include "gaincell/core/comm.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
@@ -68,17 +69,59 @@ std::optional<TokenDataset> open_val(const fs::path& data_dir, int32_t vocab) {
   return TokenDataset::open(path, vocab);
 }
 
+bool token_dir_is_hf(const fs::path& data_dir) {
+  return token_dir_tokenizer(data_dir).starts_with("hf:");
+}
+
+// A new model takes the tokenizer of its token directory: a byte-level corpus needs a vocabulary
+// of 257, and a directory prepared with a Hugging Face tokenizer.json (which prepare copies into
+// it) the vocabulary of that file, whatever the named configuration says.
+void adopt_token_dir_tokenizer(const fs::path& data_dir, GPT2Config& config) {
+  const std::string name = token_dir_tokenizer(data_dir);
+  if (name == Tokenizer::kBytes && config.tokenizer != Tokenizer::kBytes) {
+    config.tokenizer = Tokenizer::kBytes;
+    config.vocab_size = Tokenizer::bytes().vocab_size();
+    std::cerr << "gaincell: byte-level token directory: vocabulary of " << config.vocab_size
+              << " (256 bytes and <|endoftext|>)\n";
+    return;
+  }
+  if (!name.starts_with("hf:")) return;
+  const fs::path file = data_dir / "tokenizer.json";
+  std::error_code ec;
+  require(fs::is_regular_file(file, ec),
+          "token directory '" + data_dir.string() + "' was made with a Hugging Face tokenizer (" +
+              name +
+              ") but holds no tokenizer.json (prepare copies it there; rerun prepare, "
+              "or start from --init MODEL_DIR)");
+  const Tokenizer tok = Tokenizer::load_hf(file);
+  require(name == tok.name(), "'" + file.string() + "' is not the tokenizer the token files were " +
+                                  "made with (meta.json says " + name + ", the file is " +
+                                  tok.name() + ")");
+  if (config.vocab_size != tok.vocab_size()) {
+    std::cerr << "gaincell: vocabulary of " << tok.vocab_size() << " from " << file.string()
+              << " (the configuration said " << config.vocab_size << ")\n";
+  }
+  config.vocab_size = tok.vocab_size();
+  config.validate();
+}
+
 void run_train(TrainCliOptions o) {
   std::unique_ptr<GPT2Model> model;
   TrainOptions options = o.train;
   const bool resuming = !o.resume_dir.empty();
+  // Under mpirun (data parallel, docs/scale-out.md) rank 0 alone locks, writes and talks; the
+  // other ranks read the same inputs.
+  const bool root = world_comm().is_root();
   // One process per output directory: a second one gets a clear error, not interleaved files.
   DirectoryLock lock;
+  auto acquire = [root](const std::string& dir, const std::string& what) {
+    return root ? DirectoryLock::acquire(dir, what) : DirectoryLock();
+  };
   if (resuming) {
     std::error_code ec;
     require(fs::is_directory(o.resume_dir, ec),
             "--resume '" + o.resume_dir + "' is not a training output directory");
-    lock = DirectoryLock::acquire(o.resume_dir, "--resume");
+    lock = acquire(o.resume_dir, "--resume");
     require(o.init_dir.empty(), "--resume and --init exclude each other");
     require(o.model.attention.empty() && o.model.window < 0 && o.model.hw.empty(),
             "--attention, --window and --hw cannot change on --resume (the checkpoint fixes them)");
@@ -87,14 +130,16 @@ void run_train(TrainCliOptions o) {
     options.out_dir = o.resume_dir;
     if (!o.data_dir.empty()) options.data_dir = o.data_dir;
     LoadModelOptions load;
-    load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
+    load.log = [root](const std::string& line) {
+      if (root) std::cerr << "gaincell: " << line << "\n";
+    };
     // The same checkpoint directory as trainer.resume() below (weights and optimizer state).
     model = load_model(Trainer::checkpoint_to_resume(o.resume_dir), load);
   } else {
     require(!o.data_dir.empty(),
             "--data DIR is required (train.bin, val.bin from gaincell prepare)");
     require(!o.out_dir.empty(), "--out DIR is required");
-    lock = DirectoryLock::acquire(o.out_dir, "--out");
+    lock = acquire(o.out_dir, "--out");
     options.out_dir = o.out_dir;
     options.data_dir = o.data_dir;
     if (!o.init_dir.empty()) {
@@ -102,23 +147,13 @@ void run_train(TrainCliOptions o) {
       load.overrides = o.model.overrides();
       load.layout = o.model.layout();
       load.allow_nonfinite = o.model.allow_nonfinite;
-      load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
+      load.log = [root](const std::string& line) {
+        if (root) std::cerr << "gaincell: " << line << "\n";
+      };
       model = load_model(o.init_dir, load);
     } else {
       GPT2Config config = config_from_cli(o);
-      require(!token_dir_tokenizer(options.data_dir).starts_with("hf:"),
-              "token directory '" + options.data_dir.string() +
-                  "' was made with a Hugging Face tokenizer.json, which a new model cannot take: "
-                  "start from --init MODEL_DIR (the model directory holding that tokenizer)");
-      // A new model takes the tokenizer of its token directory (a byte-level corpus needs a
-      // vocabulary of 257, whatever the named configuration says).
-      if (token_dir_tokenizer(options.data_dir) == Tokenizer::kBytes &&
-          config.tokenizer != Tokenizer::kBytes) {
-        config.tokenizer = Tokenizer::kBytes;
-        config.vocab_size = Tokenizer::bytes().vocab_size();
-        std::cerr << "gaincell: byte-level token directory: vocabulary of " << config.vocab_size
-                  << " (256 bytes and <|endoftext|>)\n";
-      }
+      adopt_token_dir_tokenizer(options.data_dir, config);
       model = std::make_unique<GPT2Model>(config);
       model->init_random(options.seed);
     }
@@ -131,25 +166,36 @@ void run_train(TrainCliOptions o) {
   }
   require(!options.data_dir.empty(),
           "the checkpoint does not record its data directory; give --data");
-  // The directory the model comes from decides its tokenizer (its tokenizer.json, if any).
-  const std::filesystem::path source_dir = resuming ? o.resume_dir : o.init_dir;
+  // The directory the model comes from decides its tokenizer (its tokenizer.json, if any); a new
+  // model takes the one its token directory carries.
+  const std::filesystem::path source_dir = resuming              ? fs::path(o.resume_dir)
+                                           : !o.init_dir.empty() ? fs::path(o.init_dir)
+                                           : token_dir_is_hf(options.data_dir) ? options.data_dir
+                                                                               : fs::path();
   check_token_dir_tokenizer(options.data_dir,
                             Tokenizer::name_for_model(source_dir, model->config().tokenizer));
-  if (!resuming) copy_tokenizer_files(source_dir, options.out_dir);
+  if (!resuming && root) copy_tokenizer_files(source_dir, options.out_dir);
   const int32_t vocab = model->config().vocab_size;
   const TokenDataset train = TokenDataset::open(options.data_dir / "train.bin", vocab);
   const std::optional<TokenDataset> val = open_val(options.data_dir, vocab);
   Trainer trainer(*model, train, val ? &*val : nullptr, options);
   if (resuming) {
     trainer.resume(o.resume_dir);
-    std::cerr << "gaincell: resumed " << o.resume_dir << " at step " << trainer.step() << "\n";
+    if (root)
+      std::cerr << "gaincell: resumed " << o.resume_dir << " at step " << trainer.step() << "\n";
   }
-  std::cerr << "gaincell: training " << model->num_params() << " parameters ("
-            << model->config().n_layer << " layers, " << model->config().n_embd
-            << " dims, attention " << model->config().attention << ") on " << train.size()
-            << " tokens for " << options.steps << " steps\n";
+  if (world_comm().size() > 1 && root) {
+    std::cerr << "gaincell: data parallel over " << world_comm().size() << " ranks, "
+              << options.batch_size / world_comm().size() << " of " << options.batch_size
+              << " sequences per rank\n";
+  }
+  if (root)
+    std::cerr << "gaincell: training " << model->num_params() << " parameters ("
+              << model->config().n_layer << " layers, " << model->config().n_embd
+              << " dims, attention " << model->config().attention << ") on " << train.size()
+              << " tokens for " << options.steps << " steps\n";
   const TrainResult r = trainer.run();
-  if (o.json) {
+  if (o.json && root) {
     nlohmann::json j = r.to_json();
     j["out"] = options.out_dir.string();
     j["params"] = model->num_params();
@@ -165,8 +211,10 @@ void setup_train(CLI::App& app) {
                  "token directory (train.bin, val.bin) from gaincell prepare");
   app.add_option("--out", o->out_dir,
                  "checkpoint directory (a model directory plus training state)");
-  app.add_option("--config", o->config,
-                 "new model: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a config.json file")
+  app.add_option(
+         "--config", o->config,
+         "new model: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, llama-tiny, smollm-135m, or a "
+         "config.json file (the vocabulary follows the token directory's tokenizer)")
       ->capture_default_str();
   app.add_option("--n-layer", o->n_layer, "override the config's n_layer");
   app.add_option("--n-head", o->n_head, "override the config's n_head");
