@@ -2,7 +2,7 @@
 // many times, and resumed each time. After every kill the output directory holds only complete,
 // loadable checkpoints; the final model, optimizer state and loss history are bit-identical to an
 // uninterrupted run. Labelled slow (the sanitizer pass skips it): it starts ~20 processes.
-// ctest-labels: slow
+// ctest-labels: release-only (slow: the sanitizer pass skips it)
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
