@@ -120,10 +120,12 @@ std::unique_ptr<Comm>& world_slot() {
   return comm;
 }
 
+#ifdef GAINCELL_HAVE_MPI
 bool& mpi_joined() {
   static bool joined = false;
   return joined;
 }
+#endif
 
 }  // namespace
 
