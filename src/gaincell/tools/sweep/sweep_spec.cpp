@@ -1,5 +1,6 @@
 #include "gaincell/tools/sweep/sweep_spec.h"
 
+#include <algorithm>
 #include <set>
 
 #include "gaincell/core/error.h"
@@ -214,6 +215,15 @@ std::vector<SweepPoint> SweepSpec::points() const {
   const json base_json = base_config.to_json();
   std::vector<std::vector<std::pair<std::string, json>>> combos;
   if (mode == "grid") {
+    // The product is checked before it is built: a few long axes would otherwise exhaust memory
+    // (and no machine runs that many points).
+    double count = 1;
+    for (const Axis& axis : axes) count *= static_cast<double>(axis.values.size());
+    if (count > kMaxSweepPoints)
+      throw Error("sweep file: the grid has " +
+                  std::to_string(static_cast<unsigned long long>(std::min(count, 1e18))) +
+                  " points, more than " + std::to_string(kMaxSweepPoints) +
+                  "; use fewer or shorter axes (or a list of points)");
     combos.emplace_back();
     for (const Axis& axis : axes) {
       std::vector<std::vector<std::pair<std::string, json>>> next;
@@ -355,6 +365,8 @@ SweepSpec SweepSpec::parse(const std::string& text, const fs::path& dir) {
     s.mode = "list";
     if (!points->is_array() || points->empty())
       SpecReader::fail("points", "must be a non-empty array of {\"field.path\": value} objects");
+    if (points->size() > static_cast<size_t>(kMaxSweepPoints))
+      SpecReader::fail("points", "holds more than " + std::to_string(kMaxSweepPoints) + " points");
     for (size_t i = 0; i < points->size(); ++i) {
       const auto& p = (*points)[i];
       if (!p.is_object())
