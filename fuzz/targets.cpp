@@ -204,15 +204,28 @@ void fuzz_sweep_file(const uint8_t* data, size_t size) {
   });
 }
 
-// A per-process scratch directory: the evaluation and tokenizer readers take file paths.
+// A per-process scratch directory, removed at exit: the evaluation and tokenizer readers take
+// file paths.
+class ScratchDir {
+ public:
+  ScratchDir()
+      : path_(fs::temp_directory_path() / ("gaincell_fuzz_" + std::to_string(::getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
 const fs::path& scratch_dir() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("gaincell_fuzz_" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
+  static const ScratchDir dir;
+  return dir.path();
 }
 
 // Writes `text` up to the first NUL byte to `main`, and what follows it (if any) to `side`
