@@ -3,9 +3,10 @@
 # bounded time on its committed corpus fuzz/corpus/<target>/.
 #   bash fuzz/run_fuzzers.sh [--build-dir DIR] [--no-build] [--seconds N] [--merge] [--stats DIR]
 #                            [--build-only] [TARGET...]
-# --build-dir DIR  the build directory (default: $GAINCELL_FUZZ_BUILD, else build-fuzz). A directory
-#                  already configured (any clang build with -DGAINCELL_FUZZ=ON, e.g. a shared
-#                  sanitizer build) is used as it is; otherwise it is configured here.
+# --build-dir DIR  the build directory (default: $GAINCELL_FUZZ_BUILD_DIR, else build-fuzz). A
+#                  directory already configured with -DGAINCELL_FUZZ=ON (scripts/test.sh passes
+#                  its clang sanitizer build, which already holds the targets) is used as it is;
+#                  otherwise it is configured here.
 # --no-build       run the fuzz_<target> executables already in the build directory
 # --build-only     build them and stop
 # --seconds N      time per target (default 13: the 17 targets take ~4 minutes in CI)
@@ -22,7 +23,7 @@ cd "$root"
 seconds=13
 merge=0
 stats=""
-build="${GAINCELL_FUZZ_BUILD:-build-fuzz}"
+build="${GAINCELL_FUZZ_BUILD_DIR:-build-fuzz}"
 do_build=1
 build_only=0
 targets=()
@@ -44,7 +45,7 @@ if [ "$do_build" = 1 ]; then
   if ! grep -qs '^GAINCELL_FUZZ:BOOL=ON' "$build/CMakeCache.txt"; then
     cxx="$(command -v clang++-14 || command -v clang++)"
     CXX="$cxx" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_FUZZ=ON \
-      -DGAINCELL_NATIVE=OFF >/dev/null
+      -DGAINCELL_BUILD_TESTS=OFF -DGAINCELL_NATIVE=OFF >/dev/null
   fi
   cmake --build "$build" -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
 fi

@@ -2,7 +2,7 @@
 // perplexity baselines: per model, attention variant and task, the metric values of a short run
 // (--limit) on a small committed model, compared with a relative tolerance. A change that moves a
 // number must update the file on purpose:
-//   GAINCELL_UPDATE_BASELINES=1 ./build/test_eval_baselines
+//   GAINCELL_UPDATE_BASELINES=1 ./build/gaincell_tests --gtest_filter=EvalBaselines.*
 // rewrites the values from the current build (commit the diff with the reason).
 #include <gtest/gtest.h>
 

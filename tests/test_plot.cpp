@@ -3,7 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <regex>
+#include <string>
+#include <vector>
 
 #include "gaincell/core/error.h"
 #include "gaincell/tools/plot/plot.h"
@@ -110,11 +111,19 @@ TEST(PlotBars, LogAxisBarHeightsFollowDecades) {
   const std::string svg =
       bar_chart_svg("t", Axis{"Latency", "s", Scale::kLog},
                     {{"a", 1e-9, "red"}, {"b", 1e-8, "red"}, {"c", 1e-6, "red"}});
-  std::regex rect(R"(<rect x="[^"]+" y="[^"]+" width="[^"]+" height="([^"]+)\")");
+  // The heights of the filled <rect> elements placed by x (the bars), in document order.
   std::vector<double> h;
-  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), rect); it != std::sregex_iterator();
-       ++it)
-    h.push_back(std::stod((*it)[1]));
+  const std::string rect_start = "<rect x=\"", height_key = "height=\"";
+  for (std::size_t at = svg.find(rect_start); at != std::string::npos;
+       at = svg.find(rect_start, at + 1)) {
+    const std::size_t end = svg.find('>', at);
+    const std::size_t height_at = svg.find(height_key, at);
+    const std::string element = svg.substr(at, end - at);
+    if (height_at == std::string::npos || height_at > end ||
+        element.find("fill=\"none\"") != std::string::npos)
+      continue;
+    h.push_back(std::stod(svg.substr(height_at + height_key.size())));
+  }
   ASSERT_EQ(h.size(), 3u);
   EXPECT_GT(h[0], 0.0);  // the smallest bar is visible
   EXPECT_NEAR((h[2] - h[1]) / (h[1] - h[0]), 2.0, 1e-6);
