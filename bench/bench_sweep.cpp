@@ -3,10 +3,14 @@
 // point's model from the loaded weights, the cost model, the JSON line) must stay under 5%.
 // Prints one JSON object with the machine limits (sgemm, triad) measured in the same run.
 //
-//   bench_sweep [--model DIR] [--tokens N] [--reps N]
+//   bench_sweep [--model DIR] [--tokens N] [--reps N] [--eval perplexity|tasks] [--docs N]
+//               [--weights f32|bf16|q8]
 //
 // Without --model it uses a random model of the demo's shape (4 layers, 2 heads of 64, context
 // 128, byte vocabulary) with the gain-cell nonlinear attention, written to a temporary directory.
+// --eval tasks scores synthetic ARC-Easy and LAMBADA files of --docs documents each (written in
+// their published formats) through the sweep's tasks evaluation instead of validation perplexity.
+// --weights packs each point's digital weights (the packing is part of the overhead).
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 
 #include "bench_common.h"
@@ -28,10 +33,37 @@ using gaincell::bench::measure_sgemm_gflops;
 using gaincell::bench::measure_triad_gbps;
 using nlohmann::json;
 
+// Synthetic ARC-Easy (4 choices) and LAMBADA rows of random lower-case words, in the Hugging
+// Face formats the task readers take (tools/eval/task.h).
+void write_task_files(const fs::path& dir, int docs) {
+  std::mt19937 rng(3);
+  auto words = [&](int n) {
+    std::string s;
+    for (int w = 0; w < n; ++w) {
+      s += w ? " " : "";
+      for (int c = 0, len = 2 + static_cast<int>(rng() % 6); c < len; ++c)
+        s += static_cast<char>('a' + rng() % 26);
+    }
+    return s;
+  };
+  std::string arc, lambada;
+  for (int d = 0; d < docs; ++d) {
+    json choices = {{"text", json::array()}, {"label", {"A", "B", "C", "D"}}};
+    for (int k = 0; k < 4; ++k) choices["text"].push_back(words(3));
+    arc +=
+        json{{"question", words(12) + "?"}, {"choices", choices}, {"answerKey", "B"}}.dump() + "\n";
+    lambada += json{{"text", words(40)}}.dump() + "\n";
+  }
+  gaincell::write_file_atomic(dir / "arc_easy_test.jsonl", arc);
+  gaincell::write_file_atomic(dir / "lambada_openai_test.jsonl", lambada);
+}
+
 int main(int argc, char** argv) {
   std::string model_dir;
   int64_t tokens = 16384;
   int reps = 3;
+  std::string eval_type = "perplexity", weights = "f32";
+  int docs = 200;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc)
@@ -40,8 +72,16 @@ int main(int argc, char** argv) {
       tokens = std::stoll(argv[++i]);
     else if (a == "--reps" && i + 1 < argc)
       reps = std::stoi(argv[++i]);
+    else if (a == "--eval" && i + 1 < argc)
+      eval_type = argv[++i];
+    else if (a == "--docs" && i + 1 < argc)
+      docs = std::stoi(argv[++i]);
+    else if (a == "--weights" && i + 1 < argc)
+      weights = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_sweep [--model DIR] [--tokens N] [--reps N]\n");
+      std::fprintf(stderr,
+                   "usage: bench_sweep [--model DIR] [--tokens N] [--reps N] "
+                   "[--eval perplexity|tasks] [--docs N] [--weights f32|bf16|q8]\n");
       return 2;
     }
   }
@@ -64,15 +104,24 @@ int main(int argc, char** argv) {
   } else {
     vocab = gaincell::read_model_config(model_dir).vocab_size;
   }
-  gaincell::write_token_file(dir / "val.bin", gaincell::bench::random_tokens(tokens, vocab, 5));
-  const std::string spec_text = R"({"attention": "gaincell-nonlinear",
-      "axes": {"quantization.k.levels": [8]}, "evaluation": {"tokens": ")" +
-                                (dir / "val.bin").string() + R"("}})";
+  std::string evaluation;
+  if (eval_type == "tasks") {
+    write_task_files(dir, docs);
+    evaluation = R"({"type": "tasks", "tasks": ["arc_easy", "lambada_openai"], "data_dir": ")" +
+                 dir.string() + R"("})";
+  } else {
+    gaincell::write_token_file(dir / "val.bin", gaincell::bench::random_tokens(tokens, vocab, 5));
+    evaluation = R"({"tokens": ")" + (dir / "val.bin").string() + R"("})";
+  }
+  const std::string spec_text = R"({"attention": "gaincell-nonlinear", "weights": ")" + weights +
+                                R"(", "axes": {"quantization.k.levels": [8]}, "evaluation": )" +
+                                evaluation + "}";
   const auto spec = gaincell::sweep::SweepSpec::parse(spec_text, dir);
   auto ctx = gaincell::sweep::open_sweep(spec, model_dir);
 
-  // The evaluation alone, on a model built once.
+  // The evaluation alone, on a model built (and packed) once.
   auto model = gaincell::sweep::model_with_hw(*ctx, ctx->points[0].hw);
+  model->set_weight_format(ctx->weights);
   const double eval_s = best_time(reps, [&] { ctx->evaluator->evaluate(*model); });
   // A whole point: model from the loaded weights, evaluation, cost model, result line.
   const double point_s = best_time(reps, [&] { gaincell::sweep::run_point(*ctx, 0).dump(); });
@@ -86,7 +135,8 @@ int main(int argc, char** argv) {
       {"benchmark", "sweep per-point overhead"},
       {"model", model_dir},
       {"params", ctx->prototype->num_params()},
-      {"eval_tokens", tokens},
+      {"evaluation", ctx->evaluator->describe()},
+      {"weights", weights},
       {"evaluation_s", eval_s},
       {"point_s", point_s},
       {"overhead_fraction", (point_s - eval_s) / eval_s},

@@ -235,6 +235,35 @@ TEST(Eval, LibraryEntryPointReadsFilesAndEvaluatesInOrder) {
   EXPECT_EQ(results[0].metric("acc_norm"), nullptr);  // WinoGrande reports acc only
 }
 
+// The sweep's path: requests encoded once, scored on several models, equal to evaluating each
+// model from the documents (every request, bit for bit).
+TEST(Eval, TaskEvaluatorEncodesOnceAndScoresAnyModelAsEvaluateTaskDoes) {
+  GAINCELL_REQUIRE_VOCAB();
+  const Tokenizer& tok = *test_util::shared_tokenizer();
+  const std::vector<TaskFile> files = {{"piqa", kFixtures / "piqa_validation.jsonl"},
+                                       {"wikitext", kFixtures / "wikitext_test.jsonl"}};
+  auto softmax = load();
+  const TaskEvaluator evaluator(tok, files, 2, softmax->config().block_size);
+  ASSERT_EQ(evaluator.tasks().size(), 2u);
+  EvalOptions options;
+  options.bootstrap_iters = 0;
+  auto nonlinear = load("gaincell-nonlinear");
+  for (GPT2Model* model : {softmax.get(), nonlinear.get(), softmax.get()}) {
+    const auto results = evaluator.evaluate(*model, options);
+    ASSERT_EQ(results.size(), 2u);
+    for (size_t t = 0; t < files.size(); t++) {
+      const TaskResult direct =
+          evaluate_task(*model, tok, files[t].task,
+                        load_task_docs(task_info(files[t].task), files[t].file, 2), options);
+      expect_same_requests(results[t], direct, 0.0, files[t].task);
+      ASSERT_EQ(results[t].metrics.size(), direct.metrics.size());
+      for (size_t m = 0; m < direct.metrics.size(); m++)
+        EXPECT_EQ(results[t].metrics[m].value, direct.metrics[m].value) << direct.metrics[m].name;
+    }
+  }
+  EXPECT_THROW(TaskEvaluator(tok, files, 0, 64), Error);  // --limit 0
+}
+
 // ---------------------------------------------------------------------------------------------
 // CLI
 

@@ -213,6 +213,43 @@ TEST(EvalRules, HellaswagPreprocessAndCapitalize) {
   EXPECT_EQ(hellaswag_preprocess("a [b\n c] d  e   f"), "a [b\n c] d e  f");  // "." stops at \n
   EXPECT_EQ(python_capitalize("\xC3\x89LAN SHE said"), "\xC3\x89lan she said");
   EXPECT_EQ(python_capitalize("\xC3\x9F x"), "Ss x");
+}
+
+// Expected values from CPython 3.11's str.capitalize() (title case of the first code point, full
+// lower case of the rest, final sigma), written out by hand as UTF-8.
+TEST(EvalRules, CapitalizeIsUnicodeCorrectForEveryScript) {
+  struct Case {
+    const char* in;
+    const char* out;
+  };
+  const Case cases[] = {
+      {"", ""},
+      {"123 ABC", "123 abc"},
+      {"'hello", "'hello"},  // the first character, not the first letter
+      {"\xFF"
+       "ABC \xC3",
+       "\xFF"
+       "abc \xC3"},  // malformed bytes (surrogateescape) are kept
+      {"\xC7\x86"
+       "emal",
+       "\xC7\x85"
+       "emal"},                          // dž -> Dž (title case, not DŽ)
+      {"\xC7\xB3Z", "\xC7\xB2z"},        // dz -> Dz
+      {"\xEF\xAC\x81x ABC", "Fix abc"},  // the fi ligature -> "Fi"
+      {"\xC3\xBF"
+       "ES",
+       "\xC5\xB8"
+       "es"},                                  // ÿ -> Ÿ (outside Latin-1)
+      {"\xC7\xB0x", "J\xCC\x8Cx"},             // ǰ -> J + combining caron
+      {"\xC5\x89", "\xCA\xBCN"},               // ŉ -> ʼN
+      {"\xC4\xB0STANBUL", "\xC4\xB0stanbul"},  // İ stays; the rest lower case
+      {"a\xC4\xB0", "Ai\xCC\x87"},             // İ lower case: i + combining dot
+      // ΣΑΣ ΟΔΟΣ -> Σας οδος: a word-final capital sigma lowers to ς.
+      {"\xCE\xA3\xCE\x91\xCE\xA3 \xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3",
+       "\xCE\xA3\xCE\xB1\xCF\x82 \xCE\xBF\xCE\xB4\xCE\xBF\xCF\x82"},
+      {"\xD0\xBF\xD0\xA0\xD0\x98", "\xD0\x9F\xD1\x80\xD0\xB8"},  // пРИ -> При (Cyrillic)
+  };
+  for (const Case& c : cases) EXPECT_EQ(python_capitalize(c.in), c.out) << c.in;
   const auto docs =
       load_task_docs(task_info("hellaswag"), kFixtures / "hellaswag_validation.jsonl");
   ASSERT_EQ(docs.size(), 3u);

@@ -19,6 +19,7 @@
 #include "gaincell/tools/sweep/sweep_spec.h"
 #include "gaincell/train/perplexity.h"
 #include "test_cli_util.h"
+#include "test_tokenizer_util.h"
 
 namespace gaincell::sweep {
 namespace {
@@ -118,6 +119,20 @@ TEST_F(SweepTest, InvalidFilesFailBeforeAnyWorkWithTheFieldNamed) {
   EXPECT_NE(message(R"({"axes": {"array_size": [64]}, "seeds": 0})").find("seeds"),
             std::string::npos);
   EXPECT_NE(message("{").find("not valid JSON"), std::string::npos);
+  // The tasks evaluation: known task names, no perplexity-only keys, a known weight format.
+  EXPECT_NE(message(R"({"axes": {"array_size": [64]},
+                        "evaluation": {"type": "tasks", "tasks": ["mmlu"]}})")
+                .find("unknown task 'mmlu'"),
+            std::string::npos);
+  EXPECT_NE(message(R"({"axes": {"array_size": [64]},
+                        "evaluation": {"type": "tasks", "tasks": ["piqa"], "tokens": "v.bin"}})")
+                .find("evaluation.tokens"),
+            std::string::npos);
+  EXPECT_NE(message(R"({"axes": {"array_size": [64]}, "evaluation": {"type": "tasks"}})")
+                .find("evaluation.tasks"),
+            std::string::npos);
+  EXPECT_NE(message(R"({"axes": {"array_size": [64]}, "weights": "q4"})").find("'weights'"),
+            std::string::npos);
 }
 
 TEST(SweepFieldPath, SetsNestedFieldsAndArrayElements) {
@@ -274,6 +289,126 @@ TEST_F(SweepTest, ModelAndCellMismatchesAreErrorsBeforeAnyPointRuns) {
                                    "axes": {"array_size": [64]}})"),
                           kTinyModel),
                Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tasks evaluation (the evaluation harness's library API) and --weights
+
+const fs::path kEvalModel = fs::path(GAINCELL_SOURCE_DIR) / "tests/fixtures/eval_tiny";
+const fs::path kEvalData = fs::path(GAINCELL_SOURCE_DIR) / "tests/fixtures/eval";
+
+// Every metric `gaincell eval --json` reports for every task equals the sweep line's value of
+// that (task, metric), bit for bit (JSON keeps every bit of a double).
+void expect_metrics_equal_eval(const json& line, const json& eval_report, int expected_metrics) {
+  int compared = 0;
+  for (const auto& [task, values] : eval_report["results"].items()) {
+    for (const auto& [metric, value] : values.items()) {
+      if (!value.is_number_float() || metric.find("_stderr") != std::string::npos ||
+          metric == "seconds")
+        continue;
+      const std::string name = task + "." + metric;
+      ASSERT_TRUE(line["metrics"].contains(name)) << name << "\n" << line.dump();
+      EXPECT_EQ(line["metrics"][name]["mean"].get<double>(), value.get<double>()) << name;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, expected_metrics);
+}
+
+class SweepTasksTest : public SweepTest {
+ protected:
+  // A bits sweep around the paper's design (point 1 is the paper-nonlinear preset itself) and a
+  // point with device variation, evaluated on four task types, 2 documents each.
+  void write_spec(const std::string& extra = "") {
+    write_file_atomic(dir_ / "s.json", R"({"attention": "gaincell-nonlinear",
+      "base": "paper-nonlinear",
+      "points": [{"quantization.k.levels": 4}, {"quantization.k.levels": 8},
+                 {"noise.gain_variation": 0.2, "noise.seed": 5}],
+      "evaluation": {"type": "tasks", "limit": 2, "data_dir": ")" +
+                                           kEvalData.string() + R"(",
+        "tasks": ["arc_easy", "winogrande", "lambada_openai", "wikitext=)" +
+                                           (kEvalData / "wikitext_test.jsonl").string() + R"("]})" +
+                                           extra + "}");
+  }
+  json sweep_point(int k, const std::string& args = "") {
+    const auto r = cli_test::run_cli(dir_, "sweep --quiet --model " + kEvalModel.string() +
+                                               " --spec " + (dir_ / "s.json").string() +
+                                               " --point " + std::to_string(k) + args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out);
+  }
+  json direct_eval(const std::string& hw, const std::string& args = "") {
+    const auto r = cli_test::run_cli(
+        dir_, "eval --quiet --json --bootstrap-iters 0 --model " + kEvalModel.string() +
+                  " --attention gaincell-nonlinear --hw " + hw +
+                  " --tasks arc_easy,winogrande,lambada_openai,wikitext --data-dir " +
+                  kEvalData.string() + " --limit 2" + args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out);
+  }
+};
+
+// Issue 13's acceptance: the paper's design as one point of a (tasks) sweep equals a direct
+// `gaincell eval` with the same configuration and seed.
+TEST_F(SweepTasksTest, PaperDesignPointEqualsADirectGaincellEval) {
+  GAINCELL_REQUIRE_VOCAB();
+  write_spec();
+  const json paper = sweep_point(1);
+  ASSERT_EQ(paper["status"], "ok") << paper.dump();
+  EXPECT_EQ(paper["weights"], "f32");
+  EXPECT_EQ(HwConfig::from_json(paper["hw"]).to_json(),
+            HwConfig::preset("paper-nonlinear").to_json());
+  // arc_easy acc, acc_norm; winogrande acc; lambada perplexity, acc; wikitext 3 perplexities.
+  expect_metrics_equal_eval(paper, direct_eval("paper-nonlinear"), 8);
+  EXPECT_EQ(paper["metrics"]["avg_acc"]["mean"].get<double>(),
+            (paper["metrics"]["arc_easy.acc"]["mean"].get<double>() +
+             paper["metrics"]["winogrande.acc"]["mean"].get<double>() +
+             paper["metrics"]["lambada_openai.acc"]["mean"].get<double>()) /
+                3);
+  // A point with device variation and its own seed: the same configuration file to eval.
+  const json varied = sweep_point(2);
+  ASSERT_EQ(varied["status"], "ok") << varied.dump();
+  EXPECT_EQ(varied["seeds"], json({5}));
+  write_file_atomic(dir_ / "varied_hw.json", varied["hw"].dump());
+  expect_metrics_equal_eval(varied, direct_eval((dir_ / "varied_hw.json").string()), 8);
+  EXPECT_NE(varied["metrics"]["wikitext.word_perplexity"]["mean"],
+            paper["metrics"]["wikitext.word_perplexity"]["mean"]);
+}
+
+// --weights on sweep and eval: the same packed weights in both, recorded in both results.
+TEST_F(SweepTasksTest, WeightsOptionOfSweepAndEvalAgreeAndAreRecorded) {
+  GAINCELL_REQUIRE_VOCAB();
+  write_spec(R"(, "weights": "bf16")");
+  const json f32 = sweep_point(1, " --weights f32");
+  const json q8 = sweep_point(1, " --weights q8");
+  const json bf16 = sweep_point(1);  // the sweep file's
+  EXPECT_EQ(f32["weights"], "f32");
+  EXPECT_EQ(q8["weights"], "q8");
+  EXPECT_EQ(bf16["weights"], "bf16");
+  const json eval_q8 = direct_eval("paper-nonlinear", " --weights q8");
+  EXPECT_EQ(eval_q8["config"]["weights"], "q8");
+  expect_metrics_equal_eval(q8, eval_q8, 8);
+  expect_metrics_equal_eval(bf16, direct_eval("paper-nonlinear", " --weights bf16"), 8);
+  // The packed weights are used: rounding changes the perplexities a little, not much.
+  const double ppl32 = f32["metrics"]["lambada_openai.perplexity"]["mean"];
+  const double ppl8 = q8["metrics"]["lambada_openai.perplexity"]["mean"];
+  EXPECT_NE(ppl32, ppl8);
+  EXPECT_NEAR(ppl8, ppl32, 0.05 * ppl32);
+}
+
+TEST_F(SweepTasksTest, MissingTaskDataIsAnErrorBeforeAnyPointRuns) {
+  write_file_atomic(dir_ / "s.json", R"({"attention": "gaincell-nonlinear",
+      "axes": {"array_size": [64]}, "evaluation": {"type": "tasks", "tasks": ["piqa"]}})");
+  EXPECT_THROW(open_sweep(SweepSpec::load(dir_ / "s.json"), kEvalModel), Error);  // no data_dir
+  write_file_atomic(dir_ / "s.json", R"({"attention": "gaincell-nonlinear",
+      "axes": {"array_size": [64]}, "objective": "ppl",
+      "evaluation": {"type": "tasks", "tasks": ["piqa=none.jsonl"]}})");
+  try {
+    open_sweep(SweepSpec::load(dir_ / "s.json"), kEvalModel);
+    ADD_FAILURE() << "a missing task file must be an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("none.jsonl"), std::string::npos) << e.what();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

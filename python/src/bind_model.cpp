@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -18,6 +19,8 @@
 #include "gaincell/model/tokenizer.h"
 #include "gaincell/tools/cost/cost_report.h"
 #include "gaincell/tools/cost/trace.h"
+#include "gaincell/tools/eval/eval.h"
+#include "gaincell/tools/sweep/sweep_driver.h"
 #include "gaincell/train/perplexity.h"
 
 namespace gaincell::python {
@@ -203,6 +206,60 @@ class Model {
     return d;
   }
 
+  // `gaincell eval --json` on this model: tasks by name (their files looked for in data_dir, as
+  // --data-dir) and/or {task: file} (as --task-file), in that order.
+  py::object evaluate(const std::vector<std::string>& tasks, const std::string& data_dir,
+                      const std::map<std::string, std::string>& task_files,
+                      std::optional<int64_t> limit, int batch_size, int bootstrap_iters,
+                      bool share_context) {
+    require(!limit || *limit > 0, "limit must be a positive number of documents (or None)");
+    require(batch_size >= 1, "batch_size must be >= 1");
+    require(bootstrap_iters >= 0, "bootstrap_iters must be >= 0");
+    std::vector<std::string> names = tasks;
+    for (const auto& [task, file] : task_files)
+      if (std::find(names.begin(), names.end(), task) == names.end()) names.push_back(task);
+    require(!names.empty(), "nothing to evaluate: give tasks (and data_dir) or task_files");
+    std::vector<eval::TaskFile> files;
+    for (const std::string& name : names) {
+      const eval::TaskInfo& info = eval::task_info(name);
+      if (auto it = task_files.find(name); it != task_files.end()) {
+        files.push_back({name, it->second});
+      } else {
+        require(!data_dir.empty(),
+                "task " + name + ": give data_dir or task_files={'" + name + "': PATH}");
+        files.push_back({name, eval::find_task_file(info, data_dir)});
+      }
+    }
+    eval::EvalOptions options;
+    options.batch_size = batch_size;
+    options.bootstrap_iters = bootstrap_iters;
+    options.share_context = share_context;
+    std::vector<eval::TaskResult> results;
+    {
+      py::gil_scoped_release release;
+      const eval::TaskEvaluator evaluator(tokenizer(), files, limit.value_or(-1),
+                                          config().block_size);
+      results = evaluator.evaluate(*model_, options);
+    }
+    nlohmann::json report = eval::results_json(results);
+    nlohmann::json data_files = nlohmann::json::object();
+    for (const eval::TaskFile& f : files) data_files[f.task] = f.file.string();
+    report["config"] = {{"attention", config().attention},
+                        {"window", config().window},
+                        {"weights", to_string(model_->weight_format())},
+                        {"hw", config().hw.to_json()},
+                        {"noise_seed", config().hw.noise.seed},
+                        {"n_positions", config().block_size},
+                        {"tokenizer", config().tokenizer},
+                        {"limit", limit ? nlohmann::json(*limit) : nlohmann::json(nullptr)},
+                        {"batch_size", batch_size},
+                        {"share_context", share_context},
+                        {"bootstrap_iters", bootstrap_iters},
+                        {"data_files", data_files},
+                        {"gaincell_version", GAINCELL_VERSION}};
+    return from_json(report);
+  }
+
   // `gaincell cost` for this model's shape and hardware configuration; with use_trace, the
   // activity-based energy from the events of the last generate() (gain-cell variants).
   py::object cost(std::optional<int64_t> tokens, std::optional<int64_t> batch,
@@ -237,8 +294,9 @@ class Model {
 
 std::unique_ptr<Model> load(const std::string& dir, std::optional<std::string> attention,
                             std::optional<int> window, const py::object& hw, bool linear_layout,
-                            const std::string& vocab, bool verbose) {
+                            const std::string& vocab, bool verbose, const std::string& weights) {
   LoadModelOptions o;
+  o.weights = parse_weight_format(weights);
   o.overrides.attention = attention;
   o.overrides.window = window;
   if (!hw.is_none()) o.overrides.hw = hw_from_object(hw);
@@ -264,18 +322,72 @@ std::unique_ptr<Model> from_config(const py::object& config, std::optional<uint6
   return std::make_unique<Model>(std::move(m), vocab);
 }
 
+// `gaincell sweep` (docs/sweeps.md): the sweep file as a path or a dict (paths in a dict resolve
+// against the working directory); returns the outcome and the result lines of OUT/results.jsonl.
+py::object run_sweep(const std::string& model_dir, const py::object& spec_obj,
+                     const std::string& out, int jobs, bool resume,
+                     std::optional<std::string> tokens, std::optional<std::string> train_tokens,
+                     std::optional<int64_t> limit, std::optional<int> seeds,
+                     std::optional<std::string> weights, const std::string& executable,
+                     bool quiet) {
+  namespace fs = std::filesystem;
+  // A dict goes through Python's json.dumps, which keeps its key order (the axes' order).
+  sweep::SweepSpec spec =
+      py::isinstance<py::dict>(spec_obj)
+          ? sweep::SweepSpec::parse(py::module_::import("json")
+                                        .attr("dumps")(spec_obj, py::arg("allow_nan") = false)
+                                        .cast<std::string>(),
+                                    fs::current_path())
+          : sweep::SweepSpec::load(spec_obj.cast<std::string>());
+  // The overrides of the CLI's --tokens, --train-tokens, --limit, --seeds, --weights.
+  if (tokens) spec.evaluation.tokens = fs::absolute(*tokens);
+  if (train_tokens) spec.prepare.tokens = fs::absolute(*train_tokens);
+  if (limit) spec.evaluation.limit = *limit;
+  if (seeds) spec.seeds = *seeds;
+  if (weights) {
+    parse_weight_format(*weights);
+    spec.weights = *weights;
+  }
+  sweep::SweepRunOptions o;
+  o.out_dir = out;
+  o.jobs = jobs;
+  o.resume = resume;
+  o.executable = executable;
+  sweep::SweepOutcome r;
+  if (quiet) {
+    py::gil_scoped_release release;
+    r = sweep::run_sweep(spec, model_dir, o);
+  } else {
+    o.log = [](const std::string& line) { py::print("gaincell:", line); };
+    r = sweep::run_sweep(spec, model_dir, o);  // the log callback needs the GIL
+  }
+  nlohmann::json results = sweep::read_results(o.out_dir / "results.jsonl");
+  return from_json({{"points", r.points},
+                    {"ran", r.ran},
+                    {"resumed", r.resumed},
+                    {"failed", r.failed},
+                    {"out", out},
+                    {"results", results}});
+}
+
 }  // namespace
 
 void bind_model(py::module_& m) {
+  m.def("_sweep", &run_sweep, py::arg("model"), py::arg("spec"), py::arg("out"),
+        py::arg("jobs") = 1, py::arg("resume") = false, py::arg("tokens") = py::none(),
+        py::arg("train_tokens") = py::none(), py::arg("limit") = py::none(),
+        py::arg("seeds") = py::none(), py::arg("weights") = py::none(), py::arg("executable") = "",
+        py::arg("quiet") = true,
+        "`gaincell sweep` (use gaincell.sweep, which finds the CLI for jobs > 1).");
   py::class_<Model>(m, "Model", R"(A GPT-2-family model on the simulator.
 
-Model.load(dir, attention=None, window=None, hw=None) loads a model directory as the CLI does
-(--attention, --window, --hw override its config.json). Model.from_config(config, seed) builds a
+Model.load(dir, attention=None, window=None, hw=None, weights="f32") loads a model directory as
+the CLI does (--attention, --window, --hw, --weights override its config.json). Model.from_config(config, seed) builds a
 new one from a config dict (config.json keys) or a name ("gpt2", "tiny"), random when seeded.)")
       .def_static("load", &load, py::arg("path"), py::arg("attention") = py::none(),
                   py::arg("window") = py::none(), py::arg("hw") = py::none(),
                   py::arg("linear_layout") = false, py::arg("vocab") = "",
-                  py::arg("verbose") = false)
+                  py::arg("verbose") = false, py::arg("weights") = "f32")
       .def_static("from_config", &from_config, py::arg("config"), py::arg("seed") = py::none(),
                   py::arg("vocab") = "")
       .def_property_readonly("config",
@@ -283,6 +395,7 @@ new one from a config dict (config.json keys) or a name ("gpt2", "tiny"), random
       .def_property_readonly("attention", [](const Model& s) { return s.config().attention; })
       .def_property_readonly("hw", [](const Model& s) { return s.config().hw; })
       .def_property_readonly("vocab_size", [](const Model& s) { return s.config().vocab_size; })
+      .def_property_readonly("weights", [](Model& s) { return to_string(s.gpt().weight_format()); })
       .def_property_readonly("block_size", [](const Model& s) { return s.config().block_size; })
       .def(
           "save", [](Model& s, const std::string& dir) { save_model(s.gpt(), dir); },
@@ -322,6 +435,12 @@ new one from a config dict (config.json keys) or a name ("gpt2", "tiny"), random
            py::arg("stop_at_eot") = true,
            "Token-by-token generation (simulated arrays for gain-cell variants), as `gaincell "
            "generate`: dict with completion, tokens, prompt_tokens.")
+      .def("evaluate", &Model::evaluate, py::arg("tasks") = std::vector<std::string>{},
+           py::arg("data_dir") = "", py::arg("task_files") = std::map<std::string, std::string>{},
+           py::arg("limit") = py::none(), py::arg("batch_size") = 8,
+           py::arg("bootstrap_iters") = 100000, py::arg("share_context") = true,
+           "`gaincell eval --json`: lm-eval tasks scored with the harness's rules; dict with "
+           "results[task][metric], n-samples and config.")
       .def("cost", &Model::cost, py::arg("tokens") = py::none(), py::arg("batch") = py::none(),
            py::arg("preset") = "paper", py::arg("use_trace") = false,
            "`gaincell cost --json` for this model's shape and hardware.");

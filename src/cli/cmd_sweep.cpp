@@ -1,5 +1,5 @@
 // gaincell sweep: design-space exploration over hardware configurations (docs/sweeps.md).
-//   gaincell sweep --model DIR --spec SWEEP.json --out DIR [--jobs N] [--resume]
+//   gaincell sweep --model DIR --spec SWEEP.json --out DIR [--jobs N] [--resume] [--weights W]
 //   gaincell sweep --model DIR --spec SWEEP.json --point K     (one point as one JSON line)
 //   gaincell sweep --model DIR --spec SWEEP.json --list        (the points, one JSON line each)
 #include <unistd.h>
@@ -24,6 +24,7 @@ struct SweepOptions {
   std::string tokens, train_tokens;
   int64_t limit = -1;
   int seeds = 0;
+  std::string weights;  // empty: the sweep file's (default f32)
   int point = -1;
   bool list = false;
   std::string worker_dir;
@@ -38,6 +39,9 @@ sweep::SweepSpec load_spec(const SweepOptions& o) {
   if (!o.train_tokens.empty()) spec.prepare.tokens = std::filesystem::absolute(o.train_tokens);
   if (o.limit >= 0) spec.evaluation.limit = o.limit;
   if (o.seeds > 0) spec.seeds = o.seeds;
+  if (!o.weights.empty()) spec.weights = o.weights;
+  require(o.tokens.empty() || spec.evaluation.type == "perplexity",
+          "sweep: --tokens is for the perplexity evaluation; this sweep file evaluates tasks");
   return spec;
 }
 
@@ -100,6 +104,10 @@ void setup_sweep(CLI::App& app) {
                  "training token file for the adaptation/fine-tune (overrides prepare.tokens)");
   app.add_option("--limit", o->limit, "evaluation tokens (perplexity) or items per task");
   app.add_option("--seeds", o->seeds, "Monte-Carlo seeds per point (overrides seeds)");
+  app.add_option("--weights", o->weights,
+                 "storage of the digital layers' weights while scoring: f32, bf16 or q8 "
+                 "(overrides the sweep file's \"weights\"; adaptation and fine-tune run in fp32)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8"}));
   app.add_option("--point", o->point,
                  "run only point K and print its result line (a plain job for a cluster "
                  "scheduler; collect the lines into OUT/results.jsonl and --resume)");

@@ -79,12 +79,6 @@ MetricValue mean_metric(const std::string& name, const std::vector<double>& item
   return m;
 }
 
-// Which document and which of its requests a flat request belongs to.
-struct RequestOrigin {
-  size_t doc;
-  int index;
-};
-
 }  // namespace
 
 Prediction predict_choice(std::span<const double> lls, std::span<const std::string> choices) {
@@ -97,37 +91,58 @@ Prediction predict_choice(std::span<const double> lls, std::span<const std::stri
   return {argmax(raw), argmax(normalised)};
 }
 
-TaskResult evaluate_task(GPT2Model& model, const Tokenizer& tok, const std::string& task_name,
-                         const std::vector<EvalDoc>& docs, const EvalOptions& options) {
+PreparedTask prepare_task(const Tokenizer& tok, const std::string& task_name,
+                          std::vector<EvalDoc> docs, int max_length) {
   const TaskInfo& task = task_info(task_name);
   require(!docs.empty(), "task " + task_name + ": no documents to evaluate");
-  const auto start = Clock::now();
-  const int max_length = model.config().block_size;
-  std::vector<TokenRequest> requests;
-  std::vector<RequestOrigin> origin;
+  PreparedTask prepared;
+  prepared.task = task_name;
+  prepared.max_length = max_length;
   for (size_t d = 0; d < docs.size(); d++) {
     const EvalDoc& doc = docs[d];
     if (task.type == OutputType::kLoglikelihoodRolling) {
       const std::vector<int32_t> tokens = encode_text(tok, doc.requests.at(0).continuation);
       auto windows = rolling_requests(tokens, prefix_token(tok), max_length);
       for (size_t w = 0; w < windows.size(); w++) {
-        requests.push_back(std::move(windows[w]));
-        origin.push_back({d, static_cast<int>(w)});
+        prepared.requests.push_back(std::move(windows[w]));
+        prepared.origin.emplace_back(d, static_cast<int>(w));
       }
       continue;
     }
     for (size_t r = 0; r < doc.requests.size(); r++) {
       try {
-        requests.push_back(
+        prepared.requests.push_back(
             encode_request(tok, doc.requests[r].context, doc.requests[r].continuation));
       } catch (const Error& e) {
         throw Error("task " + task_name + ", document " + std::to_string(doc.index) + ": " +
                     e.what());
       }
-      origin.push_back({d, static_cast<int>(r)});
+      prepared.origin.emplace_back(d, static_cast<int>(r));
     }
   }
+  prepared.docs = std::move(docs);
+  return prepared;
+}
 
+TaskResult evaluate_task(GPT2Model& model, const Tokenizer& tok, const std::string& task_name,
+                         const std::vector<EvalDoc>& docs, const EvalOptions& options) {
+  const auto start = Clock::now();
+  const PreparedTask prepared = prepare_task(tok, task_name, docs, model.config().block_size);
+  TaskResult result = score_task(model, prepared, options);
+  result.seconds = seconds_since(start);  // encoding included, as before
+  return result;
+}
+
+TaskResult score_task(GPT2Model& model, const PreparedTask& prepared, const EvalOptions& options) {
+  const std::string& task_name = prepared.task;
+  const TaskInfo& task = task_info(task_name);
+  require(model.config().block_size == prepared.max_length,
+          "task " + task_name + ": requests were built for n_positions " +
+              std::to_string(prepared.max_length) + ", the model has " +
+              std::to_string(model.config().block_size));
+  const auto start = Clock::now();
+  const std::vector<EvalDoc>& docs = prepared.docs;
+  const std::vector<TokenRequest>& requests = prepared.requests;
   ScoreOptions score_options;
   score_options.batch_size = options.batch_size;
   score_options.share_context = options.share_context;
@@ -146,13 +161,14 @@ TaskResult evaluate_task(GPT2Model& model, const Tokenizer& tok, const std::stri
   }
   for (size_t i = 0; i < requests.size(); i++) {
     SampleRecord s;
-    s.doc_index = docs[origin[i].doc].index;
-    s.request_index = origin[i].index;
+    const auto [doc, index] = prepared.origin[i];
+    s.doc_index = docs[doc].index;
+    s.request_index = index;
     s.context_tokens = static_cast<int64_t>(requests[i].context.size());
     s.continuation_tokens = static_cast<int64_t>(requests[i].continuation.size());
     s.loglikelihood = scores[i].logprob;
     s.is_greedy = scores[i].is_greedy;
-    result.docs[origin[i].doc].requests.push_back(s);
+    result.docs[doc].requests.push_back(s);
   }
 
   if (task.type == OutputType::kLoglikelihood) {
@@ -200,13 +216,24 @@ TaskResult evaluate_task(GPT2Model& model, const Tokenizer& tok, const std::stri
 std::vector<TaskResult> evaluate(GPT2Model& model, const Tokenizer& tok,
                                  const std::vector<TaskFile>& tasks, int64_t limit,
                                  const EvalOptions& options) {
+  return TaskEvaluator(tok, tasks, limit, model.config().block_size).evaluate(model, options);
+}
+
+TaskEvaluator::TaskEvaluator(const Tokenizer& tok, const std::vector<TaskFile>& tasks,
+                             int64_t limit, int max_length) {
   require(limit != 0, "limit must be a positive number of documents (or < 0 for all)");
+  require(!tasks.empty(), "no tasks to evaluate");
+  // Every file is read before any is encoded, so a bad file fails fast.
   std::vector<std::vector<EvalDoc>> docs;
   for (const TaskFile& t : tasks) docs.push_back(load_task_docs(task_info(t.task), t.file, limit));
+  for (size_t i = 0; i < tasks.size(); i++)
+    tasks_.push_back(prepare_task(tok, tasks[i].task, std::move(docs[i]), max_length));
+}
+
+std::vector<TaskResult> TaskEvaluator::evaluate(GPT2Model& model,
+                                                const EvalOptions& options) const {
   std::vector<TaskResult> results;
-  for (size_t i = 0; i < tasks.size(); i++) {
-    results.push_back(evaluate_task(model, tok, tasks[i].task, docs[i], options));
-  }
+  for (const PreparedTask& t : tasks_) results.push_back(score_task(model, t, options));
   return results;
 }
 

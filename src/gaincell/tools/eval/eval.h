@@ -18,10 +18,12 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gaincell/model/gpt2.h"
 #include "gaincell/model/tokenizer.h"
+#include "gaincell/tools/eval/requests.h"
 #include "gaincell/tools/eval/scorer.h"
 #include "gaincell/tools/eval/task.h"
 
@@ -79,9 +81,26 @@ struct Prediction {
 };
 Prediction predict_choice(std::span<const double> lls, std::span<const std::string> choices);
 
-// Scores one task's documents (load_task_docs) and aggregates lm-eval's metrics.
+// Scores one task's documents (load_task_docs) and aggregates lm-eval's metrics
+// (= score_task(model, prepare_task(tok, task, docs, n_positions), options)).
 TaskResult evaluate_task(GPT2Model& model, const Tokenizer& tok, const std::string& task,
                          const std::vector<EvalDoc>& docs, const EvalOptions& options = {});
+
+// A task's documents with their token requests. Encoding depends only on the tokenizer and the
+// model's context length, not on its weights or hardware, so a sweep encodes once and scores the
+// same requests on every point's model.
+struct PreparedTask {
+  std::string task;
+  std::vector<EvalDoc> docs;
+  std::vector<TokenRequest> requests;
+  // Per request: its document (index into docs) and its index there (choice or window).
+  std::vector<std::pair<size_t, int>> origin;
+  int max_length = 0;  // the n_positions the requests were built for
+};
+PreparedTask prepare_task(const Tokenizer& tok, const std::string& task, std::vector<EvalDoc> docs,
+                          int max_length);
+// Throws when the model's n_positions is not the one the requests were built for.
+TaskResult score_task(GPT2Model& model, const PreparedTask& task, const EvalOptions& options = {});
 
 // Convenience for callers (sweeps, Python): reads each task's file (load_task_docs, `limit` docs
 // per task, < 0 = all) and evaluates the tasks in order. All files are read before scoring.
@@ -92,6 +111,22 @@ struct TaskFile {
 std::vector<TaskResult> evaluate(GPT2Model& model, const Tokenizer& tok,
                                  const std::vector<TaskFile>& tasks, int64_t limit = -1,
                                  const EvalOptions& options = {});
+
+// Tasks read and encoded once, then scored on any number of models of one context length (the
+// sweep's "tasks" evaluation, the Python module). evaluate(model) equals the free evaluate() on
+// the same files, limit and options.
+class TaskEvaluator {
+ public:
+  // Reads every task file (`limit` docs per task, < 0 = all; 0 is an error) and encodes the
+  // requests for models with n_positions `max_length`.
+  TaskEvaluator(const Tokenizer& tok, const std::vector<TaskFile>& tasks, int64_t limit,
+                int max_length);
+  std::vector<TaskResult> evaluate(GPT2Model& model, const EvalOptions& options = {}) const;
+  const std::vector<PreparedTask>& tasks() const { return tasks_; }
+
+ private:
+  std::vector<PreparedTask> tasks_;
+};
 
 // Scores a pre-tokenised stream as one rolling-loglikelihood document (lm-eval's windows, the
 // prefix token first): task "tokens" with metrics token_perplexity and nll_per_token (no word or

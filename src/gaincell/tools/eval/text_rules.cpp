@@ -1,5 +1,11 @@
 #include "gaincell/tools/eval/text_rules.h"
 
+#include <unicode/ucasemap.h>
+#include <unicode/utypes.h>
+
+#include <memory>
+
+#include "gaincell/core/error.h"
 #include "gaincell/model/tokenizer.h"
 
 namespace gaincell::eval {
@@ -18,40 +24,6 @@ CodePoint next_code_point(std::string_view s, size_t pos) {
   const int n = decode_utf8(s, pos, &cp);
   if (cp == kInvalidByte) cp = 0xDC00u + static_cast<unsigned char>(s[pos]);  // surrogateescape
   return {cp, static_cast<size_t>(n)};
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
-// Copies the code point at s[pos] (size bytes) unchanged, or its mapped value.
-void append_mapped(std::string& out, std::string_view s, CodePoint c, uint32_t mapped) {
-  if (mapped == c.cp) {
-    out.append(s.substr(0, c.size));
-  } else {
-    append_utf8(out, mapped);
-  }
-}
-
-bool is_latin1_upper(uint32_t cp) {
-  return (cp >= 'A' && cp <= 'Z') || (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7);
-}
-bool is_latin1_lower(uint32_t cp) {
-  return (cp >= 'a' && cp <= 'z') || (cp >= 0xE0 && cp <= 0xFE && cp != 0xF7);
 }
 
 // Byte offsets of the first and one-past-last non-whitespace characters.
@@ -131,29 +103,25 @@ std::string python_rstrip(std::string_view s) {
 }
 
 std::string python_capitalize(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  bool first = true;
-  for (size_t pos = 0; pos < s.size();) {
-    const CodePoint c = next_code_point(s, pos);
-    uint32_t mapped = c.cp;
-    if (first) {
-      if (c.cp == 0xDF) {
-        out += "Ss";  // title case of sharp s
-        pos += c.size;
-        first = false;
-        continue;
-      }
-      if (c.cp == 0xFF) mapped = 0x178;
-      if (c.cp == 0xB5) mapped = 0x39C;
-      if (is_latin1_lower(c.cp)) mapped = c.cp - 0x20;
-    } else if (is_latin1_upper(c.cp)) {
-      mapped = c.cp + 0x20;
-    }
-    append_mapped(out, s.substr(pos), c, mapped);
-    pos += c.size;
-    first = false;
-  }
+  if (s.empty()) return {};
+  // Python 3.8+: the first character in title case (full mapping: "ǆ" -> "ǅ", "ß" -> "Ss",
+  // "ﬁ" -> "Fi"), the rest lower case (full mapping, with the final-sigma rule). ICU's whole-string
+  // titlecasing without break adjustment is exactly that; the root locale ("") has no Turkish or
+  // Dutch tailoring, as Python has none.
+  UErrorCode status = U_ZERO_ERROR;
+  std::unique_ptr<UCaseMap, decltype(&ucasemap_close)> map(
+      ucasemap_open("", U_TITLECASE_WHOLE_STRING | U_TITLECASE_NO_BREAK_ADJUSTMENT, &status),
+      &ucasemap_close);
+  require(U_SUCCESS(status),
+          std::string("python_capitalize: ICU case map: ") + u_errorName(status));
+  const auto length = static_cast<int32_t>(s.size());
+  // Case mapping changes the length by at most a factor of 3 (SpecialCasing's longest mappings).
+  std::string out(s.size() * 3 + 4, '\0');
+  const int32_t n = ucasemap_utf8ToTitle(map.get(), out.data(), static_cast<int32_t>(out.size()),
+                                         s.data(), length, &status);
+  require(U_SUCCESS(status),
+          std::string("python_capitalize: ICU titlecasing: ") + u_errorName(status));
+  out.resize(static_cast<size_t>(n));
   return out;
 }
 

@@ -17,8 +17,8 @@ int64_t python_len(std::string_view s);
 // s.strip() / s.rstrip() (no argument: Unicode whitespace).
 std::string python_strip(std::string_view s);
 std::string python_rstrip(std::string_view s);
-// s.capitalize(): the first character upper case, the rest lower case. Case mapping covers ASCII
-// and Latin-1 (the HellaSwag data); other characters are kept as they are.
+// s.capitalize() (Python >= 3.8): the first code point in title case, the rest in lower case,
+// with Unicode's full case mappings (ICU) for every script. Malformed UTF-8 bytes are kept.
 std::string python_capitalize(std::string_view s);
 // s.replace(old, new) (every non-overlapping occurrence, left to right).
 std::string python_replace(std::string_view s, std::string_view from, std::string_view to);

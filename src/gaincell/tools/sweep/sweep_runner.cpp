@@ -78,6 +78,18 @@ void prepare_adaptation_batch(SweepContext& ctx) {
   }
 }
 
+// The Pareto objective must be a metric of the evaluation: checked before any point runs.
+void check_objective(const std::string& objective, const std::vector<MetricInfo>& metrics) {
+  if (objective.empty()) return;
+  std::string known;
+  for (const MetricInfo& m : metrics) {
+    if (m.name == objective) return;
+    known += (known.empty() ? "" : ", ") + m.name;
+  }
+  throw Error("sweep file: 'objective' '" + objective + "' is not a metric of the evaluation (" +
+              known + ")");
+}
+
 }  // namespace
 
 std::unique_ptr<SweepContext> open_sweep(const SweepSpec& spec, const fs::path& model_dir,
@@ -108,6 +120,8 @@ std::unique_ptr<SweepContext> open_sweep(const SweepSpec& spec, const fs::path& 
   if (log) load.log = [log](const std::string& line) { log(line); };
   ctx->prototype = load_model(model_dir, load);
   ctx->evaluator = make_evaluator(spec.evaluation, ctx->prototype->config());
+  check_objective(spec.objective, ctx->evaluator->metrics());
+  ctx->weights = parse_weight_format(spec.weights);
   prepare_adaptation_batch(*ctx);
   ctx->cost = cost::CostConfig::load(spec.cost.preset);
   const GPT2Config& c = ctx->prototype->config();
@@ -218,6 +232,7 @@ json run_point(SweepContext& ctx, int index) {
   json line = {{"point", index}, {"label", point.label()}, {"axes", point.axes_json()}};
   HwConfig hw = point.hw;
   line["hw"] = hw.to_json();
+  line["weights"] = to_string(ctx.weights);
   json seeds = json::array();
   for (int s = 0; s < ctx.spec.seeds; ++s) seeds.push_back(point.hw.noise.seed + s);
   line["seeds"] = seeds;
@@ -230,6 +245,8 @@ json run_point(SweepContext& ctx, int index) {
       auto model = model_with_hw(ctx, hw);
       const auto t0 = Clock::now();
       json record = prepare_model(ctx, *model);
+      // Packed after the adaptation and fine-tune, which need the fp32 weights.
+      model->set_weight_format(ctx.weights);
       prepare_seconds += seconds_since(t0);
       const auto t1 = Clock::now();
       const auto metrics = ctx.evaluator->evaluate(*model);

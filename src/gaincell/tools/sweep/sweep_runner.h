@@ -16,6 +16,7 @@
 
 #include "gaincell/model/data.h"
 #include "gaincell/model/gpt2.h"
+#include "gaincell/model/weight_storage.h"
 #include "gaincell/tools/cost/cost_config.h"
 #include "gaincell/tools/cost/cost_model.h"
 #include "gaincell/tools/sweep/evaluator.h"
@@ -34,6 +35,7 @@ struct SweepContext {
   std::optional<TokenDataset> train_tokens;  // adaptation batch and fine-tune data
   std::vector<int32_t> adapt_inputs, adapt_targets;
   int adapt_T = 0;
+  WeightFormat weights = WeightFormat::kF32;  // storage of the digital weights while scoring
   cost::CostConfig cost;
   cost::ModelShape shape;
   LogFn log;

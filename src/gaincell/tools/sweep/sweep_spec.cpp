@@ -6,6 +6,8 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
+#include "gaincell/model/weight_storage.h"
+#include "gaincell/tools/eval/task.h"
 
 namespace gaincell::sweep {
 
@@ -162,6 +164,9 @@ ordered_json EvaluationSpec::to_json() const {
     j["stride"] = stride;
   } else {
     j["tasks"] = tasks;
+    if (!data_dir.empty()) j["data_dir"] = data_dir.string();
+    if (!vocab.empty()) j["vocab"] = vocab.string();
+    j["batch_size"] = batch_size;
   }
   return j;
 }
@@ -275,6 +280,7 @@ ordered_json SweepSpec::to_json() const {
   j["evaluation"] = evaluation.to_json();
   j["prepare"] = prepare.to_json();
   j["seeds"] = seeds;
+  if (weights != "f32") j["weights"] = weights;  // absent = f32: older sweep records still match
   j["cost"] = cost.to_json();
   if (!objective.empty()) j["objective"] = objective;
   return j;
@@ -291,12 +297,26 @@ void read_evaluation(const ordered_json& j, const fs::path& dir, EvaluationSpec&
   r.get_int("limit", e.limit, 0);
   r.get_int("context", e.context, 0);
   r.get_int("stride", e.stride, 0);
+  r.get_path("data_dir", e.data_dir, dir);
+  r.get_path("vocab", e.vocab, dir);
+  r.get_int("batch_size", e.batch_size, 1);
   if (const auto* t = r.find("tasks")) {
     if (!t->is_array() || t->empty())
       SpecReader::fail("evaluation.tasks", "must be a non-empty array of task names or files");
     for (const auto& x : *t) {
       if (!x.is_string()) SpecReader::fail("evaluation.tasks", "must hold strings");
-      e.tasks.push_back(x.get<std::string>());
+      std::string entry = x.get<std::string>();
+      try {
+        eval::task_info(entry.substr(0, entry.find('=')));
+      } catch (const Error& err) {
+        SpecReader::fail("evaluation.tasks", err.what());
+      }
+      // TASK=PATH: the path resolves against the sweep file's directory, like every path.
+      if (const size_t eq = entry.find('='); eq != std::string::npos && eq + 1 < entry.size()) {
+        const fs::path file = entry.substr(eq + 1);
+        if (file.is_relative()) entry = entry.substr(0, eq + 1) + (dir / file).string();
+      }
+      e.tasks.push_back(entry);
     }
   }
   r.reject_unknown();
@@ -304,6 +324,14 @@ void read_evaluation(const ordered_json& j, const fs::path& dir, EvaluationSpec&
     SpecReader::fail("evaluation.tasks", "is required when evaluation.type is 'tasks'");
   if (e.type == "perplexity" && !e.tasks.empty())
     SpecReader::fail("evaluation.tasks", "is only used with evaluation.type 'tasks'");
+  if (e.type == "perplexity" && (!e.data_dir.empty() || !e.vocab.empty()))
+    SpecReader::fail(e.data_dir.empty() ? "evaluation.vocab" : "evaluation.data_dir",
+                     "is only used with evaluation.type 'tasks'");
+  if (e.type == "tasks" && (!e.tokens.empty() || e.context > 0 || e.stride > 0))
+    SpecReader::fail(!e.tokens.empty()
+                         ? "evaluation.tokens"
+                         : (e.context > 0 ? "evaluation.context" : "evaluation.stride"),
+                     "is only used with evaluation.type 'perplexity'");
   if (e.stride > 0 && e.context > 0 && e.stride > e.context)
     SpecReader::fail("evaluation.stride", "must not exceed evaluation.context");
 }
@@ -390,6 +418,12 @@ SweepSpec SweepSpec::parse(const std::string& text, const fs::path& dir) {
   if (const auto* e = r.find("evaluation")) read_evaluation(*e, dir, s.evaluation);
   if (const auto* p = r.find("prepare")) read_prepare(*p, dir, s.prepare);
   r.get_int("seeds", s.seeds, 1);
+  r.get("weights", s.weights);
+  try {
+    parse_weight_format(s.weights);
+  } catch (const Error& e) {
+    SpecReader::fail("weights", e.what());
+  }
   if (const auto* c = r.find("cost")) read_cost(*c, s.cost);
   r.get("objective", s.objective);
   r.reject_unknown();

@@ -32,7 +32,12 @@ struct EvaluationSpec {
   int64_t limit = 0;                // perplexity: first N tokens (0 = all); tasks: items per task
   int context = 0;                  // perplexity window (0 = the model's n_positions)
   int stride = 0;                   // 0 = context
-  std::vector<std::string> tasks;   // tasks: names or files for the evaluation harness
+  // tasks: lm-eval task names ("piqa": its file is looked for in data_dir, as `gaincell eval
+  // --data-dir` does) or "TASK=PATH" (as --task-file; PATH relative to the sweep file).
+  std::vector<std::string> tasks;
+  std::filesystem::path data_dir;  // tasks: directory of the tasks' data files
+  std::filesystem::path vocab;     // tasks: tokenizer vocabulary directory (default: the usual)
+  int batch_size = 8;              // tasks: requests per forward (as `gaincell eval --batch-size`)
   nlohmann::ordered_json to_json() const;
 };
 
@@ -78,6 +83,9 @@ struct SweepSpec {
   EvaluationSpec evaluation;
   PrepareSpec prepare;
   int seeds = 1;  // Monte-Carlo seeds: noise.seed = the point's seed + s, s < seeds
+  // Storage of the digital layers' weights while scoring ("f32", "bf16", "q8"; as --weights of
+  // `gaincell eval`); adaptation and fine-tune run on the fp32 weights before packing.
+  std::string weights = "f32";
   CostSpec cost;
   std::string objective;      // metric for the Pareto fronts (default: the evaluation's primary)
   std::filesystem::path dir;  // directory relative paths in the file resolve against
