@@ -3,6 +3,7 @@
 // run: OpenBLAS sgemm GFLOP/s for the compute-bound passes, a triad loop's GB/s for decode.
 //
 //   bench_engine [--threads N] [--reps N] [--model gpt2|gpt2-medium|...|tiny|smollm-135m]
+//                [--only train|forward|decode|weights|gqa]
 //
 // FLOP counts are the useful multiply-adds x2 of the textbook model (recomputation in backward is
 // not counted): per token forward = L (24 C^2 + 2 C (T+1)) + 2 C V (the causal attention averages
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "bench_common.h"
+#include "gaincell/attention/attention.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/model/gpt2.h"
 
@@ -78,6 +80,43 @@ void adamw_step(GPT2Model& m, std::vector<float>& mom, std::vector<float>& var, 
   }
 }
 
+// Grouped-query attention's KV-cache traffic (issue 12: each K/V head is read once per group):
+// one decode attention step of 32 query heads (D = 64) over a long softmax KV cache with 32, 8,
+// 4 and 1 key/value heads. When each cached row is read once per group, the time follows the
+// cache's bytes (2 x Hkv x ctx x D x 4) rather than the query heads' count.
+nlohmann::json measure_gqa_decode(int reps) {
+  const int H = 32, D = 64, ctx = 8192;
+  nlohmann::json out = {{"n_head", H}, {"head_dim", D}, {"context", ctx}};
+  const double triad_before = measure_triad_gbps(reps);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> q(static_cast<size_t>(H) * D), o(q.size());
+  for (float& x : q) x = normal(rng);
+  for (int Hkv : {32, 8, 4, 1}) {
+    gaincell::AttentionContext ctx_info;
+    ctx_info.n_head = H;
+    ctx_info.n_kv_head = Hkv;
+    ctx_info.head_dim = D;
+    ctx_info.block_size = ctx;
+    auto attn = gaincell::make_attention("softmax", ctx_info);
+    auto state = attn->make_decode_state();
+    std::vector<float> k(static_cast<size_t>(Hkv) * D), v(k.size());
+    for (int t = 0; t < ctx; ++t) {
+      for (float& x : k) x = normal(rng);
+      for (float& x : v) x = normal(rng);
+      state->append(k.data(), v.data());
+    }
+    const double t = best_time(reps + 2, [&] { state->attend(q.data(), o.data()); });
+    const double kv_bytes = 2.0 * Hkv * ctx * D * sizeof(float);
+    out["kv_heads_" + std::to_string(Hkv)] = {{"step_s", t},
+                                              {"kv_cache_bytes", kv_bytes},
+                                              {"kv_gb_per_s", kv_bytes / t / 1e9},
+                                              {"query_heads_per_kv_head", H / Hkv}};
+  }
+  out["triad_gbps"] = 0.5 * (triad_before + measure_triad_gbps(reps));
+  return out;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -96,7 +135,7 @@ int run(int argc, char** argv) {
       only = argv[i + 1];
     else {
       std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] "
-                   "[--only train|forward|decode|weights]\n";
+                   "[--only train|forward|decode|weights|gqa]\n";
       return 2;
     }
   }
@@ -121,12 +160,17 @@ int run(int argc, char** argv) {
   out["machine"]["sgemm_gflops_at_start"] = sgemm_start;
   double sgemm_gflops = sgemm_start;
 
+  if (only == "gqa") {  // needs no model
+    out["gqa_decode_attention"] = measure_gqa_decode(reps);
+    std::cout << out.dump(2) << std::endl;
+    return 0;
+  }
   const GPT2Config config = GPT2Config::named(model_name);
   auto model = std::make_unique<GPT2Model>(config);
   model->init_random(1);
   out["num_params"] = model->num_params();
 
-  // "weights" (decode with f32, bf16 and q8 weights) runs only when asked for.
+  // "weights" (decode with f32, bf16 and q8 weights) and "gqa" run only when asked for.
   auto wanted = [&only](const char* section) { return only.empty() || only == section; };
   if (wanted("train")) {  // Training step: forward + backward + AdamW at B=4, T=256.
     const int B = 4, T = std::min(256, config.block_size);

@@ -2,7 +2,8 @@
 // requests of each task type through eval::score_requests, beside the engine's forward
 // throughput (B=1, T=1024) and the sgemm limit measured in the same run. Prints one JSON object.
 //
-//   bench_eval [--threads N] [--reps N] [--model gpt2|tiny] [--docs N]
+//   bench_eval [--threads N] [--reps N] [--model gpt2|tiny] [--docs N] [--windows N]
+//              [--only rolling]
 //
 // Rates are tokens/s of useful tokens: context + continuation per request for rolling perplexity
 // and loglikelihood tasks, context + sum of continuations per document for multiple choice (what
@@ -93,8 +94,8 @@ nlohmann::json run_shape(GPT2Model& model, const Shape& s, int docs, int reps, d
 }
 
 int run(int argc, char** argv) {
-  int threads = 2, reps = 1, docs = 16;
-  std::string model_name = "gpt2";
+  int threads = 2, reps = 1, docs = 16, windows_n = 4;
+  std::string model_name = "gpt2", only;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads") {
@@ -105,8 +106,13 @@ int run(int argc, char** argv) {
       model_name = argv[i + 1];
     } else if (flag == "--docs") {
       docs = std::stoi(argv[i + 1]);
+    } else if (flag == "--windows") {
+      windows_n = std::stoi(argv[i + 1]);
+    } else if (flag == "--only" && std::string(argv[i + 1]) == "rolling") {
+      only = "rolling";  // the forward and rolling perplexity only (the 0.85 target)
     } else {
-      std::cerr << "usage: bench_eval [--threads N] [--reps N] [--model gpt2|tiny] [--docs N]\n";
+      std::cerr << "usage: bench_eval [--threads N] [--reps N] [--model gpt2|tiny] [--docs N] "
+                   "[--windows N] [--only rolling]\n";
       return 2;
     }
   }
@@ -129,8 +135,8 @@ int run(int argc, char** argv) {
   const double forward_tps = T / forward_s;
   out["forward_B1_T" + std::to_string(T)] = {{"tokens_per_s", forward_tps}, {"seconds", forward_s}};
 
-  // Rolling perplexity (wikitext): a stream of 4 windows, lm-eval's disjoint windows.
-  const auto stream = random_tokens(4 * T, config.vocab_size, 11);
+  // Rolling perplexity (wikitext): a stream of `windows_n` windows, lm-eval's disjoint windows.
+  const auto stream = random_tokens(static_cast<int64_t>(windows_n) * T, config.vocab_size, 11);
   const auto windows = eval::rolling_requests(stream, 50256 % config.vocab_size, T);
   eval::ScoreStats stats;
   const double rolling_s =
@@ -144,6 +150,7 @@ int run(int argc, char** argv) {
                                {"target_fraction", 0.85}};
 
   for (const Shape& s : kShapes) {
+    if (only == "rolling") break;
     out[s.name] = run_shape(model, s, docs, reps, forward_tps, true);
     if (s.choices > 1) {
       out[std::string(s.name) + "_whole_pairs"] =

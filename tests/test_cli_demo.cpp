@@ -52,7 +52,7 @@ TEST(DemoCli, TrainsReportsPerplexityAndSampleAndCachesTokens) {
   auto model = load_model(dir.path() / "out/model");
   auto val = TokenDataset::open(dir.path() / "out/tokens/val.bin");
   const size_t n = std::min<size_t>(val.size(), 300);
-  std::vector<int32_t> tokens(val.tokens(), val.tokens() + n);
+  std::vector<int32_t> tokens = val.slice(0, n);
   const auto ppl = rolling_perplexity(*model, tokens, 16, 16);
   EXPECT_EQ(s["val"]["tokens"].get<int64_t>(), ppl.tokens);
   EXPECT_NEAR(s["val"]["ppl"].get<double>(), ppl.ppl, 1e-6 * ppl.ppl);

@@ -1,6 +1,7 @@
 // Token files, the batch sampler and prepare_token_files().
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/data.h"
+#include "gaincell/tools/eval/token_file.h"
 #include "test_tokenizer_util.h"
 #include "test_util.h"
 
@@ -47,7 +49,7 @@ TEST(TokenDataset, RoundTripsLittleEndianUint16) {
   EXPECT_EQ(raw[9], 50256 >> 8);
   const auto data = TokenDataset::open(dir.path() / "t.bin");
   ASSERT_EQ(data.size(), tokens.size());
-  for (size_t i = 0; i < tokens.size(); ++i) EXPECT_EQ(data.tokens()[i], tokens[i]);
+  for (size_t i = 0; i < tokens.size(); ++i) EXPECT_EQ(data[i], tokens[i]);
 }
 
 TEST(TokenDataset, EmptyFileIsEmptyDataset) {
@@ -84,7 +86,7 @@ TEST(TokenDataset, MissingOrDirectoryIsAnError) {
   EXPECT_TRUE(contains(error_of([&] { TokenDataset::open(dir.path() / "nope.bin"); }), "nope.bin"));
   EXPECT_THROW(TokenDataset::open(dir.path()), Error);
   EXPECT_THROW(TokenDataset::open(dir.path() / "x.bin", 0), Error);
-  EXPECT_THROW(TokenDataset::open(dir.path() / "x.bin", 70000), Error);
+  EXPECT_THROW(TokenDataset::open(dir.path() / "x.bin", -1), Error);
 }
 
 TEST(TokenDataset, RandomBytesAndTruncationsGiveErrorsNotCrashes) {
@@ -98,7 +100,7 @@ TEST(TokenDataset, RandomBytesAndTruncationsGiveErrorsNotCrashes) {
       const auto data = TokenDataset::open(dir.path() / "r.bin");
       // Accepted only when it is a valid token file.
       ASSERT_EQ(bytes.size() % 2, 0u);
-      for (size_t i = 0; i < data.size(); ++i) ASSERT_LT(data.tokens()[i], 50257);
+      for (size_t i = 0; i < data.size(); ++i) ASSERT_LT(data[i], 50257);
     } catch (const Error&) {
       ++rejected;
     }
@@ -120,7 +122,155 @@ TEST(TokenDataset, CopiesShareTheMapping) {
     copy = data;
   }
   ASSERT_EQ(copy.size(), 10u);
-  EXPECT_EQ(copy.tokens()[9], ramp(10)[9]);
+  EXPECT_EQ(copy[9], ramp(10)[9]);
+}
+
+// ----- uint32 token files (vocabularies over 65536: Llama 3, Qwen2) ---------------------------
+
+// The 32-byte header of model/data.h, written by hand (not by write_token_file).
+std::string uint32_header(uint32_t version, uint32_t width, uint64_t count, uint64_t reserved = 0) {
+  std::string h = "GCTOKENS";
+  for (int b = 0; b < 4; ++b) h.push_back(static_cast<char>(version >> (8 * b)));
+  for (int b = 0; b < 4; ++b) h.push_back(static_cast<char>(width >> (8 * b)));
+  for (int b = 0; b < 8; ++b) h.push_back(static_cast<char>(count >> (8 * b)));
+  for (int b = 0; b < 8; ++b) h.push_back(static_cast<char>(reserved >> (8 * b)));
+  return h;
+}
+
+std::string le32(const std::vector<uint32_t>& ids) {
+  std::string s;
+  for (uint32_t v : ids)
+    for (int b = 0; b < 4; ++b) s.push_back(static_cast<char>(v >> (8 * b)));
+  return s;
+}
+
+TEST(TokenFileUint32, WriterPicksTheWidthFromTheVocabulary) {
+  TempDir dir;
+  EXPECT_EQ(token_bytes_for_vocab(50257), 2);
+  EXPECT_EQ(token_bytes_for_vocab(65536), 2);
+  EXPECT_EQ(token_bytes_for_vocab(65537), 4);
+  EXPECT_EQ(token_bytes_for_vocab(128256), 4);
+  EXPECT_THROW(token_bytes_for_vocab(0), Error);
+  // Up to 65536: headerless uint16 (nanoGPT), 2 bytes per token.
+  write_token_file(dir.path() / "a.bin", {1, 65535}, 65536);
+  EXPECT_EQ(fs::file_size(dir.path() / "a.bin"), 4u);
+  // Above: the header, then 4 bytes per token, byte for byte.
+  write_token_file(dir.path() / "b.bin", {0, 65536, 128255, 7}, 128256);
+  const auto raw = read_binary_file(dir.path() / "b.bin");
+  const std::string want = uint32_header(1, 4, 4) + le32({0, 65536, 128255, 7});
+  EXPECT_EQ(std::string(raw.begin(), raw.end()), want);
+  const auto data = TokenDataset::open(dir.path() / "b.bin", 128256);
+  EXPECT_EQ(data.token_bytes(), 4);
+  ASSERT_EQ(data.size(), 4u);
+  EXPECT_EQ(data[1], 65536);
+  EXPECT_EQ(data[2], 128255);
+  EXPECT_EQ(data.slice(1, 3), (std::vector<int32_t>{65536, 128255, 7}));
+  EXPECT_THROW(data.slice(2, 3), Error);
+  // Ids outside the vocabulary are refused by the writer.
+  EXPECT_TRUE(contains(error_of([&] {
+                         write_token_file(dir.path() / "c.bin", {5, 128256}, 128256);
+                       }),
+                       "128256"));
+  EXPECT_THROW(write_token_file(dir.path() / "c.bin", {-1}, 128256), Error);
+  EXPECT_THROW(write_token_file(dir.path() / "c.bin", {70000}), Error);  // default: uint16
+  EXPECT_FALSE(fs::exists(dir.path() / "c.bin"));
+}
+
+TEST(TokenFileUint32, SamplerWindowsAreSlicesOfAUint32File) {
+  TempDir dir;
+  std::vector<int32_t> tokens(300);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(70000 + 311 * i);
+  write_token_file(dir.path() / "t.bin", tokens, 200000);
+  const auto data = TokenDataset::open(dir.path() / "t.bin", 200000);
+  BatchSampler sampler(data, 3, 16, 5);
+  std::vector<int32_t> x(48), y(48);
+  sampler.next(x.data(), y.data());
+  for (int b = 0; b < 3; ++b) {
+    const size_t start = static_cast<size_t>((x[b * 16] - 70000) / 311);
+    for (int t = 0; t < 16; ++t) {
+      EXPECT_EQ(x[b * 16 + t], tokens[start + t]);
+      EXPECT_EQ(y[b * 16 + t], tokens[start + t + 1]);
+    }
+  }
+}
+
+TEST(TokenFileUint32, BadHeadersAndSizesNameTheProblem) {
+  TempDir dir;
+  const auto path = dir.path() / "h.bin";
+  const auto open_error = [&](const std::string& bytes) {
+    write_file_atomic(path, bytes);
+    return error_of([&] { TokenDataset::open(path, 200000); });
+  };
+  const std::string ids = le32({1, 2, 3});
+  EXPECT_TRUE(contains(open_error(uint32_header(1, 4, 3) + ids.substr(0, 11)), "truncated"));
+  EXPECT_TRUE(contains(open_error(uint32_header(1, 4, 4) + ids), "truncated"));
+  EXPECT_TRUE(contains(open_error(uint32_header(1, 4, 2) + ids), "extra bytes"));
+  EXPECT_TRUE(contains(open_error(uint32_header(1, 4, 3).substr(0, 20)), "header"));
+  EXPECT_TRUE(contains(open_error(uint32_header(2, 4, 3) + ids), "version 2"));
+  EXPECT_TRUE(contains(open_error(uint32_header(1, 3, 3) + ids), "3 bytes per token"));
+  EXPECT_TRUE(contains(open_error(uint32_header(1, 4, 3, 9) + ids), "reserved"));
+  // A count so large that count * width overflows 64 bits is still "truncated", not accepted.
+  EXPECT_TRUE(contains(open_error(uint32_header(1, 4, uint64_t{1} << 62) + ids), "truncated"));
+  // Out-of-range id: named with its index and byte offset (header included).
+  const std::string msg = open_error(uint32_header(1, 4, 3) + le32({1, 250000, 3}));
+  EXPECT_TRUE(contains(msg, "250000")) << msg;
+  EXPECT_TRUE(contains(msg, "index 1")) << msg;
+  EXPECT_TRUE(contains(msg, "byte offset 36")) << msg;
+  // A header with 2-byte ids is read as such.
+  write_file_atomic(path, uint32_header(1, 2, 2) + std::string("\x05\x00\x06\x01", 4));
+  const auto two = TokenDataset::open(path, 300);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[1], 0x106);
+}
+
+TEST(TokenFileUint32, PreTokenisedInputReadsTheHeader) {
+  TempDir dir;
+  const auto path = dir.path() / "ids.bin";
+  write_token_file(path, {3, 100000, 5}, 150000);
+  using eval::read_token_file;
+  using eval::TokenFileFormat;
+  EXPECT_EQ(read_token_file(path), (std::vector<int32_t>{3, 100000, 5}));
+  EXPECT_EQ(read_token_file(path, TokenFileFormat::kUint32), (std::vector<int32_t>{3, 100000, 5}));
+  EXPECT_TRUE(contains(error_of([&] { read_token_file(path, TokenFileFormat::kUint16); }),
+                       "header says 32"));
+  EXPECT_TRUE(
+      contains(error_of([&] { read_token_file(path, TokenFileFormat::kAuto, 100000); }), "100000"));
+  // A headerless uint32 file still needs the explicit format.
+  write_file_atomic(dir.path() / "raw.bin", le32({70000, 1}));
+  EXPECT_EQ(read_token_file(dir.path() / "raw.bin", TokenFileFormat::kUint32),
+            (std::vector<int32_t>{70000, 1}));
+  const auto truncated = read_binary_file(path);
+  write_file_atomic(dir.path() / "cut.bin", truncated.data(), truncated.size() - 2);
+  EXPECT_TRUE(contains(error_of([&] { read_token_file(dir.path() / "cut.bin"); }), "truncated"));
+}
+
+// The npm Llama 3 tokenizer (128256 ids): prepare writes uint32 files that read back as its ids.
+TEST(Prepare, LargeVocabularyWritesUint32Files) {
+  const fs::path json = default_data_dir() / "tokenizers" / "llama3" / "tokenizer.json";
+  if (!fs::exists(json)) {
+    GAINCELL_SKIP_UNLESS_CI("data/tokenizers/llama3 not found (run scripts/setup.sh)");
+  }
+  const Tokenizer tok = Tokenizer::load_hf(json);
+  ASSERT_GT(tok.vocab_size(), 65536);
+  TempDir dir;
+  // Cyrillic, CJK and Devanagari words: Llama 3 has ids above 65535 for many of them.
+  const std::string text =
+      "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82 \xd0\xbc\xd0\xb8\xd1\x80 "
+      "\xe4\xbd\xa0\xe5\xa5\xbd\xe4\xb8\x96\xe7\x95\x8c "
+      "\xe0\xa4\xa8\xe0\xa4\xae\xe0\xa4\xb8\xe0\xa5\x8d\xe0\xa4\xa4\xe0\xa5\x87 1234567\n";
+  write_file_atomic(dir.path() / "a.txt", text);
+  const auto out = dir.path() / "out";
+  prepare_token_files(tok, {dir.path() / "a.txt"}, out, 0.0);
+  const auto ids = tok.encode(text);
+  ASSERT_TRUE(std::any_of(ids.begin(), ids.end(), [](int32_t id) { return id > 65535; }))
+      << "the sample text should need ids above 65535";
+  const auto train = TokenDataset::open(out / "train.bin", tok.vocab_size());
+  EXPECT_EQ(train.token_bytes(), 4);
+  EXPECT_EQ(train.slice(0, train.size()), ids);
+  const auto meta = nlohmann::json::parse(read_text_file(out / "meta.json"));
+  EXPECT_EQ(meta.at("dtype"), "uint32");
+  EXPECT_EQ(meta.at("header_bytes"), 32);
+  EXPECT_EQ(meta.at("vocab_size"), tok.vocab_size());
 }
 
 // ----- BatchSampler -----------------------------------------------------------------------------
@@ -283,8 +433,8 @@ TEST(Prepare, ConcatenatesDocumentsWithEndOfTextAndSplitsAtTheEnd) {
   const auto train = TokenDataset::open(out / "train.bin");
   const auto valid = TokenDataset::open(out / "val.bin");
   ASSERT_EQ(train.size() + valid.size(), stream.size());
-  for (size_t i = 0; i < train.size(); ++i) EXPECT_EQ(train.tokens()[i], stream[i]);
-  for (size_t i = 0; i < valid.size(); ++i) EXPECT_EQ(valid.tokens()[i], stream[train.size() + i]);
+  for (size_t i = 0; i < train.size(); ++i) EXPECT_EQ(train[i], stream[i]);
+  for (size_t i = 0; i < valid.size(); ++i) EXPECT_EQ(valid[i], stream[train.size() + i]);
   const auto meta = nlohmann::json::parse(read_text_file(out / "meta.json"));
   EXPECT_EQ(meta.at("train_tokens"), r.train_tokens);
   EXPECT_EQ(meta.at("val_tokens"), r.val_tokens);
@@ -318,7 +468,7 @@ TEST(Prepare, FortuneFilesBecomeOneDocumentPerFortune) {
   EXPECT_EQ(r.val_tokens, 0u);
   const auto train = TokenDataset::open(dir.path() / "out" / "train.bin");
   ASSERT_EQ(train.size(), stream.size());
-  for (size_t i = 0; i < stream.size(); ++i) EXPECT_EQ(train.tokens()[i], stream[i]);
+  for (size_t i = 0; i < stream.size(); ++i) EXPECT_EQ(train[i], stream[i]);
   EXPECT_FALSE(progress.empty());
   EXPECT_EQ(TokenDataset::open(dir.path() / "out" / "val.bin").size(), 0u);
 }

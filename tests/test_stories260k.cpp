@@ -18,7 +18,10 @@
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/npy.h"
 #include "gaincell/model/checkpoint.h"
+#include "gaincell/model/data.h"
 #include "gaincell/model/gpt2.h"
+#include "test_cli_util.h"
+#include "test_util.h"
 
 namespace gaincell {
 namespace {
@@ -146,6 +149,45 @@ TEST(Stories260K, DecodeLogitsAndGreedyChoicesEqualLlama2c) {
     }
     EXPECT_LE(worst, 1e-4);
     EXPECT_EQ(argmax_mismatch, 0) << "greedy choices differ from run.c's";
+  }
+}
+
+// The same per-token log-likelihoods through the CLI (issue 12: `gaincell perplexity --tokens`),
+// from the JSON ids file and from a uint16 token file of the same ids: --no-eot scores the ids as
+// given (position t predicts ids[t + 1]), one window of the model's 512 positions.
+TEST(Stories260K, CliPerplexityPerTokenEqualsLlama2c) {
+  REQUIRE_STORIES_OR_SKIP(dir);
+  test_util::TempDir tmp;
+  const int V = read_model_config(dir).vocab_size;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(c.name);
+    const auto ids = read_ids(dir, c.name);
+    const int T = static_cast<int>(ids.size());
+    const auto want = read_llama2c_logits(dir, c.name, T, V);
+    const fs::path json_ids = dir / ("ids_" + c.name + ".json");
+    const fs::path bin_ids = tmp.path() / (c.name + ".bin");
+    write_token_file(bin_ids, ids, V);
+    for (const fs::path& tokens : {json_ids, bin_ids}) {
+      const auto r = cli_test::run_cli(
+          tmp.path(), "perplexity --model " + cli_test::shell_quote(dir.string()) + " --tokens " +
+                          cli_test::shell_quote(tokens.string()) + " --no-eot --per-token");
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      const auto j = nlohmann::json::parse(r.out);
+      const auto nll = j.at("nll").get<std::vector<double>>();
+      ASSERT_EQ(nll.size(), static_cast<size_t>(T - 1));
+      EXPECT_EQ(j.at("tokens").get<int>(), T - 1);
+      double worst = 0.0;
+      for (int t = 0; t + 1 < T; ++t) {
+        const float* row = want.data() + static_cast<size_t>(t) * V;
+        const double mx = *std::max_element(row, row + V);
+        double z = 0.0;
+        for (int v = 0; v < V; ++v) z += std::exp(row[v] - mx);
+        worst = std::max(worst, std::abs(nll[t] - (mx + std::log(z) - row[ids[t + 1]])));
+      }
+      RecordProperty("cli_max_abs_nll_diff_" + c.name, std::to_string(worst));
+      EXPECT_LE(worst, 1e-4) << tokens;
+      EXPECT_NEAR(j.at("mean_nll").get<double>(), c.mean_nll, 1e-4);
+    }
   }
 }
 

@@ -230,7 +230,7 @@ TEST_F(SweepTest, PointEqualsADirectEvaluationOfTheSameConfiguration) {
   load.overrides.hw = HwConfig::from_json(r["hw"]);
   auto model = load_model(kTinyModel, load);
   const TokenDataset data = TokenDataset::open(val, 101);
-  std::vector<int32_t> tokens(data.tokens(), data.tokens() + 200);
+  std::vector<int32_t> tokens = data.slice(0, 200);
   const PerplexityResult direct = rolling_perplexity(*model, tokens, 32, 32);
   EXPECT_EQ(r["metrics"]["ppl"]["mean"].get<double>(), direct.ppl);
   EXPECT_EQ(r["metrics"]["mean_nll"]["mean"].get<double>(), direct.mean_nll);

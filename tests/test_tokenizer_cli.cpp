@@ -223,5 +223,54 @@ TEST(TokenizeCli, UnsupportedTokenizerJsonNamesFileAndKey) {
   EXPECT_NE(missing.err.find("nonexistent.json"), std::string::npos) << missing.err;
 }
 
+// A new Llama-family model trained on a token directory made with a tokenizer.json (Llama 3's
+// 128256 ids: uint32 token files): prepare copies the tokenizer into the directory, train takes
+// its vocabulary from it and copies it into the model, which then tokenizes text the same way.
+TEST(TokenizeCli, NewModelTrainsOnAHuggingFaceTokenDirectory) {
+  const fs::path llama3 = default_data_dir() / "tokenizers" / "llama3";
+  if (!fs::exists(llama3 / "tokenizer.json")) {
+    GAINCELL_SKIP_UNLESS_CI("data/tokenizers/llama3 not found (run scripts/setup.sh)");
+  }
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 40; ++i) {
+    text += "Document " + std::to_string(i) +
+            ": \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82, "
+            "the quick brown fox jumps over the lazy dog.\n";
+  }
+  write_file_atomic(dir.path() / "a.txt", text);
+  const fs::path data = dir.path() / "data", model = dir.path() / "model";
+  const auto prep =
+      run_cli(dir, "prepare --tokenizer " + shell_quote((llama3 / "tokenizer.json").string()) +
+                       " --text " + shell_quote((dir.path() / "a.txt").string()) + " --out " +
+                       shell_quote(data.string()) + " --val-fraction 0.2");
+  ASSERT_EQ(prep.exit_code, 0) << prep.err;
+  const auto meta = nlohmann::json::parse(read_text_file(data / "meta.json"));
+  EXPECT_EQ(meta.at("dtype"), "uint32");
+  EXPECT_EQ(read_text_file(data / "tokenizer.json"), read_text_file(llama3 / "tokenizer.json"));
+  EXPECT_TRUE(fs::exists(data / "tokenizer_config.json"));
+
+  const std::string train = "train --config llama-tiny --data " + shell_quote(data.string()) +
+                            " --steps 2 --batch-size 2 --seq-len 16 --eval-iters 1 --out ";
+  const auto r = run_cli(dir, train + shell_quote(model.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto config = nlohmann::json::parse(read_text_file(model / "config.json"));
+  EXPECT_EQ(config.at("model_type"), "llama");
+  EXPECT_EQ(config.at("vocab_size"), 128256) << "the vocabulary comes from the tokenizer";
+  EXPECT_EQ(Tokenizer::name_for_model(model, "gpt2-bpe"), meta.at("tokenizer"));
+  // The trained model scores text through its own tokenizer.json.
+  const auto ppl = run_cli(dir, "perplexity --json --model " + shell_quote(model.string()) +
+                                    " --text " + shell_quote((dir.path() / "a.txt").string()));
+  ASSERT_EQ(ppl.exit_code, 0) << ppl.err;
+  EXPECT_GT(nlohmann::json::parse(ppl.out).at("tokens").get<int>(), 100);
+
+  // Without the tokenizer file the directory cannot make a new model: a clear error.
+  fs::remove(data / "tokenizer.json");
+  const auto missing = run_cli(dir, train + shell_quote((dir.path() / "m2").string()));
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("tokenizer.json"), std::string::npos) << missing.err;
+  EXPECT_FALSE(fs::exists(dir.path() / "m2" / "config.json"));
+}
+
 }  // namespace
 }  // namespace gaincell

@@ -8,7 +8,11 @@ range scalers and replaces the core of a causal self-attention, after the q/k/v 
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True)    # before
     y = self.core(q.contiguous(), k.contiguous(), v.contiguous())  # after: [B, H, T, D] each
 
-Tensors must be CPU float32, C-contiguous, [B, H, T, D]; they cross into C++ without copies.
+Tensors must be CPU float32, C-contiguous, q [B, H, T, D] and k, v [B, Hkv, T, D]; they cross
+into C++ without copies. Grouped-query attention (Llama, Mistral, Qwen2): k and v have Hkv heads
+(Hkv divides H, query head h reads key/value head h // (H // Hkv)), one K/V array pair per
+key/value head; do not repeat them to H heads. The scalers are then the flat vector
+(q.a, q.b [H], k.a, k.b, v.a, v.b [Hkv], output.a, output.b [H]); with Hkv == H, [4, 2, H].
 """
 import collections
 import json
@@ -22,7 +26,7 @@ from ._core import HwConfig
 
 SCALERS = ("q", "k", "v", "output")
 
-__all__ = ["GainCellAttention", "gain_cell_attention", "as_hw_config", "SCALERS"]
+__all__ = ["GainCellAttention", "gain_cell_attention", "as_hw_config", "scaler_shape", "SCALERS"]
 
 
 def as_hw_config(hw):
@@ -89,11 +93,13 @@ _CORES = collections.OrderedDict()
 _CORE_CACHE_SIZE = 32
 
 
-def _core_for(hw, n_head, head_dim, layer, variant):
-    key = (json.dumps(hw.to_dict(), sort_keys=True), n_head, head_dim, layer, variant or "")
+def _core_for(hw, n_head, head_dim, layer, variant, n_kv_head):
+    key = (json.dumps(hw.to_dict(), sort_keys=True), n_head, head_dim, layer, variant or "",
+           n_kv_head)
     core = _CORES.get(key)
     if core is None:
-        core = _core.AttentionCore(hw, n_head, head_dim, layer, variant or "")
+        core = _core.AttentionCore(hw, n_head, head_dim, layer, variant or "",
+                                   n_kv_head=n_kv_head)
         _CORES[key] = core
         if len(_CORES) > _CORE_CACHE_SIZE:
             _CORES.popitem(last=False)
@@ -102,35 +108,55 @@ def _core_for(hw, n_head, head_dim, layer, variant):
     return core
 
 
+def scaler_shape(n_head, n_kv_head):
+    """The shape of the scalers tensor: (4, 2, H) without grouping, else (4 (H + Hkv),)."""
+    if n_kv_head == n_head:
+        return (4, 2, n_head)
+    return (4 * (n_head + n_kv_head),)
+
+
 def _apply(q, k, v, scalers, core, on_call=None):
     """on_call(call, keep): receives the C++ call object of the forward (statistics, timing)."""
     for t, n in ((q, "q"), (k, "k"), (v, "v")):
         _check_tensor(t, n, 4)
-    _check_tensor(scalers, "scalers", 3)
-    if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f"q, k, v must have the same shape, got {tuple(q.shape)}, "
-                         f"{tuple(k.shape)}, {tuple(v.shape)}")
-    H, D = core.n_head, core.head_dim
+    H, Hkv, D = core.n_head, core.n_kv_head, core.head_dim
+    want = scaler_shape(H, Hkv)
+    # Any rank here; the shape check below names the expected layout.
+    _check_tensor(scalers, "scalers", scalers.dim() if isinstance(scalers, torch.Tensor) else 0)
+    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2:] != q.shape[2:]:
+        raise ValueError(f"q, k, v must have the same shape (k and v may have fewer heads), got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if q.shape[1] != H or q.shape[3] != D:
-        raise ValueError(f"q, k, v must be [B, H={H}, T, D={D}], got {tuple(q.shape)}")
-    if tuple(scalers.shape) != (4, 2, H):
-        raise ValueError(f"scalers must be [4, 2, H={H}] (q, k, v, output x a, b), got "
-                         f"{tuple(scalers.shape)}")
+        raise ValueError(f"q must be [B, H={H}, T, D={D}], got {tuple(q.shape)}")
+    if k.shape[1] != Hkv:
+        raise ValueError(f"k and v must be [B, Hkv={Hkv}, T, D={D}], got {tuple(k.shape)}")
+    if tuple(scalers.shape) != want:
+        what = ("[4, 2, H={}] (q, k, v, output x a, b)".format(H) if len(want) == 3 else
+                "[4 (H + Hkv) = {}] (q.a, q.b [H={}], k.a, k.b, v.a, v.b [Hkv={}], output.a, "
+                "output.b [H])".format(want[0], H, Hkv))
+        raise ValueError(f"scalers must be {what}, got {tuple(scalers.shape)}")
     return _GainCellAttentionFunction.apply(q, k, v, scalers, core, on_call)
 
 
 def gain_cell_attention(q, k, v, scalers, hw=None, layer=0, variant=None):
-    """Causal gain-cell attention of q, k, v [B, H, T, D] (CPU float32, contiguous).
+    """Causal gain-cell attention of q [B, H, T, D], k, v [B, Hkv, T, D] (CPU float32, contiguous).
 
-    scalers: [4, 2, H] float32, the per-head range scalers (q, k, v, output) x (a, b): the
-    inputs enter the arrays as Qz(clamp(a x + b)) and the output leaves as a_o O + b_o.
+    scalers: the per-head range scalers (q, k, v, output) x (a, b): [4, 2, H] float32 when
+    Hkv == H, else the flat [4 (H + Hkv)] vector (q.a, q.b [H], k.a, k.b, v.a, v.b [Hkv],
+    output.a, output.b [H]). The inputs enter the arrays as Qz(clamp(a x + b)) and the output
+    leaves as a_o O + b_o. Grouped-query attention (Hkv < H): each key/value head is written to
+    one array pair, read by the H / Hkv query heads of its group.
     hw: an HwConfig, preset name, JSON file or dict (default paper-nonlinear); the cell model
     selects the variant unless `variant` names one (e.g. "gaincell-x3"). layer seeds the noise
     streams when the configuration has noise. Differentiable in q, k, v and scalers.
     """
     hw = as_hw_config(hw)
     _check_tensor(q, "q", 4)
-    core = _core_for(hw, q.shape[1], q.shape[3], layer, variant)
+    _check_tensor(k, "k", 4)
+    H, Hkv = q.shape[1], k.shape[1]
+    if Hkv < 1 or H % Hkv != 0:
+        raise ValueError(f"k and v have {Hkv} heads, which must divide q's {H}")
+    core = _core_for(hw, H, q.shape[3], layer, variant, Hkv)
     return _apply(q, k, v, scalers, core)
 
 
@@ -148,23 +174,27 @@ class RangeScaler(nn.Module):
 class GainCellAttention(nn.Module):
     """Drop-in causal attention core on simulated gain-cell hardware.
 
-    forward(q, k, v) with [B, H, T, D] CPU float32 contiguous tensors returns [B, H, T, D]
-    (before the output projection). Parameters: q_scaler, k_scaler, v_scaler, output_scaler
-    (each .a and .b of shape [n_head]), initialised as the C++ model does (a = 1; b = 0 for q and
+    forward(q, k, v) with CPU float32 contiguous tensors q [B, H, T, D], k, v [B, Hkv, T, D]
+    returns [B, H, T, D] (before the output projection); n_kv_head = Hkv (default n_head) for
+    grouped-query attention. Parameters: q_scaler, k_scaler, v_scaler, output_scaler (each .a
+    and .b of shape [n_head], [n_kv_head] for k and v), initialised as the C++ model does (a = 1; b = 0 for q and
     output, the K/V offset for k and v), so state_dict names mirror gaincell checkpoints
     (h.{l}.attn.q_scaler.a ...). With record_targets, every training forward moves the
     target_mean/target_std buffers towards the scaler outputs' statistics (EMA 0.1, spec §5.1).
     """
 
-    def __init__(self, n_head, head_dim, hw=None, layer=0, variant=None):
+    def __init__(self, n_head, head_dim, hw=None, layer=0, variant=None, n_kv_head=None):
         super().__init__()
         self.hw = as_hw_config(hw)
-        self.n_head, self.head_dim, self.layer = n_head, head_dim, layer
-        self._core = _core.AttentionCore(self.hw, n_head, head_dim, layer, variant or "")
+        n_kv_head = n_head if n_kv_head is None else n_kv_head
+        self.n_head, self.n_kv_head, self.head_dim, self.layer = n_head, n_kv_head, head_dim, layer
+        self._core = _core.AttentionCore(self.hw, n_head, head_dim, layer, variant or "",
+                                         n_kv_head=n_kv_head)
         offsets = self.hw.to_dict()
         b_init = {"q": 0.0, "k": offsets["k_offset"], "v": offsets["v_offset"], "output": 0.0}
         for s in SCALERS:
-            self.add_module(s + "_scaler", RangeScaler(n_head, b_init[s]))
+            heads = n_kv_head if s in ("k", "v") else n_head
+            self.add_module(s + "_scaler", RangeScaler(heads, b_init[s]))
         self.record_targets = False
         self.last_statistics = None  # (mean [4, H], std [4, H]) of the last training forward
 
@@ -173,15 +203,21 @@ class GainCellAttention(nn.Module):
         return self._core.variant
 
     def scalers(self):
-        """The [4, 2, H] tensor the operation takes (differentiable in the parameters)."""
-        return torch.stack([torch.stack([getattr(self, s + "_scaler").a,
-                                         getattr(self, s + "_scaler").b]) for s in SCALERS])
+        """The tensor the operation takes (differentiable in the parameters): [4, 2, H], or the
+        flat [4 (H + Hkv)] vector under grouped-query attention."""
+        if self.n_kv_head == self.n_head:
+            return torch.stack([torch.stack([getattr(self, s + "_scaler").a,
+                                             getattr(self, s + "_scaler").b]) for s in SCALERS])
+        return torch.cat([p for s in SCALERS for p in (getattr(self, s + "_scaler").a,
+                                                        getattr(self, s + "_scaler").b)])
 
     def _record(self, call, keep):
         stats = call.statistics() if keep else None
         if stats is None:
             return
-        mean, std = (torch.from_numpy(x) for x in stats)
+        # [4, H] arrays, or (grouped-query attention) lists of 4 per-scaler arrays.
+        mean, std = ((torch.from_numpy(x) if not isinstance(x, list) else
+                      [torch.from_numpy(a) for a in x]) for x in stats)
         self.last_statistics = (mean, std)
         if self.record_targets and self.training:
             with torch.no_grad():
@@ -194,5 +230,6 @@ class GainCellAttention(nn.Module):
         return _apply(q, k, v, self.scalers(), self._core, self._record)
 
     def extra_repr(self):
-        return (f"n_head={self.n_head}, head_dim={self.head_dim}, variant={self.variant}, "
+        return (f"n_head={self.n_head}, n_kv_head={self.n_kv_head}, head_dim={self.head_dim}, "
+                f"variant={self.variant}, "
                 f"hw={self.hw.name}, layer={self.layer}")

@@ -13,6 +13,7 @@
 #include "bindings.h"
 #include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/gpt2.h"
 #include "gaincell/model/sampling.h"
@@ -29,16 +30,25 @@ namespace {
 
 class Model {
  public:
-  Model(std::unique_ptr<GPT2Model> model, std::string vocab_dir)
-      : model_(std::move(model)), vocab_dir_(std::move(vocab_dir)) {}
+  Model(std::unique_ptr<GPT2Model> model, std::string vocab_dir, std::string model_dir = "")
+      : model_(std::move(model)), vocab_dir_(std::move(vocab_dir)), dir_(std::move(model_dir)) {}
 
   GPT2Model& gpt() { return *model_; }
   const GPT2Config& config() const { return model_->config(); }
 
+  // The CLI's rule (Tokenizer::for_model): the model directory's tokenizer.json when it has one
+  // (Llama, Mistral, Qwen2 checkpoints), else the tokenizer its config names.
   const Tokenizer& tokenizer() {
-    if (!tok_) tok_ = Tokenizer::by_name(config().tokenizer, vocab_dir_);
+    if (!tok_) {
+      tok_ = dir_.empty() ? Tokenizer::by_name(config().tokenizer, vocab_dir_)
+                          : Tokenizer::for_model(dir_, config().tokenizer, vocab_dir_);
+    }
     return *tok_;
   }
+
+  // lm-eval's prefix token, as `gaincell perplexity` and `generate` use it: BOS when the tokenizer
+  // defines one, else its end-of-text token.
+  int32_t prefix_token() { return tokenizer().bos_token().value_or(tokenizer().end_of_text()); }
 
   // Token ids of a str (through the model's tokenizer) or of a sequence/array of ints.
   TokenBatch tokens_of(const py::handle& obj, const char* what) {
@@ -120,6 +130,21 @@ class Model {
     return py::make_tuple(loss, grads);
   }
 
+  // save_model, plus the tokenizer files of the directory the model came from, so that the saved
+  // model tokenizes as this one (what `gaincell train --init` and `adapt` do).
+  void save(const std::string& dir) {
+    save_model(*model_, dir);
+    if (dir_.empty()) return;
+    std::error_code ec;
+    if (std::filesystem::equivalent(dir_, dir, ec)) return;
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+      const auto from = std::filesystem::path(dir_) / name;
+      if (std::filesystem::is_regular_file(from, ec)) {
+        write_file_atomic(std::filesystem::path(dir) / name, read_text_file(from));
+      }
+    }
+  }
+
   // The parameters as NumPy views of the model's own storage (writes change the model).
   py::dict params(const py::object& self) {
     py::dict out;
@@ -135,7 +160,7 @@ class Model {
     const int ctx = context > 0 ? context : config().block_size;
     const int str = stride > 0 ? stride : ctx;
     std::vector<int32_t> tokens;
-    if (prepend_eot) tokens.push_back(tokenizer().end_of_text());
+    if (prepend_eot) tokens.push_back(prefix_token());
     const TokenBatch body = tokens_of(text_or_tokens, "text");
     if (body.batched) throw py::value_error("text: one token sequence (1-D), got a batch");
     tokens.insert(tokens.end(), body.ids.begin(), body.ids.end());
@@ -169,14 +194,15 @@ class Model {
     std::vector<int32_t> ids;
     const bool is_text = py::isinstance<py::str>(prompt);
     if (is_text) {
-      ids = tokenizer().encode(prompt.cast<std::string>());
+      // As the tokenizer gives text to a model (BOS first for Llama 2), like `gaincell generate`.
+      ids = tokenizer().encode_with_special_tokens(prompt.cast<std::string>());
     } else if (!prompt.is_none() && py::len(prompt) > 0) {
       const TokenBatch t = read_tokens(prompt, config().vocab_size, "prompt");
       if (t.batched) throw py::value_error("prompt: one token sequence (1-D), got a batch");
       ids = t.ids;
     }
-    // An empty prompt starts from <|endoftext|>, as `gaincell generate` does.
-    if (ids.empty()) ids.push_back(tokenizer().end_of_text());
+    // An empty prompt starts from BOS, else <|endoftext|>, as `gaincell generate` does.
+    if (ids.empty()) ids.push_back(prefix_token());
     for (int32_t id : ids) {
       require(id < config().vocab_size, "prompt token " + std::to_string(id) +
                                             " is outside the model's vocabulary of " +
@@ -288,6 +314,7 @@ class Model {
  private:
   std::unique_ptr<GPT2Model> model_;
   std::string vocab_dir_;
+  std::string dir_;  // the model directory (empty for from_config models)
   std::optional<Tokenizer> tok_;
   std::optional<cost::HardwareEventCounts> last_events_;
 };
@@ -309,7 +336,7 @@ std::unique_ptr<Model> load(const std::string& dir, std::optional<std::string> a
     py::gil_scoped_release release;
     m = load_model(dir, o);
   }
-  return std::make_unique<Model>(std::move(m), vocab);
+  return std::make_unique<Model>(std::move(m), vocab, dir);
 }
 
 std::unique_ptr<Model> from_config(const py::object& config, std::optional<uint64_t> seed,
@@ -397,9 +424,9 @@ new one from a config dict (config.json keys) or a name ("gpt2", "tiny"), random
       .def_property_readonly("vocab_size", [](const Model& s) { return s.config().vocab_size; })
       .def_property_readonly("weights", [](Model& s) { return to_string(s.gpt().weight_format()); })
       .def_property_readonly("block_size", [](const Model& s) { return s.config().block_size; })
-      .def(
-          "save", [](Model& s, const std::string& dir) { save_model(s.gpt(), dir); },
-          py::arg("path"), "Writes a model directory (config.json, model.safetensors).")
+      .def("save", &Model::save, py::arg("path"),
+           "Writes a model directory (config.json, model.safetensors; the tokenizer.json and "
+           "tokenizer_config.json of the directory it was loaded from, as the CLI copies them).")
       .def(
           "encode", [](Model& s, const std::string& text) { return s.tokenizer().encode(text); },
           py::arg("text"))

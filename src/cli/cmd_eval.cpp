@@ -177,7 +177,8 @@ void setup_eval(CLI::App& app) {
   app.add_option("--tokens", o->tokens_file,
                  "also score a pre-tokenised file as one rolling document (task 'tokens': "
                  "token_perplexity); JSON {\"ids\": [...]} or uint16/uint32 ids");
-  app.add_option("--tokens-format", o->tokens_format, "auto (JSON or uint16), uint16, uint32");
+  app.add_option("--tokens-format", o->tokens_format,
+                 "auto (JSON, a GCTOKENS header, else uint16), uint16, uint32 (headerless)");
   app.add_option("--limit", o->limit, "score only the first N documents of each task");
   app.add_option("--batch-size", o->batch_size, "requests per whole-sequence forward (default 8)");
   app.add_option("--bootstrap-iters", o->bootstrap_iters,

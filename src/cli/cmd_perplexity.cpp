@@ -124,7 +124,8 @@ void setup_perplexity(CLI::App& app) {
                  "pre-tokenised input instead of --text: JSON {\"ids\": [...]} or uint16/uint32 "
                  "token ids (for models without a shipped tokenizer; with --no-eot no tokenizer "
                  "is loaded)");
-  app.add_option("--tokens-format", o->tokens_format, "auto (JSON or uint16), uint16, uint32");
+  app.add_option("--tokens-format", o->tokens_format,
+                 "auto (JSON, a GCTOKENS header, else uint16), uint16, uint32 (headerless)");
   app.add_option("--context", o->context, "tokens per window (default: the model's n_positions)");
   app.add_option("--stride", o->stride, "new tokens predicted per window (default: --context)");
   app.add_flag("--json", o->json, "print one JSON object: tokens, mean_nll (nats/token), ppl, ...");

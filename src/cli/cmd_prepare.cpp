@@ -1,5 +1,7 @@
 // gaincell prepare: tokenizes text files into DIR/train.bin, DIR/val.bin and DIR/meta.json
-// (flat little-endian uint16 tokens, nanoGPT layout), for `--data DIR` of the training commands.
+// (little-endian uint16 tokens in nanoGPT's layout, or uint32 with a header for vocabularies over
+// 65536: model/data.h), for `--data DIR` of the training commands. A Hugging Face tokenizer.json
+// is copied into DIR, so that `train` can build a new model for it.
 //   gaincell prepare --text a.txt b.txt --out data/mine [--val-fraction 0.1]
 //   gaincell prepare --fortunes --out data/fortunes      (Debian's fortunes, one document each)
 #include <iostream>
@@ -38,6 +40,10 @@ void run_prepare(const PrepareCliOptions& o) {
   options.progress = [](const std::string& line) { std::cerr << line << std::endl; };
   // One process per output directory (a second one gets a clear error, not mixed files).
   const DirectoryLock lock = DirectoryLock::acquire(o.out_dir);
+  // Before the token files: meta.json, written last, means the directory is complete.
+  if (const auto hf_file = o.tokenizer.hf_file(); !hf_file.empty()) {
+    copy_hf_tokenizer_file(hf_file, o.out_dir);
+  }
   const PrepareResult r = prepare_token_files(tok, files, o.out_dir, options);
   std::cout << nlohmann::json{{"out", o.out_dir},
                               {"train_tokens", r.train_tokens},

@@ -68,6 +68,42 @@ std::optional<TokenDataset> open_val(const fs::path& data_dir, int32_t vocab) {
   return TokenDataset::open(path, vocab);
 }
 
+bool token_dir_is_hf(const fs::path& data_dir) {
+  return token_dir_tokenizer(data_dir).starts_with("hf:");
+}
+
+// A new model takes the tokenizer of its token directory: a byte-level corpus needs a vocabulary
+// of 257, and a directory prepared with a Hugging Face tokenizer.json (which prepare copies into
+// it) the vocabulary of that file, whatever the named configuration says.
+void adopt_token_dir_tokenizer(const fs::path& data_dir, GPT2Config& config) {
+  const std::string name = token_dir_tokenizer(data_dir);
+  if (name == Tokenizer::kBytes && config.tokenizer != Tokenizer::kBytes) {
+    config.tokenizer = Tokenizer::kBytes;
+    config.vocab_size = Tokenizer::bytes().vocab_size();
+    std::cerr << "gaincell: byte-level token directory: vocabulary of " << config.vocab_size
+              << " (256 bytes and <|endoftext|>)\n";
+    return;
+  }
+  if (!name.starts_with("hf:")) return;
+  const fs::path file = data_dir / "tokenizer.json";
+  std::error_code ec;
+  require(fs::is_regular_file(file, ec),
+          "token directory '" + data_dir.string() + "' was made with a Hugging Face tokenizer (" +
+              name +
+              ") but holds no tokenizer.json (prepare copies it there; rerun prepare, "
+              "or start from --init MODEL_DIR)");
+  const Tokenizer tok = Tokenizer::load_hf(file);
+  require(name == tok.name(), "'" + file.string() + "' is not the tokenizer the token files were " +
+                                  "made with (meta.json says " + name + ", the file is " +
+                                  tok.name() + ")");
+  if (config.vocab_size != tok.vocab_size()) {
+    std::cerr << "gaincell: vocabulary of " << tok.vocab_size() << " from " << file.string()
+              << " (the configuration said " << config.vocab_size << ")\n";
+  }
+  config.vocab_size = tok.vocab_size();
+  config.validate();
+}
+
 void run_train(TrainCliOptions o) {
   std::unique_ptr<GPT2Model> model;
   TrainOptions options = o.train;
@@ -106,19 +142,7 @@ void run_train(TrainCliOptions o) {
       model = load_model(o.init_dir, load);
     } else {
       GPT2Config config = config_from_cli(o);
-      require(!token_dir_tokenizer(options.data_dir).starts_with("hf:"),
-              "token directory '" + options.data_dir.string() +
-                  "' was made with a Hugging Face tokenizer.json, which a new model cannot take: "
-                  "start from --init MODEL_DIR (the model directory holding that tokenizer)");
-      // A new model takes the tokenizer of its token directory (a byte-level corpus needs a
-      // vocabulary of 257, whatever the named configuration says).
-      if (token_dir_tokenizer(options.data_dir) == Tokenizer::kBytes &&
-          config.tokenizer != Tokenizer::kBytes) {
-        config.tokenizer = Tokenizer::kBytes;
-        config.vocab_size = Tokenizer::bytes().vocab_size();
-        std::cerr << "gaincell: byte-level token directory: vocabulary of " << config.vocab_size
-                  << " (256 bytes and <|endoftext|>)\n";
-      }
+      adopt_token_dir_tokenizer(options.data_dir, config);
       model = std::make_unique<GPT2Model>(config);
       model->init_random(options.seed);
     }
@@ -131,8 +155,12 @@ void run_train(TrainCliOptions o) {
   }
   require(!options.data_dir.empty(),
           "the checkpoint does not record its data directory; give --data");
-  // The directory the model comes from decides its tokenizer (its tokenizer.json, if any).
-  const std::filesystem::path source_dir = resuming ? o.resume_dir : o.init_dir;
+  // The directory the model comes from decides its tokenizer (its tokenizer.json, if any); a new
+  // model takes the one its token directory carries.
+  const std::filesystem::path source_dir = resuming              ? fs::path(o.resume_dir)
+                                           : !o.init_dir.empty() ? fs::path(o.init_dir)
+                                           : token_dir_is_hf(options.data_dir) ? options.data_dir
+                                                                               : fs::path();
   check_token_dir_tokenizer(options.data_dir,
                             Tokenizer::name_for_model(source_dir, model->config().tokenizer));
   if (!resuming) copy_tokenizer_files(source_dir, options.out_dir);
@@ -165,8 +193,10 @@ void setup_train(CLI::App& app) {
                  "token directory (train.bin, val.bin) from gaincell prepare");
   app.add_option("--out", o->out_dir,
                  "checkpoint directory (a model directory plus training state)");
-  app.add_option("--config", o->config,
-                 "new model: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a config.json file")
+  app.add_option(
+         "--config", o->config,
+         "new model: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, llama-tiny, smollm-135m, or a "
+         "config.json file (the vocabulary follows the token directory's tokenizer)")
       ->capture_default_str();
   app.add_option("--n-layer", o->n_layer, "override the config's n_layer");
   app.add_option("--n-head", o->n_head, "override the config's n_head");

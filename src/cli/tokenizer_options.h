@@ -75,7 +75,36 @@ struct TokenizerCliOptions {
                 Tokenizer::kBytes + "' nor an existing tokenizer.json file");
     return Tokenizer::load_hf(tokenizer);
   }
+
+  // The tokenizer.json file load() reads, or empty (a named tokenizer, or a model directory
+  // without one).
+  std::filesystem::path hf_file() const {
+    std::error_code ec;
+    if (!model_dir.empty()) {
+      const auto json = std::filesystem::path(model_dir) / "tokenizer.json";
+      return std::filesystem::is_regular_file(json, ec) ? json : std::filesystem::path();
+    }
+    if (tokenizer == Tokenizer::kGpt2Bpe || tokenizer == Tokenizer::kBytes) return {};
+    return tokenizer;
+  }
 };
+
+// Copies a tokenizer.json (and the tokenizer_config.json beside it, when present) into `dir` as
+// DIR/tokenizer.json and DIR/tokenizer_config.json: a token directory made with it carries the
+// tokenizer, so that a new model trained on it takes its vocabulary and tokenizes the same way.
+inline void copy_hf_tokenizer_file(const std::filesystem::path& tokenizer_json,
+                                   const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir);
+  if (std::filesystem::equivalent(tokenizer_json, dir / "tokenizer.json", ec)) return;
+  write_file_atomic(dir / "tokenizer.json", read_text_file(tokenizer_json));
+  const auto config = tokenizer_json.parent_path() / "tokenizer_config.json";
+  if (std::filesystem::is_regular_file(config, ec)) {
+    write_file_atomic(dir / "tokenizer_config.json", read_text_file(config));
+  } else {
+    std::filesystem::remove(dir / "tokenizer_config.json", ec);  // one of an earlier tokenizer
+  }
+}
 
 inline void add_tokenizer_options(CLI::App& app, TokenizerCliOptions& o) {
   o.tokenizer_option =

@@ -274,3 +274,106 @@ def test_numpy_level_core_checks_arrays():
     y, call = core.forward(q, q, q, sc)
     with pytest.raises(ValueError, match="grad_output must have shape"):
         call.backward(q, q, q, q[:, :1])
+
+
+# ----------------------------------------------------------------- grouped-query attention
+
+def spec_reference():
+    """tests/reference/gaincell_reference.py (the PyTorch reference written from the spec),
+    imported without its float64 default dtype leaking into the other tests."""
+    previous = torch.get_default_dtype()
+    import gaincell_reference
+    torch.set_default_dtype(previous)
+    return gaincell_reference
+
+
+def gqa_case(B=2, H=4, Hkv=2, T=12, D=8, seed=11):
+    rng = np.random.default_rng(seed)
+    heads = {"q": H, "k": Hkv, "v": Hkv, "output": H}
+    sc = {"q_a": rng.uniform(0.6, 1.6, H), "q_b": rng.uniform(0.2, 0.4, H),
+          "k_a": rng.uniform(0.5, 1.5, Hkv), "k_b": 0.45 + rng.uniform(-0.1, 0.1, Hkv),
+          "v_a": rng.uniform(0.5, 1.5, Hkv), "v_b": 0.45 + rng.uniform(-0.1, 0.1, Hkv),
+          "output_a": rng.uniform(0.5, 2.0, H), "output_b": rng.uniform(-0.2, 0.2, H)}
+    sc = {n: x.astype(np.float32) for n, x in sc.items()}
+    assert all(sc[f"{s}_a"].shape == (heads[s],) for s in SCALERS)
+    arrays = {"q": rng.normal(0.0, 0.4, (B, H, T, D)), "k": rng.normal(0.0, 0.4, (B, Hkv, T, D)),
+              "v": rng.normal(0.0, 0.4, (B, Hkv, T, D)), "dy": rng.normal(0.0, 1.0, (B, H, T, D))}
+    return sc, {n: x.astype(np.float32) for n, x in arrays.items()}
+
+
+@pytest.mark.parametrize("cell", ["linear", "nonlinear"])
+def test_grouped_query_attention_matches_the_spec_reference(cell):
+    """K/V with fewer heads than Q: the op (one array pair per key/value head) against the
+    PyTorch spec reference run on K/V (and their scalers) repeated to the query heads, in
+    float64; autograd through the repetition sums each group's gradients."""
+    ref = spec_reference()
+    B, H, Hkv, T, D = 2, 4, 2, 80, 8
+    rep = H // Hkv
+    cfg = {"cell": cell, "quant": False, "window": 64, "lambda": 0.02}  # window 64 < T = 80
+    sc, a = gqa_case(B=B, H=H, Hkv=Hkv, T=T, D=D)
+    flat = np.concatenate([sc[f"{s}_{p}"] for s in SCALERS for p in "ab"])
+    t = {n: torch.from_numpy(a[n]).requires_grad_(True) for n in "qkv"}
+    scalers = torch.from_numpy(flat).requires_grad_(True)
+    y = gain_cell_attention(t["q"], t["k"], t["v"], scalers, hw_of(cfg))
+    assert y.shape == (B, H, T, D)
+    (y * torch.from_numpy(a["dy"])).sum().backward()
+
+    r = {n: torch.from_numpy(a[n]).double().requires_grad_(True) for n in "qkv"}
+    rsc = {n: torch.from_numpy(x).double().requires_grad_(True) for n, x in sc.items()}
+    repeated = {n: (x.repeat_interleave(rep) if n[0] in "kv" else x) for n, x in rsc.items()}
+    y_ref = ref.forward(r["q"], r["k"].repeat_interleave(rep, dim=1),
+                        r["v"].repeat_interleave(rep, dim=1), repeated, cfg)
+    (y_ref * torch.from_numpy(a["dy"]).double()).sum().backward()
+
+    assert max_rel_err(y.detach(), y_ref.detach()) < 1e-5
+    for n in "qkv":
+        assert t[n].grad.shape == r[n].grad.shape
+        assert max_rel_err(t[n].grad, r[n].grad) < 1e-5, n
+    want = torch.cat([rsc[f"{s}_{p}"].grad for s in SCALERS for p in "ab"])
+    assert max_rel_err(scalers.grad, want) < 1e-5
+
+
+def test_grouped_query_module_owns_per_kv_head_scalers():
+    hw = gaincell.HwConfig("paper-nonlinear")
+    m = GainCellAttention(n_head=4, head_dim=8, hw=hw, n_kv_head=2)
+    assert m.q_scaler.a.shape == (4,) and m.output_scaler.b.shape == (4,)
+    assert m.k_scaler.a.shape == (2,) and m.v_scaler.b.shape == (2,)
+    assert m.scalers().shape == (24,)
+    _, a = gqa_case()
+    q, k, v = (torch.from_numpy(a[n]).requires_grad_(True) for n in "qkv")
+    y = m(q, k, v)
+    assert torch.equal(y, gain_cell_attention(q, k, v, m.scalers().detach(), hw))
+    y.square().sum().backward()
+    assert m.k_scaler.a.grad.shape == (2,) and float(m.k_scaler.a.grad.abs().sum()) > 0
+    assert k.grad.shape == (2, 2, 12, 8)
+    # Statistics per scaler: q and output per query head, k and v per key/value head.
+    mean, std = m.last_statistics
+    assert [tuple(x.shape) for x in mean] == [(4,), (2,), (2,), (4,)]
+    # k head 1 is read by query heads 2 and 3: its statistic is of a_k k + b_k over that head.
+    want = float(m.k_scaler.a[1]) * float(k[:, 1].mean()) + float(m.k_scaler.b[1])
+    assert float(mean[1][1]) == pytest.approx(want, abs=1e-5)
+    m.record_targets = True
+    m(q, k, v)
+    assert float(m.k_scaler.target_mean[1]) == pytest.approx(0.1 * want, abs=1e-6)
+
+
+def test_grouped_query_bad_shapes_raise():
+    _, a = gqa_case()
+    q, k, v = (torch.from_numpy(a[n]) for n in "qkv")
+    m = GainCellAttention(n_head=4, head_dim=8, n_kv_head=2)
+    sc = m.scalers().detach()
+    with pytest.raises(ValueError, match="must divide q's 4"):
+        gain_cell_attention(q, k[:, :1].repeat(1, 3, 1, 1).contiguous(), v, sc)
+    with pytest.raises(ValueError, match=r"scalers must be \[4 \(H \+ Hkv\) = 24\]"):
+        gain_cell_attention(q, k, v, torch.ones(4, 2, 4))
+    with pytest.raises(ValueError, match=r"k and v must be \[B, Hkv=2"):
+        m(q, q, q)
+    with pytest.raises(ValueError, match="same shape"):
+        m(q, k, v[:, :, :5].contiguous())
+    with pytest.raises(ValueError, match="n_kv_head .3. must divide n_head .4."):
+        GainCellAttention(n_head=4, head_dim=8, n_kv_head=3)
+    core = _core.AttentionCore(gaincell.HwConfig(), 4, 8, n_kv_head=2)
+    with pytest.raises(ValueError, match="one flat vector of 24"):
+        core.forward(a["q"], a["k"], a["v"], np.ones((4, 2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"k must have shape \(2, 2, 12, 8\)"):
+        core.forward(a["q"], a["q"], a["v"], np.ones(24, np.float32))

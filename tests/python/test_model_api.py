@@ -1,5 +1,7 @@
 """gaincell.Model: the library's model API against the CLI on the same model directory."""
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -131,3 +133,54 @@ def test_bad_input_raises(byte_model_dir, tmp_path):
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(gaincell.Error):
         gaincell.Model.load(str(tmp_path / "broken"))
+
+
+# ----------------------------------------------------------------- a model with a tokenizer.json
+
+LLAMA2_TOKENIZER = FIXTURES.parent.parent / "data" / "tokenizers" / "llama2"
+LLAMA_TEXT = "Once upon a time, 42 llamas read   the gain-cell arrays. \u00e9t\u00e9 \u4f60\u597d\n" * 4
+
+
+@pytest.fixture(scope="module")
+def llama_tokenizer_model_dir(tmp_path_factory):
+    """A random Llama-family model directory holding the npm Llama 2 tokenizer files (vocabulary
+    32000), as a Hugging Face checkpoint has them."""
+    if not (LLAMA2_TOKENIZER / "tokenizer.json").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("data/tokenizers/llama2 missing in CI")
+        pytest.skip("data/tokenizers/llama2 not found (run scripts/setup.sh)")
+    path = tmp_path_factory.mktemp("llama_tok")
+    cfg = gaincell.Model.from_config("llama-tiny").config
+    cfg.update(vocab_size=32000, max_position_embeddings=128)
+    gaincell.Model.from_config(cfg, seed=2).save(str(path))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(LLAMA2_TOKENIZER / name, path / name)
+    return path
+
+
+def test_model_directory_tokenizer_json_is_used(llama_tokenizer_model_dir, tmp_path):
+    d = llama_tokenizer_model_dir
+    m = gaincell.Model.load(str(d))
+    cli = json.loads(run_cli("tokenize", "--json", "--model", d, "--string", LLAMA_TEXT).stdout)
+    assert m.encode(LLAMA_TEXT) == cli["ids"]
+    assert max(cli["ids"]) > 256  # not bytes, and (ids < 32000) not GPT-2's 50257
+    assert m.decode(cli["ids"]) == LLAMA_TEXT
+    assert m.end_of_text == 2  # Llama 2's </s>
+    # save() carries the tokenizer files along, as the CLI's train --init and adapt do.
+    m.save(str(tmp_path / "saved"))
+    assert gaincell.Model.load(str(tmp_path / "saved")).encode(LLAMA_TEXT) == cli["ids"]
+    # Scoring and generation tokenize as the CLI does (BOS first for Llama 2).
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(LLAMA_TEXT)
+    ppl = json.loads(run_cli("perplexity", "--model", d, "--text", text_file,
+                             "--per-token").stdout)
+    r = m.perplexity(LLAMA_TEXT)
+    assert r["tokens"] == ppl["tokens"] == len(cli["ids"])
+    np.testing.assert_array_equal(r["nll"], np.asarray(ppl["nll"], dtype=np.float32))
+    gen = json.loads(run_cli("generate", "--model", d, "--prompt", "Once upon",
+                             "--max-new-tokens", 8, "--temperature", 0, "--no-stop",
+                             "--json").stdout)
+    g = m.generate("Once upon", max_new_tokens=8, temperature=0, stop_at_eot=False)
+    assert g["tokens"] == gen["tokens"]
+    assert len(g["prompt_tokens"]) == gen["prompt_tokens"]
+    assert g["prompt_tokens"][0] == 1  # <s>

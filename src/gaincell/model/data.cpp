@@ -23,18 +23,92 @@ namespace gaincell {
 namespace fs = std::filesystem;
 
 static_assert(std::endian::native == std::endian::little,
-              "token files are little-endian uint16 and are memory-mapped as-is");
+              "token files are little-endian and are memory-mapped as-is");
+
+// ---------------------------------------------------------------------------------------------
+// Layout
+
+namespace {
+
+uint32_t read_u32(const uint8_t* p) {
+  uint32_t v = 0;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+uint64_t read_u64(const uint8_t* p) {
+  uint64_t v = 0;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+bool starts_with_magic(const uint8_t* head, size_t file_bytes) {
+  return file_bytes >= sizeof kTokenFileMagic &&
+         std::memcmp(head, kTokenFileMagic, sizeof kTokenFileMagic) == 0;
+}
+
+}  // namespace
+
+TokenFileLayout token_file_layout(const uint8_t* head, size_t file_bytes, const std::string& name) {
+  const std::string where = "token file '" + name + "'";
+  TokenFileLayout layout;
+  if (!starts_with_magic(head, file_bytes)) {
+    if (file_bytes % 2 != 0) {
+      throw Error(where + " has " + std::to_string(file_bytes) +
+                  " bytes, an odd number: not a uint16 token file (truncated?)");
+    }
+    layout.count = file_bytes / 2;
+    return layout;
+  }
+  if (file_bytes < kTokenFileHeaderBytes) {
+    throw Error(where + " starts with the GCTOKENS magic but has only " +
+                std::to_string(file_bytes) + " bytes, less than the " +
+                std::to_string(kTokenFileHeaderBytes) + "-byte header (truncated)");
+  }
+  const uint32_t version = read_u32(head + 8);
+  const uint32_t width = read_u32(head + 12);
+  const uint64_t count = read_u64(head + 16);
+  const uint64_t reserved = read_u64(head + 24);
+  if (version != kTokenFileVersion) {
+    throw Error(where + ": header version " + std::to_string(version) + " is not supported (this " +
+                "build reads version " + std::to_string(kTokenFileVersion) + ")");
+  }
+  if (width != 2 && width != 4) {
+    throw Error(where + ": header says " + std::to_string(width) +
+                " bytes per token; only 2 and 4 are defined");
+  }
+  if (reserved != 0) throw Error(where + ": header bytes 24..31 (reserved) are not zero");
+  const uint64_t payload = file_bytes - kTokenFileHeaderBytes;
+  const std::string claim = ": header says " + std::to_string(count) + " tokens of " +
+                            std::to_string(width) + " bytes, but " + std::to_string(payload) +
+                            " bytes follow the header";
+  if (count > payload / width) throw Error(where + claim + " (truncated)");
+  if (count * width != payload) throw Error(where + claim + " (extra bytes after the last token)");
+  layout.header_bytes = kTokenFileHeaderBytes;
+  layout.token_bytes = static_cast<int>(width);
+  layout.count = static_cast<size_t>(count);
+  return layout;
+}
 
 // ---------------------------------------------------------------------------------------------
 // TokenDataset
 
 struct TokenDataset::Mapping {
-  const uint16_t* tokens = nullptr;
+  const uint8_t* tokens = nullptr;  // the first id (after any header)
+  int token_bytes = 2;
   size_t count = 0;
   void* address = nullptr;
   size_t bytes = 0;
   ~Mapping() {
     if (address) ::munmap(address, bytes);
+  }
+  uint32_t at(size_t i) const {
+    if (token_bytes == 2) {
+      uint16_t v;
+      std::memcpy(&v, tokens + 2 * i, 2);
+      return v;
+    }
+    return read_u32(tokens + 4 * i);
   }
 };
 
@@ -51,11 +125,6 @@ std::shared_ptr<TokenDataset::Mapping> map_file(const fs::path& path) {
   }
   auto mapping = std::make_shared<TokenDataset::Mapping>();
   mapping->bytes = static_cast<size_t>(st.st_size);
-  if (mapping->bytes % 2 != 0) {
-    ::close(fd);
-    throw Error("token file '" + path.string() + "' has " + std::to_string(mapping->bytes) +
-                " bytes, an odd number: not a uint16 token file (truncated?)");
-  }
   if (mapping->bytes > 0) {
     void* address = ::mmap(nullptr, mapping->bytes, PROT_READ, MAP_PRIVATE, fd, 0);
     if (address == MAP_FAILED) {
@@ -64,29 +133,31 @@ std::shared_ptr<TokenDataset::Mapping> map_file(const fs::path& path) {
       throw Error("cannot map token file '" + path.string() + "': " + std::strerror(err));
     }
     mapping->address = address;
-    mapping->tokens = static_cast<const uint16_t*>(address);
-    mapping->count = mapping->bytes / 2;
   }
   ::close(fd);
+  const auto* bytes = static_cast<const uint8_t*>(mapping->address);
+  const TokenFileLayout layout = token_file_layout(bytes, mapping->bytes, path.string());
+  mapping->token_bytes = layout.token_bytes;
+  mapping->count = layout.count;
+  mapping->tokens = bytes ? bytes + layout.header_bytes : nullptr;
   return mapping;
 }
 
 }  // namespace
 
 TokenDataset TokenDataset::open(const fs::path& bin_file, int32_t vocab_size) {
-  require(vocab_size > 0 && vocab_size <= 65536,
-          "vocab_size " + std::to_string(vocab_size) + " does not fit uint16 tokens");
+  require(vocab_size > 0, "vocab_size must be > 0, got " + std::to_string(vocab_size));
   auto mapping = map_file(bin_file);
-  const uint16_t* tokens = mapping->tokens;
   const auto limit = static_cast<uint32_t>(vocab_size);
   // One pass over the whole file: a corrupt or foreign file is caught here, not mid-training.
-  const uint16_t* bad =
-      std::find_if(tokens, tokens + mapping->count, [limit](uint16_t t) { return t >= limit; });
-  if (bad != tokens + mapping->count) {
-    const size_t index = static_cast<size_t>(bad - tokens);
-    throw Error("token file '" + bin_file.string() + "': token " + std::to_string(*bad) +
-                " at index " + std::to_string(index) + " (byte offset " +
-                std::to_string(2 * index) + ") is >= vocab size " + std::to_string(vocab_size) +
+  for (size_t i = 0; i < mapping->count; ++i) {
+    const uint32_t t = mapping->at(i);
+    if (t < limit) continue;
+    const size_t offset = (mapping->tokens - static_cast<const uint8_t*>(mapping->address)) +
+                          i * static_cast<size_t>(mapping->token_bytes);
+    throw Error("token file '" + bin_file.string() + "': token " + std::to_string(t) +
+                " at index " + std::to_string(i) + " (byte offset " + std::to_string(offset) +
+                ") is >= vocab size " + std::to_string(vocab_size) +
                 " (corrupt file, or not a token file of this vocabulary)");
   }
   TokenDataset data;
@@ -98,8 +169,22 @@ TokenDataset TokenDataset::open(const fs::path& bin_file, int32_t vocab_size) {
 size_t TokenDataset::size() const {
   return mapping_ ? mapping_->count : 0;
 }
-const uint16_t* TokenDataset::tokens() const {
-  return mapping_ ? mapping_->tokens : nullptr;
+int TokenDataset::token_bytes() const {
+  return mapping_ ? mapping_->token_bytes : 2;
+}
+int32_t TokenDataset::operator[](size_t i) const {
+  return static_cast<int32_t>(mapping_->at(i));
+}
+void TokenDataset::copy(size_t begin, size_t n, int32_t* out) const {
+  require(begin <= size() && n <= size() - begin,
+          "token file '" + path_.string() + "': tokens [" + std::to_string(begin) + ", " +
+              std::to_string(begin + n) + ") outside its " + std::to_string(size()) + " tokens");
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(mapping_->at(begin + i));
+}
+std::vector<int32_t> TokenDataset::slice(size_t begin, size_t n) const {
+  std::vector<int32_t> out(n);
+  copy(begin, n, out.data());
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -144,13 +229,12 @@ size_t BatchSampler::next_start() {
 }
 
 void BatchSampler::next(int32_t* inputs, int32_t* targets) {
-  const uint16_t* tokens = data_->tokens();
   const auto T = static_cast<size_t>(context_);
   for (size_t b = 0; b < static_cast<size_t>(batch_); ++b) {
-    const uint16_t* window = tokens + next_start();
+    const size_t start = next_start();
     for (size_t t = 0; t < T; ++t) {
-      inputs[b * T + t] = window[t];
-      targets[b * T + t] = window[t + 1];
+      inputs[b * T + t] = (*data_)[start + t];
+      targets[b * T + t] = (*data_)[start + t + 1];
     }
   }
 }
@@ -241,14 +325,39 @@ std::string read_input_text(const fs::path& path) {
   return read_text_file(path);
 }
 
-void write_token_file(const fs::path& path, const std::vector<int32_t>& tokens) {
-  std::vector<uint16_t> packed(tokens.size());
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    require(tokens[i] >= 0 && tokens[i] <= 0xFFFF,
-            "token " + std::to_string(tokens[i]) + " does not fit a uint16 token file");
-    packed[i] = static_cast<uint16_t>(tokens[i]);
+int token_bytes_for_vocab(int64_t vocab_size) {
+  require(vocab_size > 0 && vocab_size <= (int64_t{1} << 32),
+          "vocab_size " + std::to_string(vocab_size) + " does not fit a token file");
+  return vocab_size <= 65536 ? 2 : 4;
+}
+
+namespace {
+
+void append_le(std::vector<uint8_t>& out, uint64_t v, int bytes) {
+  for (int b = 0; b < bytes; ++b) out.push_back(static_cast<uint8_t>(v >> (8 * b)));
+}
+
+}  // namespace
+
+void write_token_file(const fs::path& path, const std::vector<int32_t>& tokens,
+                      int64_t vocab_size) {
+  const int width = token_bytes_for_vocab(vocab_size);
+  std::vector<uint8_t> bytes;
+  bytes.reserve((width == 4 ? kTokenFileHeaderBytes : 0) + tokens.size() * width);
+  if (width == 4) {
+    bytes.insert(bytes.end(), kTokenFileMagic, kTokenFileMagic + sizeof kTokenFileMagic);
+    append_le(bytes, kTokenFileVersion, 4);
+    append_le(bytes, 4, 4);
+    append_le(bytes, tokens.size(), 8);
+    append_le(bytes, 0, 8);
   }
-  write_file_atomic(path, packed.data(), packed.size() * sizeof(uint16_t));
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    require(tokens[i] >= 0 && tokens[i] < vocab_size,
+            "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                " is outside the vocabulary of " + std::to_string(vocab_size));
+    append_le(bytes, static_cast<uint32_t>(tokens[i]), width);
+  }
+  write_file_atomic(path, bytes.data(), bytes.size());
 }
 
 PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::path>& texts,
@@ -264,8 +373,6 @@ PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::pa
   require(std::isfinite(f) && f >= 0.0 && f < 1.0,
           "val_fraction must be in [0, 1), got " + std::to_string(f));
   require(!texts.empty(), "prepare needs at least one text file");
-  require(tok.vocab_size() <= 65536, "vocabulary of " + std::to_string(tok.vocab_size()) +
-                                         " tokens does not fit uint16 token files");
   std::vector<int32_t> stream;
   size_t documents = 0;
   nlohmann::json sources = nlohmann::json::array();
@@ -309,11 +416,13 @@ PrepareResult prepare_token_files(const Tokenizer& tok, const std::vector<fs::pa
   const std::vector<int32_t> train(stream.begin(),
                                    stream.begin() + static_cast<long>(train_tokens));
   const std::vector<int32_t> val(stream.begin() + static_cast<long>(train_tokens), stream.end());
-  write_token_file(out_dir / "train.bin", train);
-  write_token_file(out_dir / "val.bin", val);
+  const int width = token_bytes_for_vocab(tok.vocab_size());
+  write_token_file(out_dir / "train.bin", train, tok.vocab_size());
+  write_token_file(out_dir / "val.bin", val, tok.vocab_size());
   const nlohmann::json meta = {{"format", "gaincell-tokens"},
                                {"version", 1},
-                               {"dtype", "uint16"},
+                               {"dtype", width == 2 ? "uint16" : "uint32"},
+                               {"header_bytes", width == 2 ? 0 : kTokenFileHeaderBytes},
                                {"byte_order", "little"},
                                {"tokenizer", tok.name()},
                                {"vocab_size", tok.vocab_size()},

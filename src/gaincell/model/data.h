@@ -1,10 +1,22 @@
 // Token data files and the training-window sampler.
 //
-// File layout (nanoGPT's): a flat array of little-endian uint16 token ids, no header. prepare
-// writes DIR/train.bin, DIR/val.bin and DIR/meta.json (format name, version, dtype, vocabulary,
-// token counts, sources), each atomically. Training code takes `--data DIR`.
+// Two file layouts (docs/tokenizers.md, "Token files"):
+//  * uint16, headerless (nanoGPT's): a flat array of little-endian uint16 token ids. Written
+//    whenever the vocabulary has at most 65536 tokens (GPT-2, bytes, Llama 2, Mistral), so such
+//    files stay readable by nanoGPT and numpy.fromfile(dtype=uint16).
+//  * uint32, with a 32-byte header, for larger vocabularies (Llama 3: 128256, Qwen2: 151665):
+//      bytes 0..7   magic "GCTOKENS"
+//      bytes 8..11  format version, uint32 LE (1)
+//      bytes 12..15 bytes per token, uint32 LE (4; 2 is also read)
+//      bytes 16..23 token count, uint64 LE (the file must hold exactly that many tokens)
+//      bytes 24..31 zero (reserved)
+//    then the ids, little-endian. The count makes a truncated file an error, not a shorter corpus.
+// Readers accept both; a file that starts with the magic is read by its header. prepare writes
+// DIR/train.bin, DIR/val.bin and DIR/meta.json (format name, version, dtype, vocabulary, token
+// counts, sources), each atomically. Training code takes `--data DIR`.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -18,13 +30,34 @@
 
 namespace gaincell {
 
-// A read-only, validated token file: size even, every token < vocab_size. Memory-mapped (the
-// mapping is shared by copies). An empty file is a valid, empty dataset.
+inline constexpr char kTokenFileMagic[8] = {'G', 'C', 'T', 'O', 'K', 'E', 'N', 'S'};
+inline constexpr size_t kTokenFileHeaderBytes = 32;
+inline constexpr uint32_t kTokenFileVersion = 1;
+
+// Where the ids of a token file are: after header_bytes (0 or kTokenFileHeaderBytes), count ids
+// of token_bytes (2 or 4) each.
+struct TokenFileLayout {
+  size_t header_bytes = 0;
+  int token_bytes = 2;
+  size_t count = 0;
+};
+// The layout of a token file of file_bytes bytes whose first bytes are `head` (at least
+// min(file_bytes, kTokenFileHeaderBytes) of them). Throws gaincell::Error naming `name` for a bad
+// header (version, token width, reserved bytes), a size that disagrees with the header's count
+// (truncated or extended file), or a headerless file of odd size.
+TokenFileLayout token_file_layout(const uint8_t* head, size_t file_bytes, const std::string& name);
+
+// A read-only, validated token file (either layout): every token < vocab_size. Memory-mapped
+// (the mapping is shared by copies). An empty file is a valid, empty dataset.
 class TokenDataset {
  public:
   static TokenDataset open(const std::filesystem::path& bin_file, int32_t vocab_size = 50257);
-  size_t size() const;  // number of tokens
-  const uint16_t* tokens() const;
+  size_t size() const;      // number of tokens
+  int token_bytes() const;  // 2 or 4
+  int32_t operator[](size_t i) const;
+  // Tokens [begin, begin + n) as int32 (requires begin + n <= size()).
+  std::vector<int32_t> slice(size_t begin, size_t n) const;
+  void copy(size_t begin, size_t n, int32_t* out) const;
   const std::filesystem::path& path() const { return path_; }
 
   struct Mapping;
@@ -90,8 +123,12 @@ std::vector<std::string_view> split_fortunes(std::string_view text);
 // Reads a text input whole; a clear error when it is missing or not a regular file.
 std::string read_input_text(const std::filesystem::path& path);
 
-// Writes tokens as little-endian uint16 (atomic); throws when one does not fit in uint16.
-void write_token_file(const std::filesystem::path& path, const std::vector<int32_t>& tokens);
+// Bytes per token of the files written for a vocabulary: 2 when every id fits uint16, else 4.
+int token_bytes_for_vocab(int64_t vocab_size);
+// Writes tokens (atomic): headerless uint16 when vocab_size <= 65536, else the uint32 layout with
+// its header. Throws when a token is negative or >= vocab_size.
+void write_token_file(const std::filesystem::path& path, const std::vector<int32_t>& tokens,
+                      int64_t vocab_size = 65536);
 
 // The tokenizer named in DIR/meta.json (Tokenizer::kGpt2Bpe or kBytes), or "" when DIR has no
 // meta.json (token files written by other tools); throws on an unreadable meta.json.

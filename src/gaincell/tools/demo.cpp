@@ -164,7 +164,7 @@ json run_demo(const DemoOptions& o, const std::function<void(const std::string&)
 
   // Validation perplexity over (a prefix of) the whole validation split, rolling windows.
   const size_t n_val = o.eval_tokens > 0 ? std::min<size_t>(val.size(), o.eval_tokens) : val.size();
-  std::vector<int32_t> val_tokens(val.tokens(), val.tokens() + n_val);
+  std::vector<int32_t> val_tokens = val.slice(0, n_val);
   log("demo: validation perplexity over " + std::to_string(n_val) + " tokens");
   const PerplexityResult ppl =
       rolling_perplexity(model, val_tokens, config.block_size, config.block_size);

@@ -6,6 +6,7 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
+#include "gaincell/model/data.h"
 
 namespace gaincell::eval {
 
@@ -32,18 +33,19 @@ std::vector<int32_t> read_json_ids(const std::filesystem::path& file, const std:
   return ids;
 }
 
-template <typename T>
+// Ids of `width` bytes each, little-endian, from bytes[begin, end).
 std::vector<int32_t> read_binary_ids(const std::filesystem::path& file,
-                                     const std::vector<uint8_t>& bytes) {
-  require(bytes.size() % sizeof(T) == 0, file.string() + ": " + std::to_string(bytes.size()) +
-                                             " bytes is not a whole number of " +
-                                             std::to_string(8 * sizeof(T)) + "-bit token ids");
-  std::vector<int32_t> ids(bytes.size() / sizeof(T));
+                                     const std::vector<uint8_t>& bytes, size_t begin, int width) {
+  const size_t n = bytes.size() - begin;
+  require(n % width == 0, file.string() + ": " + std::to_string(n) +
+                              " bytes is not a whole number of " + std::to_string(8 * width) +
+                              "-bit token ids");
+  std::vector<int32_t> ids(n / width);
   for (size_t i = 0; i < ids.size(); i++) {
-    T v = 0;
-    for (size_t b = 0; b < sizeof(T); b++) v |= static_cast<T>(bytes[i * sizeof(T) + b]) << (8 * b);
-    require(static_cast<uint64_t>(v) <= INT32_MAX,
-            file.string() + ": token " + std::to_string(i) + " is out of range");
+    uint32_t v = 0;
+    for (int b = 0; b < width; b++)
+      v |= static_cast<uint32_t>(bytes[begin + i * width + b]) << (8 * b);
+    require(v <= INT32_MAX, file.string() + ": token " + std::to_string(i) + " is out of range");
     ids[i] = static_cast<int32_t>(v);
   }
   return ids;
@@ -57,13 +59,23 @@ std::vector<int32_t> read_token_file(const std::filesystem::path& file, TokenFil
   size_t first = 0;
   while (first < bytes.size() && std::strchr(" \t\r\n", bytes[first]) && bytes[first] != 0) first++;
   const bool json = format == TokenFileFormat::kAuto && first < bytes.size() && bytes[first] == '{';
+  const bool has_header = !json && bytes.size() >= sizeof kTokenFileMagic &&
+                          std::memcmp(bytes.data(), kTokenFileMagic, sizeof kTokenFileMagic) == 0;
   std::vector<int32_t> ids;
   if (json) {
     ids = read_json_ids(file, std::string(bytes.begin(), bytes.end()));
-  } else if (format == TokenFileFormat::kUint32) {
-    ids = read_binary_ids<uint32_t>(file, bytes);
+  } else if (has_header) {
+    // The header (gaincell prepare's uint32 layout, model/data.h) says the width and the count.
+    const TokenFileLayout layout = token_file_layout(bytes.data(), bytes.size(), file.string());
+    const int expected = format == TokenFileFormat::kUint16   ? 2
+                         : format == TokenFileFormat::kUint32 ? 4
+                                                              : layout.token_bytes;
+    require(expected == layout.token_bytes,
+            file.string() + ": --tokens-format says " + std::to_string(8 * expected) +
+                "-bit ids, the file's header says " + std::to_string(8 * layout.token_bytes));
+    ids = read_binary_ids(file, bytes, layout.header_bytes, layout.token_bytes);
   } else {
-    ids = read_binary_ids<uint16_t>(file, bytes);
+    ids = read_binary_ids(file, bytes, 0, format == TokenFileFormat::kUint32 ? 4 : 2);
   }
   require(!ids.empty(), file.string() + " holds no tokens");
   if (vocab_size > 0) {

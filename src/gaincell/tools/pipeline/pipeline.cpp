@@ -129,7 +129,7 @@ StageEvaluation evaluate_on_tokens(GPT2Model& model, const TokenDataset& val, in
   const int64_t n =
       max_tokens > 0 ? std::min<int64_t>(max_tokens, val.size()) : static_cast<int64_t>(val.size());
   require(n >= 2, "pipeline: the validation set needs at least 2 tokens");
-  std::vector<int32_t> tokens(val.tokens(), val.tokens() + n);
+  std::vector<int32_t> tokens = val.slice(0, n);
   const PerplexityResult p = rolling_perplexity(model, tokens, context, context);
   return {p.mean_nll, p.ppl, p.tokens};
 }

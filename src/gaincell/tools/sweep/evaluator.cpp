@@ -23,7 +23,7 @@ class PerplexityEvaluator : public PointEvaluator {
     if (spec.limit > 0) n = std::min<size_t>(n, static_cast<size_t>(spec.limit));
     require(n >= 2, "sweep: token file '" + spec.tokens.string() + "' holds " +
                         std::to_string(data.size()) + " tokens; at least 2 are needed");
-    tokens_.assign(data.tokens(), data.tokens() + n);
+    tokens_ = data.slice(0, n);
     context_ = spec.context > 0 ? spec.context : model.block_size;
     require(context_ <= model.block_size, "sweep: evaluation.context " + std::to_string(context_) +
                                               " exceeds the model's n_positions " +
