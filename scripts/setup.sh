@@ -13,7 +13,8 @@ packages=(build-essential cmake pkg-config git ca-certificates
           libgtest-dev clang-format
           libngspice0-dev ngspice fortunes npm jq libpcre2-dev libicu-dev
           python3 python3-dev python3-numpy python3-pytest python3-torch pybind11-dev python3-pybind11
-          clang-14 libclang-rt-14-dev libomp-14-dev)  # clang + libFuzzer + OpenMP: the sanitizer build
+          clang-14 libclang-rt-14-dev libomp-14-dev  # clang + libFuzzer + OpenMP: the sanitizer build
+          libopenmpi-dev openmpi-bin)  # data-parallel runs under mpirun (docs/scale-out.md)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

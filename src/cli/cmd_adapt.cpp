@@ -14,6 +14,7 @@
 
 #include "cli/command.h"
 #include "cli/tokenizer_options.h"
+#include "gaincell/core/comm.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
@@ -49,10 +50,15 @@ void print_pass(const AdaptationPass& p) {
 
 void run_adapt(const AdaptCliOptions& o) {
   require(o.batch >= 1, "--batch must be >= 1");
+  // Under mpirun (docs/scale-out.md) every rank forwards its rows of the fixed batch; rank 0
+  // alone talks and writes.
+  const bool root = world_comm().is_root();
   LoadModelOptions load;
   load.overrides.attention = o.attention;
   if (!o.hw.empty()) load.overrides.hw = HwConfig::load(o.hw);
-  load.log = [](const std::string& line) { std::cerr << "adapt: " << line << "\n"; };
+  load.log = [root](const std::string& line) {
+    if (root) std::cerr << "adapt: " << line << "\n";
+  };
   std::unique_ptr<GPT2Model> model = load_model(o.model_dir, load);
   const int T = o.seq_len > 0 ? o.seq_len : model->config().block_size;
   require(T <= model->config().block_size, "--seq-len exceeds the model's block size");
@@ -70,8 +76,9 @@ void run_adapt(const AdaptCliOptions& o) {
   // Validation perplexity of the model as the algorithm finds it and leaves it.
   auto validate = [&](const char* when) {
     const StageEvaluation e = evaluate_on_tokens(*model, *val, T, o.eval_tokens);
-    std::fprintf(stderr, "adapt: validation %s: loss %.4f, ppl %.3f over %lld tokens\n", when,
-                 e.loss, e.ppl, static_cast<long long>(e.tokens));
+    if (root)
+      std::fprintf(stderr, "adapt: validation %s: loss %.4f, ppl %.3f over %lld tokens\n", when,
+                   e.loss, e.ppl, static_cast<long long>(e.tokens));
     return nlohmann::json{{"val_loss", e.loss}, {"val_ppl", e.ppl}, {"tokens", e.tokens}};
   };
   BatchSampler sampler(train, o.batch, T, o.seed);
@@ -82,8 +89,12 @@ void run_adapt(const AdaptCliOptions& o) {
   options.reset = o.reset;
   if (o.reset) reset_adapted_scalers(*model);
   const nlohmann::json val_before = val ? validate("before") : nlohmann::json();
-  const AdaptationResult r = adapt_scalers(*model, x, y, o.batch, T, options, print_pass);
+  const AdaptationResult r =
+      adapt_scalers(*model, x, y, o.batch, T, options, [root](const AdaptationPass& p) {
+        if (root) print_pass(p);
+      });
   const nlohmann::json val_after = val ? validate("after") : nlohmann::json();
+  if (!root) return;
   std::fprintf(stderr, "adapt: %s after %zu passes; loss %.4f -> %.4f (ppl %.2f -> %.2f)\n",
                r.converged ? "converged" : "stopped at the pass limit", r.passes.size(),
                r.initial_loss, r.final_loss, std::exp(r.initial_loss), std::exp(r.final_loss));

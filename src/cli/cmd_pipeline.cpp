@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "gaincell/core/comm.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/tools/pipeline/pipeline.h"
@@ -46,10 +47,15 @@ void run(PipelineCliOptions& o) {
   o.p.stage_a = stage_options(o, o.steps_a, o.lr_a);
   o.p.stage_c = stage_options(o, o.steps_c, o.lr_c);
   o.p.adaptation.reset = o.reset;
-  // One process per output directory (a second one gets a clear error, not mixed files).
-  const DirectoryLock lock = DirectoryLock::acquire(o.p.out_dir);
-  const nlohmann::json s =
-      run_pipeline(o.p, [](const std::string& line) { std::cerr << "pipeline: " << line << "\n"; });
+  // One process per output directory (a second one gets a clear error, not mixed files). Under
+  // mpirun (data parallel, docs/scale-out.md) rank 0 alone locks, writes and talks.
+  const bool root = world_comm().is_root();
+  const DirectoryLock lock = root ? DirectoryLock::acquire(o.p.out_dir) : DirectoryLock();
+  world_comm().barrier();  // the directory exists before any rank looks into it
+  const nlohmann::json s = run_pipeline(o.p, [root](const std::string& line) {
+    if (root) std::cerr << "pipeline: " << line << "\n";
+  });
+  if (!root) return;
   if (o.json) {
     std::cout << s.dump(2) << "\n";
     return;

@@ -11,6 +11,7 @@
 #include "cli/command.h"
 #include "cli/model_options.h"
 #include "cli/tokenizer_options.h"
+#include "gaincell/core/comm.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
@@ -108,13 +109,19 @@ void run_train(TrainCliOptions o) {
   std::unique_ptr<GPT2Model> model;
   TrainOptions options = o.train;
   const bool resuming = !o.resume_dir.empty();
+  // Under mpirun (data parallel, docs/scale-out.md) rank 0 alone locks, writes and talks; the
+  // other ranks read the same inputs.
+  const bool root = world_comm().is_root();
   // One process per output directory: a second one gets a clear error, not interleaved files.
   DirectoryLock lock;
+  auto acquire = [root](const std::string& dir, const std::string& what) {
+    return root ? DirectoryLock::acquire(dir, what) : DirectoryLock();
+  };
   if (resuming) {
     std::error_code ec;
     require(fs::is_directory(o.resume_dir, ec),
             "--resume '" + o.resume_dir + "' is not a training output directory");
-    lock = DirectoryLock::acquire(o.resume_dir, "--resume");
+    lock = acquire(o.resume_dir, "--resume");
     require(o.init_dir.empty(), "--resume and --init exclude each other");
     require(o.model.attention.empty() && o.model.window < 0 && o.model.hw.empty(),
             "--attention, --window and --hw cannot change on --resume (the checkpoint fixes them)");
@@ -123,14 +130,16 @@ void run_train(TrainCliOptions o) {
     options.out_dir = o.resume_dir;
     if (!o.data_dir.empty()) options.data_dir = o.data_dir;
     LoadModelOptions load;
-    load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
+    load.log = [root](const std::string& line) {
+      if (root) std::cerr << "gaincell: " << line << "\n";
+    };
     // The same checkpoint directory as trainer.resume() below (weights and optimizer state).
     model = load_model(Trainer::checkpoint_to_resume(o.resume_dir), load);
   } else {
     require(!o.data_dir.empty(),
             "--data DIR is required (train.bin, val.bin from gaincell prepare)");
     require(!o.out_dir.empty(), "--out DIR is required");
-    lock = DirectoryLock::acquire(o.out_dir, "--out");
+    lock = acquire(o.out_dir, "--out");
     options.out_dir = o.out_dir;
     options.data_dir = o.data_dir;
     if (!o.init_dir.empty()) {
@@ -138,7 +147,9 @@ void run_train(TrainCliOptions o) {
       load.overrides = o.model.overrides();
       load.layout = o.model.layout();
       load.allow_nonfinite = o.model.allow_nonfinite;
-      load.log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
+      load.log = [root](const std::string& line) {
+        if (root) std::cerr << "gaincell: " << line << "\n";
+      };
       model = load_model(o.init_dir, load);
     } else {
       GPT2Config config = config_from_cli(o);
@@ -163,21 +174,28 @@ void run_train(TrainCliOptions o) {
                                                                                : fs::path();
   check_token_dir_tokenizer(options.data_dir,
                             Tokenizer::name_for_model(source_dir, model->config().tokenizer));
-  if (!resuming) copy_tokenizer_files(source_dir, options.out_dir);
+  if (!resuming && root) copy_tokenizer_files(source_dir, options.out_dir);
   const int32_t vocab = model->config().vocab_size;
   const TokenDataset train = TokenDataset::open(options.data_dir / "train.bin", vocab);
   const std::optional<TokenDataset> val = open_val(options.data_dir, vocab);
   Trainer trainer(*model, train, val ? &*val : nullptr, options);
   if (resuming) {
     trainer.resume(o.resume_dir);
-    std::cerr << "gaincell: resumed " << o.resume_dir << " at step " << trainer.step() << "\n";
+    if (root)
+      std::cerr << "gaincell: resumed " << o.resume_dir << " at step " << trainer.step() << "\n";
   }
-  std::cerr << "gaincell: training " << model->num_params() << " parameters ("
-            << model->config().n_layer << " layers, " << model->config().n_embd
-            << " dims, attention " << model->config().attention << ") on " << train.size()
-            << " tokens for " << options.steps << " steps\n";
+  if (world_comm().size() > 1 && root) {
+    std::cerr << "gaincell: data parallel over " << world_comm().size() << " ranks, "
+              << options.batch_size / world_comm().size() << " of " << options.batch_size
+              << " sequences per rank\n";
+  }
+  if (root)
+    std::cerr << "gaincell: training " << model->num_params() << " parameters ("
+              << model->config().n_layer << " layers, " << model->config().n_embd
+              << " dims, attention " << model->config().attention << ") on " << train.size()
+              << " tokens for " << options.steps << " steps\n";
   const TrainResult r = trainer.run();
-  if (o.json) {
+  if (o.json && root) {
     nlohmann::json j = r.to_json();
     j["out"] = options.out_dir.string();
     j["params"] = model->num_params();

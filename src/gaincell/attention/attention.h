@@ -114,6 +114,18 @@ class Attention {
   // Optional: when on, every training forward also moves the target_mean/target_std buffers
   // towards the statistics by an EMA with alpha 0.1 (spec §5.1, §12 item 7; stage A).
   virtual void set_record_targets(bool on) {}
+
+  // Data-parallel runs (train/data_parallel.h): sums the per-head statistics of a training
+  // forward (sums, sums of squares, counts; `n` doubles) over the ranks in place before they
+  // become means and standard deviations, so that every rank records the statistics of the
+  // whole global batch. Called inside training forwards: every rank must run the same ones.
+  using StatisticsReducer = std::function<void(double* values, size_t n)>;
+  void set_statistics_reducer(StatisticsReducer reducer) {
+    statistics_reducer_ = std::move(reducer);
+  }
+
+ protected:
+  StatisticsReducer statistics_reducer_;  // empty: one process
 };
 
 using AttentionFactory = std::function<std::unique_ptr<Attention>(const AttentionContext&)>;

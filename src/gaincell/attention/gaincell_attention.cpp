@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -361,15 +362,38 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
   });
 
   if (record_statistics) {
+    // Per (scaler, head): the moments over this process's sequences, then (data parallel) over
+    // every rank's, as (sum, sum of squares, count) triples.
+    std::array<std::vector<Moments>, 4> per_head;
+    std::vector<double> packed;
     for (int s = 0; s < 4; ++s) {
-      for (int h = 0; h < scaler_heads(static_cast<Scaler>(s)); ++h) {
-        Moments m;
+      per_head[s].resize(scaler_heads(static_cast<Scaler>(s)));
+      for (int h = 0; h < static_cast<int>(per_head[s].size()); ++h) {
+        Moments& m = per_head[s][h];
         for (int b = 0; b < B; ++b) {
           const Moments& part = moments[(static_cast<size_t>(b) * H + h) * 4 + s];
           m.sum += part.sum;
           m.sumsq += part.sumsq;
           m.n += part.n;
         }
+        packed.insert(packed.end(), {m.sum, m.sumsq, static_cast<double>(m.n)});
+      }
+    }
+    if (statistics_reducer_) {
+      statistics_reducer_(packed.data(), packed.size());
+      size_t at = 0;
+      for (auto& heads : per_head) {
+        for (Moments& m : heads) {
+          m.sum = packed[at];
+          m.sumsq = packed[at + 1];
+          m.n = static_cast<int64_t>(packed[at + 2]);
+          at += 3;
+        }
+      }
+    }
+    for (int s = 0; s < 4; ++s) {
+      for (int h = 0; h < scaler_heads(static_cast<Scaler>(s)); ++h) {
+        const Moments& m = per_head[s][h];
         stats_.mean[s][h] = static_cast<float>(m.mean());
         stats_.std[s][h] = static_cast<float>(m.std());
         if (record_targets_) {

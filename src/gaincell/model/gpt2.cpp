@@ -1005,6 +1005,10 @@ void GPT2Model::backward() {
                                         a.loss_count);
   std::memset(a.dres, 0, BT * C * sizeof(float));
   norm_backward(a.dres, G, a.dln, a.res3[config_.n_layer - 1], a.lnf_stats, lnf_w_, lnf_b_, BT);
+  // Parameter layout (build_param_table): embeddings, block 0 .. block n-1, final norm, untied
+  // head. A block's tensors are contiguous and final once its iteration below is done.
+  auto block_begin = [&](int l) { return l < config_.n_layer ? layer_offsets_[l].ln1_w : lnf_w_; };
+  if (grad_ready_hook_) grad_ready_hook_(lnf_w_, num_params_);
 
   for (int l = config_.n_layer - 1; l >= 0; l--) {
     const LayerOffsets& o = layer_offsets_[l];
@@ -1038,9 +1042,11 @@ void GPT2Model::backward() {
     norm_recompute(a.ln, res_in, a.ln1_stats[l], o.ln1_w, o.ln1_b, BT);
     linear_grad(a.dln, G, a.qkv, a.ln, o.qkv_w, o.qkv_b, BT, C, QKV);
     norm_backward(a.dres, G, a.dln, res_in, a.ln1_stats[l], o.ln1_w, o.ln1_b, BT);
+    if (grad_ready_hook_) grad_ready_hook_(block_begin(l), block_begin(l + 1));
   }
   layers::embedding_backward(G + wte_, wpe_ == kNone ? nullptr : G + wpe_, a.dres, a.inputs.data(),
                              B, T, C);
+  if (grad_ready_hook_) grad_ready_hook_(0, block_begin(0));
   a.has_targets = false;  // one backward per forward
 }
 

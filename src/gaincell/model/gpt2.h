@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -151,6 +152,13 @@ class GPT2Model {
   // Backward of the last forward (which must have had targets and training = true); accumulates
   // into grad_data(). May be called again after another forward (gradient accumulation).
   void backward();
+  // Called by backward() each time the gradient of a contiguous parameter range [begin, end)
+  // (offsets into grad_data()) is final for this backward: the final norm (and an untied LM
+  // head) first, then each block from the last, the embeddings (and a tied LM head) last.
+  // Data-parallel training starts the all-reduce of each range there while backward continues
+  // with the earlier layers (train/data_parallel.h). An empty hook: none.
+  using GradReadyHook = std::function<void(size_t begin, size_t end)>;
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_hook_ = std::move(hook); }
 
   // A training forward (training = true with targets) does not keep the [B, T, vocab] logits
   // (they dominate activation memory): it computes the loss over chunks of this many vocabulary
@@ -210,6 +218,7 @@ class GPT2Model {
   size_t num_params_ = 0;
   std::unique_ptr<float[]> param_data_;
   std::unique_ptr<float[]> grad_data_;
+  GradReadyHook grad_ready_hook_;
   std::vector<std::unique_ptr<Attention>> attention_;
   std::unique_ptr<Activations> acts_;
   WeightFormat weight_format_ = WeightFormat::kF32;

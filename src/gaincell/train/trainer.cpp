@@ -260,11 +260,14 @@ std::vector<ParamSegment> trainable_segments(const GPT2Model& model) {
 }  // namespace
 
 Trainer::Trainer(GPT2Model& model, const TokenDataset& train, const TokenDataset* val,
-                 const TrainOptions& options)
+                 const TrainOptions& options, Comm& comm)
     : model_(model),
       train_(train),
       val_(val),
       options_((options.validate(), check_training_memory(model, options), options)),
+      comm_(comm),
+      shard_(batch_shard(options.batch_size, comm.rank(), comm.size())),
+      grad_sync_(comm, model),
       segments_(trainable_segments(model)),
       optimizer_(model.num_params(), segments_,
                  {options.beta1, options.beta2, options.eps, options.weight_decay}),
@@ -279,10 +282,26 @@ Trainer::Trainer(GPT2Model& model, const TokenDataset& train, const TokenDataset
             "training: the validation set has " + std::to_string(val_->size()) +
                 " tokens, fewer than seq_len + 1 = " + std::to_string(options.seq_len + 1));
   }
+  if (comm_.size() > 1) {
+    // Everything that decides the run; out_dir and data_dir may be spelled differently per node.
+    json run = options_.to_json();
+    run.erase("out_dir");
+    run.erase("data_dir");
+    run["model"] = model_.config().to_json();
+    run["num_params"] = model_.num_params();
+    run["train_tokens"] = train_.size();
+    run["val_tokens"] = val_ ? val_->size() : 0;
+    check_same_run(comm_, run.dump());
+    broadcast_parameters(comm_, model_);
+    share_statistics(comm_, model_);  // target recording sees the whole global batch
+  }
 }
 
 StepInfo Trainer::train_step() {
-  const int B = options_.batch_size, T = options_.seq_len;
+  const int T = options_.seq_len;
+  // Every rank draws the whole global batch (the same sequence of batches as one process, and
+  // a resume with another number of ranks) and computes its own rows.
+  const size_t at = static_cast<size_t>(shard_.first_row) * T;
   model_.zero_grad();
   double loss_sum = 0.0;
   for (int micro = 0; micro < options_.grad_accum; ++micro) {
@@ -291,14 +310,24 @@ StepInfo Trainer::train_step() {
     } else {
       sampler_.next(inputs_.data(), targets_.data());
     }
-    const float loss = model_.forward(inputs_.data(), targets_.data(), B, T, /*training=*/true);
+    const float loss = model_.forward(inputs_.data() + at, targets_.data() + at, shard_.rows, T,
+                                      /*training=*/true);
     require(std::isfinite(loss), "training diverged at step " + std::to_string(step() + 1) +
                                      ": the loss is " + std::to_string(loss));
+    // The last micro-batch's gradients are final: their buckets are summed over the ranks while
+    // backward goes on.
+    if (micro + 1 == options_.grad_accum) grad_sync_.arm();
     model_.backward();
     loss_sum += loss;
   }
+  grad_sync_.finish();
+  // Each rank's loss (and gradient) is a mean over its rows; their sum over the ranks divided by
+  // the number of ranks is the mean over the global batch.
+  comm_.allreduce_sum(&loss_sum, 1);
+  const int ranks = comm_.size();
   float* grads = model_.grad_data();
-  if (options_.grad_accum > 1) scale_grads(grads, segments_, 1.0f / options_.grad_accum);
+  if (options_.grad_accum * ranks > 1)
+    scale_grads(grads, segments_, 1.0f / static_cast<float>(options_.grad_accum * ranks));
   StepInfo info;
   info.grad_norm = clip_grad_norm(grads, segments_, options_.grad_clip);
   require(std::isfinite(info.grad_norm), "training diverged at step " + std::to_string(step() + 1) +
@@ -306,7 +335,7 @@ StepInfo Trainer::train_step() {
   info.lr = options_.schedule().at(step());  // step() is the 0-based index of this step
   optimizer_.step(model_.param_data(), grads, info.lr);
   info.step = step();
-  info.loss = static_cast<float>(loss_sum / options_.grad_accum);
+  info.loss = static_cast<float>(loss_sum / (static_cast<double>(options_.grad_accum) * ranks));
   losses_.push_back(info.loss);
   return info;
 }
@@ -321,19 +350,23 @@ float Trainer::evaluate() {
   constexpr int64_t kMaxLogitFloats = int64_t{16} << 20;
   const int64_t per_row = static_cast<int64_t>(T) * model_.config().vocab_size;
   const int rows = static_cast<int>(std::clamp<int64_t>(kMaxLogitFloats / per_row, 1, B));
+  // Each rank scores its shard's rows of every batch; the sums meet in one all-reduce.
+  const int end = shard_.first_row + shard_.rows;
   double sum = 0.0;
   for (int i = 0; i < options_.eval_iters; ++i) {
     sampler.next(x.data(), y.data());
-    for (int r = 0; r < B; r += rows) {
-      const int n = std::min(rows, B - r);
+    for (int r = shard_.first_row; r < end; r += rows) {
+      const int n = std::min(rows, end - r);
       const size_t at = static_cast<size_t>(r) * T;
       sum += static_cast<double>(model_.forward(x.data() + at, y.data() + at, n, T, false)) * n;
     }
   }
+  comm_.allreduce_sum(&sum, 1);
   return static_cast<float>(sum / (static_cast<double>(options_.eval_iters) * B));
 }
 
 void Trainer::log_progress(const StepInfo& info, double eta_s) const {
+  if (!comm_.is_root()) return;  // one progress line per step, not one per rank
   std::string line = "step " + std::to_string(info.step) + "/" + std::to_string(options_.steps);
   char buf[160];
   std::snprintf(buf, sizeof buf, " | loss %.4f | lr %.3e | norm %.3f | %.0f tok/s | ETA %s",
@@ -356,7 +389,9 @@ TrainResult Trainer::run() {
       static_cast<int64_t>(options_.batch_size) * options_.seq_len * options_.grad_accum;
   TrainResult result;
   // Temporaries of a killed earlier run (a half-written checkpoint) go before the first new one.
-  if (!options_.out_dir.empty()) prepare_checkpoint_dir(options_.out_dir);
+  // Every rank has read the checkpoint it resumes from before rank 0 tidies the directory.
+  comm_.barrier();
+  if (!options_.out_dir.empty() && comm_.is_root()) prepare_checkpoint_dir(options_.out_dir);
   while (step() < options_.steps) {
     StepInfo info = train_step();
     const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
@@ -387,6 +422,10 @@ TrainResult Trainer::run() {
 }
 
 void Trainer::save_checkpoint(const std::filesystem::path& dir) const {
+  // Collective: the replicas must agree (else the checkpoint would hold one rank's divergence),
+  // then rank 0 alone commits.
+  check_replicas_agree(comm_, model_, "step " + std::to_string(step()));
+  if (!comm_.is_root()) return;
   commit_checkpoint(dir, step(),
                     [this](const std::filesystem::path& tmp) { write_checkpoint(tmp); });
 }

@@ -20,8 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "gaincell/core/comm.h"
 #include "gaincell/model/data.h"
 #include "gaincell/model/gpt2.h"
+#include "gaincell/train/data_parallel.h"
 #include "gaincell/train/optimizer.h"
 
 namespace gaincell {
@@ -78,8 +80,13 @@ class Trainer {
   using StepCallback = std::function<void(Trainer&, const StepInfo&)>;
 
   // `train` and `val` must outlive the trainer; `val` may be null (no validation).
+  // Data parallel over `comm` (default: world_comm(), one process unless started by mpirun;
+  // data_parallel.h): options.batch_size is the global batch, each rank computes its rows, and
+  // the trainer checks that every rank runs the same binary and options, then starts every rank
+  // from rank 0's weights. Rank 0 alone logs and writes checkpoints. Every rank must call the
+  // same methods in the same order (they are collective).
   Trainer(GPT2Model& model, const TokenDataset& train, const TokenDataset* val,
-          const TrainOptions& options);
+          const TrainOptions& options, Comm& comm = world_comm());
 
   // Restores optimizer, step, batch order and loss history from a checkpoint directory whose
   // weights the model already holds (load_model(dir)). Throws when the directory is incomplete,
@@ -117,6 +124,9 @@ class Trainer {
   const std::vector<std::pair<int64_t, float>>& val_history() const { return val_losses_; }
   GPT2Model& model() { return model_; }
   const TrainOptions& options() const { return options_; }
+  const Comm& comm() const { return comm_; }
+  // Communication time of the gradient all-reduce so far (data_parallel.h).
+  const GradientAllReduce& gradient_sync() const { return grad_sync_; }
 
  private:
   void log_progress(const StepInfo& info, double eta_s) const;
@@ -126,6 +136,9 @@ class Trainer {
   const TokenDataset& train_;
   const TokenDataset* val_;
   TrainOptions options_;
+  Comm& comm_;
+  BatchShard shard_;  // this rank's rows of every global batch
+  GradientAllReduce grad_sync_;
   std::vector<ParamSegment> segments_;
   AdamW optimizer_;
   BatchSampler sampler_;

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "gaincell/core/error.h"
+#include "gaincell/train/data_parallel.h"
 
 namespace gaincell {
 
@@ -60,12 +61,19 @@ void check_targets_recorded(const std::vector<std::vector<ScalerTensors>>& layer
       "intermediate model (stage A) with target recording first");
 }
 
+// The forward of this rank's rows; the loss is the mean over the whole batch (each rank's mean
+// over its equal share, averaged over the ranks).
 float training_forward(GPT2Model& model, std::span<const int32_t> inputs,
-                       std::span<const int32_t> targets, int B, int T) {
+                       std::span<const int32_t> targets, const BatchShard& shard, int T,
+                       Comm& comm) {
+  const size_t at = static_cast<size_t>(shard.first_row) * T;
   // training = true: the spec records statistics only when self.training is set.
-  const float loss = model.forward(inputs.data(), targets.data(), B, T, /*training=*/true);
+  double loss = model.forward(inputs.data() + at, targets.data() + at, shard.rows, T,
+                              /*training=*/true);
   require(std::isfinite(loss), "adaptation: the forward pass gave a non-finite loss");
-  return loss;
+  if (comm.size() == 1) return static_cast<float>(loss);
+  comm.allreduce_sum(&loss, 1);
+  return static_cast<float>(loss / comm.size());
 }
 
 }  // namespace
@@ -111,7 +119,8 @@ void reset_adapted_scalers(GPT2Model& model) {
 AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs,
                                std::span<const int32_t> targets, int B, int T,
                                const AdaptationOptions& options,
-                               const std::function<void(const AdaptationPass&)>& progress) {
+                               const std::function<void(const AdaptationPass&)>& progress,
+                               Comm& comm) {
   require(B > 0 && T > 0 && inputs.size() == static_cast<size_t>(B) * T &&
               targets.size() == inputs.size(),
           "adaptation: the batch must hold B*T inputs and targets");
@@ -120,6 +129,16 @@ AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs
   auto layers = find_scalers(model);
   check_targets_recorded(layers);
   if (options.reset) reset_adapted_scalers(model);
+  const BatchShard shard = batch_shard(B, comm.rank(), comm.size());
+  if (comm.size() > 1) {
+    nlohmann::json run = options.to_json();
+    run["model"] = model.config().to_json();
+    run["batch"] = {B, T, fnv1a(inputs.data(), inputs.size_bytes()),
+                    fnv1a(targets.data(), targets.size_bytes())};
+    check_same_run(comm, run.dump());
+    broadcast_parameters(comm, model);
+    share_statistics(comm, model);
+  }
 
   const StatisticsMatchingOptions& m = options.matching;
   AdaptationResult result;
@@ -127,7 +146,7 @@ AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs
     AdaptationPass info;
     info.pass = pass;
     info.alpha = adaptation_alpha(m, pass);
-    info.loss = training_forward(model, inputs, targets, B, T);
+    info.loss = training_forward(model, inputs, targets, shard, T, comm);
     if (pass == 0) result.initial_loss = info.loss;
     for (int l = 0; l < model.config().n_layer; ++l) {
       const ScalerStatistics* stats = model.attention(l).scaler_statistics();
@@ -153,7 +172,7 @@ AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs
   }
 
   // One more forward measures the adapted model and lists what is still off target.
-  result.final_loss = training_forward(model, inputs, targets, B, T);
+  result.final_loss = training_forward(model, inputs, targets, shard, T, comm);
   for (int l = 0; l < model.config().n_layer; ++l) {
     const ScalerStatistics* stats = model.attention(l).scaler_statistics();
     for (int s = 0; s < ScalerStatistics::kCount; ++s) {

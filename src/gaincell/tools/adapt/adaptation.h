@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "gaincell/core/comm.h"
 #include "gaincell/model/gpt2.h"
 #include "gaincell/tools/adapt/statistics_matching.h"
 
@@ -51,9 +52,14 @@ void reset_adapted_scalers(GPT2Model& model);
 // Runs the algorithm on `model` (a gain-cell attention variant whose checkpoint holds the
 // target_mean / target_std buffers) with the fixed batch inputs/targets [B][T]. `progress` is
 // called after every pass.
+// Data parallel over `comm` (under mpirun; train/data_parallel.h): every rank passes the same
+// batch and forwards its own rows; the statistics' sums and sums of squares and the losses are
+// summed over the ranks, so every rank makes the updates of one process (collective: every rank
+// calls it with the same arguments).
 AdaptationResult adapt_scalers(GPT2Model& model, std::span<const int32_t> inputs,
                                std::span<const int32_t> targets, int B, int T,
                                const AdaptationOptions& options,
-                               const std::function<void(const AdaptationPass&)>& progress = {});
+                               const std::function<void(const AdaptationPass&)>& progress = {},
+                               Comm& comm = world_comm());
 
 }  // namespace gaincell

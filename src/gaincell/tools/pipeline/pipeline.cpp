@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "gaincell/core/comm.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
@@ -35,8 +36,17 @@ json read_stage(const fs::path& dir) {
   return read_json_file(dir / kStageMarker);
 }
 
+// Data parallel (under mpirun, docs/scale-out.md): every rank runs every stage (the training
+// and the adaptation are collective), rank 0 alone writes, and the others wait until it has, so
+// that every rank then reads the same files.
+void write_on_root(const std::function<void()>& write) {
+  Comm& comm = world_comm();
+  if (comm.is_root()) write();
+  comm.barrier();
+}
+
 void write_stage(const fs::path& dir, const json& j) {
-  write_file_atomic(dir / kStageMarker, j.dump(2) + "\n");
+  write_on_root([&] { write_file_atomic(dir / kStageMarker, j.dump(2) + "\n"); });
 }
 
 json evaluation_json(const StageEvaluation& e) {
@@ -159,8 +169,10 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
                                             "' holds a run with other options; use another "
                                             "--out or delete it");
   const fs::path options_file = o.out_dir / "pipeline_options.json";
-  if (!fs::exists(options_file))
-    write_file_atomic(options_file, recorded_options(o).dump(2) + "\n");
+  const bool fresh = !fs::exists(options_file);
+  write_on_root([&] {
+    if (fresh) write_file_atomic(options_file, recorded_options(o).dump(2) + "\n");
+  });
   json summary = {{"options", o.to_json()}};
   {
     std::unique_ptr<GPT2Model> init = load_model(o.init_dir);
@@ -202,7 +214,7 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
                 " converged " + std::to_string(p.converged) + "/" + std::to_string(p.statistics));
         });
     const StageEvaluation adapted = evaluate_on_tokens(*model, val, T, o.eval_tokens);
-    save_model(*model, dir_b);
+    write_on_root([&] { save_model(*model, dir_b); });
     json j = evaluation_json(adapted);
     j["stage"] = "B";
     j["attention"] = model->config().attention;
@@ -234,7 +246,7 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
   summary["ppl_nonlinear_stage_a_scalers"] = summary["B"]["unadapted_stage_a_scalers"]["val_ppl"];
   summary["ppl_nonlinear_adapted"] = summary["B"]["val_ppl"];
   summary["ppl_nonlinear_finetuned"] = summary["C"]["val_ppl"];
-  write_file_atomic(o.out_dir / "pipeline.json", summary.dump(2) + "\n");
+  write_on_root([&] { write_file_atomic(o.out_dir / "pipeline.json", summary.dump(2) + "\n"); });
   return summary;
 }
 
