@@ -7,7 +7,7 @@
   seconds, coverage, corpus), plus the committed corpus sizes and crash-* inputs of fuzz/corpus/.
 - Kill and resume: FILE holds one JSON line per run of a kill test ({"test": "train" | "pipeline" |
   "sweep", "kills", "starts", "rounds", "kills_at"}), written when the tests run with
-  GAINCELL_KILL_RESUME_RECORD=FILE (build/gaincell_slow_tests --gtest_filter='KillResume.*').
+  GAINCELL_KILL_RESUME_RECORD=FILE (build/gaincell_release_tests --gtest_filter='KillResume.*').
 - Bad inputs: every case below is run through build/gaincell now, and the table shows the first
   line of the error it prints and its exit status.
 The text between '<!-- BEGIN name -->' and '<!-- END name -->' in the doc is replaced.

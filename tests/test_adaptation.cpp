@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Stage B (spec §5.2) end to end on a small trained model: a linear gain-cell model is trained
 // with target recording, its weights are moved to the nonlinear cell, and the adaptation must
 // bring the statistics to their targets and most of the loss back.

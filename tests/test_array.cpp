@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Array layer: HeadArray (token-by-token gain-cell simulation) against hand-derived cases, the
 // plain loop-level reference (head_array_reference.h), closed forms, and the noise statistics.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // `gaincell demo` end to end on a small fortune corpus with a tiny model (the real run uses
 // Debian's fortunes and the defaults; see the report for its timing).
 #include <gtest/gtest.h>

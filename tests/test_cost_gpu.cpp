@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Tests of the GPU baselines: the paper's ratios from the measured files (spec §9.4), the analytic
 // decode model against hand-computed roofline numbers, and malformed measurement files.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Issue 12 item 3: the cost model under grouped-query attention. Arrays are counted per key/value
 // head; the two mappings (the group's query heads reading shared arrays in turn, or replicated
 // arrays) trade latency against area. Head dimensions above the array size tile over rows.

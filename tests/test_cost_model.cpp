@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Tests of the gain-cell component cost model: the paper preset against spec §9.1/§9.2, the
 // scaling laws (each derived by hand from the geometry), the activity-based estimate and the
 // rejection of invalid configurations.

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Tests of the batched-serving and whole-model comparison (serving.h, docs/cost-model.md §5) and
 // of the GPU data files: the roofline's limits, monotonicity in batch and context, hand-computed
 // points, grouped-query attention, the authors' script's traffic, and malformed files.

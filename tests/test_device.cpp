@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 #include <gtest/gtest.h>
 
 #include <cmath>

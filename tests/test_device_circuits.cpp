@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Device layer: leakage (spec §1.3), charge-to-pulse HardSigmoid (§2.4), the signed output stage
 // with per-tile or tile-mean conversion (§2.5, §3.5-§3.7), checked against hand-computed values.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Regression baselines of `gaincell eval` as data (tests/baselines/eval.json), as llama.cpp keeps
 // perplexity baselines: per model, attention variant and task, the metric values of a short run
 // (--limit) on a small committed model, compared with a relative tolerance. A change that moves a

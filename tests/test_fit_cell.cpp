@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Fits of the gain-cell table (spec §2.3, §2.4, §10): the paper's numbers from the shared table,
 // and independent references (normal equations of the reduced basis, synthetic tables).
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Closing the loop (issue 6, point 5): a hardware configuration built from the fit of the paper's
 // table equals the paper-nonlinear preset, down to one 64x64 sub-tile computed here with a plain
 // loop-level reference of spec §2.3.

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // The gain-cell attention variants as Attention components: registry, token-by-token decoding
 // against the whole-sequence form (T <= M and sliding T > M, every preset, noise off), scaler
 // gradients by finite differences, the adaptation statistics, and bad input.

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // The whole-sequence gain-cell kernel: fast (tiled, factorised sgemm) against the plain loop
 // reference; the ideal preset against closed-form unnormalised HardSigmoid attention; the exact
 // gradient of the linear model against finite differences; the surrogate gradients of the

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // The gain-cell variants through the whole GPT-2 engine: every variant runs perplexity (forward
 // with targets), a training step (backward reaches the scalers), and generation; token-by-token
 // decoding on the simulated arrays gives the whole-sequence logits, also past the window.

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // The gain-cell attention against the PyTorch reference written from the spec
 // (tests/reference/gaincell_reference.py -> tests/fixtures/gaincell_reference.bin): q, k, v -> y
 // and the gradients of q, k, v and of every scaler a and b, for both paper presets with

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Golden tests of one 64x64 sub-tile against the authors' test vectors (spec §3.9):
 // subtile64_golden.npz (normal polarity) and subtile64_golden_inverted.npz (S and output negated).
 // 10 cases of Q, K, V (64 tokens x 64 dims), no quantisation, no decay, causal mask, a, b = (1, 0).

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Finite-difference checks of every hand-written layer backward (issue 2 item 6), on tiny shapes.
 // Each check uses a scalar loss L = Σ w ⊙ out with fixed random w, central differences with
 // h = 1e-2 (float inputs, double accumulation) and a relative tolerance.

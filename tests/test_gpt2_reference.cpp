@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Acceptance test of the GPT-2 engine against the PyTorch reference written by
 // tests/reference/gpt2_reference.py (format documented there): logits, loss, every parameter
 // gradient, and 10 AdamW steps.

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Issue 12 item 2: grouped-query attention in every variant. Independent check: a GQA layer equals
 // the multi-head layer whose key/value heads are the group's head repeated (with the k/v scalers
 // repeated), forward and backward (the shared head's gradient is the sum over its replicas).

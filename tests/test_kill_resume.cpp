@@ -2,8 +2,8 @@
 // are killed with SIGKILL at random moments, many times, and resumed each time. After every kill
 // the output directory holds only complete files (loadable checkpoints, JSON that parses, results
 // lines that are whole); the final models and results are bit-identical to an uninterrupted run.
-// Labelled slow (the sanitizer pass skips it): it starts ~50 processes of tiny models.
-// ctest-labels: slow
+// It starts ~50 processes of tiny models.
+// ctest-labels: release-only (slow: the sanitizer pass skips it)
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // The bf16 leakage-cast reproduction option (hw leakage.bf16_qk_decay, issue 14 item 5): the QK
 // stage's decay factor rounded to bfloat16 as the authors' autocast code does. Hand-derived
 // rounding, JSON round trip, and in a model: the whole-sequence form equals token-by-token decode

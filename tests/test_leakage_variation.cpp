@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Cell-to-cell leakage variation in the whole-sequence gain-cell attention (issue 13 item 4): each
 // cell (slot, d) of the K and V arrays leaks with its own rate lambda * max(0, 1 + sigma N), drawn
 // from the same seeded events as the token-by-token arrays (HeadArray), so that a retention sweep

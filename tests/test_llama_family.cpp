@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Issue 12 item 1 acceptance: the Llama family (llama, mistral, qwen2) against the independent
 // PyTorch reference of tests/reference/llama_reference.py (format documented there): logits, loss
 // and every parameter gradient to 1e-4, loaded through the real checkpoint reader (F32, F16,

@@ -5,7 +5,7 @@
 // and refuse shards that do not divide the batch and ranks that run other binaries or options.
 // mpirun missing: the MPI tests skip, except under CI=true where they fail. Tiny model (1 layer,
 // 16 dims, byte vocabulary): each run takes well under a second.
-// ctest-labels: slow
+// ctest-labels: release-only (slow: the sanitizer pass skips it)
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>

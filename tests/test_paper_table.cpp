@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // `gaincell paper-table` end to end on the tiny committed GPT-2 (tests/fixtures/eval_tiny) with a
 // few steps per stage and --limit 2 over the task fixtures: all four models evaluated on the seven
 // tasks, the table written as Markdown and JSON, and a rerun resuming (stages and evaluations

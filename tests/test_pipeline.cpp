@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Smoke and resume tests of the three-stage pipeline (issue 4) on a tiny model.
 #include <gtest/gtest.h>
 #include <unistd.h>

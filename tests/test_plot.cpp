@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // The shared plotting module (tools/plot/plot.h): round ticks, log axes, SI-prefixed units, bar
 // heights, and the errors for data a chart cannot show.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Retention beyond a constant lambda (issue 13 item 4): storage-technology presets, lambda from a
 // retention time and the token rate, a refresh policy in the simulators (token by token and whole
 // sequence agree) and in the cost model (energy and latency by hand).

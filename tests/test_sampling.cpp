@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Token sampling: greedy, temperature and top-k against hand-derived distributions and empirical
 // frequencies; seeded reproducibility.
 #include <gtest/gtest.h>

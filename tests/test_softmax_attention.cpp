@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Softmax and sliding-window attention (spec §3.3, §3.4): the blocked GEMM kernel against the
 // loop-level reference, the reference backward against finite differences, and the decode state
 // (KV cache, circular for a window) against the whole-sequence forward.

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // The characterisation flow (issue 6, points 2-3): netlist helpers against hand cases, and the
 // shipped gain-cell and charge-to-pulse netlists through ngspice against the acceptance criteria.
 #include <gtest/gtest.h>

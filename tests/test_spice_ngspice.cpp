@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // The embedded ngspice (issue 6, point 1): analyses against hand-derived results, and clear errors
 // for a bad netlist, a non-converging simulation, a timeout, a controlled exit and a missing
 // library.

@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // Issue 12 item 5: Karpathy's stories260K (a real pretrained Llama: 8 query heads, 4 KV heads,
 // head dim 8, tied embeddings) in Hugging Face format, against the logits llama2c's run.c
 // computed position by position (../shared/data/models/stories260K, see its README). The whole

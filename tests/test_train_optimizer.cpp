@@ -1,3 +1,4 @@
+// ctest-labels: release-only (arithmetic or long runs: the sanitizer pass skips it)
 // AdamW, learning-rate schedule and gradient clipping: against PyTorch
 // (tests/reference/make_adamw_fixture.py), hand-derived cases, and fast vs reference kernels.
 #include <gtest/gtest.h>
