@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "gaincell/core/error.h"
 
@@ -79,12 +80,15 @@ T json_int(const nlohmann::json& v, const std::string& what) {
   json_detail::throw_type_error(v, what, "an integer");
 }
 
-// An integer within [lo, hi] (inclusive).
+// An integer within [lo, hi] (inclusive). Read in 64 bits first, so that a value outside T's own
+// range is reported with [lo, hi] too.
 template <std::integral T>
 T json_int(const nlohmann::json& v, const std::string& what, T lo, T hi) {
-  const T x = json_int<T>(v, what);
-  if (x < lo || x > hi) json_detail::throw_range_error(v, what, json_detail::range_text(lo, hi));
-  return x;
+  using Wide = std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>;
+  const Wide x = json_int<Wide>(v, what);
+  if (x < static_cast<Wide>(lo) || x > static_cast<Wide>(hi))
+    json_detail::throw_range_error(v, what, json_detail::range_text(lo, hi));
+  return static_cast<T>(x);
 }
 
 // A finite number (integers are accepted and converted).
