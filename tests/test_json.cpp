@@ -130,12 +130,6 @@ TEST(Json, CheckedIntegersRejectWhatDoesNotFit) {
   EXPECT_THROW(json_int<int>(parse_json("100000000000000000000", "x"), "x"), Error);
   // Bounded.
   EXPECT_EQ(json_int<int>(json(5), "x", 1, 10), 5);
-  // Outside the type's own range too, the error names the bounds asked for.
-  const std::string wide =
-      error_of([] { json_int<int32_t>(json(int64_t{4294967297}), "ids[1]", 0, INT32_MAX); });
-  EXPECT_NE(wide.find("ids[1] = 4294967297 is out of range (allowed: 0 to 2147483647)"),
-            std::string::npos)
-      << wide;
   const std::string bounded = error_of([] { json_int<int>(json(0), "'n_layer'", 1, 10); });
   EXPECT_NE(bounded.find("'n_layer' = 0 is out of range (allowed: 1 to 10)"), std::string::npos)
       << bounded;

@@ -17,7 +17,6 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-#include <type_traits>
 
 #include "gaincell/core/error.h"
 
@@ -80,15 +79,12 @@ T json_int(const nlohmann::json& v, const std::string& what) {
   json_detail::throw_type_error(v, what, "an integer");
 }
 
-// An integer within [lo, hi] (inclusive). Read in 64 bits first, so that a value outside T's own
-// range is reported with [lo, hi] too.
+// An integer within [lo, hi] (inclusive).
 template <std::integral T>
 T json_int(const nlohmann::json& v, const std::string& what, T lo, T hi) {
-  using Wide = std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>;
-  const Wide x = json_int<Wide>(v, what);
-  if (x < static_cast<Wide>(lo) || x > static_cast<Wide>(hi))
-    json_detail::throw_range_error(v, what, json_detail::range_text(lo, hi));
-  return static_cast<T>(x);
+  const T x = json_int<T>(v, what);
+  if (x < lo || x > hi) json_detail::throw_range_error(v, what, json_detail::range_text(lo, hi));
+  return x;
 }
 
 // A finite number (integers are accepted and converted).

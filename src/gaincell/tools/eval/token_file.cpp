@@ -28,7 +28,8 @@ std::vector<int32_t> read_json_ids(const std::filesystem::path& file, const std:
     const nlohmann::json& v = j["ids"][i];
     const std::string what = file.string() + ": ids[" + std::to_string(i) + "]";
     require(v.is_number_integer(), what + " is not a token id");
-    ids.push_back(json_int<int32_t>(v, what, 0, INT32_MAX));
+    // Read in 64 bits so that the error names the id range, not int32_t's.
+    ids.push_back(static_cast<int32_t>(json_int<int64_t>(v, what, 0, INT32_MAX)));
   }
   return ids;
 }
