@@ -145,3 +145,116 @@ put("tokenizer_encode", "unicode", "na\u00efve caf\u00e9 \u65e5\u672c\u8a9e \U00
 put("tokenizer_encode", "invalid_utf8", b"\xff\xfe\xc3\x28 abc \xe2\x82")
 put("tokenizer_decode", "ids", struct.pack("<6i", 15496, 995, 0, 50256, 256, 220))
 put("tokenizer_decode", "bad_ids", struct.pack("<3i", -1, 50257, 2147483647))
+
+# --- sweep file (docs/sweeps.md) ----------------------------------------------------------------
+put("sweep_file", "grid", js({"name": "levels", "base": "paper-nonlinear",
+                              "axes": {"quantization.k.levels": [4, 8, 16], "array_size": [32, 64]},
+                              "evaluation": {"type": "perplexity", "tokens": "val.bin",
+                                             "limit": 256, "context": 32, "stride": 16},
+                              "prepare": {"adapt": "from-model", "batch": 2, "seq_len": 16,
+                                          "finetune_steps": 1, "finetune_lr": 1e-4},
+                              "seeds": 2, "cost": {"preset": "paper", "tokens": 64, "batch": 1},
+                              "objective": "ppl"}))
+put("sweep_file", "list", js({"base": {"array_size": 64, "noise": {"seed": 3}},
+                              "points": [{"noise.gain_variation": 0.1},
+                                         {"noise.gain_variation": 0.2, "array_size": 32}],
+                              "evaluation": {"type": "tasks", "tasks": ["piqa"], "limit": 4}}))
+put("sweep_file", "bad", '{"axes": {"cell.coefficients.9": [1], "noise.seed": [4294967297]}, '
+                         '"seeds": 4294967297, "prepare": {"finetune_lr": 1e300}}')
+put("sweep_file", "huge_grid", js({"axes": {"array_size": list(range(16, 116)),
+                                            "quantization.k.levels": list(range(2, 102)),
+                                            "quantization.q.levels": list(range(2, 102))}}))
+
+# --- evaluation data: the first byte picks the reader (fuzz/targets.cpp fuzz_eval_data) --------
+EVAL = os.path.join(os.path.dirname(ROOT), "..", "tests", "fixtures", "eval")
+
+
+def fixture(name, lines=3):
+    with open(os.path.join(EVAL, name), "rb") as f:
+        return b"".join(f.read().splitlines(keepends=True)[:lines])
+
+
+put("eval_data", "wikitext_jsonl", b"\x00" + fixture("wikitext_test.jsonl", 2))
+put("eval_data", "wikitext_raw", b"\x01" + fixture("wiki.test.raw", 12))
+put("eval_data", "lambada", b"\x02" + fixture("lambada_openai_test.jsonl"))
+put("eval_data", "hellaswag", b"\x03" + fixture("hellaswag_validation.jsonl", 2))
+put("eval_data", "hellaswag_original", b"\x03" + fixture("hellaswag_val.jsonl", 2))
+put("eval_data", "piqa", b"\x04" + fixture("piqa_validation.jsonl"))
+put("eval_data", "piqa_labels_file",
+    b"\x04" + b'{"goal": "g", "sol1": "a", "sol2": "b"}\n{"goal": "h", "sol1": "c", "sol2": "d"}\n'
+    + b"\x00" + b"1\n0\n")
+put("eval_data", "arc", b"\x05" + fixture("arc_easy_test.jsonl"))
+put("eval_data", "arc_original", b"\x05" + fixture("ARC-Challenge-Test.jsonl"))
+put("eval_data", "winogrande", b"\x06" + fixture("winogrande_validation.jsonl"))
+put("eval_data", "tokens_json", b"\x07" + b'{"ids": [15496, 995, 0, 50256]}')
+put("eval_data", "tokens_uint16", b"\x07" + struct.pack("<4H", 15496, 995, 0, 50256))
+put("eval_data", "tokens_uint32", b"\x08" + struct.pack("<3I", 15496, 50256, 70000))
+put("eval_data", "bad_label", b"\x03" + b'{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", '
+    b'"endings": ["d", "e"], "label": 9223372036854775808}\n')
+
+# --- Hugging Face tokenizer.json (tokenizer_config.json after a NUL byte) ----------------------
+sp_vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+for b in range(256):
+    sp_vocab["<0x%02X>" % b] = 3 + b
+sp_vocab.update({"\u2581": 259, "a": 260, "b": 261, "\u2581a": 262, "ab": 263, "\u2581ab": 264})
+sentencepiece = {
+    "model": {"type": "BPE", "vocab": sp_vocab, "unk_token": "<unk>", "byte_fallback": True,
+              "fuse_unk": True, "merges": ["\u2581 a", "a b", "\u2581a b"]},
+    "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+    "pre_tokenizer": None,
+    "decoder": {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    "post_processor": {"type": "TemplateProcessing",
+                       "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                  {"Sequence": {"id": "A", "type_id": 0}}],
+                       "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+    "added_tokens": [{"id": 1, "content": "<s>", "special": True},
+                     {"id": 2, "content": "</s>", "special": True}]}
+put("tokenizer_json", "sentencepiece", json.dumps(sentencepiece))
+put("tokenizer_json", "sentencepiece_config",
+    json.dumps(sentencepiece).encode() + b"\x00" +
+    json.dumps({"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": True}).encode())
+# Byte-level BPE with a PCRE2 split (GPT-2's pattern) and a few merges.
+byte_chars = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + \
+             [chr(c) for c in range(174, 256)]
+extra = [chr(256 + i) for i in range(256 - len(byte_chars))]
+bl_vocab = {ch: i for i, ch in enumerate(byte_chars + extra)}
+bl_vocab.update({"\u0120t": 256, "he": 257, "\u0120the": 258, "<|endoftext|>": 259})
+byte_level = {
+    "model": {"type": "BPE", "vocab": bl_vocab, "merges": ["\u0120 t", "h e", "\u0120t he"]},
+    "normalizer": {"type": "NFC"},
+    "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex":
+            "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"},
+         "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+    "decoder": {"type": "ByteLevel"},
+    "post_processor": {"type": "ByteLevel"},
+    "added_tokens": [{"id": 259, "content": "<|endoftext|>", "special": True}]}
+put("tokenizer_json", "byte_level", json.dumps(byte_level))
+put("tokenizer_json", "deep", '{"model": ' + "[" * 100 + "]" * 100 + "}")
+
+# --- the command line (arguments separated by newlines) ----------------------------------------
+for name, args in {
+    "train": ["train", "--data", "tok", "--config", "c.json", "--out", "o", "--steps", "10",
+              "--lr", "1e-3", "--batch-size", "2", "--seq-len", "16"],
+    "resume": ["--threads", "2", "train", "--resume", "o"],
+    "sweep": ["sweep", "--model", "m", "--spec", "s.json", "--out", "o", "--jobs", "2",
+              "--resume", "--limit", "64"],
+    "eval": ["eval", "--model", "m", "--tasks", "piqa,arc_easy", "--limit", "4", "--data-dir",
+             "d", "--json"],
+    "pipeline": ["pipeline", "--init", "i", "--data", "d", "--out", "o", "--steps-a", "2",
+                 "--stop-after", "A"],
+    "hw": ["hw", "show", "--hw", "paper-linear"],
+    "generate": ["generate", "--model", "m", "--prompt", "Hi", "--max-tokens", "4",
+                 "--temperature", "0.7", "--seed", "-1"],
+    "cost": ["cost", "--hw", "paper-nonlinear", "--json"],
+    "threads_huge": ["--threads", "2147483647", "cost"],
+    "help": ["perplexity", "--help"],
+    "unknown": ["frobnicate", "--x"],
+}.items():
+    put("cli_args", name, "\n".join(args))

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined) in build-fuzz/ (or in
-# $GAINCELL_FUZZ_BUILD_DIR: scripts/test.sh passes its sanitizer build, which already holds them)
-# and runs each for a bounded time on its committed corpus fuzz/corpus/<target>/.
-#   bash fuzz/run_fuzzers.sh [--seconds N] [--merge] [--stats DIR] [TARGET...]
-# --seconds N  time per target (default 13: the 13 targets take ~3 minutes in CI)
-# --merge      add the inputs that reached new coverage to fuzz/corpus/<target>/ (libFuzzer -merge)
-# --stats DIR  write DIR/<target>.json: executions, seconds, corpus size, coverage, crashes
-# A crash stops the script with a non-zero status; the input is left in <build>/crashes/. Fix
+# Builds the libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined) and runs each for a
+# bounded time on its committed corpus fuzz/corpus/<target>/.
+#   bash fuzz/run_fuzzers.sh [--build-dir DIR] [--no-build] [--seconds N] [--merge] [--stats DIR]
+#                            [--build-only] [TARGET...]
+# --build-dir DIR  the build directory (default: $GAINCELL_FUZZ_BUILD_DIR, else build-fuzz). A
+#                  directory already configured with -DGAINCELL_FUZZ=ON (scripts/test.sh passes
+#                  its clang sanitizer build, which already holds the targets) is used as it is;
+#                  otherwise it is configured here.
+# --no-build       run the fuzz_<target> executables already in the build directory
+# --build-only     build them and stop
+# --seconds N      time per target (default 13: the 17 targets take ~4 minutes in CI)
+# --merge          add the inputs that reached new coverage to fuzz/corpus/<target>/ (libFuzzer
+#                  -merge)
+# --stats DIR      write DIR/<target>.json: executions, seconds, corpus size, coverage, the
+#                  execution at which coverage last grew, crashes
+# A crash stops the script with a non-zero status; the input is left in <build dir>/crashes/. Fix
 # the bug, then commit the input as fuzz/corpus/<target>/crash-<name> (tests/test_fuzz_corpus.cpp
 # replays it in every test run).
 set -euo pipefail
@@ -15,9 +23,15 @@ cd "$root"
 seconds=13
 merge=0
 stats=""
+build="${GAINCELL_FUZZ_BUILD_DIR:-build-fuzz}"
+do_build=1
+build_only=0
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --build-dir) build="$2"; shift 2 ;;
+    --no-build) do_build=0; shift ;;
+    --build-only) build_only=1; shift ;;
     --seconds) seconds="$2"; shift 2 ;;
     --merge) merge=1; shift ;;
     --stats) stats="$2"; shift 2 ;;
@@ -27,13 +41,15 @@ done
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(ls fuzz/corpus)
 fi
-build="${GAINCELL_FUZZ_BUILD_DIR:-build-fuzz}"
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  cxx="$(command -v clang++-14 || command -v clang++)"
-  CXX="$cxx" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_FUZZ=ON \
-    -DGAINCELL_BUILD_TESTS=OFF -DGAINCELL_NATIVE=OFF >/dev/null
+if [ "$do_build" = 1 ]; then
+  if ! grep -qs '^GAINCELL_FUZZ:BOOL=ON' "$build/CMakeCache.txt"; then
+    cxx="$(command -v clang++-14 || command -v clang++)"
+    CXX="$cxx" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGAINCELL_FUZZ=ON \
+      -DGAINCELL_BUILD_TESTS=OFF -DGAINCELL_NATIVE=OFF >/dev/null
+  fi
+  cmake --build "$build" -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
 fi
-cmake --build "$build" -j"$(nproc)" --target $(printf 'fuzz_%s ' "${targets[@]}") >/dev/null
+[ "$build_only" = 1 ] && exit 0
 mkdir -p "$build/crashes" "$build/new"
 [ -n "$stats" ] && mkdir -p "$stats"
 # The GPT-2 tokenizer target needs the vocabulary (scripts/setup.sh puts it in data/).
@@ -52,13 +68,18 @@ for t in "${targets[@]}"; do
   end=$(date +%s.%N)
   runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)
+  # The execution count of the last line that reported more coverage: a plateau shows as a value
+  # far below the total.
+  last_gain=$(awk '/cov: / { for (i = 1; i <= NF; i++) if ($i == "cov:") c = $(i + 1);
+                             if (c + 0 > best) { best = c + 0; n = substr($1, 2) } }
+                   END { print n + 0 }' "$log")
   corpus=$(ls "fuzz/corpus/$t" | wc -l)
   found=$(ls "$new" | wc -l)
   printf 'fuzz %-18s %9s runs in %5.1f s, coverage %5s, corpus %4s (+%s new), status %s\n' \
     "$t" "$runs" "$(awk "BEGIN{print $end - $start}")" "$cov" "$corpus" "$found" "$status"
   if [ -n "$stats" ]; then
-    printf '{"target": "%s", "runs": %s, "seconds": %s, "coverage": %s, "corpus": %s, "new": %s, "status": %s}\n' \
-      "$t" "${runs:-0}" "$(awk "BEGIN{print $end - $start}")" "${cov:-0}" "$corpus" "$found" "$status" \
+    printf '{"target": "%s", "runs": %s, "seconds": %s, "coverage": %s, "last_coverage_gain_at": %s, "corpus": %s, "new": %s, "status": %s}\n' \
+      "$t" "${runs:-0}" "$(awk "BEGIN{print $end - $start}")" "${cov:-0}" "${last_gain:-0}" "$corpus" "$found" "$status" \
       >"$stats/$t.json"
   fi
   if [ "$status" -ne 0 ]; then

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "cli/app.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/core/json.h"
@@ -17,11 +19,15 @@
 #include "gaincell/hw/hw_config.h"
 #include "gaincell/model/data.h"
 #include "gaincell/model/gpt2.h"
+#include "gaincell/model/hf_tokenizer.h"
 #include "gaincell/model/safetensors.h"
 #include "gaincell/model/tokenizer.h"
 #include "gaincell/tools/cost/cost_config.h"
+#include "gaincell/tools/eval/task.h"
+#include "gaincell/tools/eval/token_file.h"
 #include "gaincell/tools/fit/device.h"
 #include "gaincell/tools/fit/iv_table.h"
+#include "gaincell/tools/sweep/sweep_spec.h"
 #include "gaincell/train/trainer.h"
 
 namespace gaincell::fuzz {
@@ -186,6 +192,125 @@ void fuzz_tokenizer_decode(const uint8_t* data, size_t size) {
   if (const Tokenizer* tok = gpt2_tokenizer()) expect_clean([&] { tok->decode(ids); });
 }
 
+// The sweep file: parsing validates every point's hardware. What parses also round-trips through
+// the resolved form written to OUT/sweep.json (which --resume and the workers read back).
+void fuzz_sweep_file(const uint8_t* data, size_t size) {
+  expect_clean([&] {
+    const fs::path dir = "/nonexistent-fuzz-dir";
+    const sweep::SweepSpec spec = sweep::SweepSpec::parse(std::string(text_of(data, size)), dir);
+    const std::string resolved = spec.to_json().dump();
+    check(sweep::SweepSpec::parse(resolved, dir).to_json().dump() == resolved,
+          "sweep file round trip");
+  });
+}
+
+// A per-process scratch directory, removed at exit: the evaluation and tokenizer readers take
+// file paths.
+class ScratchDir {
+ public:
+  ScratchDir()
+      : path_(fs::temp_directory_path() / ("gaincell_fuzz_" + std::to_string(::getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+const fs::path& scratch_dir() {
+  static const ScratchDir dir;
+  return dir.path();
+}
+
+// Writes `text` up to the first NUL byte to `main`, and what follows it (if any) to `side`
+// (removed when there is no NUL): one input drives a file and the file read beside it.
+void write_split(std::string_view text, const fs::path& main, const fs::path& side) {
+  const size_t nul = text.find('\0');
+  write_file_atomic(main, text.substr(0, nul).data(), std::min(nul, text.size()));
+  std::error_code ec;
+  fs::remove(side, ec);
+  if (nul != std::string_view::npos)
+    write_file_atomic(side, text.data() + nul + 1, text.size() - nul - 1);
+}
+
+// Every evaluation data format: the first byte picks the reader (the tasks' JSON lines, the raw
+// wikitext file, PIQA's labels file after a NUL byte, the --tokens file as JSON, uint16 or uint32).
+void fuzz_eval_data(const uint8_t* data, size_t size) {
+  if (size == 0) return;
+  static const char* const kTasks[] = {"wikitext",   "wikitext", "lambada_openai",
+                                       "hellaswag",  "piqa",     "arc_easy",
+                                       "winogrande", "",         ""};
+  constexpr int kFormats = sizeof kTasks / sizeof kTasks[0];
+  const int format = data[0] % kFormats;
+  const std::string_view text = text_of(data + 1, size - 1);
+  const fs::path& dir = scratch_dir();
+  if (format >= 7) {  // the --tokens file of perplexity and eval
+    const fs::path file = dir / "tokens.bin";
+    write_file_atomic(file, text.data(), text.size());
+    expect_clean([&] {
+      const auto kind = format == 7 ? eval::TokenFileFormat::kAuto : eval::TokenFileFormat::kUint32;
+      for (int32_t id : eval::read_token_file(file, kind, 50257))
+        check(id >= 0 && id < 50257, "token file id in range");
+    });
+    return;
+  }
+  // The raw wikitext reader is chosen by the file name (not .jsonl/.json).
+  const fs::path file = dir / (format == 1 ? "wiki.test.raw" : "data.jsonl");
+  write_split(text, file, dir / "data-labels.lst");
+  expect_clean([&] {
+    const eval::TaskInfo& task = eval::task_info(kTasks[format]);
+    for (const eval::EvalDoc& doc : eval::load_task_docs(task, file, 64)) {
+      check(!doc.requests.empty(), "a document makes a request");
+      if (task.type == eval::OutputType::kMultipleChoice) {
+        check(doc.gold >= 0 && doc.gold < static_cast<int>(doc.choices.size()), "gold in range");
+        check(doc.requests.size() == doc.choices.size(), "one request per choice");
+      }
+    }
+  });
+}
+
+// A Hugging Face tokenizer.json (tokenizer_config.json after a NUL byte): loading either fails
+// with an error or gives a tokenizer whose ids are in range on a fixed text.
+void fuzz_tokenizer_json(const uint8_t* data, size_t size) {
+  const fs::path dir = scratch_dir() / "hf";
+  fs::create_directories(dir);
+  write_split(text_of(data, size), dir / "tokenizer.json", dir / "tokenizer_config.json");
+  expect_clean([&] {
+    const auto tok = HfTokenizer::load(dir / "tokenizer.json");
+    const std::string sample = "Hello world, it's 2025!\n\t  caf\xc3\xa9 \xf0\x9f\x99\x82 x";
+    for (const auto& ids : {tok->encode(sample), tok->encode_with_special_tokens(sample)}) {
+      for (int32_t id : ids) check(id >= 0 && id < tok->vocab_size(), "HF id in range");
+      tok->decode(ids);
+    }
+    std::vector<int32_t> first;
+    for (int32_t id = 0; id < std::min<int32_t>(tok->vocab_size(), 64); ++id) first.push_back(id);
+    tok->decode(first);
+  });
+}
+
+// The command line: arguments separated by newlines, parsed by the executable's own CLI11 app
+// without running the command (cli/app.h).
+void fuzz_cli_args(const uint8_t* data, size_t size) {
+  std::vector<std::string> args;
+  const std::string_view text = text_of(data, size);
+  size_t start = 0;
+  while (start <= text.size() && args.size() < 64) {
+    const size_t nl = std::min(text.find('\n', start), text.size());
+    args.emplace_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  expect_clean([&] {
+    const int code = cli::parse_without_running(args);
+    check(code == 0 || code == 2, "CLI exit status");
+  });
+}
+
 }  // namespace
 
 const std::vector<Target>& targets() {
@@ -203,6 +328,10 @@ const std::vector<Target>& targets() {
       {"token_file", fuzz_token_file},
       {"tokenizer_encode", fuzz_tokenizer_encode},
       {"tokenizer_decode", fuzz_tokenizer_decode},
+      {"sweep_file", fuzz_sweep_file},
+      {"eval_data", fuzz_eval_data},
+      {"tokenizer_json", fuzz_tokenizer_json},
+      {"cli_args", fuzz_cli_args},
   };
   return all;
 }

@@ -6,13 +6,19 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
+#include "gaincell/model/hf_tokenizer.h"
 #include "gaincell/model/memory_estimate.h"
+#include "gaincell/tools/eval/task.h"
+#include "gaincell/tools/eval/token_file.h"
+#include "gaincell/tools/sweep/sweep_driver.h"
+#include "gaincell/tools/sweep/sweep_spec.h"
 #include "gaincell/train/trainer.h"
 #include "test_cli_util.h"
 #include "test_tokenizer_util.h"
@@ -96,6 +102,79 @@ TEST(BadInputs, DeeplyNestedTrainingStateIsAnErrorNotACrash) {
   const std::string err = cli_error(dir.path(), "train --resume " + ck.string());
   expect_has(err, "training_state.json");
   expect_has(err, "nesting deeper than 64");
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// The sweep file, its results file and the evaluation data readers go through core/json.h: a
+// depth bomb, a 64-bit integer in a 32-bit field and 1e999 are errors naming file and field.
+TEST(BadInputs, SweepAndEvaluationReadersUseTheHardenedJsonReader) {
+  const std::string bomb = std::string(5000, '[') + std::string(5000, ']');
+  auto sweep_error = [](const std::string& text) {
+    return error_of([&] { sweep::SweepSpec::parse(text, "/nonexistent"); });
+  };
+  expect_has(sweep_error(R"({"axes": {"array_size": [32]}, "x": )" + bomb + "}"),
+             "sweep file: nesting deeper than 64 levels");
+  // Was static_cast<int>: 4294967297 seeds ran as 1.
+  expect_has(sweep_error(R"({"axes": {"array_size": [32]}, "seeds": 4294967297})"),
+             "sweep file: 'seeds' = 4294967297 is out of range");
+  expect_has(sweep_error(R"({"axes": {"array_size": [32]}, "prepare": {"batch_seed": -1}})"),
+             "'prepare.batch_seed' = -1 is out of range (must not be negative)");
+  // Was an infinite float learning rate.
+  expect_has(sweep_error(R"({"axes": {"array_size": [32]}, "prepare": {"finetune_lr": 1e300}})"),
+             "'prepare.finetune_lr' = 1e+300 is out of range (it overflows a 32-bit float)");
+  // Was nlohmann's out_of_range (an "internal error").
+  expect_has(sweep_error(R"({"axes": {"noise.sigma": [0.1, 1e999]}})"), "at 'axes.noise.sigma[1]'");
+  // The axes keep the order of the file (the point order depends on it).
+  const auto spec = sweep::SweepSpec::parse(
+      R"({"axes": {"array_size": [32, 64], "quantization.k.levels": [8, 16]}})", "/nonexistent");
+  ASSERT_EQ(spec.axes.size(), 2u);
+  EXPECT_EQ(spec.axes[0].field, "array_size");
+
+  TempDir dir;
+  const fs::path results = dir.path() / "results.jsonl";
+  write_file_atomic(results, std::string("{\"point\": 0}\n{\"point\": 4294967296}\n"));
+  expect_has(error_of([&] { sweep::read_results(results); }),
+             "results.jsonl: line 2: 'point' = 4294967296 is out of range");
+  write_file_atomic(results, bomb + "\n");
+  expect_has(error_of([&] { sweep::read_results(results); }), "nesting deeper than 64");
+
+  const fs::path rows = dir.path() / "hellaswag.jsonl";
+  auto task_error = [&](const std::string& task, const std::string& text) {
+    write_file_atomic(rows, text);
+    return error_of([&] { eval::load_task_docs(eval::task_info(task), rows); });
+  };
+  const std::string hellaswag =
+      R"({"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["d", "e"], )";
+  expect_has(task_error("hellaswag", hellaswag + R"("label": 9223372036854775808})"),
+             "hellaswag.jsonl:1: field 'label' = 9223372036854775808 is out of range");
+  expect_has(task_error("hellaswag", hellaswag + R"("label": 1}
+{"text": )" + bomb + "}"),
+             "hellaswag.jsonl:2: nesting deeper than 64");
+  expect_has(task_error("lambada_openai", R"({"text": "a b", "x": 1e999})"),
+             "hellaswag.jsonl:1: number overflow parsing '1e999' at 'x'");
+
+  const fs::path ids = dir.path() / "ids.json";
+  auto ids_error = [&](const std::string& text) {
+    write_file_atomic(ids, text);
+    return error_of([&] { eval::read_token_file(ids); });
+  };
+  expect_has(ids_error(R"({"ids": [1, 4294967297]})"),
+             "ids[1] = 4294967297 is out of range (allowed: 0 to 2147483647)");
+  expect_has(ids_error(R"({"ids": [1, 1e999]})"), "number overflow parsing '1e999'");
+  expect_has(ids_error("{\"ids\": " + bomb + "}"), "ids.json: nesting deeper than 64");
+
+  fs::create_directories(dir.path() / "tok");
+  write_file_atomic(dir.path() / "tok/tokenizer.json", "{\"model\": " + bomb + "}");
+  expect_has(error_of([&] { HfTokenizer::load(dir.path() / "tok/tokenizer.json"); }),
+             "tokenizer.json': nesting deeper than 64");
 }
 
 TEST(BadInputs, OutOfRangeTokenIds) {

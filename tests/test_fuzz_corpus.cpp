@@ -8,6 +8,7 @@
 #include <set>
 
 #include "../fuzz/targets.h"
+#include "cli/app.h"
 #include "gaincell/core/file_io.h"
 
 namespace gaincell {
@@ -51,6 +52,25 @@ TEST(FuzzCorpusLayout, EveryCorpusDirectoryHasATarget) {
   for (const auto& t : fuzz::targets()) names.insert(t.name);
   for (const auto& entry : fs::directory_iterator(kCorpus))
     EXPECT_TRUE(names.count(entry.path().filename().string())) << entry.path();
+}
+
+// The cli_args target's entry point parses like the executable (its usage errors are usage errors
+// here) and runs nothing: `hw show` would print, `train` would fail on the missing files.
+TEST(FuzzCorpusCli, ParseWithoutRunningAcceptsAndRejectsLikeTheCli) {
+  using Args = std::vector<std::string>;
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(cli::parse_without_running(Args{"hw", "show", "--hw", "paper-linear"}), 0);
+  EXPECT_EQ(cli::parse_without_running(Args{"--threads", "2", "train", "--data", "/nonexistent",
+                                            "--out", "/nonexistent/o", "--steps", "3"}),
+            0);
+  EXPECT_EQ(cli::parse_without_running(Args{"--version"}), 0);
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), "");
+  EXPECT_EQ(cli::parse_without_running(Args{"pipeline", "--data", "d", "--out", "o"}), 2);
+  EXPECT_EQ(cli::parse_without_running(Args{"--threads", "0", "hw", "show"}), 2);
+  EXPECT_EQ(cli::parse_without_running(Args{"--threads", "5000", "hw", "show"}), 2);
+  EXPECT_EQ(cli::parse_without_running(Args{"train", "--steps", "x"}), 2);
+  EXPECT_EQ(cli::parse_without_running(Args{"frobnicate"}), 2);
+  EXPECT_EQ(cli::parse_without_running(Args{}), 2);
 }
 
 }  // namespace

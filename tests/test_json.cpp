@@ -79,6 +79,29 @@ TEST(Json, DuplicateKeysAreRejected) {
   EXPECT_NE(msg.find("duplicate key 'n' in 'a'"), std::string::npos) << msg;
 }
 
+TEST(Json, OrderedVariantKeepsTheOrderWithTheSameChecks) {
+  const nlohmann::ordered_json j = parse_ordered_json(R"({"z": 1, "a": {"y": 2, "b": 3}})", "s");
+  std::string keys;
+  for (auto it = j.begin(); it != j.end(); ++it) keys += it.key();
+  for (auto it = j["a"].begin(); it != j["a"].end(); ++it) keys += it.key();
+  EXPECT_EQ(keys, "zayb");
+  EXPECT_EQ(j.dump(), R"({"z":1,"a":{"y":2,"b":3}})");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  std::string msg = error_of([&] { parse_ordered_json(deep, "sweep file"); });
+  EXPECT_NE(msg.find("sweep file: nesting deeper than 64"), std::string::npos) << msg;
+  msg = error_of([] { parse_ordered_json(R"({"axes": {"noise.sigma": [1e999]}})", "s"); });
+  EXPECT_NE(msg.find("'axes.noise.sigma[0]'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("numbers must be finite"), std::string::npos) << msg;
+  msg = error_of([] { parse_ordered_json(R"({"a": 1, "a": 2})", "s"); });
+  EXPECT_NE(msg.find("duplicate key 'a'"), std::string::npos) << msg;
+  // 64-bit integers arrive exact (the checked getters decide whether they fit).
+  const auto big = parse_ordered_json(R"([4294967312, -9223372036854775808])", "s");
+  EXPECT_EQ(big[0].get<uint64_t>(), 4294967312u);
+  EXPECT_EQ(big[1].get<int64_t>(), INT64_MIN);
+  msg = error_of([&] { json_int<int32_t>(nlohmann::json(big[0]), "levels"); });
+  EXPECT_NE(msg.find("levels = 4294967312 is out of range"), std::string::npos) << msg;
+}
+
 TEST(Json, CheckedIntegersRejectWhatDoesNotFit) {
   // The issue's cases: 4294967312 into a 32-bit field used to become 16; -1 into a 64-bit
   // unsigned seed used to become 2^64-1.

@@ -24,6 +24,7 @@ struct PipelineCliOptions {
   float lr_a = 3e-4f, lr_c = 3e-4f;
   int batch = 8, seq_len = 128;
   int64_t warmup = 20, eval_interval = 100;
+  int64_t checkpoint_interval = 50;
   bool reset = false, json = false;
 };
 
@@ -36,6 +37,7 @@ TrainOptions stage_options(const PipelineCliOptions& o, int64_t steps, float lr)
   t.batch_size = o.batch;
   t.seq_len = o.seq_len;
   t.eval_interval = o.eval_interval;
+  t.checkpoint_interval = o.checkpoint_interval;
   return t;
 }
 
@@ -87,6 +89,10 @@ void setup(CLI::App& app) {
   app.add_option("--batch-size", o->batch, "sequences per step")->capture_default_str();
   app.add_option("--seq-len", o->seq_len, "tokens per sequence")->capture_default_str();
   app.add_option("--warmup", o->warmup, "warm-up steps of each stage")->capture_default_str();
+  app.add_option("--checkpoint-interval", o->checkpoint_interval,
+                 "commit a checkpoint of stages A and C every N steps (a rerun resumes from it)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--eval-interval", o->eval_interval, "validate every N steps")
       ->capture_default_str();
   app.add_option("--eval-tokens", o->p.eval_tokens, "validation tokens per reported perplexity")

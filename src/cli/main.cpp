@@ -3,7 +3,6 @@
 #include <omp.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <clocale>
 #include <cstdio>
 #include <cstdlib>
@@ -12,17 +11,13 @@
 #include <new>
 #include <string>
 
+#include "cli/app.h"
 #include "cli/command.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/core/comm.h"
 #include "gaincell/core/error.h"
 
 namespace gaincell::cli {
-
-std::vector<CommandSpec>& command_registry() {
-  static std::vector<CommandSpec> commands;
-  return commands;
-}
 
 namespace {
 
@@ -91,31 +86,13 @@ int main(int argc, char** argv) {
   CLI::App app{
       "gaincell: large language models on simulated gain-cell in-memory attention hardware",
       "gaincell"};
-  app.set_version_flag("--version", GAINCELL_VERSION);
-  app.footer(
-      "Exit status: 0 success, 1 failure (the error is printed on stderr), 2 usage error (the "
-      "command line does not parse).");
-  app.require_subcommand(1);
-  // Options a subcommand does not know fall through to here, so --threads may come before or
-  // after the subcommand's name.
-  app.fallthrough();
-  app.add_option_function<int>(
-         "--threads",
-         [](const int& n) {
-           omp_set_num_threads(n);              // gaincell's OpenMP loops
-           gaincell::blas::set_num_threads(n);  // OpenBLAS's own pool (GEMM, GEMV)
-         },
-         "threads for OpenMP and OpenBLAS (default: OMP_NUM_THREADS, else all cores)")
-      ->check(CLI::PositiveNumber)
-      ->trigger_on_parse();
-  auto commands = gaincell::cli::command_registry();
-  std::sort(commands.begin(), commands.end(),
-            [](const auto& a, const auto& b) { return a.name < b.name; });
-  for (const auto& spec : commands) {
-    CLI::App* sub = app.add_subcommand(spec.name, spec.description);
-    spec.setup(*sub);
-    if (!gaincell::cli::runs_data_parallel(spec.name)) {
-      sub->preparse_callback([name = spec.name](std::size_t) {
+  gaincell::cli::build_app(app, [](int n) {
+    omp_set_num_threads(n);              // gaincell's OpenMP loops
+    gaincell::blas::set_num_threads(n);  // OpenBLAS's own pool (GEMM, GEMV)
+  });
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    if (!sub->get_name().empty() && !gaincell::cli::runs_data_parallel(sub->get_name())) {
+      sub->preparse_callback([name = sub->get_name()](std::size_t) {
         const int ranks = gaincell::world_comm().size();
         gaincell::require(
             ranks == 1,

@@ -42,9 +42,18 @@ std::string describe(const std::string& what) {
 
 // Builds the DOM iteratively (nlohmann's SAX parser keeps its own explicit stack), so the nesting
 // depth is checked before any deep value exists, and tracks the JSON path of the value being read
-// for error messages.
-class CheckedDomBuilder final : public nlohmann::json_sax<json> {
+// for error messages. `Json` is nlohmann::json or nlohmann::ordered_json (objects keep the order
+// of the file).
+template <typename Json>
+class CheckedDomBuilder final : public nlohmann::json_sax<Json> {
  public:
+  using json = Json;
+  using typename nlohmann::json_sax<Json>::number_integer_t;
+  using typename nlohmann::json_sax<Json>::number_unsigned_t;
+  using typename nlohmann::json_sax<Json>::number_float_t;
+  using typename nlohmann::json_sax<Json>::string_t;
+  using typename nlohmann::json_sax<Json>::binary_t;
+
   CheckedDomBuilder(std::string_view text, const std::string& source, const JsonLimits& limits)
       : text_(text), source_(source), limits_(limits) {}
 
@@ -153,20 +162,20 @@ class CheckedDomBuilder final : public nlohmann::json_sax<json> {
   std::vector<Frame> stack_;
 };
 
-}  // namespace
-
-json parse_json(std::string_view text, const std::string& source, const JsonLimits& limits) {
-  CheckedDomBuilder builder(text, source, limits);
+template <typename Json>
+Json parse_checked(std::string_view text, const std::string& source, const JsonLimits& limits) {
+  CheckedDomBuilder<Json> builder(text, source, limits);
   try {
-    if (!json::sax_parse(text.begin(), text.end(), &builder))
+    if (!Json::sax_parse(text.begin(), text.end(), &builder))
       throw Error(source + " is not valid JSON");
-  } catch (const json::exception& e) {  // e.g. invalid UTF-8 in a string reported late
+  } catch (const nlohmann::json::exception& e) {  // e.g. invalid UTF-8 in a string reported late
     throw Error(source + " is not valid JSON: " + describe(e.what()));
   }
   return builder.take();
 }
 
-json read_json_file(const fs::path& path, const JsonLimits& limits) {
+// The file's text, after the checks that name the path (missing, a directory, too large).
+std::string read_json_text(const fs::path& path, const JsonLimits& limits) {
   std::error_code ec;
   const auto status = fs::status(path, ec);
   if (ec) throw Error("cannot read '" + path.string() + "': " + ec.message());
@@ -177,7 +186,26 @@ json read_json_file(const fs::path& path, const JsonLimits& limits) {
       throw Error("'" + path.string() + "' is " + std::to_string(size) + " bytes, more than the " +
                   std::to_string(limits.max_bytes) + " a JSON file may have");
   }
-  return parse_json(read_text_file(path), path.string(), limits);
+  return read_text_file(path);
+}
+
+}  // namespace
+
+json parse_json(std::string_view text, const std::string& source, const JsonLimits& limits) {
+  return parse_checked<json>(text, source, limits);
+}
+
+nlohmann::ordered_json parse_ordered_json(std::string_view text, const std::string& source,
+                                          const JsonLimits& limits) {
+  return parse_checked<nlohmann::ordered_json>(text, source, limits);
+}
+
+json read_json_file(const fs::path& path, const JsonLimits& limits) {
+  return parse_json(read_json_text(path, limits), path.string(), limits);
+}
+
+nlohmann::ordered_json read_ordered_json_file(const fs::path& path, const JsonLimits& limits) {
+  return parse_ordered_json(read_json_text(path, limits), path.string(), limits);
 }
 
 namespace json_detail {

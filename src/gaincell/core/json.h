@@ -35,6 +35,14 @@ nlohmann::json parse_json(std::string_view text, const std::string& source,
 // name the path.
 nlohmann::json read_json_file(const std::filesystem::path& path, const JsonLimits& limits = {});
 
+// The same checks, into an object type that keeps the keys in the order of the text (the sweep
+// file's axes define the order of its points). The checked getters below take nlohmann::json:
+// convert a scalar with nlohmann::json(value).
+nlohmann::ordered_json parse_ordered_json(std::string_view text, const std::string& source,
+                                          const JsonLimits& limits = {});
+nlohmann::ordered_json read_ordered_json_file(const std::filesystem::path& path,
+                                              const JsonLimits& limits = {});
+
 namespace json_detail {
 [[noreturn]] void throw_type_error(const nlohmann::json& v, const std::string& what,
                                    const char* expected);

@@ -282,8 +282,8 @@ CheckpointFiles open_checkpoint_files(const std::filesystem::path& model_dir) {
           "model directory " + model_dir.string() +
               " has no model.safetensors (nor a sharded model.safetensors.index.json)");
   const std::string index_name = index_path.string();
-  const nlohmann::json index = nlohmann::json::parse(read_text_file(index_path), nullptr, false);
-  require(!index.is_discarded() && index.is_object(), index_name + " is not a JSON object");
+  const nlohmann::json index = read_json_file(index_path);
+  require(index.is_object(), index_name + " is not a JSON object");
   require(index.contains("weight_map") && index["weight_map"].is_object(),
           index_name + ": missing key 'weight_map' (an object of tensor name -> shard file)");
   std::map<std::string, size_t> shard_of_file;  // shard file name -> index into out.files

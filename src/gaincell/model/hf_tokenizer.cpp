@@ -17,6 +17,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/tokenizer.h"
 
 namespace gaincell {
@@ -831,12 +832,7 @@ std::shared_ptr<const HfTokenizer> HfTokenizer::load(const fs::path& tokenizer_j
           "tokenizer file '" + tokenizer_json.string() + "' is missing");
   const Where where{"'" + tokenizer_json.string() + "'"};
   const std::string text = read_text_file(tokenizer_json);
-  json root;
-  try {
-    root = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(where.file + ": not valid JSON: " + e.what());
-  }
+  const json root = parse_json(text, where.file);  // nesting limit, 1e999, duplicate keys
   if (!root.is_object()) throw Error(where.file + ": must be a JSON object");
 
   std::shared_ptr<HfTokenizer> tok(new HfTokenizer());
@@ -1024,12 +1020,7 @@ std::shared_ptr<const HfTokenizer> HfTokenizer::load(const fs::path& tokenizer_j
   const fs::path config_path = tokenizer_json.parent_path() / "tokenizer_config.json";
   if (fs::is_regular_file(config_path, ec)) {
     const Where config_where{"'" + config_path.string() + "'"};
-    json config;
-    try {
-      config = json::parse(read_text_file(config_path));
-    } catch (const json::parse_error& e) {
-      throw Error(config_where.file + ": not valid JSON: " + e.what());
-    }
+    const json config = parse_json(read_text_file(config_path), config_where.file);
     if (!config.is_object()) throw Error(config_where.file + ": must be a JSON object");
     const auto resolve = [&](const std::string& key) -> std::optional<int32_t> {
       const auto token = config_token(config, key, config_where);

@@ -6,6 +6,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/tokenizer.h"
 #include "gaincell/tools/eval/eval.h"
@@ -145,8 +146,14 @@ json run_paper_table(const PaperTableOptions& o,
     const fs::path cache = o.out_dir / "eval" / (std::string(row.key) + ".json");
     json results;
     if (fs::exists(cache)) {
-      const json stored = json::parse(read_text_file(cache));
-      if (stored.value("settings", json()) == settings) {
+      json stored;
+      try {
+        stored = read_json_file(cache);
+      } catch (const Error& e) {  // a damaged cache is evaluated again, and rewritten
+        say(std::string(e.what()) + "; evaluating again");
+      }
+      if (stored.is_object() && stored.value("settings", json()) == settings &&
+          stored.contains("results")) {
         results = stored["results"];
         say(std::string(row.key) + ": evaluation found in " + cache.string());
       }

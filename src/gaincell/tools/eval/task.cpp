@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/tools/eval/text_rules.h"
 
 namespace gaincell::eval {
@@ -80,8 +81,9 @@ struct Row {
   int64_t line;  // 1-based
   json value;
 
+  std::string where() const { return file->string() + ":" + std::to_string(line); }
   [[noreturn]] void fail(const std::string& field, const std::string& problem) const {
-    throw Error(file->string() + ":" + std::to_string(line) + ": field '" + field + "' " + problem);
+    throw Error(where() + ": field '" + field + "' " + problem);
   }
   const json& field(const json& object, const std::string& key, const std::string& path) const {
     if (!object.is_object() || !object.contains(key)) fail(path, "is missing");
@@ -107,7 +109,7 @@ struct Row {
   // int(x) of an integer or a string holding one (as lm-eval's templates convert labels).
   int64_t integer(const std::string& key) const {
     const json& v = field(value, key, key);
-    if (v.is_number_integer()) return v.get<int64_t>();
+    if (v.is_number_integer()) return json_int<int64_t>(v, where() + ": field '" + key + "'");
     if (v.is_string()) {
       const std::string s = python_strip(v.get<std::string>());
       if (!s.empty() && s.size() < 10 &&
@@ -136,12 +138,8 @@ std::vector<Row> read_json_lines(const std::filesystem::path& file, int64_t limi
       throw Error(file.string() + ":" + std::to_string(line) + ": empty line in a JSON-lines file");
     }
     Row row{&file, line, {}};
-    try {
-      row.value = json::parse(lines[i]);
-    } catch (const json::exception& e) {
-      throw Error(file.string() + ":" + std::to_string(line) + ": not valid JSON (" + e.what() +
-                  ")");
-    }
+    // The hardened reader: nesting limit, 1e999 and duplicate keys are errors naming the line.
+    row.value = parse_json(lines[i], row.where());
     if (!row.value.is_object()) {
       throw Error(file.string() + ":" + std::to_string(line) + ": expected a JSON object");
     }

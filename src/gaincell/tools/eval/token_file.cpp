@@ -5,6 +5,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/data.h"
 
 namespace gaincell::eval {
@@ -19,20 +20,16 @@ TokenFileFormat parse_token_file_format(const std::string& name) {
 namespace {
 
 std::vector<int32_t> read_json_ids(const std::filesystem::path& file, const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(file.string() + ": not valid JSON (" + e.what() + ")");
-  }
+  const nlohmann::json j = parse_json(text, file.string());
   require(j.is_object() && j.contains("ids") && j["ids"].is_array(),
           file.string() + ": expected a JSON object with an \"ids\" list");
   std::vector<int32_t> ids;
   for (size_t i = 0; i < j["ids"].size(); i++) {
     const nlohmann::json& v = j["ids"][i];
-    require(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX,
-            file.string() + ": ids[" + std::to_string(i) + "] is not a token id");
-    ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+    const std::string what = file.string() + ": ids[" + std::to_string(i) + "]";
+    require(v.is_number_integer(), what + " is not a token id");
+    // Read in 64 bits so that the error names the id range, not int32_t's.
+    ids.push_back(static_cast<int32_t>(json_int<int64_t>(v, what, 0, INT32_MAX)));
   }
   return ids;
 }

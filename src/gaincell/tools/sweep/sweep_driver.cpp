@@ -19,6 +19,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/tools/sweep/sweep_report.h"
 
 extern char** environ;
@@ -205,10 +206,10 @@ void run_with_workers(const SweepRunOptions& o, std::vector<int> pending, const 
           w.buffer.erase(0, nl + 1);
           json line;
           try {
-            line = json::parse(text);
-          } catch (const json::parse_error&) {
+            line = parse_json(text, "worker line");
+          } catch (const Error& e) {
             throw Error("sweep: worker " + std::to_string(w.pid) +
-                        " wrote a line that is not JSON");
+                        " wrote a line that is not a result: " + e.what());
           }
           w.produced = true;
           on_result(line);
@@ -259,14 +260,16 @@ std::vector<json> read_results(const fs::path& file) {
   while (std::getline(in, text)) {
     ++number;
     if (text.empty()) continue;
+    const std::string where = file.string() + ": line " + std::to_string(number);
+    json j;
     try {
-      json j = json::parse(text);
-      require(j.is_object() && j.contains("point") && j["point"].is_number_integer(), "no point");
-      lines.push_back(std::move(j));
-    } catch (const std::exception&) {
-      throw Error(file.string() + ": line " + std::to_string(number) +
-                  " is not a sweep result (corrupt file?)");
+      j = parse_json(text, where);
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + " (corrupt file?)");
     }
+    require(j.is_object() && j.contains("point"), where + " is not a sweep result (corrupt file?)");
+    json_int<int>(j["point"], where + ": 'point'");  // an index, not 1e20 or 4294967296
+    lines.push_back(std::move(j));
   }
   return lines;
 }
@@ -280,7 +283,7 @@ void append_result(const fs::path& file, const json& line) {
 }
 
 void run_worker(const fs::path& out_dir, int in_fd, int out_fd) {
-  const auto record = nlohmann::ordered_json::parse(read_text_file(out_dir / "sweep.json"));
+  const auto record = read_ordered_json_file(out_dir / "sweep.json");
   const SweepSpec spec =
       SweepSpec::parse(record.at("spec").dump(), record.at("spec_dir").get<std::string>());
   auto ctx = open_sweep(spec, record.at("model").get<std::string>());
@@ -313,9 +316,9 @@ SweepOutcome run_sweep(const SweepSpec& spec, const fs::path& model_dir, const S
                   " already holds a sweep; give --resume to continue it or choose another --out");
     nlohmann::ordered_json stored;
     try {
-      stored = nlohmann::ordered_json::parse(read_text_file(record_file));
-    } catch (const nlohmann::ordered_json::parse_error&) {
-      throw Error("--resume: " + record_file.string() + " is not valid JSON (corrupt?)");
+      stored = read_ordered_json_file(record_file);
+    } catch (const Error& e) {
+      throw Error(std::string("--resume: ") + e.what() + " (corrupt?)");
     }
     check_same_sweep(stored, record, record_file);
   }
@@ -327,7 +330,13 @@ SweepOutcome run_sweep(const SweepSpec& spec, const fs::path& model_dir, const S
   SweepOutcome outcome;
   outcome.points = static_cast<int>(ctx->points.size());
   std::set<int> finished;
-  for (const json& line : read_results(results_file)) finished.insert(line["point"].get<int>());
+  for (const json& line : read_results(results_file)) {
+    const int point = line["point"].get<int>();
+    require(point >= 0 && point < outcome.points,
+            results_file.string() + ": point " + std::to_string(point) + " is not one of the " +
+                std::to_string(outcome.points) + " points of this sweep (corrupt file?)");
+    finished.insert(point);
+  }
   outcome.resumed = static_cast<int>(finished.size());
   std::vector<int> pending;
   for (const SweepPoint& p : ctx->points)

@@ -1,9 +1,11 @@
 #include "gaincell/tools/sweep/sweep_spec.h"
 
+#include <algorithm>
 #include <set>
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/weight_storage.h"
 #include "gaincell/tools/eval/task.h"
 
@@ -34,19 +36,21 @@ class SpecReader {
       out = v->get<std::string>();
     }
   }
+  // An integer that fits T exactly (4294967312 into an int, -1 into a uint64_t are errors, not
+  // wrapped values) and is >= min.
   template <typename T>
-  void get_int(const char* key, T& out, long long min) {
+  void get_int(const char* key, T& out, std::type_identity_t<T> min) {
     if (const auto* v = find(key)) {
       if (!v->is_number_integer()) fail(field(key), "must be an integer");
-      const long long x = v->get<long long>();
+      const T x = json_int<T>(json(*v), "sweep file: '" + field(key) + "'");
       if (x < min) fail(field(key), "must be >= " + std::to_string(min));
-      out = static_cast<T>(x);
+      out = x;
     }
   }
   void get_positive(const char* key, float& out) {
     if (const auto* v = find(key)) {
       if (!v->is_number() || !(v->get<double>() > 0.0)) fail(field(key), "must be a number > 0");
-      out = v->get<float>();
+      out = json_float(json(*v), "sweep file: '" + field(key) + "'");
     }
   }
   void get_path(const char* key, fs::path& out, const fs::path& dir) {
@@ -71,7 +75,7 @@ class SpecReader {
 };
 
 json to_plain(const ordered_json& j) {
-  return json::parse(j.dump());
+  return json(j);
 }
 
 std::vector<json> axis_values(const ordered_json& v, const std::string& field) {
@@ -216,6 +220,15 @@ std::vector<SweepPoint> SweepSpec::points() const {
   const json base_json = base_config.to_json();
   std::vector<std::vector<std::pair<std::string, json>>> combos;
   if (mode == "grid") {
+    // The product is checked before it is built: a few long axes would otherwise exhaust memory
+    // (and no machine runs that many points).
+    double count = 1;
+    for (const Axis& axis : axes) count *= static_cast<double>(axis.values.size());
+    if (count > kMaxSweepPoints)
+      throw Error("sweep file: the grid has " +
+                  std::to_string(static_cast<unsigned long long>(std::min(count, 1e18))) +
+                  " points, more than " + std::to_string(kMaxSweepPoints) +
+                  "; use fewer or shorter axes (or a list of points)");
     combos.emplace_back();
     for (const Axis& axis : axes) {
       std::vector<std::vector<std::pair<std::string, json>>> next;
@@ -255,11 +268,11 @@ std::vector<SweepPoint> SweepSpec::points() const {
 ordered_json SweepSpec::to_json() const {
   ordered_json j;
   j["name"] = name;
-  j["base"] = ordered_json::parse(base.dump());
+  j["base"] = ordered_json(base);
   if (!attention.empty()) j["attention"] = attention;
   if (mode == "grid") {
     ordered_json a = ordered_json::object();
-    for (const Axis& axis : axes) a[axis.field] = ordered_json::parse(json(axis.values).dump());
+    for (const Axis& axis : axes) a[axis.field] = ordered_json(json(axis.values));
     j["axes"] = a;
   } else {
     j["points"] = list_points;
@@ -351,12 +364,9 @@ void read_cost(const ordered_json& j, CostSpec& c) {
 }  // namespace
 
 SweepSpec SweepSpec::parse(const std::string& text, const fs::path& dir) {
-  ordered_json j;
-  try {
-    j = ordered_json::parse(text);  // ordered: the axes keep the order of the file
-  } catch (const ordered_json::parse_error& e) {
-    throw Error(std::string("sweep file is not valid JSON: ") + e.what());
-  }
+  // Ordered: the axes keep the order of the file. The hardened reader: a nesting limit, numbers
+  // that overflow a double and duplicate keys are errors.
+  const ordered_json j = parse_ordered_json(text, "sweep file");
   SweepSpec s;
   s.dir = dir;
   SpecReader r(j, "");
@@ -383,6 +393,8 @@ SweepSpec SweepSpec::parse(const std::string& text, const fs::path& dir) {
     s.mode = "list";
     if (!points->is_array() || points->empty())
       SpecReader::fail("points", "must be a non-empty array of {\"field.path\": value} objects");
+    if (points->size() > static_cast<size_t>(kMaxSweepPoints))
+      SpecReader::fail("points", "holds more than " + std::to_string(kMaxSweepPoints) + " points");
     for (size_t i = 0; i < points->size(); ++i) {
       const auto& p = (*points)[i];
       if (!p.is_object())

@@ -15,6 +15,9 @@
 
 namespace gaincell::sweep {
 
+// A sweep holds at most this many points (a grid's product is checked before it is expanded).
+constexpr int kMaxSweepPoints = 100000;
+
 // One axis: a JSON path into HwConfig::to_json() ("quantization.k.levels") and its values.
 struct Axis {
   std::string field;
