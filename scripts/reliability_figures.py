@@ -27,8 +27,8 @@ TINY = os.path.join(ROOT, "tests", "fixtures", "gpt2_tiny")
 
 
 def fuzz_table(stats_dir):
-    rows = ["| target | executions | seconds | exec/s | coverage (edges) | corpus files | crash inputs |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| target | executions | seconds | exec/s | coverage (edges) | last coverage gain at execution | corpus files | crash inputs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     total_runs = total_s = 0
     for target in sorted(os.listdir(os.path.join(ROOT, "fuzz", "corpus"))):
         corpus = glob.glob(os.path.join(ROOT, "fuzz", "corpus", target, "*"))
@@ -42,9 +42,12 @@ def fuzz_table(stats_dir):
         total_runs += runs
         total_s += secs
         rate = "%.0f" % (runs / secs) if secs else "-"
-        rows.append("| %s | %s | %.0f | %s | %s | %d | %d |" % (
-            target, runs or "-", secs, rate, s.get("coverage", "-"), len(corpus), len(crashes)))
-    rows.append("| **all** | %d | %.0f | | | | |" % (total_runs, total_s))
+        gain = s.get("last_coverage_gain_at")
+        gain_text = "%d (%.0f%%)" % (gain, 100.0 * gain / runs) if gain is not None and runs else "-"
+        rows.append("| %s | %s | %.0f | %s | %s | %s | %d | %d |" % (
+            target, runs or "-", secs, rate, s.get("coverage", "-"), gain_text, len(corpus),
+            len(crashes)))
+    rows.append("| **all** | %d | %.0f | | | | | |" % (total_runs, total_s))
     return "\n".join(rows)
 
 

@@ -418,6 +418,10 @@ TrainResult Trainer::run() {
   result.seconds = std::chrono::duration<double>(clock::now() - start).count();
   result.tokens = (step() - first_step) * tokens_per_step;
   if (!losses_.empty()) result.final_loss = losses_.back();
+  // Resumed from the final checkpoint (a kill after it was committed): the last step's validation
+  // loss is in the restored history, so the result does not depend on where the kill landed.
+  if (!result.final_val_loss && !val_losses_.empty() && val_losses_.back().first == step())
+    result.final_val_loss = val_losses_.back().second;
   return result;
 }
 

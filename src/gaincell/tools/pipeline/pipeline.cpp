@@ -171,6 +171,9 @@ json run_pipeline(const PipelineOptions& o, const std::function<void(const std::
   const fs::path options_file = o.out_dir / "pipeline_options.json";
   const bool fresh = !fs::exists(options_file);
   write_on_root([&] {
+    // The temporaries of a killed run's atomic writes (stage.json, pipeline.json, B's model).
+    for (const fs::path& dir : {o.out_dir, dir_a, dir_b, dir_c})
+      if (fs::is_directory(dir)) remove_stale_temporaries(dir);
     if (fresh) write_file_atomic(options_file, recorded_options(o).dump(2) + "\n");
   });
   json summary = {{"options", o.to_json()}};

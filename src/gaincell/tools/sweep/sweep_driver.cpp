@@ -325,6 +325,10 @@ SweepOutcome run_sweep(const SweepSpec& spec, const fs::path& model_dir, const S
   // Everything is checked (file, points, model, data) before the first point runs.
   auto ctx = open_sweep(spec, model_dir, o.log);
   fs::create_directories(o.out_dir);
+  // One process per output directory (a second sweep would interleave results.jsonl), and the
+  // temporaries of a killed run's last atomic write removed.
+  const DirectoryLock lock = DirectoryLock::acquire(o.out_dir);
+  remove_stale_temporaries(o.out_dir);
   write_file_atomic(record_file, record.dump(2) + "\n");
 
   SweepOutcome outcome;
