@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -63,6 +64,9 @@ TEST(FastMath, ExpAndTanhMatchTheLibrary) {
   EXPECT_LT(worst_tanh, 2e-7);
   EXPECT_LT(fast_exp(-1000.0f), 1e-37f);  // clamped, never NaN
   EXPECT_EQ(fast_exp(0.0f), 1.0f);
+  // NaN in, NaN out (a diverged training must see it), without converting NaN to an integer.
+  EXPECT_TRUE(std::isnan(fast_exp(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_TRUE(std::isnan(fast_tanh(std::numeric_limits<float>::quiet_NaN())));
   EXPECT_EQ(fast_tanh(-30.0f), -1.0f);
   EXPECT_EQ(fast_tanh(30.0f), 1.0f);
 }

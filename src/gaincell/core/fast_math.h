@@ -34,11 +34,14 @@ inline float fast_exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  // 2^n via the exponent field; n in [-126, 128] after the clamps above.
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  const float scale = n > 127.0f
-                          ? 2.0f * std::bit_cast<float>((static_cast<int32_t>(n) + 126) << 23)
-                          : std::bit_cast<float>(bits);
+  // 2^n via the exponent field; n in [-126, 128] after the clamps above. A NaN input passes the
+  // clamps and stays NaN in p; converting it to int would be undefined behaviour (UBSan), so the
+  // exponent takes 0 instead and p carries the NaN to the result.
+  const float n_finite = n == n ? n : 0.0f;
+  const int32_t bits = (static_cast<int32_t>(n_finite) + 127) << 23;
+  const float scale =
+      n_finite > 127.0f ? 2.0f * std::bit_cast<float>((static_cast<int32_t>(n_finite) + 126) << 23)
+                        : std::bit_cast<float>(bits);
   return p * scale;
 }
 
