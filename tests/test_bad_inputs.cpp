@@ -28,6 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using cli_test::run_cli;
+using test_util::error_of;
 using test_util::TempDir;
 
 const fs::path kFixtures = "tests/fixtures";  // tests run in the source directory
@@ -102,15 +103,6 @@ TEST(BadInputs, DeeplyNestedTrainingStateIsAnErrorNotACrash) {
   const std::string err = cli_error(dir.path(), "train --resume " + ck.string());
   expect_has(err, "training_state.json");
   expect_has(err, "nesting deeper than 64");
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // The sweep file, its results file and the evaluation data readers go through core/json.h: a
