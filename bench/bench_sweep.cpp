@@ -59,7 +59,7 @@ void write_task_files(const fs::path& dir, int docs) {
 }
 
 int main(int argc, char** argv) {
-  gaincell::bench::use_best_openblas_core(argv);
+  gaincell::bench::use_cli_thread_settings(argv);
   std::string model_dir;
   int64_t tokens = 16384;
   int reps = 3;
@@ -147,7 +147,8 @@ int main(int argc, char** argv) {
                     {"machine",
                      {{"sgemm_gflops", measure_sgemm_gflops(3)},
                       {"triad_gbps", measure_triad_gbps(3)},
-                      {"openblas_core", gaincell::bench::openblas_core()}}}};
+                      {"openblas_core", gaincell::bench::openblas_core()},
+                      {"omp_wait_policy", gaincell::bench::omp_wait_policy()}}}};
   std::cout << out.dump(2) << "\n";
   fs::remove_all(dir);
   return 0;
