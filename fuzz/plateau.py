@@ -39,14 +39,14 @@ def corpus_size(d):
 
 
 class Run:
-    def __init__(self, build, target, log_dir, max_s, min_runs):
+    def __init__(self, build, target, log_dir, max_s, min_runs, timeout):
         self.target = target
         self.new = os.path.join(build, "plateau", "new", target)
         os.makedirs(self.new, exist_ok=True)
         self.log_path = os.path.join(log_dir, target + ".log")
         corpus = os.path.join(ROOT, "fuzz", "corpus", target)
         cmd = [os.path.join(build, "fuzz_" + target), self.new, corpus,
-               "-max_total_time=%d" % max_s, "-timeout=10", "-rss_limit_mb=2048",
+               "-max_total_time=%d" % max_s, "-timeout=%d" % timeout, "-rss_limit_mb=2048",
                "-max_len=65536", "-print_final_stats=1",
                "-artifact_prefix=%s/crashes/%s-" % (build, target)]
         self.start = time.monotonic()
@@ -132,6 +132,9 @@ def main():
     ap.add_argument("--stats", required=True)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--min-runs", type=int, default=4096)
+    # libFuzzer's -timeout is wall time: on a shared machine a niced run can be left without CPU
+    # for tens of seconds (41 s was seen), which a 10 s limit reports as a hang.
+    ap.add_argument("--timeout", type=int, default=120)
     ap.add_argument("--max-seconds", type=int, default=900)
     ap.add_argument("--merge", action="store_true")
     ap.add_argument("targets", nargs="*")
@@ -150,7 +153,8 @@ def main():
     signal.signal(signal.SIGUSR1, lambda *_: [r.stop() for r in running if not r.interrupted])
     while pending or running:
         while pending and len(running) < a.jobs:
-            running.append(Run(build, pending.pop(0), log_dir, a.max_seconds, a.min_runs))
+            running.append(Run(build, pending.pop(0), log_dir, a.max_seconds, a.min_runs,
+                               a.timeout))
         time.sleep(2)
         for run in list(running):
             if run.proc.poll() is None and not run.interrupted:
