@@ -374,6 +374,9 @@ TEST_F(Sampler, RejectsForeignOrMalformedStates) {
   EXPECT_THROW(sampler.set_state(bad), Error);
   EXPECT_THROW(sampler.set_state(nlohmann::json::array()), Error);
   EXPECT_THROW(sampler.set_state(nlohmann::json{{"kind", "mt19937"}}), Error);
+  bad = good;
+  bad["kind"] = nlohmann::json::array({1});  // not a string: a named error, not a type_error
+  EXPECT_TRUE(contains(error_of([&] { sampler.set_state(bad); }), "'kind'"));
 }
 
 TEST_F(Sampler, ContextMustLeaveRoomForTheTarget) {

@@ -149,6 +149,22 @@ TEST(Json, OtherCheckedGetters) {
   EXPECT_EQ(json_int_or<int>(obj, "m", 7, "cfg"), 7);
 }
 
+// A string field read with a fallback: absent -> fallback, a string -> itself, anything else ->
+// an error naming the field (nlohmann's value() threw its type_error: "internal error" in the
+// CLI; the device_file fuzz target found one such reader).
+TEST(Json, StringWithFallbackRejectsOtherTypes) {
+  const json state = {{"format", "gaincell-training-state"}, {"kind", json::array({1})}};
+  EXPECT_EQ(json_string_or(state, "format", "", "state.json"), "gaincell-training-state");
+  EXPECT_EQ(json_string_or(state, "missing", "fb", "state.json"), "fb");
+  EXPECT_EQ(json_string_or(json::array(), "format", "fb", "state.json"), "fb");
+  try {
+    json_string_or(state, "kind", "", "state.json");
+    FAIL() << "a non-string field was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("state.json: 'kind'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Json, FileErrorsNameThePath) {
   const fs::path dir = fs::temp_directory_path() / ("gaincell_json_" + std::to_string(getpid()));
   fs::remove_all(dir);

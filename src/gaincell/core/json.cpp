@@ -254,6 +254,13 @@ std::string json_string(const json& v, const std::string& what) {
   return v.get<std::string>();
 }
 
+std::string json_string_or(const json& obj, const char* key, const std::string& fallback,
+                           const std::string& what) {
+  if (!obj.is_object()) return fallback;
+  auto it = obj.find(key);
+  return it == obj.end() ? fallback : json_string(*it, what + ": '" + key + "'");
+}
+
 bool json_bool(const json& v, const std::string& what) {
   if (!v.is_boolean()) json_detail::throw_type_error(v, what, "a boolean (true or false)");
   return v.get<bool>();

@@ -102,4 +102,10 @@ T json_int_or(const nlohmann::json& obj, const char* key, T fallback, const std:
   return it == obj.end() ? fallback : json_int<T>(*it, what + ": '" + key + "'");
 }
 
+// obj[key] as a string, or `fallback` when obj is not an object or has no such key; a key that
+// holds anything but a string is an error naming it (nlohmann's value() would throw its own
+// type_error, which reaches users as an "internal error").
+std::string json_string_or(const nlohmann::json& obj, const char* key, const std::string& fallback,
+                           const std::string& what);
+
 }  // namespace gaincell

@@ -251,7 +251,7 @@ void BatchSampler::set_state(const nlohmann::json& state) {
   const auto bad = [&](const std::string& why) {
     return Error("invalid sampler state " + state.dump() + ": " + why);
   };
-  if (!state.is_object() || state.value("kind", "") != "splitmix64") {
+  if (!state.is_object() || json_string_or(state, "kind", "", "sampler state") != "splitmix64") {
     throw bad("expected an object with \"kind\": \"splitmix64\"");
   }
   const auto field = [&](const char* name) -> const nlohmann::json& {

@@ -18,7 +18,7 @@ using json = nlohmann::json;
 
 TrainOptions DemoOptions::default_train_options() {
   TrainOptions t;
-  t.steps = 1500;
+  t.steps = 1000;
   t.batch_size = 16;
   t.seq_len = 128;
   t.grad_accum = 1;

@@ -27,8 +27,8 @@ std::vector<DemoModelRow> demo_model_rows(const nlohmann::json& summary);
 
 struct PaperDemoOptions {
   DemoOptions demo;           // corpus, model shape, softmax training (stage 0)
-  int64_t steps_a = 1000;     // linear stage A
-  int64_t steps_c = 600;      // nonlinear stage C
+  int64_t steps_a = 600;      // linear stage A
+  int64_t steps_c = 400;      // nonlinear stage C
   float lr_hardware = 1e-3f;  // peak learning rate of stages A and C
   int adapt_batch = 8;
   std::string nonlinear_attention = "gaincell-nonlinear";

@@ -464,7 +464,7 @@ json read_state_json_unchecked(const std::filesystem::path& dir) {
               "was interrupted");
   json state = read_json_file(path);
   require(state.is_object(), path.string() + " is not a JSON object");
-  require(state.value("format", "") == kStateFormat,
+  require(json_string_or(state, "format", "", path.string()) == kStateFormat,
           path.string() + " is not a gaincell training state");
   require(state.contains("version") &&
               json_int<int64_t>(state["version"], path.string() + ": 'version'") ==

@@ -58,7 +58,8 @@ void check_same_sweep(const nlohmann::ordered_json& stored, const nlohmann::orde
 }
 
 std::string format_metric(const json& line, const std::string& name) {
-  if (line.value("status", "") != "ok") return "failed: " + line.value("error", std::string());
+  if (json_string_or(line, "status", "", "sweep result") != "ok")
+    return "failed: " + json_string_or(line, "error", "", "sweep result");
   const json& m = line["metrics"][name];
   char buf[96];
   if (m["n"].get<int>() >= 2)
@@ -82,7 +83,7 @@ class Progress {
     std::snprintf(buf, sizeof buf, "sweep: %d/%d points, %.2f points/min, ETA %.0f s: ", done_,
                   total_, elapsed > 0 ? 60.0 * done_ / elapsed : 0.0, eta);
     log_(std::string(buf) + "point " + std::to_string(line["point"].get<int>()) + " (" +
-         line.value("label", std::string()) + ") " + format_metric(line, metric));
+         json_string_or(line, "label", "", "sweep result") + ") " + format_metric(line, metric));
   }
 
  private:
@@ -366,7 +367,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const fs::path& model_dir, const S
   }
 
   std::vector<json> results = read_results(results_file);
-  for (const json& r : results) outcome.failed += r.value("status", "") == "ok" ? 0 : 1;
+  for (const json& r : results)
+    outcome.failed += json_string_or(r, "status", "", "sweep result") == "ok" ? 0 : 1;
   outcome.files =
       write_sweep_outputs(spec, ctx->evaluator->metrics(), std::move(results), o.out_dir);
   outcome.files.insert(outcome.files.begin(), results_file);

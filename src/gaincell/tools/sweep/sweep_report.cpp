@@ -10,6 +10,7 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/file_io.h"
+#include "gaincell/core/json.h"
 #include "gaincell/tools/plot/plot.h"
 #include "gaincell/tools/sweep/sweep_driver.h"
 
@@ -21,7 +22,7 @@ namespace fs = std::filesystem;
 namespace {
 
 bool ok(const json& r) {
-  return r.value("status", "") == "ok";
+  return json_string_or(r, "status", "", "sweep result") == "ok";
 }
 
 const MetricInfo& find_metric(const std::vector<MetricInfo>& metrics, const std::string& name) {
@@ -223,8 +224,9 @@ std::string report_markdown(const SweepSpec& spec, const std::vector<json>& resu
     md << "\n## Failed points\n\n";
     for (const json& r : results)
       if (!ok(r))
-        md << "- point " << r["point"].get<int>() << " (" << r.value("label", std::string())
-           << "): " << r.value("error", std::string()) << "\n";
+        md << "- point " << r["point"].get<int>() << " ("
+           << json_string_or(r, "label", "", "sweep result")
+           << "): " << json_string_or(r, "error", "", "sweep result") << "\n";
   }
   md << "\n## Plots\n\n";
   for (const std::string& p : plots) md << "![" << p << "](" << p << ")\n\n";
@@ -271,7 +273,7 @@ std::string summary_csv(const SweepSpec& spec, const std::vector<MetricInfo>& me
   csv << ",pareto_energy,pareto_area,seeds,error\n";
   for (const json& r : results) {
     const int p = r["point"].get<int>();
-    csv << p << "," << r.value("status", "");
+    csv << p << "," << json_string_or(r, "status", "", "sweep result");
     for (const Axis& a : spec.axes)
       csv << "," << (r["axes"].contains(a.field) ? csv_field(value_text(r["axes"][a.field])) : "");
     for (const MetricInfo& m : metrics) {
@@ -294,7 +296,7 @@ std::string summary_csv(const SweepSpec& spec, const std::vector<MetricInfo>& me
     csv << "," << (in_set(pareto["energy"], p) ? 1 : 0) << ","
         << (in_set(pareto["area"], p) ? 1 : 0) << ","
         << (r.contains("seeds") ? r["seeds"].size() : 0) << ","
-        << csv_field(r.value("error", std::string())) << "\n";
+        << csv_field(json_string_or(r, "error", "", "sweep result")) << "\n";
   }
   return csv.str();
 }

@@ -6,6 +6,7 @@
 
 #include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/json.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/tools/adapt/adaptation.h"
 #include "gaincell/tools/cost/cost_report.h"
@@ -275,8 +276,8 @@ json run_point(SweepContext& ctx, int index) {
     line["cost"] = point_cost(ctx, point.hw);
   } catch (const Error& e) {
     line["status"] = "failed";
-    line["error"] = line.value("error", std::string()) + (line.contains("error") ? "; " : "") +
-                    "cost model: " + e.what();
+    line["error"] = json_string_or(line, "error", "", "sweep result") +
+                    (line.contains("error") ? "; " : "") + "cost model: " + e.what();
   }
   line["timing"] = {{"seconds", seconds_since(start)},
                     {"evaluation_s", eval_seconds},
