@@ -1214,6 +1214,7 @@ const float* DecodeSession::extend(const int32_t* tokens, int n) {
         layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
       }
       states_[l]->append(k, k + Hkv * D);
+      states_[l]->set_parallel_hint(false);  // the projections here are sgemm (OpenBLAS's pool)
       states_[l]->attend(q, att + t * AO);
     }
     model_.linear(x, att, o.attproj_w, o.attproj_b, N, AO, C, true);
@@ -1245,9 +1246,10 @@ const float* DecodeSession::step(int32_t token) {
   require(position_ < cfg.block_size, "decode: position " + std::to_string(position_) +
                                           " reaches the model's block_size " +
                                           std::to_string(cfg.block_size));
-  // Matrix-vector products run on OpenBLAS's pool and everything else here is serial: a second
-  // (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
-  // (bench/README.md).
+  // fp32 matrix-vector products run on OpenBLAS's pool and everything else here is serial: a
+  // second (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
+  // (bench/README.md). Packed bf16/q8 weights run on the OpenMP team, so attention may use it too.
+  const bool on_openmp_team = model_.weight_format() != WeightFormat::kF32;
   Buffers& b = *buffers_;
   const float* P = model_.param_data();
   float* x = b.x.data();
@@ -1266,6 +1268,7 @@ const float* DecodeSession::step(int32_t token) {
       layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
     }
     states_[l]->append(k, k + Hkv * D);
+    states_[l]->set_parallel_hint(on_openmp_team);
     states_[l]->attend(q, b.att.data());
     model_.matvec(x, b.att.data(), o.attproj_w, o.attproj_b, static_cast<int>(w.AO), C, true);
     model_.norm_forward(b.ln.data(), stats, x, o.ln2_w, o.ln2_b, 1);
