@@ -68,15 +68,16 @@ inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
   return 3.0 * sizeof(float) * elements / t / 1e9;
 }
 
-// Restarts the benchmark once with OPENBLAS_CORETYPE set where OpenBLAS fell back to its SSE3
-// kernels on a CPU it does not know (blas::better_openblas_core), as the gaincell CLI does, so the
-// benchmark measures what users run. The chosen core is recorded by openblas_core().
-inline void use_best_openblas_core(char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
-  if (const char* core = blas::better_openblas_core()) {
-    setenv("OPENBLAS_CORETYPE", core, 1);
-    execv("/proc/self/exe", argv);  // returns only on failure
-  }
+// Restarts the benchmark once with the settings the gaincell CLI runs with
+// (blas::configure_threads_and_restart: OMP_WAIT_POLICY=passive, OPENBLAS_CORETYPE where OpenBLAS
+// fell back to SSE3), so the benchmark measures what users run. Recorded by openblas_core() and
+// omp_wait_policy().
+inline void use_cli_thread_settings(char** argv) {
+  blas::configure_threads_and_restart(argv);
+}
+inline std::string omp_wait_policy() {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  return policy ? policy : "default";
 }
 inline std::string openblas_core() {
   return openblas_get_corename();

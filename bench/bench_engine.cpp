@@ -152,6 +152,7 @@ int run(int argc, char** argv) {
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
   out["openblas_core"] = gaincell::bench::openblas_core();
+  out["omp_wait_policy"] = gaincell::bench::omp_wait_policy();
   out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
   // The machine may be shared, so each section's limit is measured right before and right after
@@ -285,7 +286,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  gaincell::bench::use_best_openblas_core(argv);
+  gaincell::bench::use_cli_thread_settings(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
