@@ -317,7 +317,7 @@ TEST(GqaDecode, SplitOverCacheChunksEqualsThePlainLoop) {
       auto attn = make_attention(window > 0 ? "sliding" : "softmax", ctx);
       auto plain = attn->make_decode_state();
       auto split = attn->make_decode_state();
-      split->set_parallel_hint(true);
+      ASSERT_TRUE(set_softmax_decode_split(*split, true));
       std::vector<float> out_plain(static_cast<size_t>(heads) * dim), out_split(out_plain.size());
       for (int t = 0; t < 330; ++t) {
         const auto k = random_vector(static_cast<size_t>(kv_heads) * dim, 100 + t, 1.0f);

@@ -72,11 +72,6 @@ class AttentionDecodeState {
   // Makes this state equal to `other` (a state of the same layer and variant) in this state's
   // storage, without allocating; false when the variant cannot (then use clone()).
   virtual bool assign_from(const AttentionDecodeState& other) { return false; }
-  // Whether attend() may split a short cache over the OpenMP team. The decode session says yes
-  // when its matrix-vector products run on OpenMP too (packed bf16/q8 weights) and no when they
-  // run on OpenBLAS's own pool, because alternating two spinning pools on few cores costs more
-  // than the split saves (bench/README.md). Long caches are split either way. Default: ignored.
-  virtual void set_parallel_hint(bool may_split) {}
 };
 
 // Per-head statistics of the range scalers' outputs (spec §5.1), for the adaptation algorithm:

@@ -145,7 +145,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     return std::make_unique<SoftmaxDecodeState>(*this);
   }
 
-  void set_parallel_hint(bool may_split) override { may_split_ = may_split; }
+  void set_may_split(bool may_split) { may_split_ = may_split; }
 
   // Query heads are processed a group at a time, so each cached key and value row is read once
   // per group rather than once per query head (grouped-query attention's bandwidth saving).
@@ -163,9 +163,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     for (int g = 0; g < Hkv_; g++) attend_group(q, out, g, n);
   }
 
-  int64_t length() const override {
-    return length_;
-  }
+  int64_t length() const override { return length_; }
   // Copies only the stored rows, reusing this cache's storage when it is large enough.
   bool assign_from(const AttentionDecodeState& other) override {
     const auto* o = dynamic_cast<const SoftmaxDecodeState*>(&other);
@@ -186,9 +184,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     length_ = o->length_;
     return true;
   }
-  void reset() override {
-    length_ = 0;
-  }
+  void reset() override { length_ = 0; }
 
  private:
   // Keys per work item of attend_split: 128 keys of a 64-wide head are 64 KB of K and V, enough
@@ -350,6 +346,12 @@ class SoftmaxDecodeState : public AttentionDecodeState {
 };
 
 }  // namespace
+
+bool set_softmax_decode_split(AttentionDecodeState& state, bool may_split) {
+  auto* softmax = dynamic_cast<SoftmaxDecodeState*>(&state);
+  if (softmax != nullptr) softmax->set_may_split(may_split);
+  return softmax != nullptr;
+}
 
 SoftmaxAttention::SoftmaxAttention(const AttentionContext& ctx, int window)
     : n_head_(ctx.n_head),

@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "gaincell/attention/softmax_attention.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/json.h"
@@ -1248,7 +1249,7 @@ const float* DecodeSession::extend_together(std::span<DecodeSession* const> sess
           layers::rope_apply(k, model.rope_cos_.data(), model.rope_sin_.data(), 1, Hkv, 1, D, pos);
         }
         state.append(k, k + Hkv * D);
-        state.set_parallel_hint(false);  // the projections here are sgemm (OpenBLAS's pool)
+        set_softmax_decode_split(state, false);  // the projections here are sgemm (OpenBLAS's pool)
         state.attend(q, att + t * AO);
       }
     }
@@ -1314,7 +1315,7 @@ const float* DecodeSession::step(int32_t token) {
       layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
     }
     states_[l]->append(k, k + Hkv * D);
-    states_[l]->set_parallel_hint(on_openmp_team);
+    set_softmax_decode_split(*states_[l], on_openmp_team);
     states_[l]->attend(q, b.att.data());
     model_.matvec(x, b.att.data(), o.attproj_w, o.attproj_b, static_cast<int>(w.AO), C, true);
     model_.norm_forward(b.ln.data(), stats, x, o.ln2_w, o.ln2_b, 1);
