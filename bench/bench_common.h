@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gaincell/core/blas.h"
+#include "gaincell/core/runtime_defaults.h"
 
 namespace gaincell::bench {
 
@@ -68,15 +69,12 @@ inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
   return 3.0 * sizeof(float) * elements / t / 1e9;
 }
 
-// Restarts the benchmark once with OPENBLAS_CORETYPE set where OpenBLAS fell back to its SSE3
-// kernels on a CPU it does not know (blas::better_openblas_core), as the gaincell CLI does, so the
-// benchmark measures what users run. The chosen core is recorded by openblas_core().
-inline void use_best_openblas_core(char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
-  if (const char* core = blas::better_openblas_core()) {
-    setenv("OPENBLAS_CORETYPE", core, 1);
-    execv("/proc/self/exe", argv);  // returns only on failure
-  }
+// Restarts the benchmark once with the CLI's thread-runtime defaults (OMP_WAIT_POLICY=passive,
+// OPENBLAS_CORETYPE where OpenBLAS fell back to its SSE3 kernels: core/runtime_defaults.h), so the
+// benchmark measures what users run; a user's own settings are kept. The benchmarks record both
+// (omp_wait_policy_description(), openblas_core()).
+inline void use_runtime_defaults(char** argv) {
+  apply_runtime_defaults_and_restart(argv);
 }
 inline std::string openblas_core() {
   return openblas_get_corename();

@@ -147,10 +147,9 @@ int run(int argc, char** argv) {
   out["threads"] = threads;
   out["reps"] = reps;
   out["only"] = only.empty() ? "all" : only;
-  // Recorded because it matters on a shared machine (bench/README.md): spinning OpenMP threads
-  // wait a whole time slice at every barrier when the cores are oversubscribed.
-  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
-  out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
+  // Recorded because it matters (bench/README.md): spinning OpenMP threads take the cores from
+  // OpenBLAS's threads, and wait a whole time slice at every barrier on an oversubscribed machine.
+  out["omp_wait_policy"] = gaincell::omp_wait_policy_description();
   out["openblas_core"] = gaincell::bench::openblas_core();
   out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
@@ -285,7 +284,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  gaincell::bench::use_best_openblas_core(argv);
+  gaincell::bench::use_runtime_defaults(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

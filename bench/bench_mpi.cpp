@@ -137,7 +137,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  use_best_openblas_core(argv);
+  use_runtime_defaults(argv);
   try {
     init_world_comm(&argc, &argv);
     const int code = run(argc, argv);

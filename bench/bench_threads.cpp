@@ -85,8 +85,7 @@ int run(int argc, char** argv) {
   out["weights"] = weights;
   out["reps"] = reps;
   out["cores_online"] = sysconf(_SC_NPROCESSORS_ONLN);
-  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
-  out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
+  out["omp_wait_policy"] = gaincell::omp_wait_policy_description();
   out["openblas_core"] = gaincell::bench::openblas_core();
   double forward_1 = 0.0, decode_1 = 0.0;
   for (int n : thread_counts(max_threads)) {
@@ -128,7 +127,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  gaincell::bench::use_best_openblas_core(argv);
+  gaincell::bench::use_runtime_defaults(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

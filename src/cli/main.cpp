@@ -16,34 +16,9 @@
 #include "gaincell/core/blas.h"
 #include "gaincell/core/comm.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/runtime_defaults.h"
 
 namespace gaincell::cli {
-
-namespace {
-
-// Two settings that libgomp and OpenBLAS read when they are loaded, before main, so the process
-// restarts itself once with them set (a user's own settings are kept):
-// - OMP_WAIT_POLICY=passive: OpenMP threads that spin after a parallel region take the cores from
-//   OpenBLAS's own threads (two thread pools on two cores): training the demo model ran at 7.2k
-//   tokens/s with the default policy and 17.4k with the passive one.
-// - OPENBLAS_CORETYPE, only where OpenBLAS fell back to its SSE3 kernels on a CPU it does not know
-//   (blas::better_openblas_core): 4x faster sgemm on such machines.
-void configure_and_restart(char** argv) {
-  bool restart = false;
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    restart = true;
-  }
-  if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {
-    if (const char* core = blas::better_openblas_core()) {
-      setenv("OPENBLAS_CORETYPE", core, 1);
-      restart = true;
-    }
-  }
-  if (restart) execv("/proc/self/exe", argv);  // returns only on failure: run as we are
-}
-
-}  // namespace
 
 // Subcommands that run data-parallel under mpirun (docs/scale-out.md); the others refuse to
 // start with more than one rank (every rank would do the same work and write the same files).
@@ -75,7 +50,8 @@ constexpr int kExitUsage = 2;
 }  // namespace gaincell::cli
 
 int main(int argc, char** argv) {
-  gaincell::cli::configure_and_restart(argv);
+  // OMP_WAIT_POLICY=passive and a better OpenBLAS core where needed (core/runtime_defaults.h).
+  gaincell::apply_runtime_defaults_and_restart(argv);
   std::setlocale(LC_ALL, "C");
   try {
     gaincell::init_world_comm(&argc, &argv);
