@@ -74,7 +74,7 @@ StepTime time_decode_steps(const HwConfig& hw, int context, int reads, int D) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  gaincell::bench::use_runtime_defaults(argv);
+  gaincell::bench::use_cli_thread_settings(argv);
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int D = 64;
   const HwConfig paper = HwConfig::preset("paper-nonlinear");  // window 1024, array 64

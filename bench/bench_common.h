@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "gaincell/core/blas.h"
-#include "gaincell/core/runtime_defaults.h"
 
 namespace gaincell::bench {
 
@@ -69,12 +68,16 @@ inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
   return 3.0 * sizeof(float) * elements / t / 1e9;
 }
 
-// Restarts the benchmark once with the CLI's thread-runtime defaults (OMP_WAIT_POLICY=passive,
-// OPENBLAS_CORETYPE where OpenBLAS fell back to its SSE3 kernels: core/runtime_defaults.h), so the
-// benchmark measures what users run; a user's own settings are kept. The benchmarks record both
-// (omp_wait_policy_description(), openblas_core()).
-inline void use_runtime_defaults(char** argv) {
-  apply_runtime_defaults_and_restart(argv);
+// Restarts the benchmark once with the settings the gaincell CLI runs with
+// (blas::configure_threads_and_restart: OMP_WAIT_POLICY=passive, OPENBLAS_CORETYPE where OpenBLAS
+// fell back to SSE3), so the benchmark measures what users run. Recorded by openblas_core() and
+// omp_wait_policy().
+inline void use_cli_thread_settings(char** argv) {
+  blas::configure_threads_and_restart(argv);
+}
+inline std::string omp_wait_policy() {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  return policy ? policy : "default";
 }
 inline std::string openblas_core() {
   return openblas_get_corename();

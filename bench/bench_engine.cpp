@@ -159,8 +159,8 @@ int run(int argc, char** argv) {
   out["only"] = only.empty() ? "all" : only;
   // Recorded because it matters (bench/README.md): spinning OpenMP threads take the cores from
   // OpenBLAS's threads, and wait a whole time slice at every barrier on an oversubscribed machine.
-  out["omp_wait_policy"] = gaincell::omp_wait_policy_description();
   out["openblas_core"] = gaincell::bench::openblas_core();
+  out["omp_wait_policy"] = gaincell::bench::omp_wait_policy();
   out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
   // The machine may be shared, so each section's limit is measured right before and right after
@@ -297,7 +297,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  gaincell::bench::use_runtime_defaults(argv);
+  gaincell::bench::use_cli_thread_settings(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -158,7 +158,10 @@ int run(int argc, char** argv) {
     }
   }
   const double sgemm_end = measure_sgemm_gflops(reps);
-  out["machine"] = {{"sgemm_gflops_start", sgemm_start}, {"sgemm_gflops_end", sgemm_end}};
+  out["machine"] = {{"sgemm_gflops_start", sgemm_start},
+                    {"sgemm_gflops_end", sgemm_end},
+                    {"openblas_core", gaincell::bench::openblas_core()},
+                    {"omp_wait_policy", gaincell::bench::omp_wait_policy()}};
   std::cout << out.dump(2) << "\n";
   return 0;
 }
@@ -166,6 +169,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  gaincell::bench::use_cli_thread_settings(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -140,7 +140,7 @@ int run(int argc, char** argv) {
   out["reps"] = reps;
   out["timing"] = "best of reps after one warm-up";
   out["machine"]["openblas_core"] = gaincell::bench::openblas_core();
-  out["machine"]["omp_wait_policy"] = gaincell::omp_wait_policy_description();
+  out["machine"]["omp_wait_policy"] = gaincell::bench::omp_wait_policy();
   out["machine"]["sgemm_gflops"] = measure_sgemm_gflops(reps + 1);
 
   const json soft = time_model(model_name, "softmax", reps);
@@ -169,7 +169,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  gaincell::bench::use_runtime_defaults(argv);
+  gaincell::bench::use_cli_thread_settings(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -131,13 +131,14 @@ int run(int argc, char** argv) {
       {"limits_mean_per_rank", {{"sgemm_gflops", times[3]}, {"triad_gbps", times[4]}}},
       {"fraction_of_ranks_sgemm",
        flops_per_token * tokens_per_step / step_s / 1e9 / (times[3] * comm.size())},
-      {"openblas_core", openblas_core()}};
+      {"openblas_core", openblas_core()},
+      {"omp_wait_policy", gaincell::bench::omp_wait_policy()}};
   std::cout << j.dump(2) << "\n";
   return 0;
 }
 
 int main(int argc, char** argv) {
-  use_runtime_defaults(argv);
+  use_cli_thread_settings(argv);
   try {
     init_world_comm(&argc, &argv);
     const int code = run(argc, argv);

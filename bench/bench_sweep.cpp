@@ -59,6 +59,7 @@ void write_task_files(const fs::path& dir, int docs) {
 }
 
 int main(int argc, char** argv) {
+  gaincell::bench::use_cli_thread_settings(argv);
   std::string model_dir;
   int64_t tokens = 16384;
   int reps = 3;
@@ -131,21 +132,23 @@ int main(int argc, char** argv) {
   const double cost_s =
       best_time(reps, [&] { gaincell::sweep::point_cost(*ctx, ctx->points[0].hw); });
 
-  const json out = {
-      {"benchmark", "sweep per-point overhead"},
-      {"model", model_dir},
-      {"params", ctx->prototype->num_params()},
-      {"evaluation", ctx->evaluator->describe()},
-      {"weights", weights},
-      {"evaluation_s", eval_s},
-      {"point_s", point_s},
-      {"overhead_fraction", (point_s - eval_s) / eval_s},
-      {"overhead_limit", 0.05},
-      {"model_build_s", build_s},
-      {"cost_model_s", cost_s},
-      {"threads", gaincell::blas::num_threads()},
-      {"machine",
-       {{"sgemm_gflops", measure_sgemm_gflops(3)}, {"triad_gbps", measure_triad_gbps(3)}}}};
+  const json out = {{"benchmark", "sweep per-point overhead"},
+                    {"model", model_dir},
+                    {"params", ctx->prototype->num_params()},
+                    {"evaluation", ctx->evaluator->describe()},
+                    {"weights", weights},
+                    {"evaluation_s", eval_s},
+                    {"point_s", point_s},
+                    {"overhead_fraction", (point_s - eval_s) / eval_s},
+                    {"overhead_limit", 0.05},
+                    {"model_build_s", build_s},
+                    {"cost_model_s", cost_s},
+                    {"threads", gaincell::blas::num_threads()},
+                    {"machine",
+                     {{"sgemm_gflops", measure_sgemm_gflops(3)},
+                      {"triad_gbps", measure_triad_gbps(3)},
+                      {"openblas_core", gaincell::bench::openblas_core()},
+                      {"omp_wait_policy", gaincell::bench::omp_wait_policy()}}}};
   std::cout << out.dump(2) << "\n";
   fs::remove_all(dir);
   return 0;

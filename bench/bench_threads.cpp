@@ -85,7 +85,7 @@ int run(int argc, char** argv) {
   out["weights"] = weights;
   out["reps"] = reps;
   out["cores_online"] = sysconf(_SC_NPROCESSORS_ONLN);
-  out["omp_wait_policy"] = gaincell::omp_wait_policy_description();
+  out["omp_wait_policy"] = gaincell::bench::omp_wait_policy();
   out["openblas_core"] = gaincell::bench::openblas_core();
   double forward_1 = 0.0, decode_1 = 0.0;
   for (int n : thread_counts(max_threads)) {
@@ -127,7 +127,7 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  gaincell::bench::use_runtime_defaults(argv);
+  gaincell::bench::use_cli_thread_settings(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

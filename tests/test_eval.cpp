@@ -201,6 +201,75 @@ TEST(Eval, DecodeExtendEqualsStepForEveryAttentionVariant) {
   }
 }
 
+// extend_together() (the multiple-choice path: many continuations through the digital layers at
+// once) equals extend() on each session in turn, for every attention variant, for GPT-2 and for a
+// grouped-query Llama shape; contexts longer than the KV cache's first allocation (32 rows) and
+// sessions set with assign_from() from a longer or shorter one.
+TEST(Eval, ExtendTogetherEqualsExtendPerSessionForEveryAttentionVariant) {
+  for (const char* shape : {"tiny", "llama-tiny"}) {
+    GPT2Config c = GPT2Config::named(shape);
+    c.block_size = 96;
+    std::vector<int32_t> prompt(40), other(70);
+    for (size_t i = 0; i < prompt.size(); i++) prompt[i] = static_cast<int32_t>((i * 37 + 5) % 101);
+    for (size_t i = 0; i < other.size(); i++) other[i] = static_cast<int32_t>((i * 11 + 3) % 101);
+    const std::vector<std::vector<int32_t>> conts = {{7, 8, 9}, {40}, {1, 2, 3, 4, 5, 6}};
+    for (const std::string& attention : attention_names()) {
+      if (attention.rfind("test-", 0) == 0) continue;
+      const std::string where = std::string(shape) + " " + attention;
+      c.attention = attention;
+      c.window = attention == "sliding" ? 16 : 0;
+      if (is_gaincell_attention(attention)) c.hw = gaincell_default_hw(attention);
+      GPT2Model model(c);
+      model.init_random(11);
+      auto context = model.start_decoding();
+      const float* last = context->prefill(prompt.data(), static_cast<int>(prompt.size()));
+      const std::vector<float> prefill_last(last, last + c.vocab_size);
+      std::vector<float> one_by_one;
+      for (const auto& cont : conts) {
+        auto branch = context->clone();
+        ASSERT_NE(branch, nullptr) << where;
+        const float* l = branch->extend(cont.data(), static_cast<int>(cont.size()));
+        one_by_one.insert(one_by_one.end(), l, l + cont.size() * c.vocab_size);
+      }
+      // Branches that held a longer and a shorter sequence before, set to the context's state.
+      std::vector<std::unique_ptr<DecodeSession>> branches;
+      std::vector<DecodeSession*> sessions;
+      std::vector<std::span<const int32_t>> tokens;
+      for (size_t b = 0; b < conts.size(); b++) {
+        branches.push_back(model.start_decoding());
+        branches.back()->prefill(other.data(), b == 0 ? 70 : 3);
+        ASSERT_TRUE(branches.back()->assign_from(*context)) << where;
+        sessions.push_back(branches.back().get());
+        tokens.emplace_back(conts[b]);
+      }
+      const float* together = DecodeSession::extend_together(sessions, tokens);
+      for (size_t i = 0; i < one_by_one.size(); i++) {
+        ASSERT_NEAR(together[i], one_by_one[i], 1e-5f * std::max(1.0f, std::abs(one_by_one[i])))
+            << where << " logit " << i;
+      }
+      for (size_t b = 0; b < conts.size(); b++) {
+        EXPECT_EQ(sessions[b]->position(), static_cast<int64_t>(prompt.size() + conts[b].size()))
+            << where;
+      }
+      // Contexts through extend (token by token attention) equal prefill's whole-sequence form;
+      // last_rows_only returns one row per session.
+      auto fresh_a = model.start_decoding(), fresh_b = model.start_decoding();
+      DecodeSession* both[] = {fresh_a.get(), fresh_b.get()};
+      const std::span<const int32_t> contexts[] = {prompt, std::span(prompt).first(5)};
+      const float* lasts = DecodeSession::extend_together(both, contexts, true);
+      for (int v = 0; v < c.vocab_size; v++) {
+        ASSERT_NEAR(lasts[v], prefill_last[v], 1e-4f) << where << " logit " << v;
+      }
+      auto short_context = model.start_decoding();
+      const float* short_last = short_context->prefill(prompt.data(), 5);
+      const std::vector<float> expected_short(short_last, short_last + c.vocab_size);
+      for (int v = 0; v < c.vocab_size; v++) {
+        ASSERT_NEAR(lasts[c.vocab_size + v], expected_short[v], 1e-4f) << where << " logit " << v;
+      }
+    }
+  }
+}
+
 TEST(Eval, EveryTaskRunsOnEveryAttentionVariant) {
   if (test_util::sanitized()) GTEST_SKIP() << "slow under the sanitizers; the Release pass runs it";
   GAINCELL_REQUIRE_VOCAB();

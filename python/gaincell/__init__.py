@@ -20,8 +20,13 @@ import os
 import pathlib
 import shutil
 
-from ._core import Error, HwConfig, Model, __version__, gaincell_attention_names  # noqa: F401
-from ._core import _sweep
+# libgomp reads OMP_WAIT_POLICY when it loads, so it is set before the extension loads it: spinning
+# OpenMP threads take the cores from OpenBLAS's own threads (the CLI sets the same default,
+# core/blas.h configure_threads_and_restart). A user's own setting is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+from ._core import Error, HwConfig, Model, __version__, gaincell_attention_names  # noqa: F401,E402
+from ._core import _sweep  # noqa: E402
 
 __all__ = ["Error", "HwConfig", "Model", "eval", "sweep", "gaincell_attention_names",
            "__version__"]

@@ -16,7 +16,6 @@
 #include "gaincell/core/blas.h"
 #include "gaincell/core/comm.h"
 #include "gaincell/core/error.h"
-#include "gaincell/core/runtime_defaults.h"
 
 namespace gaincell::cli {
 
@@ -50,8 +49,7 @@ constexpr int kExitUsage = 2;
 }  // namespace gaincell::cli
 
 int main(int argc, char** argv) {
-  // OMP_WAIT_POLICY=passive and a better OpenBLAS core where needed (core/runtime_defaults.h).
-  gaincell::apply_runtime_defaults_and_restart(argv);
+  gaincell::blas::configure_threads_and_restart(argv);
   std::setlocale(LC_ALL, "C");
   try {
     gaincell::init_world_comm(&argc, &argv);

@@ -125,7 +125,8 @@ void head_backward(const HeadView& h, const float* dout, const float* lse, float
 
 // KV cache for token-by-token decode, one entry per key/value head. With a window only the last W
 // entries are kept, in a circular buffer (slot = position mod W); softmax does not depend on the
-// order of its keys.
+// order of its keys. Storage grows with the tokens appended (doubling, up to the capacity), so
+// the many short sessions that score multiple-choice continuations stay small.
 class SoftmaxDecodeState : public AttentionDecodeState {
  public:
   SoftmaxDecodeState(int n_head, int n_kv_head, int head_dim, int capacity, bool circular)
@@ -134,8 +135,6 @@ class SoftmaxDecodeState : public AttentionDecodeState {
         D_(head_dim),
         capacity_(capacity),
         circular_(circular),
-        k_(static_cast<size_t>(n_kv_head) * capacity * head_dim),
-        v_(k_.size()),
         scores_(static_cast<size_t>(n_head) * capacity) {}
 
   void append(const float* k, const float* v) override {
@@ -144,6 +143,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
                   " tokens = block_size)");
     }
     const int64_t slot = length_ % capacity_;
+    if (slot >= slots_) grow(std::min<int64_t>(capacity_, std::max<int64_t>(32, 2 * slots_)));
     for (int g = 0; g < Hkv_; g++) {
       std::copy(k + g * D_, k + (g + 1) * D_, head_row(k_, g, slot));
       std::copy(v + g * D_, v + (g + 1) * D_, head_row(v_, g, slot));
@@ -208,17 +208,22 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   int64_t length() const override {
     return length_;
   }
-  // Copies only the stored rows (the cache is sized for block_size tokens).
+  // Copies only the stored rows, reusing this cache's storage when it is large enough.
   bool assign_from(const AttentionDecodeState& other) override {
     const auto* o = dynamic_cast<const SoftmaxDecodeState*>(&other);
-    if (o == nullptr || o->H_ != H_ || o->D_ != D_ || o->capacity_ != capacity_ ||
-        o->circular_ != circular_) {
+    if (o == nullptr || o->H_ != H_ || o->Hkv_ != Hkv_ || o->D_ != D_ ||
+        o->capacity_ != capacity_ || o->circular_ != circular_) {
       return false;
     }
+    if (slots_ != o->slots_) {
+      slots_ = o->slots_;  // the old rows are all overwritten or unused
+      k_.resize(static_cast<size_t>(Hkv_) * slots_ * D_);
+      v_.resize(k_.size());
+    }
     const int64_t rows = std::min<int64_t>(o->length_, capacity_);
-    for (int h = 0; h < H_; h++) {
-      std::copy(o->head_row(o->k_, h, 0), o->head_row(o->k_, h, 0) + rows * D_, head_row(k_, h, 0));
-      std::copy(o->head_row(o->v_, h, 0), o->head_row(o->v_, h, 0) + rows * D_, head_row(v_, h, 0));
+    for (int g = 0; g < Hkv_; g++) {
+      std::copy(o->head_row(o->k_, g, 0), o->head_row(o->k_, g, 0) + rows * D_, head_row(k_, g, 0));
+      std::copy(o->head_row(o->v_, g, 0), o->head_row(o->v_, g, 0) + rows * D_, head_row(v_, g, 0));
     }
     length_ = o->length_;
     return true;
@@ -229,14 +234,28 @@ class SoftmaxDecodeState : public AttentionDecodeState {
 
  private:
   float* head_row(std::vector<float>& buf, int g, int64_t slot) {
-    return buf.data() + (static_cast<int64_t>(g) * capacity_ + slot) * D_;
+    return buf.data() + (static_cast<int64_t>(g) * slots_ + slot) * D_;
   }
   const float* head_row(const std::vector<float>& buf, int g, int64_t slot) const {
-    return buf.data() + (static_cast<int64_t>(g) * capacity_ + slot) * D_;
+    return buf.data() + (static_cast<int64_t>(g) * slots_ + slot) * D_;
+  }
+  // Re-lays the cache out for `slots` rows per head (slots_ < slots <= capacity_), keeping the
+  // rows stored so far (slots 0 .. slots_ - 1: growth happens before a circular cache wraps).
+  void grow(int64_t slots) {
+    std::vector<float> k(static_cast<size_t>(Hkv_) * slots * D_), v(k.size());
+    for (int g = 0; g < Hkv_; g++) {
+      const int64_t from = static_cast<int64_t>(g) * slots_ * D_, to = g * slots * D_;
+      std::copy(k_.begin() + from, k_.begin() + from + slots_ * D_, k.begin() + to);
+      std::copy(v_.begin() + from, v_.begin() + from + slots_ * D_, v.begin() + to);
+    }
+    k_ = std::move(k);
+    v_ = std::move(v);
+    slots_ = slots;
   }
   int H_, Hkv_, D_, capacity_;
   bool circular_;
-  std::vector<float> k_, v_;   // [Hkv, capacity, D]
+  int64_t slots_ = 0;          // rows allocated per key/value head (<= capacity_)
+  std::vector<float> k_, v_;   // [Hkv, slots, D]
   std::vector<float> scores_;  // [H, capacity]: one score row per query head
   int64_t length_ = 0;
 };

@@ -7,8 +7,10 @@
 #pragma once
 
 #include <cblas.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <iterator>
 #include <string_view>
 
@@ -60,6 +62,30 @@ inline const char* better_openblas_core() {
     return "SkylakeX";
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
   return nullptr;
+}
+
+// Two settings that libgomp and OpenBLAS read when they are loaded, before main, so a process
+// (the CLI, every benchmark) restarts itself once with them set; a user's own settings are kept:
+// - OMP_WAIT_POLICY=passive: OpenMP threads that spin after a parallel region take the cores from
+//   OpenBLAS's own threads (two thread pools on two cores): training the demo model ran at 7.2k
+//   tokens/s with the default policy and 17.4k with the passive one; a 60-token prefill of
+//   GPT-2 124M took 0.46 s against 0.14 s.
+// - OPENBLAS_CORETYPE, only where OpenBLAS fell back to its SSE3 kernels on a CPU it does not know
+//   (better_openblas_core): 4x faster sgemm on such machines.
+// Returns only when no restart was needed or execv failed (then the process runs as it is).
+inline void configure_threads_and_restart(char** argv) {
+  bool restart = false;
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    restart = true;
+  }
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {
+    if (const char* core = better_openblas_core()) {
+      setenv("OPENBLAS_CORETYPE", core, 1);
+      restart = true;
+    }
+  }
+  if (restart) execv("/proc/self/exe", argv);
 }
 
 inline int num_threads() {

@@ -1177,18 +1177,45 @@ bool DecodeSession::assign_from(const DecodeSession& other) {
 }
 
 const float* DecodeSession::extend(const int32_t* tokens, int n) {
-  const GPT2Config& cfg = model_.config();
+  require(n > 0, "decode: extend() needs at least one token");
+  DecodeSession* self = this;
+  const std::span<const int32_t> rows(tokens, static_cast<size_t>(n));
+  return extend_together(std::span<DecodeSession* const>(&self, 1),
+                         std::span<const std::span<const int32_t>>(&rows, 1));
+}
+
+const float* DecodeSession::extend_together(std::span<DecodeSession* const> sessions,
+                                            std::span<const std::span<const int32_t>> tokens,
+                                            bool last_rows_only) {
+  require(!sessions.empty() && sessions.size() == tokens.size(),
+          "decode: extend_together() needs one token list per session");
+  DecodeSession& first = *sessions[0];
+  GPT2Model& model = first.model_;
+  const GPT2Config& cfg = model.config();
   const int C = cfg.n_embd, V = cfg.vocab_size, H = cfg.n_head, Hkv = cfg.kv_heads(),
             D = cfg.head_dim();
   const RowWidths w(cfg);
   const int QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO), F = static_cast<int>(w.F),
             A = static_cast<int>(w.A);
-  require(n > 0, "decode: extend() needs at least one token");
-  require(position_ + n <= cfg.block_size,
-          "decode: extending position " + std::to_string(position_) + " by " + std::to_string(n) +
-              " tokens passes the model's block_size " + std::to_string(cfg.block_size));
-  Buffers& b = *buffers_;
-  const int64_t N = n;
+  // Rows of session s start at row_begin[s]: the digital layers run once over all of them, so the
+  // weights stream from memory once per call however many continuations it carries.
+  std::vector<int64_t> row_begin(sessions.size() + 1, 0);
+  for (size_t s = 0; s < sessions.size(); s++) {
+    const DecodeSession& session = *sessions[s];
+    const int64_t n = static_cast<int64_t>(tokens[s].size());
+    require(&session.model_ == &model, "decode: extend_together() needs sessions of one model");
+    require(n > 0, "decode: extend() needs at least one token");
+    for (size_t other = 0; other < s; other++) {
+      require(sessions[other] != sessions[s], "decode: extend_together() got a session twice");
+    }
+    require(session.position_ + n <= cfg.block_size,
+            "decode: extending position " + std::to_string(session.position_) + " by " +
+                std::to_string(n) + " tokens passes the model's block_size " +
+                std::to_string(cfg.block_size));
+    row_begin[s + 1] = row_begin[s] + n;
+  }
+  Buffers& b = *first.buffers_;
+  const int64_t N = row_begin.back();
   auto fit = [](std::vector<float>& v, int64_t size) {
     if (static_cast<int64_t>(v.size()) < size) v.resize(size);
     return v.data();
@@ -1200,41 +1227,60 @@ const float* DecodeSession::extend(const int32_t* tokens, int n) {
   float* fc = fit(b.nfc, N * F);
   float* act = fit(b.nact, N * A);
   float* stats = fit(b.nstats, 2 * N);
-  const float* P = model_.param_data();
-  // Positions continue from position_: the position table (GPT-2) starts at that row.
-  const float* wpe =
-      model_.wpe_ == GPT2Model::kNone ? nullptr : P + model_.wpe_ + position_ * int64_t{C};
-  layers::embedding_forward(x, tokens, P + model_.wte_, wpe, 1, n, C, V);
+  const float* P = model.param_data();
+  for (size_t s = 0; s < sessions.size(); s++) {
+    // Positions continue from each session's own position: the position table (GPT-2) starts at
+    // that row.
+    const float* wpe = model.wpe_ == GPT2Model::kNone
+                           ? nullptr
+                           : P + model.wpe_ + sessions[s]->position_ * int64_t{C};
+    layers::embedding_forward(x + row_begin[s] * C, tokens[s].data(), P + model.wte_, wpe, 1,
+                              static_cast<int>(tokens[s].size()), C, V);
+  }
   for (int l = 0; l < cfg.n_layer; l++) {
-    const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
-    model_.norm_forward(ln, stats, x, o.ln1_w, o.ln1_b, N);
-    model_.linear(qkv, ln, o.qkv_w, o.qkv_b, N, C, QKV, false);
-    for (int64_t t = 0; t < N; t++) {
-      float* q = qkv + t * QKV;
-      float* k = q + H * D;
-      if (cfg.uses_rope()) {
-        const int64_t pos = position_ + t;
-        layers::rope_apply(q, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, H, 1, D, pos);
-        layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
+    const GPT2Model::LayerOffsets& o = model.layer_offsets_[l];
+    model.norm_forward(ln, stats, x, o.ln1_w, o.ln1_b, N);
+    model.linear(qkv, ln, o.qkv_w, o.qkv_b, N, C, QKV, false);
+    for (size_t s = 0; s < sessions.size(); s++) {
+      AttentionDecodeState& state = *sessions[s]->states_[l];
+      for (int64_t t = row_begin[s]; t < row_begin[s + 1]; t++) {
+        float* q = qkv + t * QKV;
+        float* k = q + H * D;
+        if (cfg.uses_rope()) {
+          const int64_t pos = sessions[s]->position_ + (t - row_begin[s]);
+          layers::rope_apply(q, model.rope_cos_.data(), model.rope_sin_.data(), 1, H, 1, D, pos);
+          layers::rope_apply(k, model.rope_cos_.data(), model.rope_sin_.data(), 1, Hkv, 1, D, pos);
+        }
+        state.append(k, k + Hkv * D);
+        state.attend(q, att + t * AO);
       }
-      states_[l]->append(k, k + Hkv * D);
-      states_[l]->attend(q, att + t * AO);
     }
-    model_.linear(x, att, o.attproj_w, o.attproj_b, N, AO, C, true);
-    model_.norm_forward(ln, stats, x, o.ln2_w, o.ln2_b, N);
-    model_.linear(fc, ln, o.fc_w, o.fc_b, N, C, F, false);
-    model_.activation(act, fc, N);
-    model_.linear(x, act, o.fcproj_w, o.fcproj_b, N, A, C, true);
+    model.linear(x, att, o.attproj_w, o.attproj_b, N, AO, C, true);
+    model.norm_forward(ln, stats, x, o.ln2_w, o.ln2_b, N);
+    model.linear(fc, ln, o.fc_w, o.fc_b, N, C, F, false);
+    model.activation(act, fc, N);
+    model.linear(x, act, o.fcproj_w, o.fcproj_b, N, A, C, true);
   }
-  model_.norm_forward(ln, stats, x, model_.lnf_w_, model_.lnf_b_, N);
-  float* logits = fit(b.nlogits, N * V);
+  int64_t head_rows = N;
+  if (last_rows_only) {
+    // Gather each session's last row in place (row s <= its last row, so nothing is overwritten
+    // before it is read).
+    head_rows = static_cast<int64_t>(sessions.size());
+    for (int64_t s = 0; s < head_rows; s++) {
+      std::copy(x + (row_begin[s + 1] - 1) * C, x + row_begin[s + 1] * C, x + s * C);
+    }
+  }
+  model.norm_forward(ln, stats, x, model.lnf_w_, model.lnf_b_, head_rows);
+  float* logits = fit(b.nlogits, head_rows * V);
   // The same digital layers as forward() and step(): packed bf16/q8 copies when the model has them.
-  if (const PackedMatrix* head = model_.packed(model_.lm_head_)) {
-    packed_matmul(logits, ln, *head, N, false);
+  if (const PackedMatrix* head = model.packed(model.lm_head_)) {
+    packed_matmul(logits, ln, *head, head_rows, false);
   } else {
-    blas::gemm_nt(n, V, C, ln, C, P + model_.lm_head_, C, logits, V);
+    blas::gemm_nt(static_cast<int>(head_rows), V, C, ln, C, P + model.lm_head_, C, logits, V);
   }
-  position_ += n;
+  for (size_t s = 0; s < sessions.size(); s++) {
+    sessions[s]->position_ += static_cast<int64_t>(tokens[s].size());
+  }
   return logits;
 }
 

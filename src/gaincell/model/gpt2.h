@@ -27,6 +27,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -244,6 +245,17 @@ class DecodeSession {
   // through each layer's decode state one token at a time (so it equals n calls of step()).
   // Returns the logits [n, vocab_size], valid until the next call on this session.
   const float* extend(const int32_t* tokens, int n);
+  // extend() for several sessions of one model at once (distinct sessions, e.g. clone()s of one
+  // context, one per multiple-choice continuation): session s is fed tokens[s] from its own
+  // position. The projections and the LM head run once over all the rows, so the weights are read
+  // once per call rather than once per session; attention goes through each session's own decode
+  // state, so the result equals calling extend() on each session in turn. Returns the logits
+  // [sum of the token counts, vocab_size], rows in session order, valid until the next call on
+  // sessions[0]; with last_rows_only, only each session's last row [sessions, vocab_size] (the LM
+  // head runs on those rows alone: a context whose next-token predictions are not needed).
+  static const float* extend_together(std::span<DecodeSession* const> sessions,
+                                      std::span<const std::span<const int32_t>> tokens,
+                                      bool last_rows_only = false);
   // An independent copy (every layer's decode state and the position), to score several
   // continuations of one context from one prefill. Null when an attention variant's decode state
   // cannot be copied (AttentionDecodeState::clone()).

@@ -5,6 +5,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <span>
 #include <string>
 
 #include "gaincell/core/error.h"
@@ -82,7 +83,7 @@ class Scorer {
     std::vector<int64_t> whole;
     std::vector<std::vector<int64_t>> shared;
     split_groups(whole, shared);
-    for (const auto& group : shared) score_shared(group);
+    score_shared(shared);
     whole = collator_order(requests_, std::move(whole));
     score_whole(whole);
     if (stats) *stats = stats_;
@@ -96,7 +97,9 @@ class Scorer {
   const int V_;
   std::vector<ModelInput> inputs_;
   std::vector<LoglikelihoodResult> results_;
-  std::unique_ptr<DecodeSession> session_, branch_;
+  std::unique_ptr<DecodeSession> session_;
+  std::vector<std::unique_ptr<DecodeSession>> contexts_;  // one per document of a chunk
+  std::vector<std::unique_ptr<DecodeSession>> branches_;  // one per choice of a chunk
   ScoreStats stats_;
   int64_t done_ = 0;
 
@@ -141,30 +144,82 @@ class Scorer {
     if (options_.progress) options_.progress(done_, static_cast<int64_t>(requests_.size()));
   }
 
-  void score_shared(const std::vector<int64_t>& group) {
-    const std::vector<int32_t> prefix = prefix_of(group[0]);
-    session_->reset();
-    const float* last = session_->prefill(prefix.data(), static_cast<int>(prefix.size()));
-    const std::vector<float> first(last, last + V_);
-    stats_.forward_tokens += static_cast<int64_t>(prefix.size());
-    stats_.shared_groups++;
-    for (int64_t i : group) {
-      const std::vector<int32_t>& cont = requests_[i].continuation;
-      LoglikelihoodResult total{0.0, true};
-      add_token(total, score_token(first.data(), V_, cont[0]));
-      const int rest = static_cast<int>(cont.size()) - 1;
-      if (rest > 0) {
-        // One branch session for the whole run, reset to the context's state for each choice.
-        if (!branch_ || !branch_->assign_from(*session_)) branch_ = session_->clone();
-        const float* logits = branch_->extend(cont.data(), rest);
-        for (int j = 0; j < rest; j++) {
-          add_token(total, score_token(logits + static_cast<int64_t>(j) * V_, V_, cont[j + 1]));
-        }
-        stats_.forward_tokens += rest;
+  // Choices that share a context, a chunk of documents at a time: the contexts run in one extend
+  // over fresh sessions, then every choice's remaining tokens in one extend over copies of its
+  // context's state, so the weights stream from memory twice per chunk rather than once per
+  // document and choice.
+  void score_shared(const std::vector<std::vector<int64_t>>& groups) {
+    size_t begin = 0;
+    while (begin < groups.size()) {
+      size_t end = begin;
+      int64_t rows = 0;
+      while (end < groups.size() && static_cast<int>(end - begin) < options_.batch_size) {
+        const int64_t group_rows = rows_of(groups[end]);
+        if (end > begin && rows + group_rows > options_.max_batch_tokens) break;
+        rows += group_rows;
+        end++;
       }
-      results_[i] = total;
+      score_shared_chunk(std::span(groups).subspan(begin, end - begin));
+      begin = end;
     }
-    report(static_cast<int64_t>(group.size()));
+  }
+
+  // Context plus every choice's continuation after its first token: the rows a group runs.
+  int64_t rows_of(const std::vector<int64_t>& group) const {
+    int64_t rows = static_cast<int64_t>(prefix_of(group[0]).size());
+    for (int64_t i : group) rows += static_cast<int64_t>(requests_[i].continuation.size()) - 1;
+    return rows;
+  }
+
+  void score_shared_chunk(std::span<const std::vector<int64_t>> groups) {
+    std::vector<std::vector<int32_t>> prefixes;
+    std::vector<std::span<const int32_t>> context_tokens;
+    std::vector<DecodeSession*> contexts;
+    for (size_t g = 0; g < groups.size(); g++) {
+      prefixes.push_back(prefix_of(groups[g][0]));
+      if (contexts_.size() <= g) contexts_.push_back(model_.start_decoding());
+      contexts_[g]->reset();
+      contexts.push_back(contexts_[g].get());
+      stats_.forward_tokens += static_cast<int64_t>(prefixes.back().size());
+    }
+    for (const auto& prefix : prefixes) context_tokens.emplace_back(prefix);
+    const float* last =
+        DecodeSession::extend_together(contexts, context_tokens, /*last_rows_only=*/true);
+    const std::vector<float> firsts(last, last + static_cast<int64_t>(groups.size()) * V_);
+    stats_.shared_groups += static_cast<int64_t>(groups.size());
+
+    // Every continuation's first token is scored from its context's last logits; the rest run
+    // from copies of the context's state (kept for the whole run, reset for each chunk).
+    std::vector<DecodeSession*> branches;
+    std::vector<std::span<const int32_t>> rest_tokens;
+    std::vector<int64_t> extended;
+    int64_t finished = 0;
+    for (size_t g = 0; g < groups.size(); g++) {
+      for (int64_t i : groups[g]) {
+        const std::vector<int32_t>& cont = requests_[i].continuation;
+        results_[i] = LoglikelihoodResult{0.0, true};
+        add_token(results_[i], score_token(firsts.data() + g * V_, V_, cont[0]));
+        finished++;
+        if (cont.size() < 2) continue;
+        if (branches_.size() <= branches.size()) branches_.push_back(nullptr);
+        std::unique_ptr<DecodeSession>& branch = branches_[branches.size()];
+        if (!branch || !branch->assign_from(*contexts_[g])) branch = contexts_[g]->clone();
+        branches.push_back(branch.get());
+        rest_tokens.emplace_back(cont.data(), cont.size() - 1);  // predicts cont[1..]
+        extended.push_back(i);
+        stats_.forward_tokens += static_cast<int64_t>(cont.size()) - 1;
+      }
+    }
+    if (!branches.empty()) {
+      const float* logits = DecodeSession::extend_together(branches, rest_tokens);
+      for (size_t b = 0; b < branches.size(); b++) {
+        const std::vector<int32_t>& cont = requests_[extended[b]].continuation;
+        for (size_t j = 1; j < cont.size(); j++, logits += V_) {
+          add_token(results_[extended[b]], score_token(logits, V_, cont[j]));
+        }
+      }
+    }
+    report(finished);
   }
 
   void score_whole(const std::vector<int64_t>& order) {
