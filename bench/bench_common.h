@@ -75,6 +75,10 @@ inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
 inline void use_cli_thread_settings(char** argv) {
   blas::configure_threads_and_restart(argv);
 }
+inline std::string openblas_thread_timeout() {
+  const char* timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
+  return timeout ? timeout : "default";
+}
 inline std::string omp_wait_policy() {
   const char* policy = std::getenv("OMP_WAIT_POLICY");
   return policy ? policy : "default";

@@ -161,6 +161,7 @@ int run(int argc, char** argv) {
   // OpenBLAS's threads, and wait a whole time slice at every barrier on an oversubscribed machine.
   out["openblas_core"] = gaincell::bench::openblas_core();
   out["omp_wait_policy"] = gaincell::bench::omp_wait_policy();
+  out["openblas_thread_timeout"] = gaincell::bench::openblas_thread_timeout();
   out["timing"] = "best of reps after one warm-up; limits measured before and after each section";
 
   // The machine may be shared, so each section's limit is measured right before and right after

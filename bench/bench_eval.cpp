@@ -161,7 +161,8 @@ int run(int argc, char** argv) {
   out["machine"] = {{"sgemm_gflops_start", sgemm_start},
                     {"sgemm_gflops_end", sgemm_end},
                     {"openblas_core", gaincell::bench::openblas_core()},
-                    {"omp_wait_policy", gaincell::bench::omp_wait_policy()}};
+                    {"omp_wait_policy", gaincell::bench::omp_wait_policy()},
+                    {"openblas_thread_timeout", gaincell::bench::openblas_thread_timeout()}};
   std::cout << out.dump(2) << "\n";
   return 0;
 }

@@ -141,6 +141,7 @@ int run(int argc, char** argv) {
   out["timing"] = "best of reps after one warm-up";
   out["machine"]["openblas_core"] = gaincell::bench::openblas_core();
   out["machine"]["omp_wait_policy"] = gaincell::bench::omp_wait_policy();
+  out["machine"]["openblas_thread_timeout"] = gaincell::bench::openblas_thread_timeout();
   out["machine"]["sgemm_gflops"] = measure_sgemm_gflops(reps + 1);
 
   const json soft = time_model(model_name, "softmax", reps);

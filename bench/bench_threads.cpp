@@ -86,6 +86,7 @@ int run(int argc, char** argv) {
   out["reps"] = reps;
   out["cores_online"] = sysconf(_SC_NPROCESSORS_ONLN);
   out["omp_wait_policy"] = gaincell::bench::omp_wait_policy();
+  out["openblas_thread_timeout"] = gaincell::bench::openblas_thread_timeout();
   out["openblas_core"] = gaincell::bench::openblas_core();
   double forward_1 = 0.0, decode_1 = 0.0;
   for (int n : thread_counts(max_threads)) {

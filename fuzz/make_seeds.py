@@ -256,5 +256,22 @@ for name, args in {
     "threads_huge": ["--threads", "2147483647", "cost"],
     "help": ["perplexity", "--help"],
     "unknown": ["frobnicate", "--x"],
+    # Command lines whose checks open files (validate_without_running; paths from the checkout).
+    "train_config_file": ["train", "--data", "d", "--out", "o", "--config",
+                          "tests/fixtures/gpt2_tiny/config.json", "--steps", "2"],
+    "train_hw_file": ["train", "--data", "d", "--out", "o", "--config", "tiny", "--attention",
+                      "gaincell-nonlinear", "--hw", "fuzz/corpus/hw_config/seed-linear"],
+    "train_huge": ["train", "--data", "d", "--out", "o", "--config", "gpt2-xl", "--batch-size",
+                   "4096", "--seq-len", "1024"],
+    "train_bad_options": ["train", "--data", "d", "--out", "o", "--config", "tiny", "--lr", "-1",
+                          "--min-lr", "nan"],
+    "resume_not_a_checkpoint": ["train", "--resume", "tests/fixtures/gpt2_tiny"],
+    "sweep_list": ["sweep", "--list", "--spec", "examples/sweeps/paper-bits.json"],
+    "sweep_grid": ["sweep", "--model", "m", "--point", "1", "--spec",
+                   "fuzz/corpus/sweep_file/seed-grid"],
+    "cost_files": ["cost", "--hw", "fuzz/corpus/hw_config/seed-paper", "--preset",
+                   "fuzz/corpus/cost_config/seed-preset", "--model", "tests/fixtures/gpt2_tiny",
+                   "--serving", "--batches", "1,8", "--precision", "bf16"],
+    "hw_file": ["hw", "show", "--hw", "fuzz/corpus/hw_config/seed-levels_overflow"],
 }.items():
     put("cli_args", name, "\n".join(args))

@@ -10,6 +10,7 @@
 #include "../fuzz/targets.h"
 #include "cli/app.h"
 #include "gaincell/core/file_io.h"
+#include "test_util.h"
 
 namespace gaincell {
 namespace {
@@ -71,6 +72,60 @@ TEST(FuzzCorpusCli, ParseWithoutRunningAcceptsAndRejectsLikeTheCli) {
   EXPECT_EQ(cli::parse_without_running(Args{"train", "--steps", "x"}), 2);
   EXPECT_EQ(cli::parse_without_running(Args{"frobnicate"}), 2);
   EXPECT_EQ(cli::parse_without_running(Args{}), 2);
+}
+
+// The cli_args target also runs the parsed command's own checks (cli/app.h
+// validate_without_running): option values and the files the options name are checked, and 1 is
+// the answer when they fail, as the executable's exit status; nothing runs, prints or is written.
+TEST(FuzzCorpusCli, ValidateWithoutRunningChecksOptionsAndTheFilesTheyName) {
+  using Args = std::vector<std::string>;
+  test_util::TempDir dir;
+  const std::string out = (dir.path() / "out").string();
+  const std::string train[] = {"train", "--data", (dir.path() / "none").string(), "--out", out};
+  auto train_with = [&](Args more) {
+    Args args(std::begin(train), std::end(train));
+    args.insert(args.end(), more.begin(), more.end());
+    return cli::validate_without_running(args);
+  };
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(train_with({"--config", "tests/fixtures/gpt2_tiny/config.json", "--steps", "2"}), 0);
+  EXPECT_EQ(train_with({"--config", "tiny", "--attention", "gaincell-linear", "--hw",
+                        "fuzz/corpus/hw_config/seed-linear"}),
+            0);
+  EXPECT_EQ(cli::validate_without_running(Args{"hw", "show", "--hw", "paper-linear"}), 0);
+  EXPECT_EQ(cli::validate_without_running(
+                Args{"sweep", "--list", "--spec", "examples/sweeps/paper-bits.json"}),
+            0);
+  EXPECT_EQ(cli::validate_without_running(Args{"cost", "--model", "tests/fixtures/gpt2_tiny"}), 0);
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), "");
+  EXPECT_FALSE(fs::exists(out)) << "the checks created the output directory";
+
+  // Option values a parse alone accepts.
+  EXPECT_EQ(train_with({"--config", "tiny", "--lr", "-1"}), 1);
+  EXPECT_EQ(train_with({"--config", "tiny", "--eval-iters", "0"}), 1);
+  EXPECT_EQ(cli::validate_without_running(Args{"train", "--out", out}), 1);  // no --data
+  EXPECT_EQ(cli::validate_without_running(Args{"cost", "--serving", "--batches", "8,0"}), 1);
+  EXPECT_EQ(
+      cli::validate_without_running(Args{"sweep", "--spec", "examples/sweeps/paper-bits.json"}),
+      1);  // neither --list nor --model
+  // Files the options name: read and validated.
+  EXPECT_EQ(train_with({"--config", "fuzz/corpus/model_config/seed-negative"}), 1);
+  EXPECT_EQ(train_with({"--config", "fuzz/corpus/model_config/seed-huge"}), 1);  // memory estimate
+  EXPECT_EQ(train_with({"--config", "tiny", "--hw", "fuzz/corpus/hw_config/seed-levels_overflow"}),
+            1);
+  EXPECT_EQ(cli::validate_without_running(Args{"train", "--resume", "tests/fixtures/gpt2_tiny"}),
+            1);  // a model directory without a training state
+  EXPECT_EQ(cli::validate_without_running(Args{"hw", "show", "--hw", "/nonexistent/hw.json"}), 1);
+  EXPECT_EQ(cli::validate_without_running(
+                Args{"sweep", "--list", "--spec", "fuzz/corpus/sweep_file/seed-huge_grid"}),
+            1);
+  EXPECT_EQ(cli::validate_without_running(Args{"cost", "--hw", "fuzz/corpus/json/seed-deep"}), 1);
+  // Usage errors stay usage errors; --help and --version check nothing.
+  EXPECT_EQ(cli::validate_without_running(Args{"cost", "--window", "abc"}), 2);
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(cli::validate_without_running(Args{"--version"}), 0);
+  testing::internal::GetCapturedStdout();
+  EXPECT_FALSE(fs::exists(out));
 }
 
 }  // namespace

@@ -296,3 +296,45 @@ TEST(GqaModel, AdaptationRunsUnchangedOnALlamaModel) {
 
 }  // namespace
 }  // namespace gaincell
+
+namespace gaincell {
+namespace {
+
+// Issue 14 / 12 speed: decode attention split over chunks of the cache (split softmax, every
+// thread busy even with one KV head) equals the plain per-group loop, for multi-head, grouped and
+// multi-query attention and for a sliding window's circular cache, at lengths below, at and past
+// one chunk of 128 keys.
+TEST(GqaDecode, SplitOverCacheChunksEqualsThePlainLoop) {
+  const int heads = 8, dim = 16, capacity = 400;
+  for (int kv_heads : {8, 2, 1}) {
+    for (int window : {0, 200}) {
+      AttentionContext ctx;
+      ctx.n_head = heads;
+      ctx.n_kv_head = kv_heads;
+      ctx.head_dim = dim;
+      ctx.block_size = capacity;
+      ctx.window = window;
+      auto attn = make_attention(window > 0 ? "sliding" : "softmax", ctx);
+      auto plain = attn->make_decode_state();
+      auto split = attn->make_decode_state();
+      ASSERT_TRUE(set_softmax_decode_split(*split, true));
+      std::vector<float> out_plain(static_cast<size_t>(heads) * dim), out_split(out_plain.size());
+      for (int t = 0; t < 330; ++t) {
+        const auto k = random_vector(static_cast<size_t>(kv_heads) * dim, 100 + t, 1.0f);
+        const auto v = random_vector(k.size(), 1000 + t, 1.0f);
+        const auto q = random_vector(out_plain.size(), 5000 + t, 1.5f);
+        plain->append(k.data(), v.data());
+        split->append(k.data(), v.data());
+        if (t % 37 != 0 && t != 127 && t != 128 && t != 329) continue;
+        plain->attend(q.data(), out_plain.data());
+        split->attend(q.data(), out_split.data());
+        for (size_t i = 0; i < out_plain.size(); ++i)
+          ASSERT_NEAR(out_split[i], out_plain[i], 1e-5f * (1.0f + std::fabs(out_plain[i])))
+              << "kv_heads=" << kv_heads << " window=" << window << " t=" << t << " i=" << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace gaincell

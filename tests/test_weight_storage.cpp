@@ -92,8 +92,10 @@ TEST(WeightStorage, FromColumnsPacksTheTranspose) {
 }
 
 TEST(WeightStorage, FastGemvAndMatmulMatchPlainLoops) {
-  for (int cols : {32, 77, 768}) {
-    const int rows = 300;  // large enough for the OpenMP path
+  // Columns shorter than a vector, one q8 block, a tail after full blocks, GPT-2's width; an odd
+  // row count leaves rows after the last full pass of 4 rows.
+  for (int cols : {5, 32, 77, 768}) {
+    const int rows = 301;  // large enough for the OpenMP path at 768 columns
     const auto w = normal_values(static_cast<size_t>(rows) * cols, 4, 0.05f);
     const auto x = normal_values(cols, 5);
     for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kQ8}) {

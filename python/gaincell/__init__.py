@@ -24,6 +24,7 @@ import shutil
 # OpenMP threads take the cores from OpenBLAS's own threads (the CLI sets the same default,
 # core/blas.h configure_threads_and_restart). A user's own setting is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # idle OpenBLAS workers sleep, as in the CLI
 
 from ._core import Error, HwConfig, Model, __version__, gaincell_attention_names  # noqa: F401,E402
 from ._core import _sweep  # noqa: E402

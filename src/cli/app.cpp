@@ -1,14 +1,29 @@
 #include "cli/app.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <map>
 
 #include "cli/command.h"
+#include "gaincell/core/error.h"
 
 namespace gaincell::cli {
 
 std::vector<CommandSpec>& command_registry() {
   static std::vector<CommandSpec> commands;
   return commands;
+}
+
+namespace {
+
+// The checks of the subcommands of the app validate_without_running is building and parsing;
+// null otherwise (main's app needs none: its commands run their checks themselves).
+thread_local std::map<const CLI::App*, std::function<void()>>* current_validations = nullptr;
+
+}  // namespace
+
+void set_validation(CLI::App& sub, std::function<void()> validate) {
+  if (current_validations) (*current_validations)[&sub] = std::move(validate);
 }
 
 // More threads than this is a typing mistake, and libgomp aborts the process when it cannot
@@ -42,11 +57,8 @@ namespace {
 // first). The callbacks stay in place: they own the options the parse writes into.
 struct ParsedWithoutRunning {};
 
-}  // namespace
-
-int parse_without_running(const std::vector<std::string>& args) {
-  CLI::App app{"gaincell", "gaincell"};
-  build_app(app, [](int) {});
+// Parses `args` into `app` without running it: 0, 2 or 3 as parse_without_running documents.
+int parse_into(CLI::App& app, const std::vector<std::string>& args) {
   app.parse_complete_callback([] { throw ParsedWithoutRunning{}; });
   // CLI11 parses a reversed vector (the last argument first).
   std::vector<std::string> reversed(args.rbegin(), args.rend());
@@ -60,6 +72,47 @@ int parse_without_running(const std::vector<std::string>& args) {
     return 2;
   }
   return 3;  // a subcommand ran: what this function must never let happen
+}
+
+// Runs the checks of every subcommand the parse selected (`hw show`: those of `show`).
+void run_validations(const CLI::App& app,
+                     const std::map<const CLI::App*, std::function<void()>>& checks) {
+  for (const CLI::App* sub : app.get_subcommands()) {
+    if (const auto it = checks.find(sub); it != checks.end()) it->second();
+    run_validations(*sub, checks);
+  }
+}
+
+}  // namespace
+
+int parse_without_running(const std::vector<std::string>& args) {
+  CLI::App app{"gaincell", "gaincell"};
+  build_app(app, [](int) {});
+  return parse_into(app, args);
+}
+
+int validate_without_running(const std::vector<std::string>& args) {
+  std::map<const CLI::App*, std::function<void()>> checks;
+  CLI::App app{"gaincell", "gaincell"};
+  current_validations = &checks;
+  try {
+    build_app(app, [](int) {});
+  } catch (...) {
+    current_validations = nullptr;
+    throw;
+  }
+  current_validations = nullptr;
+  const int code = parse_into(app, args);
+  // --help and --version parse to 0 too, but select nothing to check.
+  if (code != 0 || app.get_subcommands().empty()) return code;
+  try {
+    run_validations(app, checks);
+  } catch (const Error&) {
+    return 1;
+  } catch (const std::filesystem::filesystem_error&) {  // a path the user gave, as main() says
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace gaincell::cli

@@ -25,4 +25,11 @@ void build_app(CLI::App& app, const std::function<void(int)>& set_threads);
 // exception is a bug.
 int parse_without_running(const std::vector<std::string>& args);
 
+// parse_without_running, then the parsed subcommand's own checks (command.h set_validation: the
+// option values and the files the options name, opened and validated; no output written, no
+// model built): 1 when they reject the command line (gaincell::Error or a file-system error, as
+// main() reports them), else what parse_without_running returns. Subcommands without checks of
+// their own are only parsed.
+int validate_without_running(const std::vector<std::string>& args);
+
 }  // namespace gaincell::cli

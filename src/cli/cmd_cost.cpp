@@ -206,6 +206,9 @@ void setup_cost(CLI::App& app) {
                  "reference data; bench/gpu/attention_decode.cu writes more)");
   app.add_option("--accelerator", o->accelerator,
                  "digital-accelerator data file for the non-attention layers");
+  // The inputs (hardware, cost preset, model shape, trace, GPU and accelerator files) are read
+  // and validated before the report is built.
+  set_validation(app, [o] { make_inputs(*o); });
   app.callback([o] { run_cost(*o); });
 }
 

@@ -8,6 +8,12 @@
 namespace gaincell::cli {
 namespace {
 
+HwConfig load_valid(const std::string& hw) {
+  HwConfig c = HwConfig::load(hw);
+  c.validate();
+  return c;
+}
+
 void setup_hw(CLI::App& app) {
   app.require_subcommand(1);
   auto* show = app.add_subcommand("show", "print the effective hardware configuration as JSON");
@@ -16,11 +22,8 @@ void setup_hw(CLI::App& app) {
   for (const auto& n : HwConfig::preset_names()) presets += (presets.empty() ? "" : ", ") + n;
   show->add_option("--hw", *hw, "preset name (" + presets + ") or JSON file")
       ->capture_default_str();
-  show->callback([hw] {
-    HwConfig c = HwConfig::load(*hw);
-    c.validate();
-    std::cout << c.to_json().dump(2) << "\n";
-  });
+  set_validation(*show, [hw] { load_valid(*hw); });
+  show->callback([hw] { std::cout << load_valid(*hw).to_json().dump(2) << "\n"; });
 }
 
 CommandRegistration reg({"hw", "hardware configurations: presets and JSON files", setup_hw});

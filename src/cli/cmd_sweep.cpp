@@ -45,12 +45,22 @@ sweep::SweepSpec load_spec(const SweepOptions& o) {
   return spec;
 }
 
+// What a sweep needs before it starts: a sweep file that parses (every point's hardware
+// validated), and the options of the chosen mode.
+sweep::SweepSpec check_sweep_command(const SweepOptions& o) {
+  sweep::SweepSpec spec = load_spec(o);
+  if (o.list) return spec;
+  require(!o.model_dir.empty(), "sweep: --model is required");
+  if (o.point < 0) require(!o.out_dir.empty(), "sweep: --out is required (or --point K / --list)");
+  return spec;
+}
+
 void run_sweep_command(const SweepOptions& o) {
   if (!o.worker_dir.empty()) {
     sweep::run_worker(o.worker_dir, STDIN_FILENO, STDOUT_FILENO);
     return;
   }
-  const sweep::SweepSpec spec = load_spec(o);
+  const sweep::SweepSpec spec = check_sweep_command(o);
   if (o.list) {
     for (const auto& p : spec.points())
       std::cout << nlohmann::json{{"point", p.index}, {"label", p.label()}, {"axes", p.axes_json()}}
@@ -58,7 +68,6 @@ void run_sweep_command(const SweepOptions& o) {
                 << "\n";
     return;
   }
-  require(!o.model_dir.empty(), "sweep: --model is required");
   sweep::LogFn log;
   if (!o.quiet) log = [](const std::string& line) { std::cerr << "gaincell: " << line << "\n"; };
   if (o.point >= 0) {
@@ -66,7 +75,6 @@ void run_sweep_command(const SweepOptions& o) {
     std::cout << sweep::run_point(*ctx, o.point).dump() << "\n";
     return;
   }
-  require(!o.out_dir.empty(), "sweep: --out is required (or --point K / --list)");
   sweep::SweepRunOptions run;
   run.out_dir = o.out_dir;
   run.jobs = o.jobs;
@@ -118,6 +126,9 @@ void setup_sweep(CLI::App& app) {
   app.add_option("--kill-after", o->kill_after,
                  "testing: SIGKILL this process after N points were appended")
       ->group("");
+  set_validation(app, [o] {
+    if (o->worker_dir.empty()) check_sweep_command(*o);
+  });
   app.callback([o] { run_sweep_command(*o); });
 }
 

@@ -2,7 +2,9 @@
 // LR, clipping, accumulation, periodic validation and atomic checkpoints into --out.
 //   gaincell train --data DIR --out DIR [--config NAME|FILE | --init MODEL_DIR] [options]
 //   gaincell train --resume DIR [--steps N]        (continues bit-identically)
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -17,6 +19,7 @@
 #include "gaincell/core/json.h"
 #include "gaincell/model/checkpoint.h"
 #include "gaincell/model/data.h"
+#include "gaincell/model/memory_estimate.h"
 #include "gaincell/train/trainer.h"
 
 namespace gaincell::cli {
@@ -105,7 +108,45 @@ void adopt_token_dir_tokenizer(const fs::path& data_dir, GPT2Config& config) {
   config.validate();
 }
 
+// The checks of the command line, before anything is locked, loaded or allocated: the options,
+// the hardware file of --hw, the configuration a new model is made from (its file parsed, the
+// memory of its training estimated) and, on --resume, the saved training state.
+void check_train_command(const TrainCliOptions& o) {
+  if (!o.resume_dir.empty()) {
+    std::error_code ec;
+    require(fs::is_directory(o.resume_dir, ec),
+            "--resume '" + o.resume_dir + "' is not a training output directory");
+    require(o.init_dir.empty(), "--resume and --init exclude each other");
+    require(o.model.attention.empty() && o.model.window < 0 && o.model.hw.empty(),
+            "--attention, --window and --hw cannot change on --resume (the checkpoint fixes them)");
+    Trainer::saved_options(o.resume_dir).validate();
+    return;
+  }
+  require(!o.data_dir.empty(), "--data DIR is required (train.bin, val.bin from gaincell prepare)");
+  require(!o.out_dir.empty(), "--out DIR is required");
+  o.train.validate();
+  if (!o.init_dir.empty()) {
+    o.model.overrides();  // reads and validates the --hw file
+    return;
+  }
+  const GPT2Config config = config_from_cli(o);
+  config.validate();
+  // The check of GPT2Model's constructor (the same message), then the trainer's.
+  char params[32];
+  std::snprintf(params, sizeof params, "%.3g", estimated_param_count(config));
+  require_memory(estimated_model_bytes(config, false), "the model",
+                 std::string(params) + " float32 parameters");
+  // As run_train clamps it: without --seq-len, at most the model's positions.
+  const int seq_len = o.seq_len_option->count() == 0 ? std::min(o.train.seq_len, config.block_size)
+                                                     : o.train.seq_len;
+  require_memory(estimated_training_bytes(config, o.train.batch_size, seq_len), "training",
+                 "weights, gradients, AdamW moments and the activations of a " +
+                     std::to_string(o.train.batch_size) + " x " + std::to_string(seq_len) +
+                     " batch");
+}
+
 void run_train(TrainCliOptions o) {
+  check_train_command(o);
   std::unique_ptr<GPT2Model> model;
   TrainOptions options = o.train;
   const bool resuming = !o.resume_dir.empty();
@@ -118,13 +159,7 @@ void run_train(TrainCliOptions o) {
     return root ? DirectoryLock::acquire(dir, what) : DirectoryLock();
   };
   if (resuming) {
-    std::error_code ec;
-    require(fs::is_directory(o.resume_dir, ec),
-            "--resume '" + o.resume_dir + "' is not a training output directory");
     lock = acquire(o.resume_dir, "--resume");
-    require(o.init_dir.empty(), "--resume and --init exclude each other");
-    require(o.model.attention.empty() && o.model.window < 0 && o.model.hw.empty(),
-            "--attention, --window and --hw cannot change on --resume (the checkpoint fixes them)");
     options = Trainer::saved_options(o.resume_dir);
     if (o.steps_option->count() > 0) options.steps = o.train.steps;
     options.out_dir = o.resume_dir;
@@ -136,9 +171,6 @@ void run_train(TrainCliOptions o) {
     // The same checkpoint directory as trainer.resume() below (weights and optimizer state).
     model = load_model(Trainer::checkpoint_to_resume(o.resume_dir), load);
   } else {
-    require(!o.data_dir.empty(),
-            "--data DIR is required (train.bin, val.bin from gaincell prepare)");
-    require(!o.out_dir.empty(), "--out DIR is required");
     lock = acquire(o.out_dir, "--out");
     options.out_dir = o.out_dir;
     options.data_dir = o.data_dir;
@@ -255,6 +287,7 @@ void setup_train(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("--json", o->json, "print a JSON summary on stdout at the end");
   add_model_options(app, o->model);
+  set_validation(app, [o] { check_train_command(*o); });
   app.callback([o] { run_train(*o); });
 }
 

@@ -28,7 +28,11 @@ json DeviceModel::to_json() const {
 
 DeviceModel DeviceModel::from_json(const json& j) {
   require(j.is_object(), "device file: must be a JSON object");
-  require(j.value("format", "") == std::string(kDeviceFormat),
+  // find, not value(): value() throws nlohmann's type_error on a non-string 'format' (found by
+  // the device_file fuzz target: fuzz/corpus/device_file/crash-format-array).
+  const auto format = j.find("format");
+  require(format != j.end() && format->is_string() &&
+              format->get<std::string>() == std::string(kDeviceFormat),
           "device file: field 'format' must be \"gaincell-device\"");
   require(j.contains("version") &&
               json_int<int64_t>(j["version"], "device file: field 'version'") == kDeviceVersion,

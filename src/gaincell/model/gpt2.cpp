@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "gaincell/attention/softmax_attention.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/json.h"
@@ -1252,6 +1253,7 @@ const float* DecodeSession::extend_together(std::span<DecodeSession* const> sess
           layers::rope_apply(k, model.rope_cos_.data(), model.rope_sin_.data(), 1, Hkv, 1, D, pos);
         }
         state.append(k, k + Hkv * D);
+        set_softmax_decode_split(state, false);  // the projections here are sgemm (OpenBLAS's pool)
         state.attend(q, att + t * AO);
       }
     }
@@ -1295,9 +1297,10 @@ const float* DecodeSession::step(int32_t token) {
   require(position_ < cfg.block_size, "decode: position " + std::to_string(position_) +
                                           " reaches the model's block_size " +
                                           std::to_string(cfg.block_size));
-  // Matrix-vector products run on OpenBLAS's pool and everything else here is serial: a second
-  // (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
-  // (bench/README.md).
+  // fp32 matrix-vector products run on OpenBLAS's pool and everything else here is serial: a
+  // second (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
+  // (bench/README.md). Packed bf16/q8 weights run on the OpenMP team, so attention may use it too.
+  const bool on_openmp_team = model_.weight_format() != WeightFormat::kF32;
   Buffers& b = *buffers_;
   const float* P = model_.param_data();
   float* x = b.x.data();
@@ -1316,6 +1319,7 @@ const float* DecodeSession::step(int32_t token) {
       layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
     }
     states_[l]->append(k, k + Hkv * D);
+    set_softmax_decode_split(*states_[l], on_openmp_team);
     states_[l]->attend(q, b.att.data());
     model_.matvec(x, b.att.data(), o.attproj_w, o.attproj_b, static_cast<int>(w.AO), C, true);
     model_.norm_forward(b.ln.data(), stats, x, o.ln2_w, o.ln2_b, 1);

@@ -53,6 +53,9 @@ class PackedMatrix {
  private:
   static PackedMatrix allocate(WeightFormat format, int rows, int cols);
   void pack_row(int r, const float* row);
+  // y[0 .. R) = rows r0 .. r0 + R - 1 of M times x (the vector kernels of gemv).
+  template <int R>
+  void rows_dot(int r0, const float* x, float* y) const;
   int blocks_per_row() const { return (cols_ + kQ8BlockSize - 1) / kQ8BlockSize; }
   WeightFormat format_ = WeightFormat::kF32;
   int rows_ = 0, cols_ = 0;
