@@ -3,7 +3,12 @@
 // run: OpenBLAS sgemm GFLOP/s for the compute-bound passes, a triad loop's GB/s for decode.
 //
 //   bench_engine [--threads N] [--reps N] [--model gpt2|gpt2-medium|...|tiny|smollm-135m]
+//                [--attention softmax|gaincell-nonlinear|...]
 //                [--only train|forward|decode|weights|gqa]
+//
+// --attention runs the model with another attention variant (gain-cell variants on their own
+// default hardware); the FLOP count stays the textbook one, so the fraction says how close the
+// whole pass comes to GEMM speed with that variant.
 //
 // FLOP counts are the useful multiply-adds x2 of the textbook model (recomputation in backward is
 // not counted): per token forward = L (24 C^2 + 2 C (T+1)) + 2 C V (the causal attention averages
@@ -27,6 +32,7 @@
 
 #include "bench_common.h"
 #include "gaincell/attention/attention.h"
+#include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/model/gpt2.h"
 
@@ -123,6 +129,7 @@ int run(int argc, char** argv) {
   int threads = 2, reps = 2;
   std::string only;  // "", "train", "forward" or "decode"
   std::string model_name = "gpt2";
+  std::string attention = "softmax";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads")
@@ -131,10 +138,12 @@ int run(int argc, char** argv) {
       reps = std::stoi(argv[i + 1]);
     else if (flag == "--model")
       model_name = argv[i + 1];
+    else if (flag == "--attention")
+      attention = argv[i + 1];
     else if (flag == "--only")
       only = argv[i + 1];
     else {
-      std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] "
+      std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] [--attention NAME] "
                    "[--only train|forward|decode|weights|gqa]\n";
       return 2;
     }
@@ -144,13 +153,12 @@ int run(int argc, char** argv) {
   nlohmann::json out;
   out["benchmark"] = "engine";
   out["model"] = model_name;
+  out["attention"] = attention;
   out["threads"] = threads;
   out["reps"] = reps;
   out["only"] = only.empty() ? "all" : only;
-  // Recorded because it matters on a shared machine (bench/README.md): spinning OpenMP threads
-  // wait a whole time slice at every barrier when the cores are oversubscribed.
-  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
-  out["omp_wait_policy"] = wait_policy ? wait_policy : "default";
+  // Recorded because it matters (bench/README.md): spinning OpenMP threads take the cores from
+  // OpenBLAS's threads, and wait a whole time slice at every barrier on an oversubscribed machine.
   out["openblas_core"] = gaincell::bench::openblas_core();
   out["omp_wait_policy"] = gaincell::bench::omp_wait_policy();
   out["openblas_thread_timeout"] = gaincell::bench::openblas_thread_timeout();
@@ -167,7 +175,10 @@ int run(int argc, char** argv) {
     std::cout << out.dump(2) << std::endl;
     return 0;
   }
-  const GPT2Config config = GPT2Config::named(model_name);
+  GPT2Config config = GPT2Config::named(model_name);
+  config.attention = attention;
+  if (gaincell::is_gaincell_attention(attention))
+    config.hw = gaincell::gaincell_default_hw(attention);
   auto model = std::make_unique<GPT2Model>(config);
   model->init_random(1);
   out["num_params"] = model->num_params();

@@ -345,6 +345,18 @@ TEST(GainCellAttention, BadInputGivesClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos);
   }
+  // An infinity (of either sign) in one tensor alone, named with its index.
+  for (const float bad : {INFINITY, -INFINITY}) {
+    std::vector<float> ok(x.size(), 0.1f), k = ok;
+    k[3] = bad;
+    try {
+      attn.forward(ok.data(), k.data(), ok.data(), y.data(), 1, 5, false);
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("non-finite value in k at index 3"), std::string::npos)
+          << e.what();
+    }
+  }
   auto state = attn.make_decode_state();
   EXPECT_THROW(state->attend(x.data(), y.data()), Error);
 }

@@ -247,5 +247,69 @@ TEST(Layers, EmbeddingAndHeadPermutationsRoundTrip) {
   EXPECT_EQ(heads, q);
 }
 
+// The fused q|k|v split (with the rotary embedding of the Llama family) against its reference,
+// split_heads_gqa then rope_apply on q and k; and the fused gather of the gradients against
+// rope_apply(inverse) then merge_heads_qkv_gqa. Grouped-query shape, an offset start position.
+TEST(Layers, FusedQkvSplitAndMergeMatchSplitThenRope) {
+  const int B = 2, T = 5, H = 4, Hkv = 2, D = 8, half = D / 2, pos0 = 3;
+  const int rows = B * T, width = (H + 2 * Hkv) * D;
+  const auto qkv = random_vector(static_cast<size_t>(rows) * width, 31);
+  std::vector<float> cos(static_cast<size_t>(pos0 + T) * half), sin(cos.size());
+  for (int p = 0; p < pos0 + T; p++) {
+    for (int i = 0; i < half; i++) {
+      const double angle = p * std::pow(100.0, -2.0 * i / D);
+      cos[p * half + i] = static_cast<float>(std::cos(angle));
+      sin[p * half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+  const size_t nq = static_cast<size_t>(B) * H * T * D, nkv = static_cast<size_t>(B) * Hkv * T * D;
+  std::vector<float> q(nq), k(nkv), v(nkv), rq(nq), rk(nkv), rv(nkv);
+  // Without tables: exactly the plain split.
+  split_qkv_heads(q.data(), k.data(), v.data(), qkv.data(), B, T, H, Hkv, D, nullptr, nullptr, 0);
+  split_heads_gqa(rq.data(), rk.data(), rv.data(), qkv.data(), B, T, H, Hkv, D);
+  EXPECT_EQ(q, rq);
+  EXPECT_EQ(k, rk);
+  EXPECT_EQ(v, rv);
+  const std::vector<float> plain_q = q;
+  // With them: the rotated q and k (rounding of the same products), v untouched.
+  split_qkv_heads(q.data(), k.data(), v.data(), qkv.data(), B, T, H, Hkv, D, cos.data(), sin.data(),
+                  pos0);
+  rope_apply(rq.data(), cos.data(), sin.data(), B, H, T, D, pos0);
+  rope_apply(rk.data(), cos.data(), sin.data(), B, Hkv, T, D, pos0);
+  for (size_t i = 0; i < nq; i++) EXPECT_NEAR(q[i], rq[i], 1e-6) << "q " << i;
+  for (size_t i = 0; i < nkv; i++) EXPECT_NEAR(k[i], rk[i], 1e-6) << "k " << i;
+  EXPECT_EQ(v, rv);
+  double moved = 0.0;  // the rotation did something
+  for (size_t i = 0; i < nq; i++) moved = std::max(moved, std::abs(double(q[i]) - plain_q[i]));
+  EXPECT_GT(moved, 0.1);
+
+  // Gradients: gather with the inverse rotation.
+  const auto dq = random_vector(nq, 32), dk = random_vector(nkv, 33), dv = random_vector(nkv, 34);
+  std::vector<float> merged(qkv.size()), ref(qkv.size());
+  merge_qkv_heads(merged.data(), dq.data(), dk.data(), dv.data(), B, T, H, Hkv, D, cos.data(),
+                  sin.data(), pos0);
+  std::vector<float> rdq = dq, rdk = dk;
+  rope_apply(rdq.data(), cos.data(), sin.data(), B, H, T, D, pos0, true);
+  rope_apply(rdk.data(), cos.data(), sin.data(), B, Hkv, T, D, pos0, true);
+  merge_heads_qkv_gqa(ref.data(), rdq.data(), rdk.data(), dv.data(), B, T, H, Hkv, D);
+  for (size_t i = 0; i < ref.size(); i++) EXPECT_NEAR(merged[i], ref[i], 1e-6) << "row " << i;
+  // The inverse undoes the forward rotation: merging the rotated heads gives back the rows.
+  merge_qkv_heads(merged.data(), q.data(), k.data(), v.data(), B, T, H, Hkv, D, cos.data(),
+                  sin.data(), pos0);
+  for (size_t i = 0; i < qkv.size(); i++) EXPECT_NEAR(merged[i], qkv[i], 1e-5) << "row " << i;
+}
+
+TEST(Layers, ResidualWithBiasIsResidualPlusBias) {
+  const int N = 3, C = 7;
+  const auto res = random_vector(N * C, 41), bias = random_vector(C, 42);
+  std::vector<float> out(N * C), copy(N * C);
+  residual_with_bias(out.data(), res.data(), bias.data(), N, C);
+  for (int n = 0; n < N; n++) {
+    for (int c = 0; c < C; c++) EXPECT_EQ(out[n * C + c], res[n * C + c] + bias[c]);
+  }
+  residual_with_bias(copy.data(), res.data(), nullptr, N, C);
+  EXPECT_EQ(copy, res);
+}
+
 }  // namespace
 }  // namespace gaincell::layers

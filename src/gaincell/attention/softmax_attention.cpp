@@ -37,13 +37,18 @@ void block_scores(const HeadView& h, float* S, int i0, int i1, int k0, int D, fl
                 h.k + static_cast<int64_t>(k0) * D, D, S, i1 - k0, scale, 0.0f);
 }
 
-// In place: row m of S becomes the softmax over its visible keys (0 elsewhere); returns lse.
-void block_softmax(float* S, float* lse, int i0, int i1, int k0, int window) {
+// In place: row m of S becomes exp(score - row max) over its visible keys (0 elsewhere), NOT
+// yet divided by the row sum: the caller scales the block's output rows (D values) instead of
+// the probability rows (up to T values), one pass over S fewer. inv_sum[m] = 1 / row sum; lse
+// (when not null) receives the log-sum-exp of each row.
+void block_softmax_unnormalised(float* S, float* inv_sum, float* lse, int i0, int i1, int k0,
+                                int window) {
   const int nk = i1 - k0;
   for (int t = i0; t < i1; t++) {
     float* row = S + static_cast<int64_t>(t - i0) * nk;
     const int lo = first_key(t, window) - k0, hi = t - k0;  // visible: [lo, hi]
     float mx = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : mx)
     for (int n = lo; n <= hi; n++) mx = std::max(mx, row[n]);
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -51,10 +56,9 @@ void block_softmax(float* S, float* lse, int i0, int i1, int k0, int window) {
       row[n] = fast_exp(row[n] - mx);
       sum += row[n];
     }
-    const float inv = 1.0f / sum;
-    for (int n = 0; n < lo; n++) row[n] = 0.0f;
-    for (int n = lo; n <= hi; n++) row[n] *= inv;
-    for (int n = hi + 1; n < nk; n++) row[n] = 0.0f;
+    std::fill(row, row + lo, 0.0f);
+    std::fill(row + hi + 1, row + nk, 0.0f);
+    inv_sum[t - i0] = 1.0f / sum;
     if (lse != nullptr) lse[t] = mx + std::log(sum);
   }
 }
@@ -73,15 +77,21 @@ void block_probs_from_lse(float* S, const float* lse, int i0, int i1, int k0, in
   }
 }
 
-void head_forward(const HeadView& h, float* out, float* lse, float* S, int T, int D, int window,
-                  float scale) {
-  for (int i0 = 0; i0 < T; i0 += kQueryBlock) {
-    const int i1 = std::min(T, i0 + kQueryBlock);
-    const int k0 = first_key(i0, window);
-    block_scores(h, S, i0, i1, k0, D, scale);
-    block_softmax(S, lse, i0, i1, k0, window);
-    blas::gemm_nn(i1 - i0, D, i1 - k0, S, i1 - k0, h.v + static_cast<int64_t>(k0) * D, D,
-                  out + static_cast<int64_t>(i0) * D, D);
+// Queries [i0, i0 + kQueryBlock) of one head: scores, softmax, P·V. S holds kQueryBlock x T floats.
+void block_forward(const HeadView& h, float* out, float* lse, float* S, int i0, int T, int D,
+                   int window, float scale) {
+  const int i1 = std::min(T, i0 + kQueryBlock);
+  const int k0 = first_key(i0, window);
+  float inv_sum[kQueryBlock];
+  block_scores(h, S, i0, i1, k0, D, scale);
+  block_softmax_unnormalised(S, inv_sum, lse, i0, i1, k0, window);
+  float* o = out + static_cast<int64_t>(i0) * D;
+  blas::gemm_nn(i1 - i0, D, i1 - k0, S, i1 - k0, h.v + static_cast<int64_t>(k0) * D, D, o, D);
+  for (int m = 0; m < i1 - i0; m++) {
+    float* row = o + static_cast<int64_t>(m) * D;
+    const float f = inv_sum[m];
+#pragma omp simd
+    for (int d = 0; d < D; d++) row[d] *= f;
   }
 }
 
@@ -382,17 +392,23 @@ void SoftmaxAttention::forward(const float* q, const float* k, const float* v, f
   }
   const int64_t head_stride = static_cast<int64_t>(T) * D;
   const int Hkv = n_kv_head_, rep = H / Hkv;
-  blas::BlasSingleThreadScope single_blas;  // parallel over heads instead
+  blas::BlasSingleThreadScope single_blas;  // parallel over heads and query blocks instead
+  // One task per (head, block of queries), so that a few heads (9 query heads at B = 1 for
+  // SmolLM) still share out evenly over the threads. A head's blocks are consecutive tasks (its
+  // K and V stay in cache), largest (last) block first, so each head ends with small tasks.
+  const int blocks = (T + kQueryBlock - 1) / kQueryBlock;
+  const int heads = B * H;
 #pragma omp parallel if (worth_parallel(B, H, T, D))
   {
     std::vector<float> S(static_cast<size_t>(kQueryBlock) * T);
 #pragma omp for schedule(dynamic, 1)
-    for (int bh = 0; bh < B * H; bh++) {
+    for (int task = 0; task < heads * blocks; task++) {
+      const int bh = task / blocks, block = blocks - 1 - task % blocks;
       const int64_t off = bh * head_stride;
       const int64_t kv_off = (static_cast<int64_t>(bh / H) * Hkv + (bh % H) / rep) * head_stride;
       HeadView view{q + off, k + kv_off, v + kv_off};
       float* lse = training ? lse_.data() + static_cast<int64_t>(bh) * T : nullptr;
-      head_forward(view, out + off, lse, S.data(), T, D, window_, scale);
+      block_forward(view, out + off, lse, S.data(), block * kQueryBlock, T, D, window_, scale);
     }
   }
 }

@@ -799,6 +799,13 @@ const float* GPT2Model::tensor_or_null(size_t offset) const {
   return offset == kNone ? nullptr : param_data_.get() + offset;
 }
 
+namespace {
+// A rotary table, or null where the model has no rotary embedding (GPT-2).
+const float* rope_table(const GPT2Config& config, const std::vector<float>& table) {
+  return config.uses_rope() ? table.data() : nullptr;
+}
+}  // namespace
+
 // stats: [mean (N) | rstd (N)]; RMSNorm uses only rstd.
 void GPT2Model::norm_forward(float* out, float* stats, const float* in, size_t w, size_t b,
                              int64_t N) const {
@@ -929,21 +936,20 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
     // x + attn(norm_1(x))  (spec §3.1)
     norm_forward(a.ln, a.ln1_stats[l], res_in, o.ln1_w, o.ln1_b, BT);
     linear(a.qkv, a.ln, o.qkv_w, o.qkv_b, BT, C, static_cast<int>(w.QKV), false);
-    layers::split_heads_gqa(q, k, v, a.qkv, B, T, H, Hkv, D);
-    if (config_.uses_rope()) {  // digital rotation before the attention variant sees q and k
-      layers::rope_apply(q, rope_cos_.data(), rope_sin_.data(), B, H, T, D, 0);
-      layers::rope_apply(k, rope_cos_.data(), rope_sin_.data(), B, Hkv, T, D, 0);
-    }
+    // Heads, with the digital rotation (Llama family) before the attention variant sees q and k.
+    layers::split_qkv_heads(q, k, v, a.qkv, B, T, H, Hkv, D, rope_table(config_, rope_cos_),
+                            rope_table(config_, rope_sin_), 0);
     attention_[l]->forward(q, k, v, a.atto, B, T, training);
     layers::merge_heads(a.atty[l], a.atto, B, T, H, D);
-    std::memcpy(a.res2[l], res_in, BT * C * sizeof(float));
-    linear(a.res2[l], a.atty[l], o.attproj_w, o.attproj_b, BT, static_cast<int>(w.AO), C, true);
+    // Residual and bias in one sweep; the projection's GEMM adds to them.
+    layers::residual_with_bias(a.res2[l], res_in, tensor_or_null(o.attproj_b), BT, C);
+    linear(a.res2[l], a.atty[l], o.attproj_w, kNone, BT, static_cast<int>(w.AO), C, true);
     // x + mlp(norm_2(x))
     norm_forward(a.ln, a.ln2_stats[l], a.res2[l], o.ln2_w, o.ln2_b, BT);
     linear(a.fch[l], a.ln, o.fc_w, o.fc_b, BT, C, static_cast<int>(w.F), false);
     activation(a.gelu, a.fch[l], BT);
-    std::memcpy(a.res3[l], a.res2[l], BT * C * sizeof(float));
-    linear(a.res3[l], a.gelu, o.fcproj_w, o.fcproj_b, BT, static_cast<int>(w.A), C, true);
+    layers::residual_with_bias(a.res3[l], a.res2[l], tensor_or_null(o.fcproj_b), BT, C);
+    linear(a.res3[l], a.gelu, o.fcproj_w, kNone, BT, static_cast<int>(w.A), C, true);
   }
   norm_forward(a.lnf, a.lnf_stats, a.res3[config_.n_layer - 1], lnf_w_, lnf_b_, BT);
   // LM head (tied to the token embedding unless the config has a separate lm_head).
@@ -1035,11 +1041,9 @@ void GPT2Model::backward() {
     float* dk = dq + BT * H * D;
     float* dv = dk + BT * Hkv * D;
     attention_[l]->backward(q, k, v, a.atto, dq, dk, dv, B, T);
-    if (config_.uses_rope()) {  // the rotation is orthogonal: its backward rotates back
-      layers::rope_apply(dq, rope_cos_.data(), rope_sin_.data(), B, H, T, D, 0, true);
-      layers::rope_apply(dk, rope_cos_.data(), rope_sin_.data(), B, Hkv, T, D, 0, true);
-    }
-    layers::merge_heads_qkv_gqa(a.qkv, dq, dk, dv, B, T, H, Hkv, D);
+    // The rotation is orthogonal: its backward rotates back (while the rows are gathered).
+    layers::merge_qkv_heads(a.qkv, dq, dk, dv, B, T, H, Hkv, D, rope_table(config_, rope_cos_),
+                            rope_table(config_, rope_sin_), 0);
     norm_recompute(a.ln, res_in, a.ln1_stats[l], o.ln1_w, o.ln1_b, BT);
     linear_grad(a.dln, G, a.qkv, a.ln, o.qkv_w, o.qkv_b, BT, C, QKV);
     norm_backward(a.dres, G, a.dln, res_in, a.ln1_stats[l], o.ln1_w, o.ln1_b, BT);

@@ -26,10 +26,14 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
     const float* x = inp + n * C;
     // Two passes in double: the variance of a residual stream with a large mean loses digits in
     // a one-pass float formula.
+    // The simd reductions let the compiler keep several partial sums (vectorised; without them
+    // a double sum is one serial chain of adds).
     double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
     for (int c = 0; c < C; c++) sum += x[c];
     const double m = sum / C;
     double var = 0.0;
+#pragma omp simd reduction(+ : var)
     for (int c = 0; c < C; c++) var += (x[c] - m) * (x[c] - m);
     const float s = static_cast<float>(1.0 / std::sqrt(var / C + eps));
     const float mf = static_cast<float>(m);
@@ -120,6 +124,20 @@ void add_bias(float* out, const float* bias, int64_t N, int OC) {
   }
 }
 
+void residual_with_bias(float* out, const float* res, const float* bias, int64_t N, int C) {
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+  for (int64_t n = 0; n < N; n++) {
+    const float* r = res + n * C;
+    float* o = out + n * C;
+    if (bias == nullptr) {
+      std::copy(r, r + C, o);
+      continue;
+    }
+#pragma omp simd
+    for (int c = 0; c < C; c++) o[c] = r[c] + bias[c];
+  }
+}
+
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int C, int OC) {
   const int n = static_cast<int>(N);
@@ -172,6 +190,7 @@ namespace {
 // accumulated in double.
 double row_logsumexp(const float* row, int V) {
   float mx = row[0];
+#pragma omp simd reduction(max : mx)  // without it the max loop stays scalar
   for (int v = 1; v < V; v++) mx = std::max(mx, row[v]);
   double sum = 0.0;
   for (int v0 = 0; v0 < V; v0 += 512) {
@@ -249,6 +268,7 @@ LossResult lm_head_loss_forward_chunked(float* losses, float* lse, float* buffer
     for (int64_t n = 0; n < N; n++) {
       const float* row = buffer + n * vc;
       float mx = row[0];
+#pragma omp simd reduction(max : mx)
       for (int v = 1; v < vc; v++) mx = std::max(mx, row[v]);
       const double new_max = std::max(run_max[n], static_cast<double>(mx));
       const float shift = static_cast<float>(new_max);
@@ -398,6 +418,65 @@ void merge_heads_qkv_gqa(float* qkv, const float* q, const float* k, const float
   permute_heads<false>(const_cast<float*>(v), qkv, B, T, Hkv, D, stride, (H + Hkv) * D);
 }
 
+namespace {
+// Rotary embedding of one D-vector (rotate-half convention, see rope_apply): dst may equal src.
+inline void rotate_half(float* dst, const float* src, const float* cos, const float* sin, int half,
+                        float sign) {
+  for (int i = 0; i < half; i++) {
+    const float x1 = src[i], x2 = src[i + half], si = sign * sin[i];
+    dst[i] = x1 * cos[i] - x2 * si;
+    dst[i + half] = x2 * cos[i] + x1 * si;
+  }
+}
+
+// One pass over the fused q|k|v rows for the layout changes (and rotations) of split_qkv_heads
+// (kToHeads) and merge_qkv_heads: a single parallel region instead of one per tensor and one per
+// rotation, and each row is read or written once.
+template <bool kToHeads>
+void qkv_rows_and_heads(float* rows, float* q, float* k, float* v, int B, int T, int H, int Hkv,
+                        int D, const float* cos, const float* sin, int64_t pos0) {
+  const int heads = H + 2 * Hkv, half = D / 2;
+  const float sign = kToHeads ? 1.0f : -1.0f;  // backward rotates back
+#pragma omp parallel for collapse(2) \
+    schedule(static) if (int64_t{B} * T * heads * D >= kParallelMin)
+  for (int b = 0; b < B; b++) {
+    for (int t = 0; t < T; t++) {
+      float* row = rows + (static_cast<int64_t>(b) * T + t) * heads * D;
+      const float* c = cos == nullptr ? nullptr : cos + (pos0 + t) * half;
+      const float* s = sin == nullptr ? nullptr : sin + (pos0 + t) * half;
+      for (int j = 0; j < heads; j++) {
+        float* base = j < H ? q : j < H + Hkv ? k : v;
+        const int h = j < H ? j : j < H + Hkv ? j - H : j - H - Hkv;
+        const int n = j < H ? H : Hkv;
+        float* hd = base + ((static_cast<int64_t>(b) * n + h) * T + t) * D;
+        float* rw = row + static_cast<int64_t>(j) * D;
+        const bool rotate = c != nullptr && j < H + Hkv;  // q and k; never v
+        float* dst = kToHeads ? hd : rw;
+        const float* src = kToHeads ? rw : hd;
+        if (rotate) {
+          rotate_half(dst, src, c, s, half, sign);
+        } else {
+          std::copy(src, src + D, dst);
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
+void split_qkv_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int Hkv,
+                     int D, const float* cos, const float* sin, int64_t pos0) {
+  // read only: qkv_rows_and_heads<true> never writes rows
+  qkv_rows_and_heads<true>(const_cast<float*>(qkv), q, k, v, B, T, H, Hkv, D, cos, sin, pos0);
+}
+
+void merge_qkv_heads(float* qkv, const float* dq, const float* dk, const float* dv, int B, int T,
+                     int H, int Hkv, int D, const float* cos, const float* sin, int64_t pos0) {
+  // read only: qkv_rows_and_heads<false> never writes the heads
+  qkv_rows_and_heads<false>(qkv, const_cast<float*>(dq), const_cast<float*>(dk),
+                            const_cast<float*>(dv), B, T, H, Hkv, D, cos, sin, pos0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Llama-family kernels
 
@@ -454,6 +533,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
   for (int64_t n = 0; n < N; n++) {
     const float* x = inp + n * C;
     double sumsq = 0.0;
+#pragma omp simd reduction(+ : sumsq)
     for (int c = 0; c < C; c++) sumsq += static_cast<double>(x[c]) * x[c];
     const float s = static_cast<float>(1.0 / std::sqrt(sumsq / C + eps));
     float* o = out + n * C;
@@ -523,11 +603,7 @@ void rope_apply(float* x, const float* cos, const float* sin, int B, int H, int 
         float* r = x + ((static_cast<int64_t>(b) * H + h) * T + t) * D;
         const float* c = cos + (pos0 + t) * half;
         const float* s = sin + (pos0 + t) * half;
-        for (int i = 0; i < half; i++) {
-          const float x1 = r[i], x2 = r[i + half], si = sign * s[i];
-          r[i] = x1 * c[i] - x2 * si;
-          r[i + half] = x2 * c[i] + x1 * si;
-        }
+        rotate_half(r, r, c, s, half, sign);
       }
     }
   }

@@ -25,6 +25,9 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
                     int C, int OC, bool accumulate = false);
 // out[n, :] += bias for each of the N rows.
 void add_bias(float* out, const float* bias, int64_t N, int OC);
+// out[n, :] = res[n, :] + bias (bias null: a copy): the start of a residual block's output, to
+// which the projection's GEMM then adds (one sweep for the copy and the bias).
+void residual_with_bias(float* out, const float* res, const float* bias, int64_t N, int C);
 // dinp is OVERWRITTEN (it is always a scratch buffer); dweight, dbias accumulate. dbias may be
 // null.
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
@@ -81,6 +84,16 @@ void split_heads_gqa(float* q, float* k, float* v, const float* qkv, int B, int 
                      int D);
 void merge_heads_qkv_gqa(float* qkv, const float* q, const float* k, const float* v, int B, int T,
                          int H, int Hkv, int D);
+
+// The two above fused with the rotary embedding of the Llama family (rope_apply): q and k rotated
+// at positions pos0 + t while they are copied (cos, sin null: no rotation, GPT-2), in one pass
+// over the rows. merge_qkv_heads rotates dq and dk back (the backward of the rotation) while it
+// gathers them. Equal to split_heads_gqa then rope_apply (and rope_apply inverse, then
+// merge_heads_qkv_gqa), which stay as their reference.
+void split_qkv_heads(float* q, float* k, float* v, const float* qkv, int B, int T, int H, int Hkv,
+                     int D, const float* cos, const float* sin, int64_t pos0);
+void merge_qkv_heads(float* qkv, const float* dq, const float* dk, const float* dv, int B, int T,
+                     int H, int Hkv, int D, const float* cos, const float* sin, int64_t pos0);
 
 // ---------------------------------------------------------------------------------------------
 // Llama-family kernels (RMSNorm, nn.Linear layout, rotary embeddings, SwiGLU).
