@@ -202,12 +202,11 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // does not depend on how many threads run it.
   static constexpr int kDecodeChunk = 128;
 
-  // The plain form: every query head of group g over cached keys [0, n).
-  void attend_group(const float* q, float* out, int g, int n) {
+  // scores[r * capacity_ + j] = scale * q_(g, r) . k_j for the query heads r of group g and the
+  // cached keys j in [j0, j1): each key row is read once for the whole group.
+  void score_keys(const float* q, int g, int j0, int j1, float scale, float* scores) const {
     const int rep = H_ / Hkv_;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
-    float* scores = scores_.data() + static_cast<int64_t>(g) * rep * capacity_;
-    for (int j = 0; j < n; j++) {
+    for (int j = j0; j < j1; j++) {
       const float* kj = head_row(k_, g, j);
       for (int r = 0; r < rep; r++) {
         const float* qh = q + (g * rep + r) * D_;
@@ -217,6 +216,14 @@ class SoftmaxDecodeState : public AttentionDecodeState {
         scores[r * capacity_ + j] = dot * scale;
       }
     }
+  }
+
+  // The plain form: every query head of group g over cached keys [0, n).
+  void attend_group(const float* q, float* out, int g, int n) {
+    const int rep = H_ / Hkv_;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
+    float* scores = scores_.data() + static_cast<int64_t>(g) * rep * capacity_;
+    score_keys(q, g, 0, n, scale, scores);
     for (int r = 0; r < rep; r++) {
       float* row = scores + r * capacity_;
       float mx = -std::numeric_limits<float>::infinity();
@@ -267,16 +274,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
         const int g = item / chunks, c = item % chunks;
         const int j0 = c * kDecodeChunk, j1 = std::min(n, j0 + kDecodeChunk);
         float* scores = scores_.data() + static_cast<int64_t>(g) * rep * capacity_;
-        for (int j = j0; j < j1; j++) {
-          const float* kj = head_row(k_, g, j);
-          for (int r = 0; r < rep; r++) {
-            const float* qh = q + (g * rep + r) * D_;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int d = 0; d < D_; d++) dot += qh[d] * kj[d];
-            scores[r * capacity_ + j] = dot * scale;
-          }
-        }
+        score_keys(q, g, j0, j1, scale, scores);
         const size_t p0 = static_cast<size_t>(item) * rep;  // partials of (g, c, r = 0)
         for (int r = 0; r < rep; r++) {
           float* row = scores + r * capacity_;
