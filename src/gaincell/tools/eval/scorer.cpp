@@ -166,7 +166,8 @@ class Scorer {
 
   // Context plus every choice's continuation after its first token: the rows a group runs.
   int64_t rows_of(const std::vector<int64_t>& group) const {
-    int64_t rows = static_cast<int64_t>(prefix_of(group[0]).size());
+    const ModelInput& first = inputs_[group[0]];
+    int64_t rows = static_cast<int64_t>(first.tokens.size()) - (first.scored - 1);  // the prefix
     for (int64_t i : group) rows += static_cast<int64_t>(requests_[i].continuation.size()) - 1;
     return rows;
   }
