@@ -25,6 +25,21 @@ TEST(CliExitCodes, UsageErrorsExitWithTwo) {
   }
 }
 
+TEST(CliExitCodes, AnUnknownCommandIsNamedWithTheCommandsThereAre) {
+  TempDir dir;
+  for (const std::string args : {"trian --steps 3", "--threads 1 no-such-command"}) {
+    const auto r = run_cli(dir.path(), args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    const std::string word = args.substr(0, 5) == "trian" ? "'trian'" : "'no-such-command'";
+    EXPECT_NE(r.err.find("unknown command " + word), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("train"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("A subcommand is required"), std::string::npos) << r.err;
+  }
+  // With no word at all, CLI11's message stays: there is nothing to name.
+  const auto none = run_cli(dir.path(), "");
+  EXPECT_NE(none.err.find("subcommand is required"), std::string::npos) << none.err;
+}
+
 TEST(CliExitCodes, FailuresExitWithOneAndSayWhy) {
   TempDir dir;
   const auto r = run_cli(dir.path(), "cost --hw /nonexistent/hw.json");

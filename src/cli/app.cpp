@@ -50,6 +50,19 @@ void build_app(CLI::App& app, const std::function<void(int)>& set_threads) {
   for (const auto& spec : commands) spec.setup(*app.add_subcommand(spec.name, spec.description));
 }
 
+std::string unknown_command_message(const CLI::App& app) {
+  if (!app.get_subcommands().empty()) return "";
+  const std::vector<std::string> left = app.remaining();
+  const auto word = std::find_if(left.begin(), left.end(),
+                                 [](const std::string& a) { return !a.empty() && a[0] != '-'; });
+  if (word == left.end()) return "";
+  std::string names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  }
+  return "unknown command '" + *word + "' (commands: " + names + "; see gaincell --help)";
+}
+
 namespace {
 
 // Thrown by the top-level app once everything is parsed, validated and checked, before CLI11 runs

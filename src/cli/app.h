@@ -17,6 +17,11 @@ namespace gaincell::cli {
 // `set_threads` receives a valid --threads value when it is parsed.
 void build_app(CLI::App& app, const std::function<void(int)>& set_threads);
 
+// After a parse of `app` failed: when no subcommand was selected and an argument was left over
+// (`gaincell trian ...`), the message that names it and lists the commands; otherwise empty
+// (CLI11's own message says it better). CLI11 alone reports "A subcommand is required" there.
+std::string unknown_command_message(const CLI::App& app);
+
 // Parses `args` (without the program name) as the executable does (options, validators,
 // required options, option callbacks), but runs no subcommand, and --threads changes nothing.
 // Returns 3 if a subcommand's callback ran (a bug). Otherwise returns the exit status main() gives

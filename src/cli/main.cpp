@@ -83,7 +83,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --version arrive here too, with CLI11's success code; CLI11's own error codes
     // (105-109 and so on) become the one usage code.
-    const int code = app.exit(e);
+    int code = 2;
+    const std::string unknown =
+        e.get_exit_code() == 0 ? "" : gaincell::cli::unknown_command_message(app);
+    if (!unknown.empty()) {
+      std::fprintf(stderr, "gaincell: error: %s\n", unknown.c_str());
+    } else {
+      code = app.exit(e);
+    }
     if (gaincell::world_comm().size() > 1) gaincell::abort_world_comm(code == 0 ? 0 : 2);
     return code == 0 ? 0 : gaincell::cli::kExitUsage;
   } catch (const gaincell::Error& e) {
