@@ -404,6 +404,19 @@ TEST(HfTokenizer, MalformedFilesNameTheProblem) {
   j = tiny_sentencepiece();
   j["model"]["vocab"]["zzz"] = 999;
   expect_error(j, {"'model.vocab'", "dense"});
+  // One id far beyond the tokens given is refused before the id table is sized by it (the fuzzer
+  // found a file whose id 66666220 made the loader allocate 2 GB).
+  j = tiny_sentencepiece();
+  j["model"]["vocab"]["zzz"] = 2000000000;
+  expect_error(j, {"'model.vocab'", "use id 2000000000", "dense"});
+  j = tiny_sentencepiece();
+  j["added_tokens"].push_back({{"id", 1500000000}, {"content", "<big>"}, {"special", true}});
+  expect_error(j, {"'model.vocab'", "use id 1500000000"});
+  // Added tokens that repeat a vocabulary entry count twice above, so a hole below that count is
+  // found by the id table: 265 tokens and 2 repeated added tokens, id 266 used, 265 missing.
+  j = tiny_sentencepiece();
+  j["model"]["vocab"]["zzz"] = 266;
+  expect_error(j, {"has no token with id 265", "dense"});
   j = tiny_sentencepiece();
   j["pre_tokenizer"] = {
       {"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};

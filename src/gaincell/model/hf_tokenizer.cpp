@@ -899,6 +899,16 @@ std::shared_ptr<const HfTokenizer> HfTokenizer::load(const fs::path& tokenizer_j
   int32_t max_id = -1;
   for (const auto& [_, id] : entries) max_id = std::max(max_id, id);
   for (const auto& a : impl.added) max_id = std::max(max_id, a.id);
+  // Dense ids cannot exceed the number of tokens: checked before the id table is allocated, so a
+  // stray id of 2^30 is an error, not gigabytes of empty strings (fuzz/corpus/tokenizer_json/
+  // crash-sparse-id-oom).
+  const size_t tokens_given = entries.size() + impl.added.size();
+  if (static_cast<size_t>(max_id) >= tokens_given) {
+    throw where.error("model.vocab", "and added_tokens give " + std::to_string(tokens_given) +
+                                         " tokens but use id " + std::to_string(max_id) +
+                                         " (ids must be dense: 0 to " +
+                                         std::to_string(tokens_given - 1) + ")");
+  }
   tok->token_strings_.assign(static_cast<size_t>(max_id) + 1, {});
   std::vector<bool> defined(static_cast<size_t>(max_id) + 1, false);
   std::string bytes;
