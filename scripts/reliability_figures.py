@@ -32,19 +32,25 @@ TINY = os.path.join(FIXTURES, "gpt2_tiny")
 
 
 def plateau_text(s):
-    """'yes': neither cov nor ft grew in the second half of the run; 'cov': cov alone."""
+    """'yes (strict)': no new edge and no new feature in the second half of the executions;
+    'yes': edges grew by at most fuzz/plateau.py's PLATEAU_GROWTH there; otherwise 'no'."""
     if s.get("plateau") is None:
         return "-"
-    if s["plateau"]:
-        return "yes"
-    return "cov only" if s.get("coverage_plateau") else "**no**"
+    if s.get("strict_plateau"):
+        return "yes (strict)"
+    return "yes" if s["plateau"] else "**no**"
+
+
+def growth_text(x):
+    return "-" if x is None else "%.2f%%" % (100.0 * x)
 
 
 def fuzz_table(stats_dir):
     """The per-target figures of DIR/<target>.json (fuzz/plateau.py, or run_fuzzers.sh --stats)."""
     rows = ["| target | executions | seconds | exec/s | cov (edges) | ft (features) "
-            "| last cov gain | last ft gain | plateau | corpus files | corpus KB | crash inputs |",
-            "|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|"]
+            "| last cov gain | cov growth, 2nd half | ft growth, 2nd half | plateau "
+            "| corpus files | corpus KB | crash inputs |",
+            "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|"]
     total_runs = total_s = total_bytes = plateaus = 0
     targets = sorted(os.listdir(os.path.join(ROOT, "fuzz", "corpus")))
     for target in targets:
@@ -69,12 +75,13 @@ def fuzz_table(stats_dir):
             text = "%.0f%% of executions" % (100.0 * at / runs)
             return text + (", %.0f s" % t if t is not None else "")
 
-        rows.append("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %d | %.1f | %d |" % (
+        rows.append("| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %d | %.1f | %d |" % (
             target, runs or "-", secs, "%.0f" % (runs / secs) if secs else "-",
-            s.get("coverage", "-"), s.get("features", "-"), gain("coverage"), gain("feature"),
-            plateau_text(s), len(corpus),
+            s.get("coverage", "-"), s.get("features", "-"), gain("coverage"),
+            growth_text(s.get("coverage_growth_second_half")),
+            growth_text(s.get("features_growth_second_half")), plateau_text(s), len(corpus),
             size / 1024.0, len(crashes)))
-    rows.append("| **all** | %d | %.0f | | | | | | %d of %d | | %.0f | |" % (
+    rows.append("| **all** | %d | %.0f | | | | | | | %d of %d | | %.0f | |" % (
         total_runs, total_s, plateaus, len(targets), total_bytes / 1024.0))
     return "\n".join(rows)
 
@@ -184,7 +191,8 @@ def bad_input_cases(d):
     return [
         # Usage errors (exit 2): CLI11's message.
         Case("no subcommand", "", "CliExitCodes.UsageErrorsExitWithTwo"),
-        Case("unknown subcommand", "no-such-command", "CliExitCodes.UsageErrorsExitWithTwo"),
+        Case("unknown subcommand", "no-such-command",
+             "CliExitCodes.AnUnknownCommandIsNamedWithTheCommandsThereAre"),
         Case("unknown option", "cost --no-such-option", "CliExitCodes.UsageErrorsExitWithTwo"),
         Case("option without its value", "cost --window", "CliExitCodes.UsageErrorsExitWithTwo"),
         Case("value of the wrong type", "cost --window abc", "CliExitCodes.UsageErrorsExitWithTwo"),
