@@ -276,6 +276,29 @@ void for_each_head(int B, int H, F&& body) {
   if (error) std::rethrow_exception(error);
 }
 
+// Query-row ranges [bounds[i], bounds[i + 1]) of one head with about equal kernel work (row t
+// costs about the keys it sees plus one tile), so that few heads (B = 1 with SmolLM's 9, or a
+// single long sequence on many cores) still spread over every thread: about 8 tasks per thread
+// in all, ranges of at least 64 rows. One range on one thread.
+std::vector<int> row_ranges(const GainCellKernelParams& p, int heads, int T) {
+  const int threads = omp_get_max_threads();
+  int ranges = threads > 1 ? (8 * threads + heads - 1) / heads : 1;
+  ranges = std::clamp(ranges, 1, std::max(1, T / 64));
+  std::vector<int> bounds{0};
+  if (ranges > 1) {
+    std::vector<double> work(static_cast<size_t>(T) + 1, 0.0);  // work[t]: rows [0, t)
+    for (int t = 0; t < T; ++t) work[t + 1] = work[t] + std::min(t + 1, p.window) + p.tile;
+    for (int i = 1; i < ranges; ++i) {
+      const double target = work[T] * i / ranges;
+      const int t =
+          static_cast<int>(std::lower_bound(work.begin(), work.end(), target) - work.begin());
+      if (t > bounds.back() && t < T) bounds.push_back(t);
+    }
+  }
+  bounds.push_back(T);
+  return bounds;
+}
+
 struct Moments {
   double sum = 0.0, sumsq = 0.0;
   int64_t n = 0;
@@ -348,29 +371,40 @@ void GainCellAttention::run_forward(const float* q, const float* k, const float*
       m[kV].add(v + off, T * D, scaler_a(kV, g), scaler_b(kV, g));
     }
   });
-  // 2. Each query head reads its group's arrays.
-  for_each_head(B, H, [&](int b, int h, int thread) {
-    const size_t off = (static_cast<size_t>(b) * H + h) * per_head;
+  // 2. Each query head reads its group's arrays, in ranges of query rows when that spreads the
+  // work better (inference; a training forward records per-head statistics in one piece).
+  const bool split_rows =
+      !record_statistics && !use_reference_ && gaincell_rows_separable(params_, T);
+  const std::vector<int> bounds =
+      split_rows ? row_ranges(params_, B * H, T) : std::vector<int>{0, T};
+  const int ranges = static_cast<int>(bounds.size()) - 1;
+  for_each_head(B * H, ranges, [&](int bh, int range, int thread) {
+    const int b = bh / H, h = bh % H;
+    const size_t off = static_cast<size_t>(bh) * per_head;
+    const int t0 = bounds[range], t1 = bounds[range + 1];
+    const size_t rows = static_cast<size_t>(t0) * D, n = static_cast<size_t>(t1 - t0) * D;
     const int g = h / rep;
     const size_t kv_off = (static_cast<size_t>(b) * Hkv + g) * per_head;
-    prepare_head(h, q + off, T * D, kQ, saved->Q.data() + off);
+    prepare_head(h, q + off + rows, static_cast<int>(n), kQ, saved->Q.data() + off + rows);
     float* O = saved->O.data() + off;
     const float* K = saved->K.data() + kv_off;
     const float* V = saved->V.data() + kv_off;
+    uint8_t* mask =
+        keep ? saved->mask.data() + static_cast<size_t>(bh) * saved->mask_stride : nullptr;
     if (use_reference_) {
       reference_gaincell_forward(params_, saved->Q.data() + off, K, V, T, D, O, nullptr, nullptr,
                                  noise_seed(g));
+    } else if (ranges == 1) {
+      gaincell_head_forward(params_, saved->Q.data() + off, K, V, T, D, O, mask, ws[thread],
+                            noise_seed(g));
     } else {
-      gaincell_head_forward(
-          params_, saved->Q.data() + off, K, V, T, D, O,
-          keep ? saved->mask.data() + (static_cast<size_t>(b) * H + h) * saved->mask_stride
-               : nullptr,
-          ws[thread], noise_seed(g));
+      gaincell_head_forward_rows(params_, saved->Q.data() + off, K, V, T, D, t0, t1, O, mask,
+                                 ws[thread], noise_seed(g));
     }
     const float ao = scaler_a(kOut, h), bo = scaler_b(kOut, h);
-    for (size_t i = 0; i < per_head; ++i) out[off + i] = ao * O[i] + bo;
+    for (size_t i = rows; i < rows + n; ++i) out[off + i] = ao * O[i] + bo;
     if (record_statistics) {
-      Moments* m = &moments[(static_cast<size_t>(b) * H + h) * 4];
+      Moments* m = &moments[static_cast<size_t>(bh) * 4];
       m[kQ].add(q + off, T * D, scaler_a(kQ, h), scaler_b(kQ, h));
       m[kOut].add(out + off, T * D, 1.0f, 0.0f);
     }
