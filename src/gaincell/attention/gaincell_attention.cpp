@@ -303,14 +303,20 @@ struct Moments {
   double sum = 0.0, sumsq = 0.0;
   int64_t n = 0;
   void add(const float* x, int count, float a, float b) {
+    double s = 0.0, s2 = 0.0;
+#pragma omp simd reduction(+ : s, s2)
     for (int i = 0; i < count; ++i) {
       const double v = static_cast<double>(a) * x[i] + b;
-      sum += v;
-      sumsq += v * v;
+      s += v;
+      s2 += v * v;
     }
+    sum += s;
+    sumsq += s2;
     n += count;
   }
-  double mean() const { return n ? sum / n : 0.0; }
+  double mean() const {
+    return n ? sum / n : 0.0;
+  }
   double std() const {  // unbiased, as torch.std
     if (n < 2) return 0.0;
     const double m = mean();
@@ -481,10 +487,13 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
   auto scaler_backward = [&](Scaler s, int head, const float* x, const float* dsig, float* dx,
                              double* g) {
     const float a = scaler_a(s, head), bb = scaler_b(s, head);
-    const Quantizer& qz = quant_[s];
+    const float lo = quant_[s].vmin, hi = quant_[s].vmax;  // Quantizer::grad's closed interval
     double ga = 0.0, gb = 0.0;
+    // Vectorised (it was a scalar double chain, a fifth of the layer's backward time).
+#pragma omp simd reduction(+ : ga, gb)
     for (size_t i = 0; i < per_head; ++i) {
-      const float din = dsig[i] * qz.grad(a * x[i] + bb);
+      const float in = a * x[i] + bb;
+      const float din = (in >= lo && in <= hi) ? dsig[i] : 0.0f;
       dx[i] = a * din;
       ga += static_cast<double>(din) * x[i];
       gb += din;
@@ -510,11 +519,17 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
       // Output scaler y = a_o O + b_o (exact).
       const float ao = scaler_a(kOut, h);
       float* dO = dO_buf[thread].data();
+      const float* dy = dout + off;
+      const float* O = sv.O.data() + off;
+      double ga = 0.0, gb = 0.0;
+#pragma omp simd reduction(+ : ga, gb)
       for (size_t i = 0; i < per_head; ++i) {
-        g[2 * kOut] += static_cast<double>(dout[off + i]) * sv.O[off + i];
-        g[2 * kOut + 1] += dout[off + i];
-        dO[i] = ao * dout[off + i];
+        ga += static_cast<double>(dy[i]) * O[i];
+        gb += dy[i];
+        dO[i] = ao * dy[i];
       }
+      g[2 * kOut] += ga;
+      g[2 * kOut + 1] += gb;
       const float* K = sv.K.data() + kv_off;
       const float* V = sv.V.data() + kv_off;
       if (use_reference_) {

@@ -502,7 +502,8 @@ float* sized(std::vector<float>& v, size_t n) {
   return v.data();
 }
 
-// Key/value sides for every key, the query side for rows [row_begin, row_end).
+// Key/value sides for every key (V null: the key side only), the query side for rows
+// [row_begin, row_end).
 Prepared prepare(const GainCellKernelParams& p, const Plan& plan, const float* Q, const float* K,
                  const float* V, int T, int D, GainCellWorkspace& ws, int row_begin, int row_end) {
   Prepared pr;
@@ -521,7 +522,7 @@ Prepared prepare(const GainCellKernelParams& p, const Plan& plan, const float* Q
   pr.rs = sized(ws.row_scales, static_cast<size_t>(pr.P) * T);
   pr.qsum = sized(ws.q_row_sum, T);
   build_key_side(p, plan, K, p.k_offset, T, D, pr.kx);
-  build_key_side(p, plan, V, p.v_offset, T, D, pr.vx);
+  if (V != nullptr) build_key_side(p, plan, V, p.v_offset, T, D, pr.vx);  // forward only
   build_row_scales(p, plan, T, pr.rs);
   for (int t = row_begin; t < row_end; ++t) {
     const float* q = Q + static_cast<size_t>(t) * D;
@@ -660,7 +661,8 @@ void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const
     return;
   }
   require(clip_mask != nullptr, "gain-cell backward: the forward pass kept no clip mask");
-  const Prepared pr = prepare(p, plan, Q, K, V, T, D, ws, 0, T);
+  // The backward's AV side is the linear surrogate (vl below), not the V-side products.
+  const Prepared pr = prepare(p, plan, Q, K, nullptr, T, D, ws, 0, T);
   const int tile = p.tile, nb = p.physical_tiles();
   const int used_tiles = std::min(pr.blocks, nb);
   const bool per_tile = p.out_mode == OutputQuantMode::kPerTile;

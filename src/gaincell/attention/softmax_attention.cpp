@@ -113,7 +113,9 @@ void head_backward(const HeadView& h, const float* dout, const float* lse, float
       const float* p = P + static_cast<int64_t>(m) * nk;
       float* g = dP + static_cast<int64_t>(m) * nk;
       float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)  // a scalar chain of adds without it
       for (int n = 0; n < nk; n++) dot += p[n] * g[n];
+#pragma omp simd
       for (int n = 0; n < nk; n++) g[n] = p[n] * (g[n] - dot) * scale;
     }
     blas::gemm_nn(mb, D, nk, dP, nk, Kb, D, dq + static_cast<int64_t>(i0) * D, D);
