@@ -4,7 +4,7 @@
 //
 //   bench_engine [--threads N] [--reps N] [--model gpt2|gpt2-medium|...|tiny|smollm-135m]
 //                [--attention softmax|gaincell-nonlinear|...]
-//                [--only train|forward|decode|weights|gqa]
+//                [--only train|forward|decode|weights|gqa|attention]
 //
 // --attention runs the model with another attention variant (gain-cell variants on their own
 // default hardware); the FLOP count stays the textbook one, so the fraction says how close the
@@ -21,6 +21,7 @@
 // (bytes = 4 (params - wpe rows) + 8 L C ctx for the KV cache).
 #include <omp.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -33,6 +34,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bench_common.h"
@@ -154,6 +156,72 @@ nlohmann::json measure_gqa_decode(int reps) {
   return out;
 }
 
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+// One attention layer of the model's shape on random inputs in the hardware ranges: forward at
+// B=1, T=1024 (inference) and forward + backward at B=4, T=256 (training). Process CPU time is
+// reported beside wall time: it moves far less with the load of a shared machine, so it shows
+// kernel changes (run with --threads 1 for a per-core figure).
+nlohmann::json measure_attention_layer(const GPT2Config& c, int reps) {
+  gaincell::AttentionContext ctx;
+  ctx.n_head = c.n_head;
+  ctx.n_kv_head = c.kv_heads();
+  ctx.head_dim = c.head_dim();
+  ctx.block_size = c.block_size;
+  ctx.hw = c.hw;
+  auto attn = gaincell::make_attention(c.attention, ctx);
+  const int H = c.n_head, Hkv = c.kv_heads(), D = c.head_dim();
+  nlohmann::json out;
+  for (auto [B, T, train] : {std::tuple{1, 1024, false}, std::tuple{4, 256, true}}) {
+    T = std::min(T, c.block_size);
+    const size_t n = size_t{1} * B * H * T * D, nkv = n / H * Hkv;
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.45f, 0.3f);
+    std::vector<float> q(n), k(nkv), v(nkv), o(n), dout(n), dq(n), dk(nkv), dv(nkv);
+    for (auto* x : {&q, &k, &v, &dout})
+      for (float& e : *x) e = normal(rng);
+    double fwd_cpu = 1e30, fwd_wall = 1e30, bwd_cpu = 1e30, bwd_wall = 1e30;
+    for (int r = 0; r <= reps + 2; ++r) {  // the first run warms up
+      double c0 = process_cpu_seconds();
+      auto w0 = Clock::now();
+      attn->forward(q.data(), k.data(), v.data(), o.data(), B, T, train);
+      if (r > 0) {
+        fwd_cpu = std::min(fwd_cpu, process_cpu_seconds() - c0);
+        fwd_wall = std::min(fwd_wall, seconds_since(w0));
+      }
+      if (!train) continue;
+      c0 = process_cpu_seconds();
+      w0 = Clock::now();
+      attn->backward(q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data(), B,
+                     T);
+      if (r > 0) {
+        bwd_cpu = std::min(bwd_cpu, process_cpu_seconds() - c0);
+        bwd_wall = std::min(bwd_wall, seconds_since(w0));
+      }
+    }
+    // Forward FLOPs of the products (QKᵀ and PV over (T+1)/2 keys), and with the gain-cell
+    // kernel's GEMM terms the work actually done.
+    const double textbook = 2.0 * 2.0 * B * H * double(T) * (T + 1) / 2.0 * D;
+    const int terms = attention_gemm_terms(c, T);
+    nlohmann::json section = {{"forward_cpu_s", fwd_cpu},
+                              {"forward_wall_s", fwd_wall},
+                              {"forward_textbook_gflops_per_cpu_s", textbook / fwd_cpu / 1e9},
+                              {"attention_gemm_terms", terms}};
+    if (terms > 0) section["forward_work_gflops_per_cpu_s"] = terms * textbook / fwd_cpu / 1e9;
+    if (train) {
+      section["backward_cpu_s"] = bwd_cpu;
+      section["backward_wall_s"] = bwd_wall;
+    }
+    out["B" + std::to_string(B) + "_T" + std::to_string(T) + (train ? "_train" : "_forward")] =
+        section;
+  }
+  return out;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -175,7 +243,7 @@ int run(int argc, char** argv) {
       only = argv[i + 1];
     else {
       std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] [--attention NAME] "
-                   "[--only train|forward|decode|weights|gqa]\n";
+                   "[--only train|forward|decode|weights|gqa|attention]\n";
       return 2;
     }
   }
@@ -210,11 +278,17 @@ int run(int argc, char** argv) {
   config.attention = attention;
   if (gaincell::is_gaincell_attention(attention))
     config.hw = gaincell::gaincell_default_hw(attention);
+  if (only == "attention") {  // one attention layer, no model passes
+    out["attention_layer"] = measure_attention_layer(config, reps);
+    std::cout << out.dump(2) << std::endl;
+    return 0;
+  }
   auto model = std::make_unique<GPT2Model>(config);
   model->init_random(1);
   out["num_params"] = model->num_params();
 
-  // "weights" (decode with f32, bf16 and q8 weights) and "gqa" run only when asked for.
+  // "weights" (decode with f32, bf16 and q8 weights), "gqa" and "attention" run only when asked
+  // for.
   auto wanted = [&only](const char* section) { return only.empty() || only == section; };
   if (wanted("train")) {  // Training step: forward + backward + AdamW at B=4, T=256.
     const int B = 4, T = std::min(256, config.block_size);
