@@ -513,14 +513,15 @@ void GPT2Model::build_rope_tables() {
 struct GPT2Model::Activations {
   int64_t capacity = 0;  // B*T the buffers were carved for
   int B = 0, T = 0;
-  bool has_targets = false, training = false, logits_valid = false;
+  bool has_targets = false, training = false, logits_valid = false, logits_kept = false;
   int64_t loss_count = 0;
   std::vector<int32_t> inputs, targets;
   std::unique_ptr<float[]> forward_buffer, backward_buffer;
   size_t forward_floats = 0, backward_floats = 0;
-  // The [B*T, V] logits are only materialised by inference forwards; a training forward computes
-  // the loss `kVocabChunk` vocabulary columns at a time into vocab_chunk (saves ~200 MB at
-  // GPT-2 124M, B*T = 1024) and backward recomputes them.
+  // The [B*T, V] logits are materialised by inference forwards, and by training forwards when
+  // they fit training_logits_budget_ (logits_kept: backward uses them in place); otherwise a
+  // training forward computes the loss `vocab_chunk_` vocabulary columns at a time into
+  // vocab_chunk and backward recomputes them.
   std::unique_ptr<float[]> logits_buffer, vocab_chunk;
   int64_t logits_capacity = 0, vocab_chunk_capacity = 0;
   // Forward (kept for backward). Per layer l: res_in(l) = l == 0 ? encoded : res3[l-1].
@@ -924,6 +925,7 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
   a.inputs.assign(inputs, inputs + BT);
   a.has_targets = false;
   a.logits_valid = false;
+  a.logits_kept = false;
   a.training = training;
 
   layers::embedding_forward(a.encoded, inputs, P + wte_, tensor_or_null(wpe_), B, T, C, V);
@@ -955,10 +957,17 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
   // LM head (tied to the token embedding unless the config has a separate lm_head).
   layers::LossResult loss;
   if (training && targets != nullptr) {
-    float* chunk =
-        ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
-    loss = layers::lm_head_loss_forward_chunked(a.losses, a.lse, chunk, a.lnf, P + lm_head_,
-                                                targets, BT, C, V, vocab_chunk_);
+    a.logits_kept = BT * V <= training_logits_budget_;
+    if (a.logits_kept) {  // one chunk of the whole vocabulary, kept for backward()
+      float* logits = ensure_buffer(a.logits_buffer, a.logits_capacity, BT * V);
+      loss = layers::lm_head_loss_forward_chunked(a.losses, a.lse, logits, a.lnf, P + lm_head_,
+                                                  targets, BT, C, V, V);
+    } else {
+      float* chunk =
+          ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
+      loss = layers::lm_head_loss_forward_chunked(a.losses, a.lse, chunk, a.lnf, P + lm_head_,
+                                                  targets, BT, C, V, vocab_chunk_);
+    }
   } else {
     a.logits = ensure_buffer(a.logits_buffer, a.logits_capacity, BT * V);
     if (const PackedMatrix* head = packed(lm_head_)) {
@@ -1005,11 +1014,17 @@ void GPT2Model::backward() {
   const int64_t BT = static_cast<int64_t>(B) * T;
   const float* P = param_data_.get();
 
-  float* chunk =
-      ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
-  layers::lm_head_loss_backward_chunked(a.dln, G + lm_head_, chunk, a.lnf, P + lm_head_,
-                                        a.targets.data(), a.lse, BT, C, V, vocab_chunk_,
-                                        a.loss_count);
+  if (a.logits_kept) {
+    layers::lm_head_loss_backward_chunked(a.dln, G + lm_head_, a.logits_buffer.get(), a.lnf,
+                                          P + lm_head_, a.targets.data(), a.lse, BT, C, V, V,
+                                          a.loss_count, /*buffer_holds_logits=*/true);
+  } else {
+    float* chunk =
+        ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
+    layers::lm_head_loss_backward_chunked(a.dln, G + lm_head_, chunk, a.lnf, P + lm_head_,
+                                          a.targets.data(), a.lse, BT, C, V, vocab_chunk_,
+                                          a.loss_count);
+  }
   std::memset(a.dres, 0, BT * C * sizeof(float));
   norm_backward(a.dres, G, a.dln, a.res3[config_.n_layer - 1], a.lnf_stats, lnf_w_, lnf_b_, BT);
   // Parameter layout (build_param_table): embeddings, block 0 .. block n-1, final norm, untied

@@ -165,6 +165,11 @@ class GPT2Model {
   // (they dominate activation memory): it computes the loss over chunks of this many vocabulary
   // columns and backward() recomputes them. logits() is then unavailable; token_losses() is.
   void set_vocab_chunk(int columns);
+  // Unless the [B, T, vocab] logits fit this many floats: then a training forward keeps them
+  // (computed in one GEMM, the loss over them as one chunk) and backward() uses them in place,
+  // one LM-head GEMM per step fewer. Default 64 M floats (256 MiB: GPT-2 124M at B*T = 1024 keeps
+  // its 206 MB of logits, the demo's B*T = 2048 chunks); 0 = always chunk.
+  void set_training_logits_budget(int64_t floats) { training_logits_budget_ = floats; }
   // Bytes held by the activation buffers (forward + backward scratch), for benchmarks.
   size_t activation_bytes() const;
 
@@ -215,6 +220,7 @@ class GPT2Model {
   size_t wte_ = 0, wpe_ = kNone, lnf_w_ = 0, lnf_b_ = kNone, lm_head_ = 0;
   std::vector<float> rope_cos_, rope_sin_;  // [block_size][head_dim / 2] (Llama family)
   int vocab_chunk_ = 2048;
+  int64_t training_logits_budget_ = int64_t{64} << 20;
   std::vector<ParamInfo> params_;
   size_t num_params_ = 0;
   std::unique_ptr<float[]> param_data_;
