@@ -161,14 +161,15 @@ class GPT2Model {
   using GradReadyHook = std::function<void(size_t begin, size_t end)>;
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_hook_ = std::move(hook); }
 
-  // A training forward (training = true with targets) does not keep the [B, T, vocab] logits
-  // (they dominate activation memory): it computes the loss over chunks of this many vocabulary
-  // columns and backward() recomputes them. logits() is then unavailable; token_losses() is.
+  // A training forward (training = true with targets) whose [B, T, vocab] logits exceed the
+  // budget below does not keep them (they dominate activation memory): it computes the loss over
+  // chunks of this many vocabulary columns and backward() recomputes them. After any training
+  // forward logits() is unavailable; token_losses() is.
   void set_vocab_chunk(int columns);
   // Unless the [B, T, vocab] logits fit this many floats: then a training forward keeps them
   // (computed in one GEMM, the loss over them as one chunk) and backward() uses them in place,
   // one LM-head GEMM per step fewer. Default 64 M floats (256 MiB: GPT-2 124M at B*T = 1024 keeps
-  // its 206 MB of logits, the demo's B*T = 2048 chunks); 0 = always chunk.
+  // its 206 MB of logits; B*T = 2048 with GPT-2's vocabulary chunks); 0 = always chunk.
   void set_training_logits_budget(int64_t floats) { training_logits_budget_ = floats; }
   // Bytes held by the activation buffers (forward + backward scratch), for benchmarks.
   size_t activation_bytes() const;
