@@ -3,15 +3,19 @@
 // agree with plain loops over the decoded values, and a model's logits with bf16/q8 weights stay
 // within the documented tolerance of fp32 (docs/weights.md), whole-sequence and decode alike.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/spin_barrier.h"
 #include "gaincell/model/gpt2.h"
 #include "gaincell/model/weight_storage.h"
 
@@ -249,4 +253,70 @@ TEST(WeightStorage, ModelLogitsStayCloseToFp32WholeSequenceAndDecode) {
   EXPECT_EQ(m.packed_weight_bytes(), 0u);
   m.forward(x.data(), nullptr, 1, T);
   for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(m.logits()[i], ref[i]);
+}
+
+// Decode with packed weights runs its products inside one OpenMP region per stretch between two
+// attentions, the threads meeting at a SpinBarrier and each recomputing the norms and the MLP
+// activation itself (GPT2Model::DecodeSession::step_on_team). Every output row is computed by one
+// thread with the same instructions whatever the team, so the logits of 1, 2 and 3 threads must
+// be identical, for GPT-2 and a Llama-family model (RoPE, GQA, SwiGLU), bf16 and q8.
+TEST(WeightStorage, TeamDecodeIsTheSameForAnyThreadCount) {
+  GPT2Config llama = GPT2Config::named("llama-tiny");
+  llama.block_size = 64;
+  for (const GPT2Config& config : {small_config(), llama}) {
+    GPT2Model m(config);
+    m.init_random(12);
+    const int T = 24, V = config.vocab_size;
+    std::vector<int32_t> x(T);
+    std::mt19937_64 rng(13);
+    for (auto& t : x) t = static_cast<int32_t>(rng() % V);
+    for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kQ8}) {
+      m.set_weight_format(f);
+      std::vector<std::vector<float>> logits;
+      const int saved = omp_get_max_threads();
+      for (int threads : {1, 2, 3}) {
+        omp_set_num_threads(threads);
+        auto session = m.start_decoding();
+        std::vector<float> all;
+        for (int t = 0; t < T; ++t) {
+          const float* step = session->step(x[t]);
+          all.insert(all.end(), step, step + V);
+        }
+        logits.push_back(std::move(all));
+      }
+      omp_set_num_threads(saved);
+      for (size_t i = 0; i < logits[0].size(); ++i) {
+        ASSERT_EQ(logits[1][i], logits[0][i])
+            << config.model_type << " " << to_string(f) << " " << i;
+        ASSERT_EQ(logits[2][i], logits[0][i])
+            << config.model_type << " " << to_string(f) << " " << i;
+      }
+    }
+  }
+}
+
+// No thread leaves a round of the barrier before every thread has entered it, whether the waiters
+// are still spinning or already asleep (one thread is late by more than kSpin every 16 rounds).
+TEST(SpinBarrier, NoThreadLeavesBeforeAllArrive) {
+  SpinBarrier barrier;
+  constexpr int kThreads = 3, kRounds = 400;
+  std::atomic<int> entered{0};
+  std::atomic<int> early{0};
+  std::vector<std::thread> team;
+  for (int id = 0; id < kThreads; ++id) {
+    team.emplace_back([&, id] {
+      for (int round = 0; round < kRounds; ++round) {
+        if (id == round % kThreads && round % 16 == 0)
+          std::this_thread::sleep_for(SpinBarrier::kSpin * 5);
+        entered.fetch_add(1);
+        barrier.wait(kThreads);
+        if (entered.load() < kThreads * (round + 1)) early.fetch_add(1);
+        barrier.wait(kThreads);  // nobody enters the next round while others still check
+      }
+    });
+  }
+  for (auto& t : team) t.join();
+  EXPECT_EQ(early.load(), 0);
+  EXPECT_EQ(entered.load(), kThreads * kRounds);
+  barrier.wait(1);  // a team of one never waits
 }

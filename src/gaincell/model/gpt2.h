@@ -279,6 +279,8 @@ class DecodeSession {
 
  private:
   struct Buffers;
+  // step() with packed (bf16/q8) weights: the products on the OpenMP team, two regions per layer.
+  const float* step_on_team(int32_t token);
   GPT2Model& model_;
   std::vector<std::unique_ptr<AttentionDecodeState>> states_;
   std::unique_ptr<Buffers> buffers_;

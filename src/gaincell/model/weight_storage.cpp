@@ -422,14 +422,16 @@ void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_s
 // Per-thread scratch of prepare_gemv_input (a product prepares x once, before its rows split over
 // the team; the team only reads it).
 struct GemvScratch {
+  GemvInput input;
   Q8Vector q8;
   std::vector<int32_t> lane_offsets;
   std::vector<float> lane_scales, pairs;
 };
 
-GemvInput prepare_gemv_input(WeightFormat format, const float* x, int n) {
+const GemvInput& prepare_gemv_input(WeightFormat format, const float* x, int n) {
   thread_local GemvScratch scratch;
-  GemvInput in;
+  GemvInput& in = scratch.input;
+  in = GemvInput{};
   in.x = x;
   if (format == WeightFormat::kBF16 && kBf16Group > 0) {
     const int groups = n / std::max(kBf16Group, 1);
@@ -481,15 +483,25 @@ void PackedMatrix::rows_dot(int r0, const GemvInput& x, float* y) const {
   }
 }
 
+const GemvInput& PackedMatrix::prepare(const float* x) const {
+  return prepare_gemv_input(format_, x, cols_);
+}
+
 void PackedMatrix::gemv(const float* x, float* y, bool accumulate) const {
-  const GemvInput in = prepare_gemv_input(format_, x, cols_);
+  const GemvInput& in = prepare(x);
   const int64_t work = static_cast<int64_t>(rows_) * cols_;
+#pragma omp parallel if (work >= kParallelMin)
+  gemv_team(in, y, accumulate);
+}
+
+void PackedMatrix::gemv_team(const GemvInput& in, float* y, bool accumulate,
+                             const float* bias) const {
   const int passes = (rows_ + kRowsPerPass - 1) / kRowsPerPass;
   // Passes in chunks of about 64k weights handed out dynamically: a thread that the scheduler
   // delays (a shared machine) holds up at most one chunk, not half of the matrix.
   const int chunk =
       std::max(1, static_cast<int>((int64_t{1} << 16) / (int64_t{kRowsPerPass} * cols_)));
-#pragma omp parallel for schedule(dynamic, chunk) if (work >= kParallelMin)
+#pragma omp for schedule(dynamic, chunk) nowait
   for (int p = 0; p < passes; ++p) {
     const int r0 = p * kRowsPerPass;
     float v[kRowsPerPass];
@@ -499,9 +511,15 @@ void PackedMatrix::gemv(const float* x, float* y, bool accumulate) const {
     } else {
       for (int i = 0; i < R; ++i) rows_dot<1>(r0 + i, in, v + i);
     }
-    for (int i = 0; i < R; ++i) y[r0 + i] = accumulate ? y[r0 + i] + v[i] : v[i];
+    for (int i = 0; i < R; ++i) {
+      // The order of the model's one-token matvec: (y + bias) + M x, or bias + M x.
+      float base = accumulate ? y[r0 + i] : 0.0f;
+      if (bias != nullptr) base = accumulate ? base + bias[r0 + i] : bias[r0 + i];
+      y[r0 + i] = base + v[i];
+    }
   }
 }
+
 void PackedMatrix::dequantize_rows(int r0, int r1, float* out) const {
   const int64_t work = static_cast<int64_t>(r1 - r0) * cols_;
 #pragma omp parallel for schedule(static) if (work >= kParallelMin)

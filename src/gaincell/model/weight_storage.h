@@ -64,6 +64,14 @@ class PackedMatrix {
   // y[r] = sum_c M[r][c] x[c] (+ y[r] when accumulate). Rows split over OpenMP threads. For q8,
   // x is first quantised per block (Q8Vector) and each block's products summed in integers.
   void gemv(const float* x, float* y, bool accumulate) const;
+  // gemv in two parts for a caller that runs many products inside one OpenMP parallel region
+  // (decode): one thread prepares x (the returned input lives in that thread's scratch until its
+  // next prepare()), then, after a barrier, every thread of the team calls gemv_team with it. Rows
+  // are shared out dynamically (an orphaned `omp for nowait`): no barrier ends gemv_team, the
+  // caller synchronises before reading y. Outside a parallel region gemv_team runs all rows.
+  // With a bias, y[r] = (y[r] (accumulate) or 0) + bias[r] + (M x)[r].
+  const GemvInput& prepare(const float* x) const;
+  void gemv_team(const GemvInput& x, float* y, bool accumulate, const float* bias = nullptr) const;
   // Rows [r0, r1) of M as fp32 into out, row-major [r1 - r0][cols].
   void dequantize_rows(int r0, int r1, float* out) const;
   // One element, for tests and the plain reference.
