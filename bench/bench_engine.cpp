@@ -4,11 +4,16 @@
 //
 //   bench_engine [--threads N] [--reps N] [--model gpt2|gpt2-medium|...|tiny|smollm-135m]
 //                [--attention softmax|gaincell-nonlinear|...]
-//                [--only train|forward|decode|weights|gqa]
+//                [--only train|forward|decode|weights|gqa|attention]
 //
 // --attention runs the model with another attention variant (gain-cell variants on their own
 // default hardware); the FLOP count stays the textbook one, so the fraction says how close the
-// whole pass comes to GEMM speed with that variant.
+// whole pass comes to GEMM speed with that variant. The gain-cell attention does inherently more
+// work than a softmax dot product: its polynomial cell with leakage makes the QK and AV products
+// GEMMs of depth terms x D (terms = 3 for paper-nonlinear, gaincell_gemm_terms), so each
+// section also reports `work_gflops` and `work_fraction_of_sgemm` on the work actually done:
+// the textbook count plus (terms - 1) x the attention's forward FLOPs (backward runs its
+// surrogate gradient at depth D, like softmax; recomputation is not counted).
 //
 // FLOP counts are the useful multiply-adds x2 of the textbook model (recomputation in backward is
 // not counted): per token forward = L (24 C^2 + 2 C (T+1)) + 2 C V (the causal attention averages
@@ -16,6 +21,7 @@
 // (bytes = 4 (params - wpe rows) + 8 L C ctx for the KV cache).
 #include <omp.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -28,11 +34,13 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bench_common.h"
 #include "gaincell/attention/attention.h"
 #include "gaincell/attention/gaincell_attention.h"
+#include "gaincell/attention/gaincell_kernel.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/model/gpt2.h"
 
@@ -63,6 +71,31 @@ double forward_flops_per_token(const GPT2Config& c, int T) {
   const double A = c.is_gpt2() ? 4.0 * C : c.mlp_width();
   const double projections = 2.0 * (C * QKV + AO * C + C * F + A * C);
   return c.n_layer * (projections + 2.0 * AO * (T + 1)) + 2.0 * C * c.vocab_size;
+}
+
+// FLOPs per token of the attention products alone (QKᵀ and PV), part of the count above.
+double attention_flops_per_token(const GPT2Config& c, int T) {
+  return c.n_layer * 2.0 * double(c.n_head) * c.head_dim() * (T + 1);
+}
+
+// GEMM terms of the gain-cell kernel at length T (1 for softmax, 0 = plain loops).
+int attention_gemm_terms(const GPT2Config& c, int T) {
+  if (!gaincell::is_gaincell_attention(c.attention)) return 1;
+  const gaincell::GainCellKernelParams p(gaincell::gaincell_variant_hw(c.attention, c.hw));
+  return gaincell::gaincell_gemm_terms(p, T);
+}
+
+// The work-done rate of a gain-cell section (see the header comment) next to the textbook one.
+void add_work_rate(nlohmann::json& section, const GPT2Config& c, int T, double tokens_per_s,
+                   double textbook_gflops, double sgemm_gflops) {
+  if (!gaincell::is_gaincell_attention(c.attention)) return;
+  const int terms = attention_gemm_terms(c, T);
+  section["attention_gemm_terms"] = terms;
+  if (terms == 0) return;  // plain loops: no GEMM work to compare with sgemm
+  const double work =
+      textbook_gflops + (terms - 1) * attention_flops_per_token(c, T) * tokens_per_s / 1e9;
+  section["work_gflops"] = work;
+  section["work_fraction_of_sgemm"] = work / sgemm_gflops;
 }
 
 // A plain AdamW step (lr 1e-4, betas 0.9/0.95, wd 0.1 on rank >= 2) so that the training rate and
@@ -123,6 +156,72 @@ nlohmann::json measure_gqa_decode(int reps) {
   return out;
 }
 
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+// One attention layer of the model's shape on random inputs in the hardware ranges: forward at
+// B=1, T=1024 (inference) and forward + backward at B=4, T=256 (training). Process CPU time is
+// reported beside wall time: it moves far less with the load of a shared machine, so it shows
+// kernel changes (run with --threads 1 for a per-core figure).
+nlohmann::json measure_attention_layer(const GPT2Config& c, int reps) {
+  gaincell::AttentionContext ctx;
+  ctx.n_head = c.n_head;
+  ctx.n_kv_head = c.kv_heads();
+  ctx.head_dim = c.head_dim();
+  ctx.block_size = c.block_size;
+  ctx.hw = c.hw;
+  auto attn = gaincell::make_attention(c.attention, ctx);
+  const int H = c.n_head, Hkv = c.kv_heads(), D = c.head_dim();
+  nlohmann::json out;
+  for (auto [B, T, train] : {std::tuple{1, 1024, false}, std::tuple{4, 256, true}}) {
+    T = std::min(T, c.block_size);
+    const size_t n = size_t{1} * B * H * T * D, nkv = n / H * Hkv;
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.45f, 0.3f);
+    std::vector<float> q(n), k(nkv), v(nkv), o(n), dout(n), dq(n), dk(nkv), dv(nkv);
+    for (auto* x : {&q, &k, &v, &dout})
+      for (float& e : *x) e = normal(rng);
+    double fwd_cpu = 1e30, fwd_wall = 1e30, bwd_cpu = 1e30, bwd_wall = 1e30;
+    for (int r = 0; r <= reps + 2; ++r) {  // the first run warms up
+      double c0 = process_cpu_seconds();
+      auto w0 = Clock::now();
+      attn->forward(q.data(), k.data(), v.data(), o.data(), B, T, train);
+      if (r > 0) {
+        fwd_cpu = std::min(fwd_cpu, process_cpu_seconds() - c0);
+        fwd_wall = std::min(fwd_wall, seconds_since(w0));
+      }
+      if (!train) continue;
+      c0 = process_cpu_seconds();
+      w0 = Clock::now();
+      attn->backward(q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data(), B,
+                     T);
+      if (r > 0) {
+        bwd_cpu = std::min(bwd_cpu, process_cpu_seconds() - c0);
+        bwd_wall = std::min(bwd_wall, seconds_since(w0));
+      }
+    }
+    // Forward FLOPs of the products (QKᵀ and PV over (T+1)/2 keys), and with the gain-cell
+    // kernel's GEMM terms the work actually done.
+    const double textbook = 2.0 * 2.0 * B * H * double(T) * (T + 1) / 2.0 * D;
+    const int terms = attention_gemm_terms(c, T);
+    nlohmann::json section = {{"forward_cpu_s", fwd_cpu},
+                              {"forward_wall_s", fwd_wall},
+                              {"forward_textbook_gflops_per_cpu_s", textbook / fwd_cpu / 1e9},
+                              {"attention_gemm_terms", terms}};
+    if (terms > 0) section["forward_work_gflops_per_cpu_s"] = terms * textbook / fwd_cpu / 1e9;
+    if (train) {
+      section["backward_cpu_s"] = bwd_cpu;
+      section["backward_wall_s"] = bwd_wall;
+    }
+    out["B" + std::to_string(B) + "_T" + std::to_string(T) + (train ? "_train" : "_forward")] =
+        section;
+  }
+  return out;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -144,7 +243,7 @@ int run(int argc, char** argv) {
       only = argv[i + 1];
     else {
       std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] [--attention NAME] "
-                   "[--only train|forward|decode|weights|gqa]\n";
+                   "[--only train|forward|decode|weights|gqa|attention]\n";
       return 2;
     }
   }
@@ -179,11 +278,17 @@ int run(int argc, char** argv) {
   config.attention = attention;
   if (gaincell::is_gaincell_attention(attention))
     config.hw = gaincell::gaincell_default_hw(attention);
+  if (only == "attention") {  // one attention layer, no model passes
+    out["attention_layer"] = measure_attention_layer(config, reps);
+    std::cout << out.dump(2) << std::endl;
+    return 0;
+  }
   auto model = std::make_unique<GPT2Model>(config);
   model->init_random(1);
   out["num_params"] = model->num_params();
 
-  // "weights" (decode with f32, bf16 and q8 weights) and "gqa" run only when asked for.
+  // "weights" (decode with f32, bf16 and q8 weights), "gqa" and "attention" run only when asked
+  // for.
   auto wanted = [&only](const char* section) { return only.empty() || only == section; };
   if (wanted("train")) {  // Training step: forward + backward + AdamW at B=4, T=256.
     const int B = 4, T = std::min(256, config.block_size);
@@ -208,6 +313,7 @@ int run(int argc, char** argv) {
                             {"fraction_of_sgemm", gflops / sgemm_gflops},
                             {"activation_mb", model->activation_bytes() / 1e6},
                             {"peak_rss_mib", rss}};
+    add_work_rate(out["train_B4_T256"], config, T, tokens_per_s, gflops, sgemm_gflops);
   }
   if (wanted("train")) {
     model = std::make_unique<GPT2Model>(config);  // drop gradients and optimiser state
@@ -223,12 +329,13 @@ int run(int argc, char** argv) {
     sgemm_gflops = 0.5 * (sgemm_before + measure_sgemm_gflops(reps));
     const double tokens_per_s = B * T / t;
     const double gflops = forward_flops_per_token(config, T) * tokens_per_s / 1e9;
-    out["forward_B" + std::to_string(B) + "_T" + std::to_string(T)] = {
-        {"tokens_per_s", tokens_per_s},
-        {"pass_s", t},
-        {"sgemm_gflops", sgemm_gflops},
-        {"gflops", gflops},
-        {"fraction_of_sgemm", gflops / sgemm_gflops}};
+    auto& section = out["forward_B" + std::to_string(B) + "_T" + std::to_string(T)];
+    section = {{"tokens_per_s", tokens_per_s},
+               {"pass_s", t},
+               {"sgemm_gflops", sgemm_gflops},
+               {"gflops", gflops},
+               {"fraction_of_sgemm", gflops / sgemm_gflops}};
+    add_work_rate(section, config, T, tokens_per_s, gflops, sgemm_gflops);
   }
 
   if (wanted("decode")) {  // Decode at a 512-token context: prefill, then time single steps.

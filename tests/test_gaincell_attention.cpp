@@ -3,6 +3,7 @@
 // against the whole-sequence form (T <= M and sliding T > M, every preset, noise off), scaler
 // gradients by finite differences, the adaptation statistics, and bad input.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <array>
 #include <cmath>
@@ -384,4 +385,40 @@ TEST(GainCellAttention, BackwardAfterEvaluationForwardRecomputes) {
   double norm = 0.0;
   for (float g : dq1) norm += std::fabs(g);
   EXPECT_GT(norm, 0.0);
+}
+
+// An inference forward with few heads splits each head's query rows over the threads: the
+// output equals the one-thread forward (whole heads) and the plain-loop reference kernel, also
+// with T > M (sliding) and GQA.
+TEST(GainCellAttention, RowRangeThreadingEqualsWholeHeads) {
+  const int B = 1, H = 3, T = 300, D = 8;
+  HwConfig hw = HwConfig::preset("paper-nonlinear");
+  hw.window = 128;
+  for (int Hkv : {3, 1}) {
+    SCOPED_TRACE("Hkv = " + std::to_string(Hkv));
+    AttentionContext ctx = context(hw, H, D);
+    ctx.n_kv_head = Hkv;
+    const size_t n = static_cast<size_t>(B) * H * T * D, nkv = n / H * Hkv;
+    const auto q = random_vector(n, 21), k = random_vector(nkv, 22), v = random_vector(nkv, 23);
+    std::vector<float> one(n), two(n), ref(n);
+    GainCellAttention attn("gaincell-nonlinear", ctx);
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    attn.forward(q.data(), k.data(), v.data(), one.data(), B, T, false);
+    omp_set_num_threads(2);
+    attn.forward(q.data(), k.data(), v.data(), two.data(), B, T, false);
+    attn.set_use_reference_kernel(true);
+    attn.forward(q.data(), k.data(), v.data(), ref.data(), B, T, false);
+    omp_set_num_threads(threads);
+    double worst = 0.0, largest = 0.0;
+    int off_reference = 0;  // a tile sum within float rounding of an output-quantiser mid-point
+    for (size_t i = 0; i < n; ++i) {
+      worst = std::max(worst, static_cast<double>(std::fabs(two[i] - one[i])));
+      largest = std::max(largest, static_cast<double>(std::fabs(ref[i])));
+      if (std::fabs(two[i] - ref[i]) > 1e-4) ++off_reference;
+    }
+    EXPECT_LE(worst, 1e-6 * largest);
+    EXPECT_LE(off_reference, 2);
+    EXPECT_GT(largest, 0.05);
+  }
 }

@@ -317,3 +317,34 @@ TEST(GainCellKernel, MaskedKeysContributeNothingIncludingOffsetTerm) {
     EXPECT_NEAR(O[100 * D + d], std::clamp(A / 40.0, -1.0, 1.0), 1e-6);
   }
 }
+
+// The rows of a head split into ranges (as the attention layer threads them) give the whole
+// head's output and clip mask: uneven range ends, T > M (the sub-tile carries of blocks that
+// share a physical tile), tile-mean mode and read noise; the ranges run in reverse order on one
+// workspace, so a carry left over from another range would show.
+TEST(GainCellKernel, RowRangesEqualTheWholeHead) {
+  uint32_t seed = 500;
+  int checked = 0;
+  for (const Case& c : kernel_cases()) {
+    const GainCellKernelParams p(c.hw);
+    if (!gaincell_rows_separable(p, c.T)) continue;
+    SCOPED_TRACE(c.name);
+    ++checked;
+    const Signals s = random_signals(c.T, c.D, seed++);
+    const size_t n = static_cast<size_t>(c.T) * c.D;
+    std::vector<float> whole(n), parts(n, -7.0f);
+    // Mask bytes of sub-tiles a row does not use yet are never written (nor read): zero in both.
+    std::vector<uint8_t> whole_mask(p.clip_mask_size(c.T, c.D)), parts_mask(whole_mask.size(), 0);
+    GainCellWorkspace ws;
+    gaincell_head_forward(p, s.Q.data(), s.K.data(), s.V.data(), c.T, c.D, whole.data(),
+                          whole_mask.data(), ws, 42);
+    const std::vector<int> ends = {c.T, c.T - 1, 2 * c.T / 3, c.T / 2 + 5, 37, 1, 0};
+    for (size_t i = 0; i + 1 < ends.size(); ++i) {
+      gaincell_head_forward_rows(p, s.Q.data(), s.K.data(), s.V.data(), c.T, c.D, ends[i + 1],
+                                 ends[i], parts.data(), parts_mask.data(), ws, 42);
+    }
+    expect_close(parts, whole, 1e-6, "O");
+    EXPECT_EQ(parts_mask, whole_mask);
+  }
+  EXPECT_GE(checked, 8);
+}

@@ -4,6 +4,7 @@
 // h = 1e-2 (float inputs, double accumulation) and a relative tolerance.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -69,6 +70,27 @@ TEST(FastMath, ExpAndTanhMatchTheLibrary) {
   EXPECT_TRUE(std::isnan(fast_tanh(std::numeric_limits<float>::quiet_NaN())));
   EXPECT_EQ(fast_tanh(-30.0f), -1.0f);
   EXPECT_EQ(fast_tanh(30.0f), 1.0f);
+}
+
+// max_value against std::max_element at every length across its three loops (64 lanes, 16
+// lanes, scalar tail) and every position of the maximum, plus the empty and NaN cases.
+TEST(FastMath, MaxValueEqualsMaxElementAtEveryLengthAndPosition) {
+  const std::vector<float> base = random_vector(300, 11);
+  for (int n = 1; n <= 300; n += (n < 140 ? 1 : 7)) {
+    for (int at : {0, n / 3, n / 2, n - 1}) {
+      std::vector<float> x(base.begin(), base.begin() + n);
+      x[at] = 100.0f + static_cast<float>(n);  // the maximum sits at `at`
+      ASSERT_EQ(max_value(x.data(), n), *std::max_element(x.begin(), x.end()))
+          << "n = " << n << ", maximum at " << at;
+    }
+  }
+  std::vector<float> negative(77, -5.0f);
+  negative[70] = -4.5f;
+  EXPECT_EQ(max_value(negative.data(), 77), -4.5f);
+  EXPECT_EQ(max_value(negative.data(), 0), -std::numeric_limits<float>::infinity());
+  // NaN entries are skipped, as std::max(m, x) skips them.
+  std::vector<float> with_nan = {1.0f, std::numeric_limits<float>::quiet_NaN(), 3.0f, 2.0f};
+  EXPECT_EQ(max_value(with_nan.data(), 4), 3.0f);
 }
 
 TEST(Layers, LayerNormForwardIsNormalised) {

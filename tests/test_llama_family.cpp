@@ -115,9 +115,13 @@ TEST_P(LlamaFamilyReference, LogitsAndLossMatchPyTorch) {
 TEST_P(LlamaFamilyReference, EveryParameterGradientMatchesPyTorch) {
   auto model = load_model(kFixtures / GetParam());
   const Reference ref = load_reference(GetParam());
-  for (int chunk : {4096, 16}) {  // whole vocabulary in one chunk; several, the last partial
-    SCOPED_TRACE("vocab chunk " + std::to_string(chunk));
+  // Logits recomputed in backward over the whole vocabulary in one chunk, over several (the
+  // last partial), and kept from the forward (training logits budget, the default here).
+  for (auto [chunk, budget] : {std::pair{4096, 0}, std::pair{16, 0}, std::pair{16, 1 << 26}}) {
+    SCOPED_TRACE("vocab chunk " + std::to_string(chunk) + ", logits budget " +
+                 std::to_string(budget));
     model->set_vocab_chunk(chunk);
+    model->set_training_logits_budget(budget);
     model->zero_grad();
     const float loss =
         model->forward(ref.inputs.data(), ref.targets.data(), ref.B, ref.T, /*training=*/true);

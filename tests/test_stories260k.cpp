@@ -214,11 +214,12 @@ TEST(Stories260K, GreedyGenerationReproducesTheGreedySequence) {
 }
 
 // Issue 14 item 3: reduced-precision weights on a real pretrained model. The documented tolerance
-// (docs/weights.md): the largest logit change stays below 3% (bf16) and 8% (q8) of the fp32
-// logits' standard deviation, the mean NLL of each shipped sequence moves by less than
-// 0.1% + 0.001 nats (bf16) and 0.5% + 0.005 nats (q8), and decode with the packed weights equals
-// the whole-sequence forward with the same weights. (Measured: at most 1.8% / 5.2% of the std,
-// NLL changes up to 0.0014 / 0.015 nats; s20's NLL is only 0.10 nats, m100's 17.5.)
+// (docs/weights.md): the largest logit change stays below 3% (bf16) and 12% (q8, whose activations
+// are quantised too) of the fp32 logits' standard deviation, whole sequence and decode alike; the
+// mean NLL of each shipped sequence moves by less than 0.1% + 0.001 nats (bf16) and 0.5% + 0.005
+// nats (q8); bf16 decode equals the whole-sequence forward with the same weights. (Measured: at
+// most 1.8% / 8.3% of the std, NLL changes up to 0.0014 / 0.012 nats; s20's NLL is only 0.10
+// nats, m100's 17.5.)
 TEST(Stories260K, ReducedPrecisionWeightsStayCloseToFp32) {
   REQUIRE_STORIES_OR_SKIP(dir);
   auto model = load_model(dir);
@@ -239,7 +240,7 @@ TEST(Stories260K, ReducedPrecisionWeightsStayCloseToFp32) {
     for (float x : ref) var += (x - mean) * (x - mean);
     const double std_logits = std::sqrt(var / ref.size());
     for (auto [format, logit_tol, nll_tol] : {std::tuple{WeightFormat::kBF16, 0.03, 0.001},
-                                              std::tuple{WeightFormat::kQ8, 0.08, 0.005}}) {
+                                              std::tuple{WeightFormat::kQ8, 0.12, 0.005}}) {
       SCOPED_TRACE(to_string(format));
       model->set_weight_format(format);
       const double nll = model->forward(ids.data(), targets.data(), 1, T);
@@ -252,12 +253,25 @@ TEST(Stories260K, ReducedPrecisionWeightsStayCloseToFp32) {
       EXPECT_GT(rel, 0.0) << "the packed weights were not used";
       EXPECT_LT(rel, logit_tol);
       EXPECT_LT(std::abs(nll_change), nll_tol * (1.0 + nll_f32)) << nll << " vs " << nll_f32;
+      // Decode reads the same packed weights. bf16: token by token equals the whole sequence.
+      // q8 quantises each product's input vector, and a value that decode and the whole-sequence
+      // path compute a rounding apart can land on either side of a quantisation step, so the
+      // two differ by about the activations' rounding: decode must stay within the same
+      // tolerance of fp32 as the whole sequence.
       auto session = model->start_decoding();
-      double worst = 0.0;
-      for (int t = 0; t < T; ++t)
-        worst = std::max(worst,
-                         max_abs_diff(session->step(ids[t]), whole, static_cast<size_t>(t) * V, V));
-      EXPECT_LE(worst, 1e-4) << "decode with packed weights differs from the whole sequence";
+      double worst = 0.0, worst_vs_f32 = 0.0;
+      for (int t = 0; t < T; ++t) {
+        const float* step = session->step(ids[t]);
+        worst = std::max(worst, max_abs_diff(step, whole, static_cast<size_t>(t) * V, V));
+        worst_vs_f32 =
+            std::max(worst_vs_f32, max_abs_diff(step, ref, static_cast<size_t>(t) * V, V));
+      }
+      RecordProperty("decode_rel_logit_err_" + to_string(format) + "_" + c.name,
+                     std::to_string(worst_vs_f32 / std_logits));
+      if (format == WeightFormat::kBF16) {
+        EXPECT_LE(worst, 1e-4) << "decode with packed weights differs from the whole sequence";
+      }
+      EXPECT_LT(worst_vs_f32 / std_logits, logit_tol) << "decode with packed weights";
     }
   }
 }

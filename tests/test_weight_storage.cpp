@@ -3,13 +3,19 @@
 // agree with plain loops over the decoded values, and a model's logits with bf16/q8 weights stay
 // within the documented tolerance of fp32 (docs/weights.md), whole-sequence and decode alike.
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <limits>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/spin_barrier.h"
 #include "gaincell/model/gpt2.h"
 #include "gaincell/model/weight_storage.h"
 
@@ -108,8 +114,9 @@ TEST(WeightStorage, FastGemvAndMatmulMatchPlainLoops) {
       m.gemv(x.data(), fast.data(), false);
       packed_gemv_reference(m, x.data(), ref.data(), false);
       for (int r = 0; r < rows; ++r) ASSERT_NEAR(fast[r], ref[r], 1e-5 * (1 + std::fabs(ref[r])));
-      // Three input rows through the dequantise + sgemm path, accumulating onto 1.
-      const int N = 3;
+      // Input rows through the dequantise + sgemm path, accumulating onto 1; 48 rows of 768
+      // quantise their activations (q8) on the OpenMP team.
+      const int N = cols == 768 ? 48 : 3;
       const auto in = normal_values(static_cast<size_t>(N) * cols, 6);
       std::vector<float> out(static_cast<size_t>(N) * rows, 1.0f);
       packed_matmul(out.data(), in.data(), m, N, true);
@@ -121,6 +128,62 @@ TEST(WeightStorage, FastGemvAndMatmulMatchPlainLoops) {
       }
     }
   }
+}
+
+// q8 multiplies quantised activations (Q8Vector, per block of 32: ggml's Q8_0 x Q8_0): the fast
+// kernels sum a block's products in integers; the reference multiplies the dequantised values in
+// double. The activations' rounding is the weights' rule: within half a step of each block.
+TEST(WeightStorage, Q8ActivationsQuantisedPerBlockLikeWeights) {
+  const int n = 77;  // two full blocks and a tail of 13
+  auto x = normal_values(n, 9);
+  x[40] = 0.0f;
+  Q8Vector q;
+  q.quantize(x.data(), n);
+  ASSERT_EQ(q.d.size(), 3u);
+  ASSERT_EQ(q.q.size(), 96u);
+  for (int i = n; i < 96; ++i) EXPECT_EQ(q.q[i], 0) << "padding after n";
+  for (int b = 0; b < 3; ++b) {
+    float amax = 0.0f;
+    for (int i = b * 32; i < std::min(n, b * 32 + 32); ++i) amax = std::max(amax, std::fabs(x[i]));
+    EXPECT_FLOAT_EQ(q.d[b], amax / 127.0f);
+    for (int i = b * 32; i < std::min(n, b * 32 + 32); ++i)
+      EXPECT_LE(std::fabs(q.at(i) - x[i]), 0.5f * q.d[b] * (1 + 1e-5f)) << i;
+  }
+  // A weight row quantised by the same rule gives the same values.
+  const PackedMatrix m = PackedMatrix::from_rows(WeightFormat::kQ8, x.data(), 1, n);
+  for (int i = 0; i < n; ++i) EXPECT_EQ(m.at(0, i), q.at(i)) << i;
+  // An all-zero block has scale 0; a NaN or infinity makes its block's scale NaN, so a product
+  // with it is NaN as in fp32 (not a quiet wrong number).
+  std::vector<float> zeros(32, 0.0f);
+  int8_t out[32];
+  EXPECT_EQ(quantize_q8_block(zeros.data(), 32, out), 0.0f);
+  x[3] = std::numeric_limits<float>::infinity();
+  q.quantize(x.data(), n);
+  EXPECT_TRUE(std::isnan(q.d[0]));
+  EXPECT_FALSE(std::isnan(q.d[1]));
+  std::vector<float> w(static_cast<size_t>(5) * n, 0.01f), y(5);
+  PackedMatrix::from_rows(WeightFormat::kQ8, w.data(), 5, n).gemv(x.data(), y.data(), false);
+  for (float v : y) EXPECT_TRUE(std::isnan(v));
+}
+
+// The q8 kernels use exact integer sums, so they equal the dequantised double-precision products
+// to float rounding even where fp32 activations would differ by the activations' quantisation.
+TEST(WeightStorage, Q8GemvUsesQuantisedActivations) {
+  const int rows = 64, cols = 768;
+  const auto w = normal_values(static_cast<size_t>(rows) * cols, 10, 0.05f);
+  const auto x = normal_values(cols, 11);
+  const PackedMatrix m = PackedMatrix::from_rows(WeightFormat::kQ8, w.data(), rows, cols);
+  std::vector<float> fast(rows), ref(rows);
+  m.gemv(x.data(), fast.data(), false);
+  packed_gemv_reference(m, x.data(), ref.data(), false);
+  double act_effect = 0.0;
+  for (int r = 0; r < rows; ++r) {
+    double with_fp32_x = 0.0;
+    for (int c = 0; c < cols; ++c) with_fp32_x += static_cast<double>(m.at(r, c)) * x[c];
+    act_effect = std::max(act_effect, std::fabs(with_fp32_x - ref[r]));
+    EXPECT_NEAR(fast[r], ref[r], 2e-6 * (1 + std::fabs(ref[r]))) << r;
+  }
+  EXPECT_GT(act_effect, 1e-4) << "the activations were not quantised";
 }
 
 namespace {
@@ -169,14 +232,20 @@ TEST(WeightStorage, ModelLogitsStayCloseToFp32WholeSequenceAndDecode) {
     const double err = relative_logit_error(whole, ref);
     EXPECT_LT(err, tol) << to_string(f);
     EXPECT_GT(err, 0.0) << to_string(f) << ": the packed weights were not used";
-    // Decode reads the same packed weights: token by token equals the whole sequence.
+    // Decode reads the same packed weights: token by token equals the whole sequence (bf16); q8
+    // quantises each product's input, where decode and the whole sequence may round a value a
+    // step apart (tests/test_stories260k.cpp), so it must stay within the tolerance of fp32.
     auto session = m.start_decoding();
+    std::vector<float> decoded;
     for (int t = 0; t < T; ++t) {
       const float* step = session->step(x[t]);
+      decoded.insert(decoded.end(), step, step + V);
+      if (f != WeightFormat::kBF16) continue;
       for (int v = 0; v < V; ++v)
         ASSERT_NEAR(step[v], whole[static_cast<size_t>(t) * V + v], 1e-4)
             << to_string(f) << " t=" << t << " v=" << v;
     }
+    EXPECT_LT(relative_logit_error(decoded, ref), tol) << to_string(f) << " decode";
     // Inference only: training refuses reduced weights.
     EXPECT_THROW(m.forward(x.data(), x.data(), 1, T, /*training=*/true), Error);
   }
@@ -184,4 +253,70 @@ TEST(WeightStorage, ModelLogitsStayCloseToFp32WholeSequenceAndDecode) {
   EXPECT_EQ(m.packed_weight_bytes(), 0u);
   m.forward(x.data(), nullptr, 1, T);
   for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(m.logits()[i], ref[i]);
+}
+
+// Decode with packed weights runs its products inside one OpenMP region per stretch between two
+// attentions, the threads meeting at a SpinBarrier and each recomputing the norms and the MLP
+// activation itself (GPT2Model::DecodeSession::step_on_team). Every output row is computed by one
+// thread with the same instructions whatever the team, so the logits of 1, 2 and 3 threads must
+// be identical, for GPT-2 and a Llama-family model (RoPE, GQA, SwiGLU), bf16 and q8.
+TEST(WeightStorage, TeamDecodeIsTheSameForAnyThreadCount) {
+  GPT2Config llama = GPT2Config::named("llama-tiny");
+  llama.block_size = 64;
+  for (const GPT2Config& config : {small_config(), llama}) {
+    GPT2Model m(config);
+    m.init_random(12);
+    const int T = 24, V = config.vocab_size;
+    std::vector<int32_t> x(T);
+    std::mt19937_64 rng(13);
+    for (auto& t : x) t = static_cast<int32_t>(rng() % V);
+    for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kQ8}) {
+      m.set_weight_format(f);
+      std::vector<std::vector<float>> logits;
+      const int saved = omp_get_max_threads();
+      for (int threads : {1, 2, 3}) {
+        omp_set_num_threads(threads);
+        auto session = m.start_decoding();
+        std::vector<float> all;
+        for (int t = 0; t < T; ++t) {
+          const float* step = session->step(x[t]);
+          all.insert(all.end(), step, step + V);
+        }
+        logits.push_back(std::move(all));
+      }
+      omp_set_num_threads(saved);
+      for (size_t i = 0; i < logits[0].size(); ++i) {
+        ASSERT_EQ(logits[1][i], logits[0][i])
+            << config.model_type << " " << to_string(f) << " " << i;
+        ASSERT_EQ(logits[2][i], logits[0][i])
+            << config.model_type << " " << to_string(f) << " " << i;
+      }
+    }
+  }
+}
+
+// No thread leaves a round of the barrier before every thread has entered it, whether the waiters
+// are still spinning or already asleep (one thread is late by more than kSpin every 16 rounds).
+TEST(SpinBarrier, NoThreadLeavesBeforeAllArrive) {
+  SpinBarrier barrier;
+  constexpr int kThreads = 3, kRounds = 400;
+  std::atomic<int> entered{0};
+  std::atomic<int> early{0};
+  std::vector<std::thread> team;
+  for (int id = 0; id < kThreads; ++id) {
+    team.emplace_back([&, id] {
+      for (int round = 0; round < kRounds; ++round) {
+        if (id == round % kThreads && round % 16 == 0)
+          std::this_thread::sleep_for(SpinBarrier::kSpin * 5);
+        entered.fetch_add(1);
+        barrier.wait(kThreads);
+        if (entered.load() < kThreads * (round + 1)) early.fetch_add(1);
+        barrier.wait(kThreads);  // nobody enters the next round while others still check
+      }
+    });
+  }
+  for (auto& t : team) t.join();
+  EXPECT_EQ(early.load(), 0);
+  EXPECT_EQ(entered.load(), kThreads * kRounds);
+  barrier.wait(1);  // a team of one never waits
 }

@@ -294,17 +294,36 @@ double term_value(const GainCellKernelParams& p, const Term& term, double y) {
 }
 
 // X_ext[t][p*D + d] = scale_p(t) * g_p(X[t][d] - offset): the key/value-side matrices of the
-// factorised decay, scale_p(t) = exp(e_p lambda (t - c)).
+// factorised decay, scale_p(t) = exp(e_p lambda (t - c)). One exp per (t, p), and the power
+// spelled out per case so that the loop over d vectorises (in double, as the plain form).
 void build_key_side(const GainCellKernelParams& p, const Plan& plan, const float* X, float offset,
                     int T, int D, float* out) {
   const int P = static_cast<int>(plan.terms.size());
   for (int t = 0; t < T; ++t) {
+    const float* x = X + static_cast<size_t>(t) * D;
     for (int q = 0; q < P; ++q) {
       const Term& term = plan.terms[q];
       const double scale = std::exp(term.decay_power * p.lambda * (t - plan.centre));
-      for (int d = 0; d < D; ++d) {
-        out[(static_cast<size_t>(t) * P + q) * D + d] =
-            static_cast<float>(scale * term_value(p, term, X[t * D + d] - offset));
+      float* o = out + (static_cast<size_t>(t) * P + q) * D;
+      switch (term.power) {
+        case 1:
+          for (int d = 0; d < D; ++d) o[d] = static_cast<float>(scale * (double{x[d]} - offset));
+          break;
+        case 2:
+          for (int d = 0; d < D; ++d) {
+            const double y = double{x[d]} - offset;
+            o[d] = static_cast<float>(scale * (y * y));
+          }
+          break;
+        case 3:
+          for (int d = 0; d < D; ++d) {
+            const double y = double{x[d]} - offset;
+            o[d] = static_cast<float>(scale * (y * y * y));
+          }
+          break;
+        default:
+          for (int d = 0; d < D; ++d)
+            o[d] = static_cast<float>(scale * term_value(p, term, x[d] - offset));
       }
     }
   }
@@ -344,6 +363,8 @@ struct Prepared {
   float* vx;    // [T][P*D]
   float* rs;    // [P][T]
   float* qsum;  // [T] sum_d Q (alpha_0 term)
+  // Query rows whose qx and qsum are built (the rows the caller computes).
+  int row_begin, row_end;
 };
 
 // Query rows [r0, r1) that key block kb = keys [j0, j1) can reach through the window.
@@ -390,24 +411,54 @@ void block_scores(const GainCellKernelParams& p, const Plan& plan, const Prepare
   }
 }
 
-// A for rows [r0, r1) of key block [j0, j1): alpha_0 sum_j phi + sum_p rs_p(t) (phi vx_p).
+// A for rows [r0, r1) of key block [j0, j1): alpha_0 sum_j phi + sum_p rs_p(t) sum_j phi vx_p,
+// as ONE GEMM of depth kn * P: the pulses scaled per term, W[r][c P + p] = rs_p(t) phi[r][c],
+// times vx read as [(j0 + c) P + p][D] (its rows are already in that order). A is D wide, so
+// no [rows][P D] intermediate is written and summed again.
+// W[c P + p] = rs_p * phi[c] for the kn pulses of one row, with the term count a constant so
+// that the interleaved stores vectorise (they did not with P a variable).
+template <int P>
+void scale_pulses(const float* ph, const float* rs, int kn, float* w) {
+  for (int c = 0; c < kn; ++c)
+    for (int k = 0; k < P; ++k) w[c * P + k] = rs[k] * ph[c];
+}
+
 void block_tile_sums(const Plan& plan, const Prepared& pr, int tile, int j0, int j1, int r0, int r1,
-                     const float* phi, float* Z, float* A) {
-  const int kn = j1 - j0, rn = r1 - r0, D = pr.D, P = pr.P;
-  gemm(false, false, rn, pr.PD, kn, 1.0f, phi, tile, pr.vx + static_cast<size_t>(j0) * pr.PD, pr.PD,
-       0.0f, Z, pr.PD);
+                     const float* phi, float* W, float* A) {
+  const int kn = j1 - j0, rn = r1 - r0, D = pr.D, P = pr.P, depth = kn * P;
   const float a0 = static_cast<float>(plan.alpha0);
+  float* offsets = W + static_cast<size_t>(rn) * depth;  // a0 * sum_j phi per row
+  float rs[4];
   for (int r = 0; r < rn; ++r) {
     const int t = r0 + r;
+    const float* ph = phi + static_cast<size_t>(r) * tile;
+    float* w = W + static_cast<size_t>(r) * depth;
     float phisum = 0.0f;
-    for (int c = 0; c < kn; ++c) phisum += phi[r * tile + c];
-    float* a = A + static_cast<size_t>(r) * D;
-    for (int d = 0; d < D; ++d) a[d] = a0 * phisum;
-    for (int q = 0; q < P; ++q) {
-      const float scale = pr.rs[q * pr.T + t];
-      const float* z = Z + static_cast<size_t>(r) * pr.PD + q * D;
-      for (int d = 0; d < D; ++d) a[d] += scale * z[d];
+#pragma omp simd reduction(+ : phisum)
+    for (int c = 0; c < kn; ++c) phisum += ph[c];
+    offsets[r] = a0 * phisum;
+    for (int k = 0; k < P; ++k) rs[k] = pr.rs[k * pr.T + t];
+    switch (P) {
+      case 1:
+        scale_pulses<1>(ph, rs, kn, w);
+        break;
+      case 2:
+        scale_pulses<2>(ph, rs, kn, w);
+        break;
+      case 3:
+        scale_pulses<3>(ph, rs, kn, w);
+        break;
+      default:
+        for (int c = 0; c < kn; ++c)
+          for (int k = 0; k < P; ++k) w[c * P + k] = pr.rs[k * pr.T + t] * ph[c];
     }
+  }
+  gemm(false, false, rn, D, depth, 1.0f, W, depth, pr.vx + static_cast<size_t>(j0) * pr.PD, D, 0.0f,
+       A, D);
+  for (int r = 0; r < rn; ++r) {
+    float* a = A + static_cast<size_t>(r) * D;
+    const float offset = offsets[r];
+    for (int d = 0; d < D; ++d) a[d] += offset;
   }
 }
 
@@ -451,8 +502,10 @@ float* sized(std::vector<float>& v, size_t n) {
   return v.data();
 }
 
+// Key/value sides for every key (V null: the key side only), the query side for rows
+// [row_begin, row_end).
 Prepared prepare(const GainCellKernelParams& p, const Plan& plan, const float* Q, const float* K,
-                 const float* V, int T, int D, GainCellWorkspace& ws) {
+                 const float* V, int T, int D, GainCellWorkspace& ws, int row_begin, int row_end) {
   Prepared pr;
   pr.T = T;
   pr.D = D;
@@ -460,6 +513,8 @@ Prepared prepare(const GainCellKernelParams& p, const Plan& plan, const float* Q
   pr.PD = pr.P * D;
   pr.blocks = (T + p.tile - 1) / p.tile;
   pr.row_cap = std::min(T, p.window + p.tile);
+  pr.row_begin = row_begin;
+  pr.row_end = row_end;
   const size_t n = static_cast<size_t>(T) * pr.PD;
   pr.qx = sized(ws.q_scaled, n);
   pr.kx = sized(ws.k_scaled, n);
@@ -467,47 +522,74 @@ Prepared prepare(const GainCellKernelParams& p, const Plan& plan, const float* Q
   pr.rs = sized(ws.row_scales, static_cast<size_t>(pr.P) * T);
   pr.qsum = sized(ws.q_row_sum, T);
   build_key_side(p, plan, K, p.k_offset, T, D, pr.kx);
-  build_key_side(p, plan, V, p.v_offset, T, D, pr.vx);
+  if (V != nullptr) build_key_side(p, plan, V, p.v_offset, T, D, pr.vx);  // forward only
   build_row_scales(p, plan, T, pr.rs);
-  for (int t = 0; t < T; ++t) {
+  for (int t = row_begin; t < row_end; ++t) {
+    const float* q = Q + static_cast<size_t>(t) * D;
     float s = 0.0f;
-    for (int d = 0; d < D; ++d) s += Q[t * D + d];
+    for (int d = 0; d < D; ++d) s += q[d];
     pr.qsum[t] = s;
-    for (int q = 0; q < pr.P; ++q) {
-      const float scale = pr.rs[q * T + t];
-      float* dst = pr.qx + (static_cast<size_t>(t) * pr.P + q) * D;
-      for (int d = 0; d < D; ++d) dst[d] = scale * Q[t * D + d];
+    for (int k = 0; k < pr.P; ++k) {
+      const float scale = pr.rs[k * T + t];
+      float* dst = pr.qx + (static_cast<size_t>(t) * pr.P + k) * D;
+      for (int d = 0; d < D; ++d) dst[d] = scale * q[d];
     }
   }
   return pr;
 }
 
+// Query rows of the forward: [row_begin, row_end) of the rows [r0, r1) a key block reaches.
+void clip_rows(const Prepared& pr, int& r0, int& r1) {
+  r0 = std::max(r0, pr.row_begin);
+  r1 = std::max(r0, std::min(r1, pr.row_end));
+}
+
 }  // namespace
+
+int gaincell_gemm_terms(const GainCellKernelParams& p, int T) {
+  const Plan plan = make_plan(p, T);
+  return plan.direct ? 0 : static_cast<int>(plan.terms.size());
+}
+
+bool gaincell_rows_separable(const GainCellKernelParams& p, int T) {
+  return !make_plan(p, T).direct;
+}
 
 void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const float* K,
                            const float* V, int T, int D, float* O, uint8_t* clip_mask,
                            GainCellWorkspace& ws, uint64_t noise_seed) {
-  const Plan plan = make_plan(p, T);
-  if (plan.direct) {
+  if (!gaincell_rows_separable(p, T)) {
     // Not separable (ablation cell with leakage, or extreme lambda*T): plain loops. The
     // backward of this path recomputes everything, so no clip mask is needed.
     reference_gaincell_forward(p, Q, K, V, T, D, O, nullptr, nullptr, noise_seed);
     return;
   }
-  const Prepared pr = prepare(p, plan, Q, K, V, T, D, ws);
+  gaincell_head_forward_rows(p, Q, K, V, T, D, 0, T, O, clip_mask, ws, noise_seed);
+}
+
+void gaincell_head_forward_rows(const GainCellKernelParams& p, const float* Q, const float* K,
+                                const float* V, int T, int D, int row_begin, int row_end, float* O,
+                                uint8_t* clip_mask, GainCellWorkspace& ws, uint64_t noise_seed) {
+  const Plan plan = make_plan(p, T);
+  require(!plan.direct, "gain-cell attention: row ranges need the separable (fast) form");
+  require(0 <= row_begin && row_begin <= row_end && row_end <= T,
+          "gain-cell attention: query rows [" + std::to_string(row_begin) + ", " +
+              std::to_string(row_end) + ") outside [0, " + std::to_string(T) + ")");
+  const Prepared pr = prepare(p, plan, Q, K, V, T, D, ws, row_begin, row_end);
   const int tile = p.tile, nb = p.physical_tiles();
   const int used_tiles = std::min(pr.blocks, nb);
   float* S = sized(ws.scores, static_cast<size_t>(pr.row_cap) * tile);
   float* phi = sized(ws.phi, static_cast<size_t>(pr.row_cap) * tile);
-  float* Z = sized(ws.v_products, static_cast<size_t>(pr.row_cap) * pr.PD);
+  float* W = sized(ws.v_products, static_cast<size_t>(pr.row_cap) * (tile * pr.P + 1));
   float* A = sized(ws.tile_out, static_cast<size_t>(pr.row_cap) * D);
   // carry[tau]: partial sums of the rows whose window holds keys of two sequence blocks that map
   // to the same physical sub-tile tau (T > M; spec §11 item 7).
   float* carry = sized(ws.carry, static_cast<size_t>(nb) * tile * D);
   float* mean_sum = sized(ws.mean_sum, static_cast<size_t>(T) * D);
   const bool per_tile = p.out_mode == OutputQuantMode::kPerTile;
-  std::fill(O, O + static_cast<size_t>(T) * D, 0.0f);
-  if (!per_tile) std::fill(mean_sum, mean_sum + static_cast<size_t>(T) * D, 0.0f);
+  const size_t first = static_cast<size_t>(row_begin) * D, last = static_cast<size_t>(row_end) * D;
+  std::fill(O + first, O + last, 0.0f);
+  if (!per_tile) std::fill(mean_sum + first, mean_sum + last, 0.0f);
   const float to_unit = p.sign / p.a_sat;
   std::vector<uint8_t> signs(D);
   require(per_tile || p.read_noise_a == 0.0,
@@ -516,23 +598,32 @@ void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const 
 
   for (int kb = 0; kb < pr.blocks; ++kb) {
     const int j0 = kb * tile, j1 = std::min(T, j0 + tile);
+    const int tau = kb % nb;
+    float* tile_carry = carry + static_cast<size_t>(tau) * tile * D;
+    const int tail = j0 + p.window;  // rows from here on also see keys of block kb + nb
     int r0, r1;
     block_rows(p, T, j0, j1, r0, r1);
+    const int block_first_row = r0;  // j0: the carry is indexed from the block's first row
+    clip_rows(pr, r0, r1);
+    if (r0 == r1) {
+      // None of this range's rows see the block; a carry it leaves must still read zero.
+      if (per_tile && tail < T)
+        std::fill(tile_carry, tile_carry + static_cast<size_t>(tile) * D, 0.0f);
+      continue;
+    }
     block_scores(p, plan, pr, j0, j1, r0, r1, S, phi, noise_seed);
-    block_tile_sums(plan, pr, tile, j0, j1, r0, r1, phi, Z, A);
+    block_tile_sums(plan, pr, tile, j0, j1, r0, r1, phi, W, A);
     if (!per_tile) {
       for (int r = 0; r < r1 - r0; ++r)
         for (int d = 0; d < D; ++d) mean_sum[static_cast<size_t>(r0 + r) * D + d] += A[r * D + d];
       continue;
     }
-    const int tau = kb % nb;
-    float* tile_carry = carry + static_cast<size_t>(tau) * tile * D;
-    const int tail = j0 + p.window;  // rows from here on also see keys of block kb + nb
     if (kb >= nb) {
-      for (int t = r0; t < std::min(r0 + tile, r1); ++t)
-        for (int d = 0; d < D; ++d) A[(t - r0) * D + d] += tile_carry[(t - r0) * D + d];
+      for (int t = r0; t < std::min(block_first_row + tile, r1); ++t)
+        for (int d = 0; d < D; ++d)
+          A[(t - r0) * D + d] += tile_carry[(t - block_first_row) * D + d];
     }
-    if (tail < r1) std::fill(tile_carry, tile_carry + static_cast<size_t>(tile) * D, 0.0f);
+    if (tail < T) std::fill(tile_carry, tile_carry + static_cast<size_t>(tile) * D, 0.0f);
     for (int t = r0; t < r1; ++t) {
       float* a = A + static_cast<size_t>(t - r0) * D;
       if (t >= tail) {
@@ -548,7 +639,7 @@ void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const 
     }
   }
   if (!per_tile) {
-    for (int t = 0; t < T; ++t) {
+    for (int t = row_begin; t < row_end; ++t) {
       const float n = static_cast<float>(p.tiles_in_use(t));
       for (int d = 0; d < D; ++d) {
         const size_t i = static_cast<size_t>(t) * D + d;
@@ -570,7 +661,8 @@ void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const
     return;
   }
   require(clip_mask != nullptr, "gain-cell backward: the forward pass kept no clip mask");
-  const Prepared pr = prepare(p, plan, Q, K, V, T, D, ws);
+  // The backward's AV side is the linear surrogate (vl below), not the V-side products.
+  const Prepared pr = prepare(p, plan, Q, K, nullptr, T, D, ws, 0, T);
   const int tile = p.tile, nb = p.physical_tiles();
   const int used_tiles = std::min(pr.blocks, nb);
   const bool per_tile = p.out_mode == OutputQuantMode::kPerTile;

@@ -81,8 +81,8 @@ struct GainCellWorkspace {
   std::vector<float> q_scaled, k_scaled, v_scaled, row_scales, q_row_sum;
   // One block of query rows against one tile of keys: scores S and pulses phi ([rows][tile]).
   std::vector<float> scores, phi;
-  // Forward: the V-side products ([rows][P*D]), the tile outputs ([rows][D]), the per-block
-  // carries ([blocks][tile][D]) and the tile-mean sums ([T][D]).
+  // Forward: the pulses scaled per decay term ([rows][tile*P + 1]), the tile outputs
+  // ([rows][D]), the per-block carries ([blocks][tile][D]) and the tile-mean sums ([T][D]).
   std::vector<float> v_products, tile_out, carry, mean_sum;
   // Backward: dS ([rows][max(tile, D)]), the gradient of the tile sums ([rows][D]), K and V with
   // their leakage ([T][D]), the two query-side decay scales ([2][T]) and the d phi / d S factors.
@@ -96,6 +96,20 @@ struct GainCellWorkspace {
 void gaincell_head_forward(const GainCellKernelParams& p, const float* Q, const float* K,
                            const float* V, int T, int D, float* O, uint8_t* clip_mask,
                            GainCellWorkspace& ws, uint64_t noise_seed = 0);
+// The sgemm terms of the factorised form at length T: the QK and AV products each run as one
+// GEMM of depth terms * D (3 for the leaky paper-nonlinear polynomial, 1 for the linear cell or
+// without leakage), i.e. terms times a softmax head's multiply-adds; 0 when the form does not
+// apply (plain loops). The benchmarks count the gain-cell attention's work with it.
+int gaincell_gemm_terms(const GainCellKernelParams& p, int T);
+// Whether the fast kernel's factorised form applies (else both functions above run the plain
+// loops, and the rows of a head cannot be split).
+bool gaincell_rows_separable(const GainCellKernelParams& p, int T);
+// The fast forward of query rows [row_begin, row_end) only, for threading a head over row
+// ranges: writes those rows of O [T][D] and of clip_mask (null: none); the rows are independent,
+// so ranges may run concurrently with their own workspaces. Requires gaincell_rows_separable.
+void gaincell_head_forward_rows(const GainCellKernelParams& p, const float* Q, const float* K,
+                                const float* V, int T, int D, int row_begin, int row_end, float* O,
+                                uint8_t* clip_mask, GainCellWorkspace& ws, uint64_t noise_seed = 0);
 // dO: dL/dO [T][D] (O before the output scaler). Writes dQ, dK, dV (gradients w.r.t. the
 // scaled/clamped/quantised signals; straight-through for the quantisers).
 void gaincell_head_backward(const GainCellKernelParams& p, const float* Q, const float* K,

@@ -47,9 +47,7 @@ void block_softmax_unnormalised(float* S, float* inv_sum, float* lse, int i0, in
   for (int t = i0; t < i1; t++) {
     float* row = S + static_cast<int64_t>(t - i0) * nk;
     const int lo = first_key(t, window) - k0, hi = t - k0;  // visible: [lo, hi]
-    float mx = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : mx)
-    for (int n = lo; n <= hi; n++) mx = std::max(mx, row[n]);
+    const float mx = max_value(row + lo, hi - lo + 1);
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int n = lo; n <= hi; n++) {
@@ -115,7 +113,9 @@ void head_backward(const HeadView& h, const float* dout, const float* lse, float
       const float* p = P + static_cast<int64_t>(m) * nk;
       float* g = dP + static_cast<int64_t>(m) * nk;
       float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)  // a scalar chain of adds without it
       for (int n = 0; n < nk; n++) dot += p[n] * g[n];
+#pragma omp simd
       for (int n = 0; n < nk; n++) g[n] = p[n] * (g[n] - dot) * scale;
     }
     blas::gemm_nn(mb, D, nk, dP, nk, Kb, D, dq + static_cast<int64_t>(i0) * D, D);
@@ -226,8 +226,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     score_keys(q, g, 0, n, scale, scores);
     for (int r = 0; r < rep; r++) {
       float* row = scores + r * capacity_;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int j = 0; j < n; j++) mx = std::max(mx, row[j]);
+      const float mx = max_value(row, n);
       float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
       for (int j = 0; j < n; j++) {
@@ -278,8 +277,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
         const size_t p0 = static_cast<size_t>(item) * rep;  // partials of (g, c, r = 0)
         for (int r = 0; r < rep; r++) {
           float* row = scores + r * capacity_;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int j = j0; j < j1; j++) mx = std::max(mx, row[j]);
+          const float mx = max_value(row + j0, j1 - j0);
           float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
           for (int j = j0; j < j1; j++) {

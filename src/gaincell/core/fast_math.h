@@ -1,4 +1,4 @@
-// Vectorisable exp and tanh for the hot elementwise loops (softmax, cross-entropy, GELU).
+// Vectorisable exp, tanh and max for the hot elementwise loops (softmax, cross-entropy, GELU).
 // std::exp / std::tanh are opaque library calls that stop GCC from vectorising a loop (without
 // -ffast-math); these are plain arithmetic, so `#pragma omp simd` loops compile to AVX-512.
 //
@@ -11,6 +11,7 @@
 
 #include <bit>
 #include <cstdint>
+#include <limits>
 
 namespace gaincell {
 
@@ -45,6 +46,25 @@ inline float fast_exp(float x) {
   const int32_t bits = (static_cast<int32_t>(n_finite - top) + 127) << 23;
   const float scale = std::bit_cast<float>(bits) * (1.0f + top);
   return p * scale;
+}
+
+// Largest of x[0..n) (-inf for n = 0; NaN entries are skipped, as with std::max(m, x)). Written
+// as independent lanes because GCC 12 compiles `#pragma omp simd reduction(max : m)` over
+// std::max into a loop 5-50x slower (a per-lane array combined by a scalar chain each call:
+// 2.6 us for 1,024 floats, 130 us for GPT-2's 50,257 logits, against 0.3 and 3-5 us here).
+inline float max_value(const float* x, int64_t n) {
+  constexpr int kLanes = 64;  // four AVX-512 (eight AVX2) registers of independent maxima
+  float lane[kLanes];
+  for (int l = 0; l < kLanes; ++l) lane[l] = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] = lane[l] < x[i + l] ? x[i + l] : lane[l];
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) lane[l] = lane[l] < x[i + l] ? x[i + l] : lane[l];
+  for (; i < n; ++i) lane[0] = lane[0] < x[i] ? x[i] : lane[0];
+  for (int width = kLanes / 2; width >= 1; width /= 2)
+    for (int l = 0; l < width; ++l) lane[l] = lane[l] < lane[l + width] ? lane[l + width] : lane[l];
+  return lane[0];
 }
 
 inline float fast_tanh(float x) {

@@ -1,5 +1,7 @@
 #include "gaincell/model/gpt2.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/json.h"
+#include "gaincell/core/spin_barrier.h"
 #include "gaincell/model/layers.h"
 #include "gaincell/model/memory_estimate.h"
 
@@ -513,14 +516,15 @@ void GPT2Model::build_rope_tables() {
 struct GPT2Model::Activations {
   int64_t capacity = 0;  // B*T the buffers were carved for
   int B = 0, T = 0;
-  bool has_targets = false, training = false, logits_valid = false;
+  bool has_targets = false, training = false, logits_valid = false, logits_kept = false;
   int64_t loss_count = 0;
   std::vector<int32_t> inputs, targets;
   std::unique_ptr<float[]> forward_buffer, backward_buffer;
   size_t forward_floats = 0, backward_floats = 0;
-  // The [B*T, V] logits are only materialised by inference forwards; a training forward computes
-  // the loss `kVocabChunk` vocabulary columns at a time into vocab_chunk (saves ~200 MB at
-  // GPT-2 124M, B*T = 1024) and backward recomputes them.
+  // The [B*T, V] logits are materialised by inference forwards, and by training forwards when
+  // they fit training_logits_budget_ (logits_kept: backward uses them in place); otherwise a
+  // training forward computes the loss `vocab_chunk_` vocabulary columns at a time into
+  // vocab_chunk and backward recomputes them.
   std::unique_ptr<float[]> logits_buffer, vocab_chunk;
   int64_t logits_capacity = 0, vocab_chunk_capacity = 0;
   // Forward (kept for backward). Per layer l: res_in(l) = l == 0 ? encoded : res3[l-1].
@@ -924,6 +928,7 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
   a.inputs.assign(inputs, inputs + BT);
   a.has_targets = false;
   a.logits_valid = false;
+  a.logits_kept = false;
   a.training = training;
 
   layers::embedding_forward(a.encoded, inputs, P + wte_, tensor_or_null(wpe_), B, T, C, V);
@@ -955,10 +960,17 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
   // LM head (tied to the token embedding unless the config has a separate lm_head).
   layers::LossResult loss;
   if (training && targets != nullptr) {
-    float* chunk =
-        ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
-    loss = layers::lm_head_loss_forward_chunked(a.losses, a.lse, chunk, a.lnf, P + lm_head_,
-                                                targets, BT, C, V, vocab_chunk_);
+    a.logits_kept = BT * V <= training_logits_budget_;
+    if (a.logits_kept) {  // one chunk of the whole vocabulary, kept for backward()
+      float* logits = ensure_buffer(a.logits_buffer, a.logits_capacity, BT * V);
+      loss = layers::lm_head_loss_forward_chunked(a.losses, a.lse, logits, a.lnf, P + lm_head_,
+                                                  targets, BT, C, V, V);
+    } else {
+      float* chunk =
+          ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
+      loss = layers::lm_head_loss_forward_chunked(a.losses, a.lse, chunk, a.lnf, P + lm_head_,
+                                                  targets, BT, C, V, vocab_chunk_);
+    }
   } else {
     a.logits = ensure_buffer(a.logits_buffer, a.logits_capacity, BT * V);
     if (const PackedMatrix* head = packed(lm_head_)) {
@@ -1005,11 +1017,17 @@ void GPT2Model::backward() {
   const int64_t BT = static_cast<int64_t>(B) * T;
   const float* P = param_data_.get();
 
-  float* chunk =
-      ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
-  layers::lm_head_loss_backward_chunked(a.dln, G + lm_head_, chunk, a.lnf, P + lm_head_,
-                                        a.targets.data(), a.lse, BT, C, V, vocab_chunk_,
-                                        a.loss_count);
+  if (a.logits_kept) {
+    layers::lm_head_loss_backward_chunked(a.dln, G + lm_head_, a.logits_buffer.get(), a.lnf,
+                                          P + lm_head_, a.targets.data(), a.lse, BT, C, V, V,
+                                          a.loss_count, /*buffer_holds_logits=*/true);
+  } else {
+    float* chunk =
+        ensure_buffer(a.vocab_chunk, a.vocab_chunk_capacity, BT * std::min(vocab_chunk_, V));
+    layers::lm_head_loss_backward_chunked(a.dln, G + lm_head_, chunk, a.lnf, P + lm_head_,
+                                          a.targets.data(), a.lse, BT, C, V, vocab_chunk_,
+                                          a.loss_count);
+  }
   std::memset(a.dres, 0, BT * C * sizeof(float));
   norm_backward(a.dres, G, a.dln, a.res3[config_.n_layer - 1], a.lnf_stats, lnf_w_, lnf_b_, BT);
   // Parameter layout (build_param_table): embeddings, block 0 .. block n-1, final norm, untied
@@ -1299,8 +1317,9 @@ const float* DecodeSession::step(int32_t token) {
                                           std::to_string(cfg.block_size));
   // fp32 matrix-vector products run on OpenBLAS's pool and everything else here is serial: a
   // second (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
-  // (bench/README.md). Packed bf16/q8 weights run on the OpenMP team, so attention may use it too.
-  const bool on_openmp_team = model_.weight_format() != WeightFormat::kF32;
+  // (bench/README.md). Packed bf16/q8 weights run on the OpenMP team (step_on_team).
+  if (model_.weight_format() != WeightFormat::kF32) return step_on_team(token);
+  constexpr bool on_openmp_team = false;
   Buffers& b = *buffers_;
   const float* P = model_.param_data();
   float* x = b.x.data();
@@ -1332,6 +1351,76 @@ const float* DecodeSession::step(int32_t token) {
     head->gemv(b.ln.data(), b.logits.data(), false);
   } else {
     blas::gemv_n(V, C, P + model_.lm_head_, b.ln.data(), b.logits.data());
+  }
+  position_++;
+  return b.logits.data();
+}
+
+// Decode with packed (bf16/q8) weights. Every product runs on the OpenMP team, and the products
+// between one layer's attention and the next (attention output projection, MLP, the next layer's
+// q|k|v; the LM head after the last) run inside one parallel region whose threads meet at a
+// SpinBarrier once per product (core/spin_barrier.h): two regions per layer (this one and the
+// attention's own) instead of one per product, and no sleep between products on an idle machine.
+// Each thread computes the small serial pieces (norms, the MLP activation) itself from the shared
+// complete vectors into its own buffer, so one barrier per product suffices; the results are the
+// same on every thread (the same instructions on the same data).
+const float* DecodeSession::step_on_team(int32_t token) {
+  const GPT2Model& m = model_;
+  const GPT2Config& cfg = m.config();
+  const int C = cfg.n_embd, V = cfg.vocab_size, H = cfg.n_head, Hkv = cfg.kv_heads(),
+            D = cfg.head_dim(), L = cfg.n_layer;
+  const RowWidths w(cfg);
+  Buffers& b = *buffers_;
+  const float* P = m.param_data();
+  float* x = b.x.data();
+  const int32_t pos = static_cast<int32_t>(position_);
+  const float* wpe = m.wpe_ == GPT2Model::kNone ? nullptr : P + m.wpe_ + pos * int64_t{C};
+  layers::embedding_forward(x, &token, P + m.wte_, wpe, 1, 1, C, V);
+  const size_t own_width = static_cast<size_t>(std::max<int64_t>(w.C, w.A));
+  SpinBarrier barrier;
+  for (int l = 0; l <= L; l++) {
+#pragma omp parallel
+    {
+      const int threads = omp_get_num_threads();
+      thread_local std::vector<float> own;  // this thread's copy of a product's input
+      own.resize(own_width);
+      float stats[2];
+      // out = (out when accumulating) + bias + M in; then the team meets unless it is the
+      // region's last product (the region's end joins it).
+      auto product = [&](size_t weight, size_t bias, const float* in, float* out, bool accumulate,
+                         bool last) {
+        const PackedMatrix& M = *m.packed(weight);
+        M.gemv_team(M.prepare(in), out, accumulate, m.tensor_or_null(bias));
+        if (!last) barrier.wait(threads);
+      };
+      if (l > 0) {  // the rest of layer l - 1 after its attention
+        const GPT2Model::LayerOffsets& o = m.layer_offsets_[l - 1];
+        product(o.attproj_w, o.attproj_b, b.att.data(), x, true, false);
+        m.norm_forward(own.data(), stats, x, o.ln2_w, o.ln2_b, 1);
+        product(o.fc_w, o.fc_b, own.data(), b.fc.data(), false, false);
+        m.activation(own.data(), b.fc.data(), 1);
+        product(o.fcproj_w, o.fcproj_b, own.data(), x, true, false);
+      }
+      if (l < L) {  // layer l up to its attention
+        const GPT2Model::LayerOffsets& o = m.layer_offsets_[l];
+        m.norm_forward(own.data(), stats, x, o.ln1_w, o.ln1_b, 1);
+        product(o.qkv_w, o.qkv_b, own.data(), b.qkv.data(), false, true);
+      } else {
+        m.norm_forward(own.data(), stats, x, m.lnf_w_, m.lnf_b_, 1);
+        product(m.lm_head_, GPT2Model::kNone, own.data(), b.logits.data(), false, true);
+      }
+    }
+    if (l == L) break;
+    // Attention of layer l on this thread; its decode state may split the cache over the team.
+    float* q = b.qkv.data();
+    float* k = q + H * D;
+    if (cfg.uses_rope()) {
+      layers::rope_apply(q, m.rope_cos_.data(), m.rope_sin_.data(), 1, H, 1, D, pos);
+      layers::rope_apply(k, m.rope_cos_.data(), m.rope_sin_.data(), 1, Hkv, 1, D, pos);
+    }
+    states_[l]->append(k, k + Hkv * D);
+    set_softmax_decode_split(*states_[l], true);
+    states_[l]->attend(q, b.att.data());
   }
   position_++;
   return b.logits.data();

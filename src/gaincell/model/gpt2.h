@@ -161,10 +161,16 @@ class GPT2Model {
   using GradReadyHook = std::function<void(size_t begin, size_t end)>;
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_hook_ = std::move(hook); }
 
-  // A training forward (training = true with targets) does not keep the [B, T, vocab] logits
-  // (they dominate activation memory): it computes the loss over chunks of this many vocabulary
-  // columns and backward() recomputes them. logits() is then unavailable; token_losses() is.
+  // A training forward (training = true with targets) whose [B, T, vocab] logits exceed the
+  // budget below does not keep them (they dominate activation memory): it computes the loss over
+  // chunks of this many vocabulary columns and backward() recomputes them. After any training
+  // forward logits() is unavailable; token_losses() is.
   void set_vocab_chunk(int columns);
+  // Unless the [B, T, vocab] logits fit this many floats: then a training forward keeps them
+  // (computed in one GEMM, the loss over them as one chunk) and backward() uses them in place,
+  // one LM-head GEMM per step fewer. Default 64 M floats (256 MiB: GPT-2 124M at B*T = 1024 keeps
+  // its 206 MB of logits; B*T = 2048 with GPT-2's vocabulary chunks); 0 = always chunk.
+  void set_training_logits_budget(int64_t floats) { training_logits_budget_ = floats; }
   // Bytes held by the activation buffers (forward + backward scratch), for benchmarks.
   size_t activation_bytes() const;
 
@@ -215,6 +221,7 @@ class GPT2Model {
   size_t wte_ = 0, wpe_ = kNone, lnf_w_ = 0, lnf_b_ = kNone, lm_head_ = 0;
   std::vector<float> rope_cos_, rope_sin_;  // [block_size][head_dim / 2] (Llama family)
   int vocab_chunk_ = 2048;
+  int64_t training_logits_budget_ = int64_t{64} << 20;
   std::vector<ParamInfo> params_;
   size_t num_params_ = 0;
   std::unique_ptr<float[]> param_data_;
@@ -272,6 +279,8 @@ class DecodeSession {
 
  private:
   struct Buffers;
+  // step() with packed (bf16/q8) weights: the products on the OpenMP team, two regions per layer.
+  const float* step_on_team(int32_t token);
   GPT2Model& model_;
   std::vector<std::unique_ptr<AttentionDecodeState>> states_;
   std::unique_ptr<Buffers> buffers_;

@@ -189,9 +189,7 @@ namespace {
 // log(sum(exp(row))), stable: shifted by the max, vectorised float sums over blocks of 512,
 // accumulated in double.
 double row_logsumexp(const float* row, int V) {
-  float mx = row[0];
-#pragma omp simd reduction(max : mx)  // without it the max loop stays scalar
-  for (int v = 1; v < V; v++) mx = std::max(mx, row[v]);
+  const float mx = max_value(row, V);
   double sum = 0.0;
   for (int v0 = 0; v0 < V; v0 += 512) {
     const int v1 = std::min(V, v0 + 512);
@@ -267,9 +265,7 @@ LossResult lm_head_loss_forward_chunked(float* losses, float* lse, float* buffer
 #pragma omp parallel for schedule(static) if (N * vc >= kParallelMin)
     for (int64_t n = 0; n < N; n++) {
       const float* row = buffer + n * vc;
-      float mx = row[0];
-#pragma omp simd reduction(max : mx)
-      for (int v = 1; v < vc; v++) mx = std::max(mx, row[v]);
+      const float mx = max_value(row, vc);
       const double new_max = std::max(run_max[n], static_cast<double>(mx));
       const float shift = static_cast<float>(new_max);
       float sum = 0.0f;
@@ -297,13 +293,16 @@ LossResult lm_head_loss_forward_chunked(float* losses, float* lse, float* buffer
 
 void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const float* x,
                                    const float* wte, const int32_t* targets, const float* lse,
-                                   int64_t N, int C, int V, int chunk, int64_t count) {
+                                   int64_t N, int C, int V, int chunk, int64_t count,
+                                   bool buffer_holds_logits) {
+  require(!buffer_holds_logits || chunk >= V,
+          "lm_head_loss_backward_chunked: kept logits need the whole vocabulary in one chunk");
   const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
   const int n = static_cast<int>(N);
   for (int v0 = 0; v0 < V; v0 += chunk) {
     const int vc = std::min(chunk, V - v0);
     const float* w = wte + static_cast<int64_t>(v0) * C;
-    blas::gemm_nt(n, vc, C, x, C, w, C, buffer, vc);
+    if (!buffer_holds_logits) blas::gemm_nt(n, vc, C, x, C, w, C, buffer, vc);
 #pragma omp parallel for schedule(static) if (N * vc >= kParallelMin)
     for (int64_t r = 0; r < N; r++) {
       float* row = buffer + r * vc;

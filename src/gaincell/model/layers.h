@@ -59,9 +59,12 @@ LossResult lm_head_loss_forward_chunked(float* losses, float* lse, float* buffer
                                         int V, int chunk);
 // Recomputes each logits chunk, turns it into d(mean loss)/d(logits) with the stored lse, and
 // accumulates dwte += dlogitsᵀ x; OVERWRITES dx = dlogits · wte. Each dwte row is touched once.
+// buffer_holds_logits: the forward ran with chunk >= V and its [N, V] logits are still in
+// `buffer`, so they are used in place instead of recomputed (one LM-head GEMM fewer).
 void lm_head_loss_backward_chunked(float* dx, float* dwte, float* buffer, const float* x,
                                    const float* wte, const int32_t* targets, const float* lse,
-                                   int64_t N, int C, int V, int chunk, int64_t count);
+                                   int64_t N, int C, int V, int chunk, int64_t count,
+                                   bool buffer_holds_logits = false);
 
 // Token + position embedding: out[b,t,:] = wte[tok] + wpe[t] (wpe null: no position embedding,
 // the Llama family). Throws on out-of-range tokens.

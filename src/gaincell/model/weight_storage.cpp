@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -45,6 +46,35 @@ namespace {
 constexpr int64_t kParallelMin = int64_t{1} << 15;
 
 }  // namespace
+
+float quantize_q8_block(const float* v, int n, int8_t* q) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(v[i]);
+    amax = std::max(amax, std::fabs(v[i]));
+  }
+  if (!finite) {  // NaN or infinity: the block's products become NaN (d = NaN), as in fp32
+    std::fill(q, q + n, int8_t{0});
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  const float d = amax / 127.0f;
+  const float inv = d > 0.0f ? 1.0f / d : 0.0f;
+  for (int i = 0; i < n; ++i)
+    q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(v[i] * inv), -127.0f, 127.0f));
+  return d;
+}
+
+void Q8Vector::quantize(const float* x, int length) {
+  n = length;
+  const int blocks = (length + kQ8BlockSize - 1) / kQ8BlockSize;
+  q.assign(static_cast<size_t>(blocks) * kQ8BlockSize, int8_t{0});
+  d.resize(blocks);
+  for (int b = 0; b < blocks; ++b) {
+    const int c0 = b * kQ8BlockSize;
+    d[b] = quantize_q8_block(x + c0, std::min(kQ8BlockSize, length - c0), q.data() + c0);
+  }
+}
 
 PackedMatrix PackedMatrix::allocate(WeightFormat format, int rows, int cols) {
   require(rows > 0 && cols > 0, "PackedMatrix: rows and cols must be > 0, got " +
@@ -104,14 +134,8 @@ void PackedMatrix::pack_row(int r, const float* row) {
     case WeightFormat::kQ8:
       for (int b = 0; b < blocks_per_row(); ++b) {
         const int c0 = b * kQ8BlockSize, c1 = std::min(cols_, c0 + kQ8BlockSize);
-        float amax = 0.0f;
-        for (int c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(row[c]));
-        const float d = amax / 127.0f;
-        const float inv = d > 0.0f ? 1.0f / d : 0.0f;
-        scales_[static_cast<size_t>(r) * blocks_per_row() + b] = d;
-        for (int c = c0; c < c1; ++c)
-          q8_[base + c] =
-              static_cast<int8_t>(std::clamp(std::nearbyint(row[c] * inv), -127.0f, 127.0f));
+        scales_[static_cast<size_t>(r) * blocks_per_row() + b] =
+            quantize_q8_block(row + c0, c1 - c0, q8_.data() + base + c0);
       }
       return;
   }
@@ -138,16 +162,37 @@ float PackedMatrix::at(int r, int c) const {
 
 namespace {
 
-// Decode reads every weight once per token, so the row kernels must keep up with memory: each
-// decodes the stored values to fp32 in vector registers (bf16: a 16-bit shift; q8: sign-extend,
-// convert, one multiply by the block's scale per block) and runs several rows per pass so one
-// load of x serves all of them. The activations stay fp32 (no int8 quantisation of x): the
-// products equal, to fp32 rounding, those of the whole-sequence path (dequantise + sgemm), so
-// decode still equals the whole-sequence forward. Rows are handled kRowsPerPass at a time.
+// ---------------------------------------------------------------------------------------------
+// Matrix-vector kernels (decode)
+//
+// Decode reads every weight once per token, so the row kernels must keep up with memory; each
+// runs kRowsPerPass rows per pass so that one load of x serves all of them.
+// - bf16: x is regrouped once per product (GemvInput::x_pairs) so that one 2*kLanes-column load
+//   of weights splits into two fp32 vectors with one shift (even columns) and one mask (odd
+//   columns), two instructions per 2*kLanes weights instead of a widening load and a shift per
+//   kLanes.
+// - q8: x is quantised once per product per block of 32 (Q8Vector) and a block's 32 products
+//   are summed exactly in int32 (AVX-512 VNNI vpdpbusd, or vpmaddubsw + vpmaddwd), then scaled
+//   once by d_w d_x: ggml's Q8_0 x Q8_0 dot.
 constexpr int kRowsPerPass = 4;
 
-// Portable partial-sum kernels (any CPU; the compiler vectorises the fixed-width inner loops).
-// They also take the tail of a row after the last full vector.
+}  // namespace
+
+// x as the kernels of one format read it, prepared once per product (prepare_gemv_input).
+struct GemvInput {
+  const float* x = nullptr;        // fp32 x: the f32 kernels and the bf16 row tails
+  const float* x_pairs = nullptr;  // bf16: per 2*kLanes columns, the even columns then the odd
+  const Q8Vector* q8 = nullptr;    // q8: x quantised per block
+  // AVX-512: per 32-bit lane j (columns 4j .. 4j+3): -128 times the sum of the four quantised x
+  // (the correction of vpdpbusd's unsigned operand w + 128), and d_x of the lane's block.
+  const int32_t* q8_lane_offsets = nullptr;
+  const float* q8_lane_scales = nullptr;
+};
+
+namespace {
+
+// Portable partial sums (any CPU; the compiler vectorises the fixed-width inner loops). They also
+// take the tail of a row after the last full vector.
 float dot_f32_portable(const float* w, const float* x, int c, int n) {
   float acc[kQ8BlockSize] = {};
   for (; c + kQ8BlockSize <= n; c += kQ8BlockSize) {
@@ -173,24 +218,20 @@ float dot_bf16_portable(const uint16_t* w, const float* x, int c, int n) {
   return s;
 }
 
-// Starts at column c = b * kQ8BlockSize (a block boundary).
-float dot_q8_portable(const int8_t* q, const float* scales, const float* x, int b, int n) {
-  float acc[kQ8BlockSize] = {};
-  int c = b * kQ8BlockSize;
-  for (; c + kQ8BlockSize <= n; c += kQ8BlockSize, ++b) {
-    const float d = scales[b];
-#pragma omp simd
-    for (int i = 0; i < kQ8BlockSize; ++i) acc[i] += d * static_cast<float>(q[c + i]) * x[c + i];
-  }
+// Blocks b, b + 1, ... of a q8 row against the quantised x, from column b * kQ8BlockSize to n.
+float dot_q8_portable(const int8_t* q, const float* scales, const Q8Vector& x, int b, int n) {
   float s = 0.0f;
-  for (; c < n; ++c) s += scales[b] * static_cast<float>(q[c]) * x[c];
-  for (float a : acc) s += a;
+  for (int c = b * kQ8BlockSize; c < n; c += kQ8BlockSize, ++b) {
+    const int end = std::min(n, c + kQ8BlockSize);
+    int32_t block = 0;
+    for (int i = c; i < end; ++i) block += int32_t{q[i]} * int32_t{x.q[i]};
+    s += static_cast<float>(block) * (scales[b] * x.d[b]);
+  }
   return s;
 }
 
-// Rows r0 .. r0 + R - 1 of one format: y[i] = row(r0 + i) . x. Vector paths by the build's
-// instruction set (GAINCELL_NATIVE builds with -march=native): AVX-512 (16 lanes) or AVX2/FMA
-// (8 lanes); the portable loops otherwise and for the tails.
+// Vector paths by the build's instruction set (GAINCELL_NATIVE builds with -march=native):
+// AVX-512 (16 lanes) or AVX2/FMA (8 lanes); the portable loops otherwise and for the tails.
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 constexpr int kLanes = 16;
 using VecF = __m512;
@@ -203,11 +244,8 @@ inline VecF vload(const float* p) {
 inline VecF vfmadd(VecF a, VecF b, VecF c) {
   return _mm512_fmadd_ps(a, b, c);
 }
-inline VecF vmul(VecF a, VecF b) {
-  return _mm512_mul_ps(a, b);
-}
-inline VecF vset1(float x) {
-  return _mm512_set1_ps(x);
+inline VecF vadd(VecF a, VecF b) {
+  return _mm512_add_ps(a, b);
 }
 // Through memory, once per row: GCC 12 warns (falsely) inside _mm512_reduce_add_ps.
 inline float vsum(VecF a) {
@@ -217,14 +255,57 @@ inline float vsum(VecF a) {
   for (float x : lanes) s += x;
   return s;
 }
-inline VecF vload_bf16(const uint16_t* p) {
-  const __m512i wide =
-      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+// 2 * kLanes bf16 weights: the even columns (low halves of the 32-bit lanes, shifted up) and the
+// odd columns (high halves, masked) as fp32.
+inline void vload_bf16_pairs(const uint16_t* p, VecF& even, VecF& odd) {
+  const __m512i w = _mm512_loadu_si512(p);
+  even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  odd = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
 }
-inline VecF vload_q8(const int8_t* p) {
-  return _mm512_cvtepi32_ps(
-      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+
+// 64 int8 weights (two q8 blocks) times 64 quantised x: 16 int32 lanes, each the exact sum of four
+// products. `offset` is GemvInput::q8_lane_offsets' vector for these columns.
+inline __m512i dot_i8_lanes(__m512i w, __m512i x, __m512i offset) {
+#ifdef __AVX512VNNI__
+  // vpdpbusd multiplies unsigned by signed bytes: (w + 128) x, from which offset removes 128 x.
+  return _mm512_dpbusd_epi32(offset, _mm512_xor_si512(w, _mm512_set1_epi8(-128)), x);
+#else
+  // |w| times x with w's sign (|w| <= 127, so the int16 pair sums cannot saturate).
+  (void)offset;
+  const __m512i signed_x =
+      _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+  return _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(w), signed_x),
+                           _mm512_set1_epi16(1));
+#endif
+}
+
+template <int R>
+void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_stride,
+             const GemvInput& in, int n, float* y) {
+  const Q8Vector& x = *in.q8;
+  VecF acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = vzero();
+  // Lanes 0-7 take the first of two block scales, lanes 8-15 the second.
+  const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  constexpr int kPair = 2 * kQ8BlockSize;
+  const int pairs = n / kPair;
+  for (int p = 0; p < pairs; ++p) {
+    const int c = p * kPair;
+    const __m512i xv = _mm512_loadu_si512(x.q.data() + c);
+    const __m512i offset = _mm512_loadu_si512(in.q8_lane_offsets + c / 4);
+    const __m512 dx = _mm512_loadu_ps(in.q8_lane_scales + c / 4);
+    for (int i = 0; i < R; ++i) {
+      const __m512i s = dot_i8_lanes(_mm512_loadu_si512(q + i * stride + c), xv, offset);
+      const __m128i two_scales =
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + i * scale_stride + 2 * p));
+      const __m512 dw =
+          _mm512_permutexvar_ps(pick, _mm512_castsi512_ps(_mm512_castsi128_si512(two_scales)));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    y[i] =
+        vsum(acc[i]) + dot_q8_portable(q + i * stride, scales + i * scale_stride, x, 2 * pairs, n);
 }
 #define GAINCELL_HAVE_VECTOR_GEMV 1
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -239,11 +320,8 @@ inline VecF vload(const float* p) {
 inline VecF vfmadd(VecF a, VecF b, VecF c) {
   return _mm256_fmadd_ps(a, b, c);
 }
-inline VecF vmul(VecF a, VecF b) {
-  return _mm256_mul_ps(a, b);
-}
-inline VecF vset1(float x) {
-  return _mm256_set1_ps(x);
+inline VecF vadd(VecF a, VecF b) {
+  return _mm256_add_ps(a, b);
 }
 inline float vsum(VecF a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -251,22 +329,50 @@ inline float vsum(VecF a) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-inline VecF vload_bf16(const uint16_t* p) {
-  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+inline void vload_bf16_pairs(const uint16_t* p, VecF& even, VecF& odd) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  odd = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
 }
-inline VecF vload_q8(const int8_t* p) {
-  return _mm256_cvtepi32_ps(
-      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+
+// One q8 block: 32 int8 weights times 32 quantised x as 8 int32 lanes of four products each:
+// |w| times x with w's sign (|w| <= 127, so vpmaddubsw's int16 pair sums cannot saturate).
+inline __m256i dot_i8_lanes(__m256i w, __m256i x) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)),
+                           _mm256_set1_epi16(1));
+}
+
+template <int R>
+void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_stride,
+             const GemvInput& in, int n, float* y) {
+  const Q8Vector& x = *in.q8;
+  VecF acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = vzero();
+  const int full = n / kQ8BlockSize;
+  for (int b = 0; b < full; ++b) {
+    const int c = b * kQ8BlockSize;
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q.data() + c));
+    const float dx = x.d[b];
+    for (int i = 0; i < R; ++i) {
+      const __m256i s = dot_i8_lanes(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * stride + c)), xv);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
+                               _mm256_set1_ps(scales[i * scale_stride + b] * dx), acc[i]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    y[i] = vsum(acc[i]) + dot_q8_portable(q + i * stride, scales + i * scale_stride, x, full, n);
 }
 #define GAINCELL_HAVE_VECTOR_GEMV 1
 #endif
 
 #ifdef GAINCELL_HAVE_VECTOR_GEMV
 static_assert(kQ8BlockSize % kLanes == 0, "a q8 block is a whole number of vectors");
+constexpr int kBf16Group = 2 * kLanes;  // columns per x_pairs group
 
 template <int R>
-void rows_f32(const float* w, size_t stride, const float* x, int n, float* y) {
+void rows_f32(const float* w, size_t stride, const GemvInput& in, int n, float* y) {
+  const float* x = in.x;
   VecF acc[R];
   for (int i = 0; i < R; ++i) acc[i] = vzero();
   int c = 0;
@@ -278,60 +384,89 @@ void rows_f32(const float* w, size_t stride, const float* x, int n, float* y) {
 }
 
 template <int R>
-void rows_bf16(const uint16_t* w, size_t stride, const float* x, int n, float* y) {
-  VecF acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = vzero();
+void rows_bf16(const uint16_t* w, size_t stride, const GemvInput& in, int n, float* y) {
+  VecF even[R], odd[R];
+  for (int i = 0; i < R; ++i) even[i] = odd[i] = vzero();
   int c = 0;
-  for (; c + kLanes <= n; c += kLanes) {
-    const VecF xv = vload(x + c);
-    for (int i = 0; i < R; ++i) acc[i] = vfmadd(vload_bf16(w + i * stride + c), xv, acc[i]);
-  }
-  for (int i = 0; i < R; ++i) y[i] = vsum(acc[i]) + dot_bf16_portable(w + i * stride, x, c, n);
-}
-
-// Per block: the products of the block's weights with x summed in a vector, then scaled once.
-template <int R>
-void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_stride,
-             const float* x, int n, float* y) {
-  VecF acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = vzero();
-  const int full = n / kQ8BlockSize;
-  for (int b = 0; b < full; ++b) {
-    const int c = b * kQ8BlockSize;
-    VecF xv[kQ8BlockSize / kLanes];
-    for (int k = 0; k < kQ8BlockSize / kLanes; ++k) xv[k] = vload(x + c + k * kLanes);
+  for (; c + kBf16Group <= n; c += kBf16Group) {
+    const VecF x_even = vload(in.x_pairs + c), x_odd = vload(in.x_pairs + c + kLanes);
     for (int i = 0; i < R; ++i) {
-      const int8_t* row = q + i * stride + c;
-      VecF block = vmul(vload_q8(row), xv[0]);
-      for (int k = 1; k < kQ8BlockSize / kLanes; ++k)
-        block = vfmadd(vload_q8(row + k * kLanes), xv[k], block);
-      acc[i] = vfmadd(vset1(scales[i * scale_stride + b]), block, acc[i]);
+      VecF w_even, w_odd;
+      vload_bf16_pairs(w + i * stride + c, w_even, w_odd);
+      even[i] = vfmadd(w_even, x_even, even[i]);
+      odd[i] = vfmadd(w_odd, x_odd, odd[i]);
     }
   }
   for (int i = 0; i < R; ++i)
-    y[i] = vsum(acc[i]) + dot_q8_portable(q + i * stride, scales + i * scale_stride, x, full, n);
+    y[i] = vsum(vadd(even[i], odd[i])) + dot_bf16_portable(w + i * stride, in.x, c, n);
 }
 #else
+constexpr int kBf16Group = 0;  // no regrouped x
+
 template <int R>
-void rows_f32(const float* w, size_t stride, const float* x, int n, float* y) {
-  for (int i = 0; i < R; ++i) y[i] = dot_f32_portable(w + i * stride, x, 0, n);
+void rows_f32(const float* w, size_t stride, const GemvInput& in, int n, float* y) {
+  for (int i = 0; i < R; ++i) y[i] = dot_f32_portable(w + i * stride, in.x, 0, n);
 }
 template <int R>
-void rows_bf16(const uint16_t* w, size_t stride, const float* x, int n, float* y) {
-  for (int i = 0; i < R; ++i) y[i] = dot_bf16_portable(w + i * stride, x, 0, n);
+void rows_bf16(const uint16_t* w, size_t stride, const GemvInput& in, int n, float* y) {
+  for (int i = 0; i < R; ++i) y[i] = dot_bf16_portable(w + i * stride, in.x, 0, n);
 }
 template <int R>
 void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_stride,
-             const float* x, int n, float* y) {
+             const GemvInput& in, int n, float* y) {
   for (int i = 0; i < R; ++i)
-    y[i] = dot_q8_portable(q + i * stride, scales + i * scale_stride, x, 0, n);
+    y[i] = dot_q8_portable(q + i * stride, scales + i * scale_stride, *in.q8, 0, n);
 }
 #endif
+
+// Per-thread scratch of prepare_gemv_input (a product prepares x once, before its rows split over
+// the team; the team only reads it).
+struct GemvScratch {
+  GemvInput input;
+  Q8Vector q8;
+  std::vector<int32_t> lane_offsets;
+  std::vector<float> lane_scales, pairs;
+};
+
+const GemvInput& prepare_gemv_input(WeightFormat format, const float* x, int n) {
+  thread_local GemvScratch scratch;
+  GemvInput& in = scratch.input;
+  in = GemvInput{};
+  in.x = x;
+  if (format == WeightFormat::kBF16 && kBf16Group > 0) {
+    const int groups = n / std::max(kBf16Group, 1);
+    constexpr int half = kBf16Group / 2;
+    scratch.pairs.resize(static_cast<size_t>(groups) * kBf16Group);
+    for (int g = 0; g < groups; ++g) {
+      const float* src = x + g * kBf16Group;
+      float* dst = scratch.pairs.data() + g * kBf16Group;
+      for (int j = 0; j < half; ++j) {
+        dst[j] = src[2 * j];
+        dst[half + j] = src[2 * j + 1];
+      }
+    }
+    in.x_pairs = scratch.pairs.data();
+  } else if (format == WeightFormat::kQ8) {
+    scratch.q8.quantize(x, n);
+    const size_t lanes = scratch.q8.q.size() / 4;
+    scratch.lane_offsets.resize(lanes);
+    scratch.lane_scales.resize(lanes);
+    for (size_t j = 0; j < lanes; ++j) {
+      const int8_t* four = scratch.q8.q.data() + 4 * j;
+      scratch.lane_offsets[j] = -128 * (four[0] + four[1] + four[2] + four[3]);
+      scratch.lane_scales[j] = scratch.q8.d[4 * j / kQ8BlockSize];
+    }
+    in.q8 = &scratch.q8;
+    in.q8_lane_offsets = scratch.lane_offsets.data();
+    in.q8_lane_scales = scratch.lane_scales.data();
+  }
+  return in;
+}
 
 }  // namespace
 
 template <int R>
-void PackedMatrix::rows_dot(int r0, const float* x, float* y) const {
+void PackedMatrix::rows_dot(int r0, const GemvInput& x, float* y) const {
   const size_t base = static_cast<size_t>(r0) * cols_;
   switch (format_) {
     case WeightFormat::kF32:
@@ -348,24 +483,40 @@ void PackedMatrix::rows_dot(int r0, const float* x, float* y) const {
   }
 }
 
+const GemvInput& PackedMatrix::prepare(const float* x) const {
+  return prepare_gemv_input(format_, x, cols_);
+}
+
 void PackedMatrix::gemv(const float* x, float* y, bool accumulate) const {
+  const GemvInput& in = prepare(x);
   const int64_t work = static_cast<int64_t>(rows_) * cols_;
+#pragma omp parallel if (work >= kParallelMin)
+  gemv_team(in, y, accumulate);
+}
+
+void PackedMatrix::gemv_team(const GemvInput& in, float* y, bool accumulate,
+                             const float* bias) const {
   const int passes = (rows_ + kRowsPerPass - 1) / kRowsPerPass;
   // Passes in chunks of about 64k weights handed out dynamically: a thread that the scheduler
   // delays (a shared machine) holds up at most one chunk, not half of the matrix.
   const int chunk =
       std::max(1, static_cast<int>((int64_t{1} << 16) / (int64_t{kRowsPerPass} * cols_)));
-#pragma omp parallel for schedule(dynamic, chunk) if (work >= kParallelMin)
+#pragma omp for schedule(dynamic, chunk) nowait
   for (int p = 0; p < passes; ++p) {
     const int r0 = p * kRowsPerPass;
     float v[kRowsPerPass];
     const int R = std::min(kRowsPerPass, rows_ - r0);
     if (R == kRowsPerPass) {
-      rows_dot<kRowsPerPass>(r0, x, v);
+      rows_dot<kRowsPerPass>(r0, in, v);
     } else {
-      for (int i = 0; i < R; ++i) rows_dot<1>(r0 + i, x, v + i);
+      for (int i = 0; i < R; ++i) rows_dot<1>(r0 + i, in, v + i);
     }
-    for (int i = 0; i < R; ++i) y[r0 + i] = accumulate ? y[r0 + i] + v[i] : v[i];
+    for (int i = 0; i < R; ++i) {
+      // The order of the model's one-token matvec: (y + bias) + M x, or bias + M x.
+      float base = accumulate ? y[r0 + i] : 0.0f;
+      if (bias != nullptr) base = accumulate ? base + bias[r0 + i] : bias[r0 + i];
+      y[r0 + i] = base + v[i];
+    }
   }
 }
 
@@ -395,12 +546,41 @@ void PackedMatrix::dequantize_rows(int r0, int r1, float* out) const {
 }
 
 void packed_gemv_reference(const PackedMatrix& m, const float* x, float* y, bool accumulate) {
+  // q8 multiplies the quantised x (Q8Vector); the other formats x itself.
+  Q8Vector xq;
+  if (m.format() == WeightFormat::kQ8) xq.quantize(x, m.cols());
   for (int r = 0; r < m.rows(); ++r) {
     double s = 0.0;
-    for (int c = 0; c < m.cols(); ++c) s += static_cast<double>(m.at(r, c)) * x[c];
+    for (int c = 0; c < m.cols(); ++c) {
+      const float xc = m.format() == WeightFormat::kQ8 ? xq.at(c) : x[c];
+      s += static_cast<double>(m.at(r, c)) * xc;
+    }
     y[r] = static_cast<float>(accumulate ? y[r] + s : s);
   }
 }
+
+namespace {
+
+// The rows of inp[N][cols] replaced by their per-block quantised values (the x of a q8 product).
+const float* quantized_rows(const float* inp, int64_t N, int cols) {
+  thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(N) * cols);
+  float* out = scratch.data();  // the caller's buffer (a thread_local names each thread's own)
+  const int blocks = (cols + kQ8BlockSize - 1) / kQ8BlockSize;
+#pragma omp parallel for schedule(static) if (N * cols >= kParallelMin)
+  for (int64_t i = 0; i < N * blocks; ++i) {
+    const int64_t n = i / blocks;
+    const int c0 = static_cast<int>(i % blocks) * kQ8BlockSize,
+              len = std::min(kQ8BlockSize, cols - c0);
+    const size_t at = static_cast<size_t>(n) * cols + c0;
+    int8_t q[kQ8BlockSize];
+    const float d = quantize_q8_block(inp + at, len, q);
+    for (int k = 0; k < len; ++k) out[at + k] = d * static_cast<float>(q[k]);
+  }
+  return out;
+}
+
+}  // namespace
 
 void packed_matmul(float* out, const float* inp, const PackedMatrix& m, int64_t N,
                    bool accumulate) {
@@ -408,6 +588,7 @@ void packed_matmul(float* out, const float* inp, const PackedMatrix& m, int64_t 
   // projection, a dozen for a 50k-token LM head.
   constexpr int64_t kScratchFloats = int64_t{4} << 20;
   const int cols = m.cols(), rows = m.rows();
+  if (m.format() == WeightFormat::kQ8) inp = quantized_rows(inp, N, cols);
   const int block = static_cast<int>(std::clamp<int64_t>(kScratchFloats / cols, 1, rows));
   thread_local std::vector<float> scratch;
   scratch.resize(static_cast<size_t>(block) * cols);

@@ -7,7 +7,9 @@
 //   bf16  2 bytes: the upper half of the fp32 value, rounded to nearest even
 //   q8    1.125 bytes: blocks of 32 consecutive weights of a row share one fp32 scale
 //         d = max|w| / 127 and store q = round(w / d) as int8, w ~ d q (the manner of ggml's Q8_0,
-//         whose scale is fp16; ours is fp32)
+//         whose scale is fp16; ours is fp32). The activations a q8 matrix multiplies are
+//         quantised the same way (per block of 32, one scale each) and the products of a block
+//         summed exactly in integers (Q8_0 x Q8_0), in decode and whole-sequence forwards alike.
 //
 // A PackedMatrix is the matrix M[rows][cols] of y = M x (rows = outputs), stored row-major so a
 // matrix-vector product streams each row once and the blocks run along the input dimension.
@@ -30,6 +32,22 @@ std::string to_string(WeightFormat format);
 
 constexpr int kQ8BlockSize = 32;
 
+// Quantises v[0 .. n) (n <= kQ8BlockSize) to q[i] = round(v[i] / d), |q| <= 127, and returns the
+// block's scale d = max|v| / 127 (0 for an all-zero block, then q = 0). Weights and activations
+// use this one rule.
+float quantize_q8_block(const float* v, int n, int8_t* q);
+
+// The activation vector of a q8 x q8 product: x[0 .. n) quantised per block of kQ8BlockSize.
+struct Q8Vector {
+  int n = 0;
+  std::vector<int8_t> q;  // [blocks * kQ8BlockSize], zero after n
+  std::vector<float> d;   // [blocks]
+  void quantize(const float* x, int length);
+  float at(int i) const { return d[i / kQ8BlockSize] * static_cast<float>(q[i]); }
+};
+
+struct GemvInput;  // x as the kernels of one format read it (weight_storage.cpp)
+
 class PackedMatrix {
  public:
   PackedMatrix() = default;
@@ -43,8 +61,17 @@ class PackedMatrix {
   int cols() const { return cols_; }
   size_t bytes() const;  // storage of the packed values and scales
 
-  // y[r] = sum_c M[r][c] x[c] (+ y[r] when accumulate). Rows split over OpenMP threads.
+  // y[r] = sum_c M[r][c] x[c] (+ y[r] when accumulate). Rows split over OpenMP threads. For q8,
+  // x is first quantised per block (Q8Vector) and each block's products summed in integers.
   void gemv(const float* x, float* y, bool accumulate) const;
+  // gemv in two parts for a caller that runs many products inside one OpenMP parallel region
+  // (decode): one thread prepares x (the returned input lives in that thread's scratch until its
+  // next prepare()), then, after a barrier, every thread of the team calls gemv_team with it. Rows
+  // are shared out dynamically (an orphaned `omp for nowait`): no barrier ends gemv_team, the
+  // caller synchronises before reading y. Outside a parallel region gemv_team runs all rows.
+  // With a bias, y[r] = (y[r] (accumulate) or 0) + bias[r] + (M x)[r].
+  const GemvInput& prepare(const float* x) const;
+  void gemv_team(const GemvInput& x, float* y, bool accumulate, const float* bias = nullptr) const;
   // Rows [r0, r1) of M as fp32 into out, row-major [r1 - r0][cols].
   void dequantize_rows(int r0, int r1, float* out) const;
   // One element, for tests and the plain reference.
@@ -54,8 +81,9 @@ class PackedMatrix {
   static PackedMatrix allocate(WeightFormat format, int rows, int cols);
   void pack_row(int r, const float* row);
   // y[0 .. R) = rows r0 .. r0 + R - 1 of M times x (the vector kernels of gemv).
+  // x is the activation vector prepared for the format (GemvInput in the .cpp).
   template <int R>
-  void rows_dot(int r0, const float* x, float* y) const;
+  void rows_dot(int r0, const GemvInput& x, float* y) const;
   int blocks_per_row() const { return (cols_ + kQ8BlockSize - 1) / kQ8BlockSize; }
   WeightFormat format_ = WeightFormat::kF32;
   int rows_ = 0, cols_ = 0;
@@ -65,11 +93,14 @@ class PackedMatrix {
   std::vector<float> f32_;      // [rows][cols], only for format f32 (tests, uniform handling)
 };
 
-// Plain loops over at(): the reference the fast gemv is tested against.
+// Plain loops over at() (and, for q8, over the quantised x: Q8Vector), summed in double: the
+// reference the fast gemv is tested against.
 void packed_gemv_reference(const PackedMatrix& m, const float* x, float* y, bool accumulate);
 
 // out[N][rows] = inp[N][cols] · Mᵀ (+ out when accumulate): dequantises blocks of rows into fp32
-// scratch and multiplies them with sgemm, so whole-sequence forwards stay GEMM-bound.
+// scratch and multiplies them with sgemm, so whole-sequence forwards stay GEMM-bound. For q8 the
+// input rows are first replaced by their per-block quantised values (Q8Vector::at), so a
+// whole-sequence forward computes the products decode's integer kernels do (to fp32 rounding).
 void packed_matmul(float* out, const float* inp, const PackedMatrix& m, int64_t N, bool accumulate);
 
 }  // namespace gaincell

@@ -17,9 +17,7 @@ LoglikelihoodResult score_token(const float* logits, int vocab_size, int32_t tar
   // Vectorised: this runs once per scored token over the whole vocabulary (50,257 exps for GPT-2,
   // as much work as a sizeable part of the LM head), so it uses fast_exp (~2 ulp) with a float sum;
   // the result is accurate to ~1e-6, far inside the harness's own float32 log_softmax.
-  float max_logit = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : max_logit)
-  for (int v = 0; v < vocab_size; v++) max_logit = std::max(max_logit, logits[v]);
+  const float max_logit = max_value(logits, vocab_size);
   int argmax = 0;
   while (argmax < vocab_size - 1 && logits[argmax] != max_logit) argmax++;  // the first maximum
   float sum = 0.0f;
