@@ -1306,8 +1306,7 @@ const float* DecodeSession::extend_together(std::span<DecodeSession* const> sess
 
 const float* DecodeSession::step(int32_t token) {
   const GPT2Config& cfg = model_.config();
-  const int C = cfg.n_embd, V = cfg.vocab_size, H = cfg.n_head, Hkv = cfg.kv_heads(),
-            D = cfg.head_dim();
+  const int C = cfg.n_embd, V = cfg.vocab_size;
   const RowWidths w(cfg);
   require(token >= 0 && token < V, "decode: token " + std::to_string(token) +
                                        " is outside the vocabulary (size " + std::to_string(V) +
@@ -1321,25 +1320,14 @@ const float* DecodeSession::step(int32_t token) {
   if (model_.weight_format() != WeightFormat::kF32) return step_on_team(token);
   constexpr bool on_openmp_team = false;
   Buffers& b = *buffers_;
-  const float* P = model_.param_data();
   float* x = b.x.data();
-  const int32_t pos = static_cast<int32_t>(position_);
-  const float* wpe = model_.wpe_ == GPT2Model::kNone ? nullptr : P + model_.wpe_ + pos * int64_t{C};
-  layers::embedding_forward(x, &token, P + model_.wte_, wpe, 1, 1, C, V);
+  const int32_t pos = embed_at_position(token);
   for (int l = 0; l < cfg.n_layer; l++) {
     const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
     float* stats = b.stats;
     model_.norm_forward(b.ln.data(), stats, x, o.ln1_w, o.ln1_b, 1);
     model_.matvec(b.qkv.data(), b.ln.data(), o.qkv_w, o.qkv_b, C, static_cast<int>(w.QKV), false);
-    float* q = b.qkv.data();
-    float* k = q + H * D;
-    if (cfg.uses_rope()) {
-      layers::rope_apply(q, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, H, 1, D, pos);
-      layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
-    }
-    states_[l]->append(k, k + Hkv * D);
-    set_softmax_decode_split(*states_[l], on_openmp_team);
-    states_[l]->attend(q, b.att.data());
+    attend_at(l, pos, on_openmp_team);
     model_.matvec(x, b.att.data(), o.attproj_w, o.attproj_b, static_cast<int>(w.AO), C, true);
     model_.norm_forward(b.ln.data(), stats, x, o.ln2_w, o.ln2_b, 1);
     model_.matvec(b.fc.data(), b.ln.data(), o.fc_w, o.fc_b, C, static_cast<int>(w.F), false);
@@ -1350,7 +1338,7 @@ const float* DecodeSession::step(int32_t token) {
   if (const PackedMatrix* head = model_.packed(model_.lm_head_)) {
     head->gemv(b.ln.data(), b.logits.data(), false);
   } else {
-    blas::gemv_n(V, C, P + model_.lm_head_, b.ln.data(), b.logits.data());
+    blas::gemv_n(V, C, model_.param_data() + model_.lm_head_, b.ln.data(), b.logits.data());
   }
   position_++;
   return b.logits.data();
@@ -1367,15 +1355,11 @@ const float* DecodeSession::step(int32_t token) {
 const float* DecodeSession::step_on_team(int32_t token) {
   const GPT2Model& m = model_;
   const GPT2Config& cfg = m.config();
-  const int C = cfg.n_embd, V = cfg.vocab_size, H = cfg.n_head, Hkv = cfg.kv_heads(),
-            D = cfg.head_dim(), L = cfg.n_layer;
+  const int L = cfg.n_layer;
   const RowWidths w(cfg);
   Buffers& b = *buffers_;
-  const float* P = m.param_data();
   float* x = b.x.data();
-  const int32_t pos = static_cast<int32_t>(position_);
-  const float* wpe = m.wpe_ == GPT2Model::kNone ? nullptr : P + m.wpe_ + pos * int64_t{C};
-  layers::embedding_forward(x, &token, P + m.wte_, wpe, 1, 1, C, V);
+  const int32_t pos = embed_at_position(token);
   const size_t own_width = static_cast<size_t>(std::max<int64_t>(w.C, w.A));
   SpinBarrier barrier;
   for (int l = 0; l <= L; l++) {
@@ -1412,18 +1396,37 @@ const float* DecodeSession::step_on_team(int32_t token) {
     }
     if (l == L) break;
     // Attention of layer l on this thread; its decode state may split the cache over the team.
-    float* q = b.qkv.data();
-    float* k = q + H * D;
-    if (cfg.uses_rope()) {
-      layers::rope_apply(q, m.rope_cos_.data(), m.rope_sin_.data(), 1, H, 1, D, pos);
-      layers::rope_apply(k, m.rope_cos_.data(), m.rope_sin_.data(), 1, Hkv, 1, D, pos);
-    }
-    states_[l]->append(k, k + Hkv * D);
-    set_softmax_decode_split(*states_[l], true);
-    states_[l]->attend(q, b.att.data());
+    attend_at(l, pos, true);
   }
   position_++;
   return b.logits.data();
+}
+
+int32_t DecodeSession::embed_at_position(int32_t token) {
+  const GPT2Config& cfg = model_.config();
+  const float* P = model_.param_data();
+  const int32_t pos = static_cast<int32_t>(position_);
+  const float* wpe =
+      model_.wpe_ == GPT2Model::kNone ? nullptr : P + model_.wpe_ + pos * int64_t{cfg.n_embd};
+  layers::embedding_forward(buffers_->x.data(), &token, P + model_.wte_, wpe, 1, 1, cfg.n_embd,
+                            cfg.vocab_size);
+  return pos;
+}
+
+void DecodeSession::attend_at(int layer, int32_t pos, bool split_over_team) {
+  const GPT2Config& cfg = model_.config();
+  const int H = cfg.n_head, Hkv = cfg.kv_heads(), D = cfg.head_dim();
+  Buffers& b = *buffers_;
+  float* q = b.qkv.data();
+  float* k = q + H * D;
+  if (cfg.uses_rope()) {
+    layers::rope_apply(q, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, H, 1, D, pos);
+    layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
+  }
+  AttentionDecodeState& state = *states_[layer];
+  state.append(k, k + Hkv * D);
+  set_softmax_decode_split(state, split_over_team);
+  state.attend(q, b.att.data());
 }
 
 }  // namespace gaincell

@@ -281,6 +281,13 @@ class DecodeSession {
   struct Buffers;
   // step() with packed (bf16/q8) weights: the products on the OpenMP team, two regions per layer.
   const float* step_on_team(int32_t token);
+  // Layer `layer`'s attention of the token at `pos`: RoPE on q and k (when the family uses it), k
+  // and v appended to the layer's state, then the attention of q into the buffers' `att`.
+  // `split_over_team`: the softmax state may split its cache over the OpenMP team.
+  void attend_at(int layer, int32_t pos, bool split_over_team);
+  // The token's embedding (and learned position, GPT-2) into the buffers' `x`; returns the
+  // position.
+  int32_t embed_at_position(int32_t token);
   GPT2Model& model_;
   std::vector<std::unique_ptr<AttentionDecodeState>> states_;
   std::unique_ptr<Buffers> buffers_;
