@@ -884,10 +884,6 @@ void GPT2Model::matvec(float* out, const float* in, size_t w, size_t b, int IN, 
   } else if (bias != nullptr) {
     for (int i = 0; i < OUT; i++) out[i] += bias[i];
   }
-  if (const PackedMatrix* m = packed(w)) {
-    m->gemv(in, out, true);
-    return;
-  }
   const float* W = param_data_.get() + w;
   if (config_.is_gpt2()) {
     blas::gemv_t(IN, OUT, W, in, out, 1.0f);
@@ -1318,7 +1314,6 @@ const float* DecodeSession::step(int32_t token) {
   // second (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
   // (bench/README.md). Packed bf16/q8 weights run on the OpenMP team (step_on_team).
   if (model_.weight_format() != WeightFormat::kF32) return step_on_team(token);
-  constexpr bool on_openmp_team = false;
   Buffers& b = *buffers_;
   float* x = b.x.data();
   const int32_t pos = embed_at_position(token);
@@ -1327,7 +1322,7 @@ const float* DecodeSession::step(int32_t token) {
     float* stats = b.stats;
     model_.norm_forward(b.ln.data(), stats, x, o.ln1_w, o.ln1_b, 1);
     model_.matvec(b.qkv.data(), b.ln.data(), o.qkv_w, o.qkv_b, C, static_cast<int>(w.QKV), false);
-    attend_at(l, pos, on_openmp_team);
+    attend_at(l, pos, /*split_over_team=*/false);
     model_.matvec(x, b.att.data(), o.attproj_w, o.attproj_b, static_cast<int>(w.AO), C, true);
     model_.norm_forward(b.ln.data(), stats, x, o.ln2_w, o.ln2_b, 1);
     model_.matvec(b.fc.data(), b.ln.data(), o.fc_w, o.fc_b, C, static_cast<int>(w.F), false);
@@ -1335,11 +1330,7 @@ const float* DecodeSession::step(int32_t token) {
     model_.matvec(x, b.act.data(), o.fcproj_w, o.fcproj_b, static_cast<int>(w.A), C, true);
   }
   model_.norm_forward(b.ln.data(), b.stats, x, model_.lnf_w_, model_.lnf_b_, 1);
-  if (const PackedMatrix* head = model_.packed(model_.lm_head_)) {
-    head->gemv(b.ln.data(), b.logits.data(), false);
-  } else {
-    blas::gemv_n(V, C, model_.param_data() + model_.lm_head_, b.ln.data(), b.logits.data());
-  }
+  blas::gemv_n(V, C, model_.param_data() + model_.lm_head_, b.ln.data(), b.logits.data());
   position_++;
   return b.logits.data();
 }

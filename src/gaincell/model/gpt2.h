@@ -211,6 +211,7 @@ class GPT2Model {
               bool accumulate) const;
   void linear_grad(float* din, float* G, const float* dout, const float* in, size_t w, size_t b,
                    int64_t N, int IN, int OUT) const;
+  // fp32 decode's products (OpenBLAS gemv); packed weights decode in DecodeSession::step_on_team.
   void matvec(float* out, const float* in, size_t w, size_t b, int IN, int OUT,
               bool accumulate) const;
   void activation(float* out, const float* pre, int64_t N) const;
