@@ -147,6 +147,8 @@ class Model {
 
   // The parameters as NumPy views of the model's own storage (writes change the model).
   py::dict params(const py::object& self) {
+    // A model loaded with weights "bf16"/"q8" holds its matrices only packed: no views of zeros.
+    model_->require_fp32_weights("Model.params");
     py::dict out;
     for (const ParamInfo& p : model_->params()) {
       std::vector<py::ssize_t> shape(p.shape.begin(), p.shape.end());

@@ -55,6 +55,9 @@ def test_model_evaluate_reuses_one_loaded_model():
     assert without_timing(a["results"]) == without_timing(b["results"])
     assert a["results"]["winogrande"]["num_docs"] == 2
     assert a["config"]["weights"] == "bf16"
+    # Loaded straight into bf16: no fp32 copy of the matrices to show, train on or save.
+    with pytest.raises(gaincell.Error, match="loaded with bf16 weights and no fp32 copy"):
+        m.params()
 
 
 def test_eval_bad_input_raises_the_cli_message():

@@ -109,6 +109,71 @@ std::string summarize_layer_names(const std::vector<std::string>& names) {
   return out;
 }
 
+// A core tensor's shape in the file: the model's, or its transpose for a GPT-2 projection stored
+// in nn.Linear layout (`transpose`).
+void check_core_shape(const SafeTensorInfo& info, const ParamInfo& p, bool transpose,
+                      const std::string& what, const GPT2Config& config) {
+  if (transpose) {
+    const std::vector<int64_t> want = {p.shape[1], p.shape[0]};
+    require(info.shape == want, what + " has shape " + shape_string(info.shape) + ", expected " +
+                                    shape_string(want) + " (nn.Linear layout [out, in])");
+    return;
+  }
+  if (info.shape == p.shape) return;
+  std::string hint;
+  if (config.is_gpt2() && is_projection_weight(p.name) && info.shape.size() == 2 &&
+      info.shape == std::vector<int64_t>{p.shape[1], p.shape[0]}) {
+    hint = "; it looks like nn.Linear layout (use --linear-layout)";
+  }
+  throw Error(what + " has shape " + shape_string(info.shape) + ", the model expects " +
+              shape_string(p.shape) + hint);
+}
+
+// One flag per tensor (or chunk), then one check: building a message per element took seconds of
+// malloc/free on GPT-2 124M. The first bad element is looked up only on failure. `first` is the
+// index of v[0] in the tensor.
+void check_finite(const float* v, int64_t n, int64_t first, const std::string& what,
+                  bool allow_nonfinite) {
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) finite &= std::isfinite(v[i]);
+  if (finite || allow_nonfinite) return;
+  int64_t i = 0;
+  while (std::isfinite(v[i])) ++i;
+  throw Error(what + " contains a non-finite value (" + (std::isnan(v[i]) ? "NaN" : "inf") +
+              ") at element " + std::to_string(first + i) +
+              " (a diverged or corrupt checkpoint; --allow-nonfinite-weights loads it "
+              "anyway for inspection)");
+}
+
+// A tensor held only packed (GPT2Model::begin_packed_load): converted from the file's dtype to
+// fp32 a chunk at a time and packed at once, through the same rounding as
+// set_weight_format's packing of fp32 parameters (so the packed values are bit-identical), without
+// writing the model's fp32 parameters. `file_rows`: the file stores the rows of M = the outputs
+// (nn.Linear [out, in]); otherwise a Conv1D [in, out], whose columns are M's rows.
+void load_packed_tensor(const SafeTensorsFile& file, const SafeTensorInfo& info,
+                        const GPT2Model::PackedTarget& target, bool file_rows,
+                        const std::string& what, bool allow_nonfinite,
+                        std::vector<float>& scratch) {
+  PackedMatrix& m = *target.matrix;
+  const int64_t numel = info.numel();
+  if (!file_rows) {  // the whole [in, out] tensor, then its columns (the largest is GPT-2's c_fc)
+    scratch.resize(numel);
+    file.read_f32(info.name, scratch.data());
+    check_finite(scratch.data(), numel, 0, what, allow_nonfinite);
+    m.pack_columns(target.first_row, static_cast<int>(info.shape[1]), scratch.data());
+    return;
+  }
+  const int64_t cols = m.cols(), rows = numel / cols;
+  const int64_t chunk_rows = std::max<int64_t>(1, (int64_t{1} << 18) / cols);  // ~1 MiB of fp32
+  scratch.resize(std::min(rows, chunk_rows) * cols);
+  for (int64_t r = 0; r < rows; r += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, rows - r);
+    file.read_f32(info.name, r * cols, n * cols, scratch.data());
+    check_finite(scratch.data(), n * cols, r * cols, what, allow_nonfinite);
+    m.pack_rows(target.first_row + static_cast<int>(r), static_cast<int>(n), scratch.data());
+  }
+}
+
 }  // namespace
 
 bool is_gpt2_core_tensor(const std::string& name) {
@@ -171,6 +236,15 @@ LoadReport load_weights(GPT2Model& model, std::span<const SafeTensorsFile* const
     const std::string what = "safetensors file " + file.source() + ", tensor '" + info.name + "'";
     float* dst = model.param_data() + p.offset;
     const bool transpose = linear && is_projection_weight(p.name);
+    const GPT2Model::PackedTarget packed = model.packed_target(p);
+    if (core) check_core_shape(info, p, transpose, what, config);
+    if (packed.matrix != nullptr && !packed.fp32_kept) {  // held only packed: dst stays unwritten
+      load_packed_tensor(file, info, packed, transpose || !packed.columns, what, allow_nonfinite,
+                         scratch);
+      by_model_name.erase(it);
+      ++report.loaded;
+      continue;
+    }
     if (!core) {
       // Attention extras: the paper stores per-head scalers as (1, H, 1, 1).
       require(info.numel() == p.numel,
@@ -178,9 +252,6 @@ LoadReport load_weights(GPT2Model& model, std::span<const SafeTensorsFile* const
                   std::to_string(p.numel) + " (shape " + shape_string(p.shape) + ")");
       file.read_f32(info.name, dst);
     } else if (transpose) {
-      const std::vector<int64_t> want = {p.shape[1], p.shape[0]};
-      require(info.shape == want, what + " has shape " + shape_string(info.shape) + ", expected " +
-                                      shape_string(want) + " (nn.Linear layout [out, in])");
       scratch.resize(p.numel);
       file.read_f32(info.name, scratch.data());
       const int64_t rows = p.shape[0], cols = p.shape[1];  // model [in, out] = file [out, in]^T
@@ -188,29 +259,12 @@ LoadReport load_weights(GPT2Model& model, std::span<const SafeTensorsFile* const
         for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = scratch[c * rows + r];
       }
     } else {
-      if (info.shape != p.shape) {
-        std::string hint;
-        if (config.is_gpt2() && is_projection_weight(p.name) && info.shape.size() == 2 &&
-            info.shape == std::vector<int64_t>{p.shape[1], p.shape[0]}) {
-          hint = "; it looks like nn.Linear layout (use --linear-layout)";
-        }
-        throw Error(what + " has shape " + shape_string(info.shape) + ", the model expects " +
-                    shape_string(p.shape) + hint);
-      }
       file.read_f32(info.name, dst);
     }
-    // One flag per tensor, then one check: building a message per element took seconds of
-    // malloc/free on GPT-2 124M. The first bad element is looked up only on failure.
-    bool finite = true;
-    for (int64_t i = 0; i < p.numel; ++i) finite &= std::isfinite(dst[i]);
-    if (!finite && !allow_nonfinite) {
-      int64_t i = 0;
-      while (std::isfinite(dst[i])) ++i;
-      throw Error(what + " contains a non-finite value (" + (std::isnan(dst[i]) ? "NaN" : "inf") +
-                  ") at element " + std::to_string(i) +
-                  " (a diverged or corrupt checkpoint; --allow-nonfinite-weights loads it "
-                  "anyway for inspection)");
-    }
+    check_finite(dst, p.numel, 0, what, allow_nonfinite);
+    // A tied LM head is both the embedding (fp32) and a packed matrix.
+    if (packed.matrix != nullptr)
+      packed.matrix->pack_rows(packed.first_row, static_cast<int>(p.shape[0]), dst);
     by_model_name.erase(it);
     ++report.loaded;
   }
@@ -219,6 +273,7 @@ LoadReport load_weights(GPT2Model& model, std::span<const SafeTensorsFile* const
 }
 
 void save_weights(const GPT2Model& model, const std::filesystem::path& file) {
+  model.require_fp32_weights("saving the weights (" + file.string() + ")");
   std::vector<TensorView> views;
   for (const ParamInfo& p : model.params()) {
     views.push_back({p.name, p.shape, model.param_data() + p.offset});
@@ -318,6 +373,8 @@ std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& given_dir,
   options.overrides.apply(config);
   const CheckpointFiles files = open_checkpoint_files(model_dir);
   auto model = std::make_unique<GPT2Model>(config);
+  // A reduced format: the packed matrices are filled straight from the file, never in fp32.
+  if (options.weights != WeightFormat::kF32) model->begin_packed_load(options.weights);
   std::vector<const SafeTensorsFile*> views;
   for (const SafeTensorsFile& f : files.files) views.push_back(&f);
   const LoadReport report = load_weights(*model, views, options.layout, options.allow_nonfinite);
@@ -340,7 +397,6 @@ std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& given_dir,
                   config.attention + "': " + names + (unexpected > 8 ? ", ..." : ""));
     }
   }
-  model->set_weight_format(options.weights);
   return model;
 }
 

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <string>
 
@@ -686,7 +688,10 @@ GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Acti
   }
   build_param_table();
   build_rope_tables();
-  param_data_.reset(new float[num_params_]());
+  // calloc: the zero pages stay unbacked until written, so the matrices of a model loaded
+  // straight into packed storage (begin_packed_load) cost no memory.
+  param_data_.reset(static_cast<float*>(std::calloc(num_params_, sizeof(float))));
+  if (!param_data_) throw std::bad_alloc();
   // A variant's trainable tensors need their gradient storage at bind time (bind_params is
   // called once), so such models allocate gradients up front; plain GPT-2 allocates them lazily.
   bool any_trainable_spec = false;
@@ -699,6 +704,10 @@ GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Acti
 }
 
 GPT2Model::~GPT2Model() = default;
+
+void GPT2Model::FreeDeleter::operator()(float* p) const {
+  std::free(p);
+}
 
 const ParamInfo& GPT2Model::param(const std::string& name) const {
   auto it = param_index_.find(name);
@@ -735,19 +744,19 @@ void GPT2Model::bind_attention_params() {
 }
 
 void GPT2Model::init_random(uint64_t seed) {
+  require_fp32_weights("init_random");
   initialise_params(true, seed);
 }
 
+// Without `random` (the constructor) the buffer is freshly calloc'd: the zeros are already there
+// and are not written again, so pages nothing else writes stay unbacked (begin_packed_load).
 void GPT2Model::initialise_params(bool random, uint64_t seed) {
   // Box-Muller over mt19937_64 so the values do not depend on the standard library.
   std::mt19937_64 rng(seed);
   auto uniform = [&rng] { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
   auto fill_normal = [&](const ParamInfo& p, double std) {
     float* w = param_data_.get() + p.offset;
-    if (!random) {
-      std::fill(w, w + p.numel, 0.0f);
-      return;
-    }
+    if (!random) return;                        // already zero
     for (int64_t i = 0; i < p.numel; i += 2) {  // each Box-Muller draw gives two normals
       const double r = std * std::sqrt(-2.0 * std::log(uniform()));
       const double angle = 2.0 * M_PI * uniform();
@@ -769,7 +778,7 @@ void GPT2Model::initialise_params(bool random, uint64_t seed) {
       is_attention_param[idx[s]] = true;
       float* w = param_data_.get() + p.offset;
       if (specs[s].init.empty()) {
-        std::fill(w, w + p.numel, 0.0f);
+        if (random) std::fill(w, w + p.numel, 0.0f);  // else already zero
       } else {
         require(static_cast<int64_t>(specs[s].init.size()) == p.numel,
                 "attention parameter '" + p.name + "': init has " +
@@ -787,7 +796,7 @@ void GPT2Model::initialise_params(bool random, uint64_t seed) {
         p.name == "ln_f.weight" || ends_with(p.name, "norm.weight")) {
       std::fill(w, w + p.numel, 1.0f);
     } else if (p.shape.size() == 1) {
-      std::fill(w, w + p.numel, 0.0f);  // biases
+      if (random) std::fill(w, w + p.numel, 0.0f);  // biases (else already zero)
     } else if (config_.is_gpt2() && ends_with(p.name, "c_proj.weight")) {
       fill_normal(p, residual_std);  // residual projections, GPT-2 paper
     } else {
@@ -911,9 +920,13 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
   require(T <= config_.block_size, "forward: sequence length " + std::to_string(T) +
                                        " exceeds the model's block_size " +
                                        std::to_string(config_.block_size));
-  require(!training || weight_format_ == WeightFormat::kF32,
-          "forward: training needs f32 weights (the model holds " + to_string(weight_format_) +
-              " inference weights)");
+  if (training) {
+    require_fp32_weights("forward (training)");
+    require(weight_format_ == WeightFormat::kF32,
+            "forward: training needs f32 weights (the model "
+            "holds " +
+                to_string(weight_format_) + " inference weights)");
+  }
   ensure_activations(B, T);
   Activations& a = *acts_;
   const RowWidths w(config_);
@@ -1002,6 +1015,7 @@ void GPT2Model::backward() {
   Activations& a = *acts_;
   require(a.has_targets, "backward(): needs a forward pass with targets before each backward()");
   require(a.training, "backward(): the forward pass must run with training = true");
+  require_fp32_weights("backward()");
   require(weight_format_ == WeightFormat::kF32, "backward(): training needs f32 weights");
   ensure_backward_scratch();
   float* G = grad_data();
@@ -1073,6 +1087,10 @@ void GPT2Model::backward() {
 // Digital linear layers and their reduced-precision weights
 
 void GPT2Model::set_weight_format(WeightFormat format) {
+  if (!has_fp32_weights()) {
+    if (format == weight_format_) return;  // already packed in this format
+    require_fp32_weights("set_weight_format(" + to_string(format) + ")");
+  }
   packed_.clear();
   weight_format_ = format;
   if (format == WeightFormat::kF32) return;
@@ -1093,6 +1111,53 @@ void GPT2Model::set_weight_format(WeightFormat format) {
     pack(o.fcproj_w, C, A);
   }
   packed_[lm_head_] = PackedMatrix::from_rows(format, P + lm_head_, config_.vocab_size, C);
+}
+
+void GPT2Model::begin_packed_load(WeightFormat format) {
+  require(format != WeightFormat::kF32, "begin_packed_load: f32 is not a packed format");
+  require(packed_.empty() && has_fp32_weights() && acts_->forward_buffer == nullptr,
+          "begin_packed_load: the model must be freshly constructed");
+  const RowWidths w(config_);
+  const int C = static_cast<int>(w.C), QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO),
+            F = static_cast<int>(w.F), A = static_cast<int>(w.A);
+  // The matrices set_weight_format builds, keyed by the same offsets (the first tensor of a
+  // fused q|k|v or gate|up group).
+  auto add = [&](size_t offset, int out, int in) {
+    packed_[offset] = PackedMatrix::zeros(format, out, in);
+    if (offset != wte_) fp32_absent_floats_ += static_cast<size_t>(out) * in;
+  };
+  for (const LayerOffsets& o : layer_offsets_) {
+    add(o.qkv_w, QKV, C);
+    add(o.attproj_w, C, AO);
+    add(o.fc_w, F, C);
+    add(o.fcproj_w, C, A);
+  }
+  add(lm_head_, config_.vocab_size, C);
+  weight_format_ = format;
+}
+
+GPT2Model::PackedTarget GPT2Model::packed_target(const ParamInfo& p) {
+  PackedTarget t;
+  for (auto& [offset, m] : packed_) {
+    const size_t end = offset + static_cast<size_t>(m.rows()) * m.cols();
+    if (p.offset < offset || p.offset >= end) continue;
+    t.matrix = &m;
+    t.first_row = static_cast<int>((p.offset - offset) / m.cols());
+    // GPT-2's projections are Conv1D [in, out]; its LM head (wte) and every Llama-family matrix
+    // are [out, in], the rows of M.
+    t.columns = config_.is_gpt2() && offset != lm_head_;
+    t.fp32_kept = offset == wte_;
+    return t;
+  }
+  return t;
+}
+
+void GPT2Model::require_fp32_weights(const std::string& what) const {
+  if (has_fp32_weights()) return;
+  throw Error(what + " needs the fp32 weights, but this model was loaded with " +
+              to_string(weight_format_) +
+              " weights and no fp32 copy of its linear layers' matrices (load it with weights "
+              "f32, e.g. --weights f32)");
 }
 
 size_t GPT2Model::packed_weight_bytes() const {

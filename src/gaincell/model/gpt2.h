@@ -180,10 +180,40 @@ class GPT2Model {
   // matrices (attention and MLP projections, the tied LM head) in `format`; inference forwards
   // and decode then read the packed copies. The fp32 parameters stay (embeddings, LayerNorms,
   // biases, checkpoints), so call this after the weights are final; f32 drops the copies.
-  // Training (a forward with training = true, backward) requires f32.
+  // Training (a forward with training = true, backward) requires f32. A model loaded straight
+  // into packed storage (begin_packed_load) has no fp32 matrices to pack from: any format other
+  // than its own is an error.
   void set_weight_format(WeightFormat format);
   WeightFormat weight_format() const { return weight_format_; }
   size_t packed_weight_bytes() const;
+
+  // Loading a checkpoint straight into reduced-precision storage (load_model with weights bf16 or
+  // q8), without an fp32 copy of the packed matrices: allocates (zero) the packed matrices that
+  // set_weight_format(format) would build and marks their fp32 parameters absent. The loader then
+  // fills each tensor through packed_target(); the fp32 pages of the absent matrices are never
+  // written, so they cost no memory (the parameter buffer is calloc'd). Embeddings, norms, biases,
+  // attention extras and a tied LM head (the embedding lookup reads it) stay fp32. From then on
+  // everything that would read the absent matrices throws (require_fp32_weights): training
+  // forwards and backward, init_random, save_weights, set_weight_format to another format.
+  // Must be called on a freshly constructed model, before any forward.
+  void begin_packed_load(WeightFormat format);
+  // Where the loader puts parameter p's values: the packed matrix holding them (null when p is not
+  // packed), p's first row in it, whether p is stored by columns (a GPT-2 Conv1D weight [in, out]
+  // of M = wᵀ) and whether p's fp32 values are kept too (a tied LM head, also the embedding).
+  struct PackedTarget {
+    PackedMatrix* matrix = nullptr;
+    int first_row = 0;
+    bool columns = false;
+    bool fp32_kept = false;
+  };
+  PackedTarget packed_target(const ParamInfo& p);
+  // False after begin_packed_load: the packed matrices have no fp32 values.
+  bool has_fp32_weights() const { return fp32_absent_floats_ == 0; }
+  // Throws a gaincell::Error saying `what` needs the fp32 weights this model was loaded without.
+  void require_fp32_weights(const std::string& what) const;
+  // Bytes of the fp32 parameters the model holds: all of them, less the matrices held only
+  // packed (begin_packed_load). packed_weight_bytes() is the packed storage.
+  size_t fp32_param_bytes() const { return (num_params_ - fp32_absent_floats_) * sizeof(float); }
 
  private:
   struct Activations;
@@ -225,7 +255,13 @@ class GPT2Model {
   int64_t training_logits_budget_ = int64_t{64} << 20;
   std::vector<ParamInfo> params_;
   size_t num_params_ = 0;
-  std::unique_ptr<float[]> param_data_;
+  // calloc'd: zero pages that are never written (matrices loaded straight into packed storage)
+  // are never backed by memory.
+  struct FreeDeleter {
+    void operator()(float* p) const;
+  };
+  std::unique_ptr<float[], FreeDeleter> param_data_;
+  size_t fp32_absent_floats_ = 0;  // floats of the matrices held only packed
   std::unique_ptr<float[]> grad_data_;
   GradReadyHook grad_ready_hook_;
   std::vector<std::unique_ptr<Attention>> attention_;

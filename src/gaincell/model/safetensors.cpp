@@ -231,17 +231,25 @@ const SafeTensorInfo& SafeTensorsFile::info(const std::string& name) const {
 }
 
 void SafeTensorsFile::read_f32(const std::string& name, float* dst) const {
+  read_f32(name, 0, info(name).numel(), dst);
+}
+
+void SafeTensorsFile::read_f32(const std::string& name, int64_t first, int64_t count,
+                               float* dst) const {
   const SafeTensorInfo& t = info(name);
-  const uint8_t* src = bytes_ + data_start_ + t.begin;
-  const int64_t n = t.numel();
-  // An empty tensor may come with a null `dst`; memcpy(nullptr, src, 0) is undefined behaviour
+  require(first >= 0 && count >= 0 && first <= t.numel() && count <= t.numel() - first,
+          "safetensors file " + source_ + ", tensor '" + name + "': elements [" +
+              std::to_string(first) + ", " + std::to_string(first + count) + ") outside its " +
+              std::to_string(t.numel()));
+  // An empty range may come with a null `dst`; memcpy(nullptr, src, 0) is undefined behaviour
   // (found by fuzzing: fuzz/corpus/safetensors/seed-mixed under UBSan).
-  if (n == 0) return;
+  if (count == 0) return;
   if (t.dtype == "F32") {
-    std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+    std::memcpy(dst, bytes_ + data_start_ + t.begin + 4 * first, static_cast<size_t>(count) * 4);
   } else if (t.dtype == "F16" || t.dtype == "BF16") {
+    const uint8_t* src = bytes_ + data_start_ + t.begin + 2 * first;
     const bool half = t.dtype == "F16";
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < count; ++i) {
       uint16_t bits;
       std::memcpy(&bits, src + 2 * i, 2);  // the data section need not be aligned
       dst[i] = half ? half_to_float(bits) : bfloat16_to_float(bits);

@@ -47,6 +47,9 @@ class SafeTensorsFile {
   // Converts the tensor to fp32 into dst, which holds exactly info(name).numel() floats.
   void read_f32(const std::string& name, float* dst) const;
   std::vector<float> read_f32(const std::string& name) const;
+  // Elements [first, first + count) of the tensor (in its row-major order) to fp32 into dst: a
+  // large tensor converted a chunk at a time (loading straight into packed weights).
+  void read_f32(const std::string& name, int64_t first, int64_t count, float* dst) const;
 
  private:
   SafeTensorsFile() = default;

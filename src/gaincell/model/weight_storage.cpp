@@ -76,7 +76,7 @@ void Q8Vector::quantize(const float* x, int length) {
   }
 }
 
-PackedMatrix PackedMatrix::allocate(WeightFormat format, int rows, int cols) {
+PackedMatrix PackedMatrix::zeros(WeightFormat format, int rows, int cols) {
   require(rows > 0 && cols > 0, "PackedMatrix: rows and cols must be > 0, got " +
                                     std::to_string(rows) + " x " + std::to_string(cols));
   PackedMatrix p;
@@ -100,26 +100,40 @@ PackedMatrix PackedMatrix::allocate(WeightFormat format, int rows, int cols) {
 }
 
 PackedMatrix PackedMatrix::from_rows(WeightFormat format, const float* m, int rows, int cols) {
-  PackedMatrix p = allocate(format, rows, cols);
-  const int64_t n = static_cast<int64_t>(rows) * cols;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int r = 0; r < rows; ++r) p.pack_row(r, m + static_cast<size_t>(r) * cols);
+  PackedMatrix p = zeros(format, rows, cols);
+  p.pack_rows(0, rows, m);
   return p;
 }
 
 PackedMatrix PackedMatrix::from_columns(WeightFormat format, const float* w, int rows, int cols) {
-  PackedMatrix p = allocate(format, rows, cols);
-  const int64_t n = static_cast<int64_t>(rows) * cols;
-#pragma omp parallel if (n >= kParallelMin)
+  PackedMatrix p = zeros(format, rows, cols);
+  p.pack_columns(0, rows, w);
+  return p;
+}
+
+void PackedMatrix::pack_rows(int r0, int n, const float* m) {
+  require(r0 >= 0 && n >= 0 && r0 + n <= rows_,
+          "PackedMatrix::pack_rows: rows [" + std::to_string(r0) + ", " + std::to_string(r0 + n) +
+              ") outside 0.." + std::to_string(rows_));
+  const int64_t weights = static_cast<int64_t>(n) * cols_;
+#pragma omp parallel for schedule(static) if (weights >= kParallelMin)
+  for (int r = 0; r < n; ++r) pack_row(r0 + r, m + static_cast<size_t>(r) * cols_);
+}
+
+void PackedMatrix::pack_columns(int r0, int n, const float* w) {
+  require(r0 >= 0 && n >= 0 && r0 + n <= rows_,
+          "PackedMatrix::pack_columns: rows [" + std::to_string(r0) + ", " +
+              std::to_string(r0 + n) + ") outside 0.." + std::to_string(rows_));
+  const int64_t weights = static_cast<int64_t>(n) * cols_;
+#pragma omp parallel if (weights >= kParallelMin)
   {
-    std::vector<float> row(cols);  // one column of w, gathered
+    std::vector<float> row(cols_);  // one column of w, gathered
 #pragma omp for schedule(static)
-    for (int r = 0; r < rows; ++r) {
-      for (int c = 0; c < cols; ++c) row[c] = w[static_cast<size_t>(c) * rows + r];
-      p.pack_row(r, row.data());
+    for (int r = 0; r < n; ++r) {
+      for (int c = 0; c < cols_; ++c) row[c] = w[static_cast<size_t>(c) * n + r];
+      pack_row(r0 + r, row.data());
     }
   }
-  return p;
 }
 
 void PackedMatrix::pack_row(int r, const float* row) {

@@ -55,6 +55,14 @@ class PackedMatrix {
   static PackedMatrix from_rows(WeightFormat format, const float* m, int rows, int cols);
   // M = wᵀ for a Conv1D weight w row-major [cols][rows] (y = x w).
   static PackedMatrix from_columns(WeightFormat format, const float* w, int rows, int cols);
+  // An all-zero M whose rows are then packed piecewise (pack_rows, pack_columns): a checkpoint
+  // loaded straight into packed storage, one tensor or chunk of rows at a time, so that no fp32
+  // copy of the whole matrix is ever held. Packing row by row rounds exactly as from_rows does.
+  static PackedMatrix zeros(WeightFormat format, int rows, int cols);
+  // Rows [r0, r0 + n) of M from m row-major [n][cols].
+  void pack_rows(int r0, int n, const float* m);
+  // Rows [r0, r0 + n) of M from the columns of w row-major [cols][n] (a Conv1D weight, M = wᵀ).
+  void pack_columns(int r0, int n, const float* w);
 
   WeightFormat format() const { return format_; }
   int rows() const { return rows_; }
@@ -78,7 +86,6 @@ class PackedMatrix {
   float at(int r, int c) const;
 
  private:
-  static PackedMatrix allocate(WeightFormat format, int rows, int cols);
   void pack_row(int r, const float* row);
   // y[0 .. R) = rows r0 .. r0 + R - 1 of M times x (the vector kernels of gemv).
   // x is the activation vector prepared for the format (GemvInput in the .cpp).
