@@ -923,9 +923,8 @@ float GPT2Model::forward(const int32_t* inputs, const int32_t* targets, int B, i
   if (training) {
     require_fp32_weights("forward (training)");
     require(weight_format_ == WeightFormat::kF32,
-            "forward: training needs f32 weights (the model "
-            "holds " +
-                to_string(weight_format_) + " inference weights)");
+            "forward: training needs f32 weights (the model holds " + to_string(weight_format_) +
+                " inference weights)");
   }
   ensure_activations(B, T);
   Activations& a = *acts_;
@@ -1138,6 +1137,9 @@ void GPT2Model::begin_packed_load(WeightFormat format) {
 
 GPT2Model::PackedTarget GPT2Model::packed_target(const ParamInfo& p) {
   PackedTarget t;
+  // Only during a packed load: packed copies made by set_weight_format come from the fp32
+  // parameters, which a load fills.
+  if (has_fp32_weights()) return t;
   for (auto& [offset, m] : packed_) {
     const size_t end = offset + static_cast<size_t>(m.rows()) * m.cols();
     if (p.offset < offset || p.offset >= end) continue;
