@@ -871,27 +871,6 @@ void GPT2Model::linear_grad(float* din, float* G, const float* dout, const float
   }
 }
 
-// One token: out = in · W (+ bias), added to out when accumulating.
-void GPT2Model::matvec(float* out, const float* in, size_t w, size_t b, int IN, int OUT,
-                       bool accumulate) const {
-  const float* bias = tensor_or_null(b);
-  if (!accumulate) {
-    if (bias != nullptr) {
-      std::copy(bias, bias + OUT, out);
-    } else {
-      std::fill(out, out + OUT, 0.0f);
-    }
-  } else if (bias != nullptr) {
-    for (int i = 0; i < OUT; i++) out[i] += bias[i];
-  }
-  const float* W = param_data_.get() + w;
-  if (config_.is_gpt2()) {
-    blas::gemv_t(IN, OUT, W, in, out, 1.0f);
-  } else {
-    blas::gemv_n(OUT, IN, W, in, out, 1.0f);
-  }
-}
-
 // MLP activation: GELU over [N, 4C] (GPT-2) or SwiGLU of the fused gate|up [N, 2I] -> [N, I].
 void GPT2Model::activation(float* out, const float* pre, int64_t N) const {
   if (config_.is_gpt2()) {
@@ -1111,6 +1090,9 @@ const PackedMatrix* GPT2Model::packed(size_t offset) const {
 // Token-by-token decode
 
 struct DecodeSession::Buffers {
+  // fp32 decode's matrices: views of the parameters (no copy) by parameter offset, read by the
+  // same team kernels as the packed formats (GPT-2's Conv1D weights as column views).
+  std::unordered_map<size_t, PackedMatrix> f32_views;
   std::vector<float> x, ln, qkv, att, fc, act, logits;
   float stats[2] = {0.0f, 0.0f};  // [mean, rstd] of the one row
   // extend(): the same tensors for n rows, and per-row norm statistics [mean (n) | rstd (n)].
@@ -1132,6 +1114,34 @@ DecodeSession::DecodeSession(GPT2Model& model) : model_(model), buffers_(new Buf
   buffers_->fc.resize(w.F);
   buffers_->act.resize(w.A);
   buffers_->logits.resize(c.vocab_size);
+  build_f32_views();
+}
+
+void DecodeSession::build_f32_views() {
+  const GPT2Model& m = model_;
+  const GPT2Config& c = m.config();
+  const RowWidths w(c);
+  const int C = static_cast<int>(w.C), QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO),
+            F = static_cast<int>(w.F), A = static_cast<int>(w.A);
+  const float* P = m.param_data();
+  auto& views = buffers_->f32_views;
+  // As set_weight_format packs them: M of y = M x is [out, in]; Conv1D weights are its transpose.
+  auto view = [&](size_t offset, int out, int in) {
+    views[offset] = c.is_gpt2() ? PackedMatrix::view_columns(P + offset, out, in)
+                                : PackedMatrix::view_rows(P + offset, out, in);
+  };
+  for (const GPT2Model::LayerOffsets& o : m.layer_offsets_) {
+    view(o.qkv_w, QKV, C);
+    view(o.attproj_w, C, AO);
+    view(o.fc_w, F, C);
+    view(o.fcproj_w, C, A);
+  }
+  views[m.lm_head_] = PackedMatrix::view_rows(P + m.lm_head_, c.vocab_size, C);
+}
+
+const PackedMatrix& DecodeSession::decode_matrix(size_t offset) const {
+  if (const PackedMatrix* packed = model_.packed(offset)) return *packed;
+  return buffers_->f32_views.at(offset);
 }
 
 DecodeSession::~DecodeSession() = default;
@@ -1302,40 +1312,18 @@ const float* DecodeSession::extend_together(std::span<DecodeSession* const> sess
 
 const float* DecodeSession::step(int32_t token) {
   const GPT2Config& cfg = model_.config();
-  const int C = cfg.n_embd, V = cfg.vocab_size;
-  const RowWidths w(cfg);
+  const int V = cfg.vocab_size;
   require(token >= 0 && token < V, "decode: token " + std::to_string(token) +
                                        " is outside the vocabulary (size " + std::to_string(V) +
                                        ")");
   require(position_ < cfg.block_size, "decode: position " + std::to_string(position_) +
                                           " reaches the model's block_size " +
                                           std::to_string(cfg.block_size));
-  // fp32 matrix-vector products run on OpenBLAS's pool and everything else here is serial: a
-  // second (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
-  // (bench/README.md). Packed bf16/q8 weights run on the OpenMP team (step_on_team).
-  if (model_.weight_format() != WeightFormat::kF32) return step_on_team(token);
-  Buffers& b = *buffers_;
-  float* x = b.x.data();
-  const int32_t pos = embed_at_position(token);
-  for (int l = 0; l < cfg.n_layer; l++) {
-    const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
-    float* stats = b.stats;
-    model_.norm_forward(b.ln.data(), stats, x, o.ln1_w, o.ln1_b, 1);
-    model_.matvec(b.qkv.data(), b.ln.data(), o.qkv_w, o.qkv_b, C, static_cast<int>(w.QKV), false);
-    attend_at(l, pos, /*split_over_team=*/false);
-    model_.matvec(x, b.att.data(), o.attproj_w, o.attproj_b, static_cast<int>(w.AO), C, true);
-    model_.norm_forward(b.ln.data(), stats, x, o.ln2_w, o.ln2_b, 1);
-    model_.matvec(b.fc.data(), b.ln.data(), o.fc_w, o.fc_b, C, static_cast<int>(w.F), false);
-    model_.activation(b.act.data(), b.fc.data(), 1);
-    model_.matvec(x, b.act.data(), o.fcproj_w, o.fcproj_b, static_cast<int>(w.A), C, true);
-  }
-  model_.norm_forward(b.ln.data(), b.stats, x, model_.lnf_w_, model_.lnf_b_, 1);
-  blas::gemv_n(V, C, model_.param_data() + model_.lm_head_, b.ln.data(), b.logits.data());
-  position_++;
-  return b.logits.data();
+  return step_on_team(token);
 }
 
-// Decode with packed (bf16/q8) weights. Every product runs on the OpenMP team, and the products
+// Decode (any weight format: packed bf16/q8 copies or fp32 views of the parameters, both read by
+// weight_storage.h's team kernels). Every product runs on the OpenMP team, and the products
 // between one layer's attention and the next (attention output projection, MLP, the next layer's
 // q|k|v; the LM head after the last) run inside one parallel region whose threads meet at a
 // SpinBarrier once per product (core/spin_barrier.h): two regions per layer (this one and the
@@ -1364,7 +1352,7 @@ const float* DecodeSession::step_on_team(int32_t token) {
       // region's last product (the region's end joins it).
       auto product = [&](size_t weight, size_t bias, const float* in, float* out, bool accumulate,
                          bool last) {
-        const PackedMatrix& M = *m.packed(weight);
+        const PackedMatrix& M = decode_matrix(weight);
         M.gemv_team(M.prepare(in), out, accumulate, m.tensor_or_null(bias));
         if (!last) barrier.wait(threads);
       };
