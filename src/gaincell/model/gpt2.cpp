@@ -9,7 +9,6 @@
 #include <random>
 #include <string>
 
-#include "gaincell/attention/softmax_attention.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/json.h"
@@ -1277,7 +1276,6 @@ const float* DecodeSession::extend_together(std::span<DecodeSession* const> sess
           layers::rope_apply(k, model.rope_cos_.data(), model.rope_sin_.data(), 1, Hkv, 1, D, pos);
         }
         state.append(k, k + Hkv * D);
-        set_softmax_decode_split(state, false);  // the projections here are sgemm (OpenBLAS's pool)
         state.attend(q, att + t * AO);
       }
     }
@@ -1322,61 +1320,61 @@ const float* DecodeSession::step(int32_t token) {
   return step_on_team(token);
 }
 
-// Decode (any weight format: packed bf16/q8 copies or fp32 views of the parameters, both read by
-// weight_storage.h's team kernels). Every product runs on the OpenMP team, and the products
-// between one layer's attention and the next (attention output projection, MLP, the next layer's
-// q|k|v; the LM head after the last) run inside one parallel region whose threads meet at a
-// SpinBarrier once per product (core/spin_barrier.h): two regions per layer (this one and the
-// attention's own) instead of one per product, and no sleep between products on an idle machine.
-// Each thread computes the small serial pieces (norms, the MLP activation) itself from the shared
-// complete vectors into its own buffer, so one barrier per product suffices; the results are the
-// same on every thread (the same instructions on the same data).
+// Decode, any weight format: packed bf16/q8 copies or fp32 views of the parameters, both read by
+// weight_storage.h's team kernels. The whole token runs in one OpenMP parallel region: every
+// product on the team, the attention on the team (AttentionDecodeState::attend_on_team), the
+// threads meeting at a SpinBarrier after each (core/spin_barrier.h) rather than at the start and
+// end of a region per product, which with OMP_WAIT_POLICY=passive would put them to sleep and
+// wake them with a system call each time. Each thread computes the small serial pieces (norms,
+// the MLP activation) itself from the shared complete vectors into its own buffer, so one barrier
+// per product suffices; the results are the same on every thread (the same instructions on the
+// same data). RoPE and the cache append run on the first thread.
 const float* DecodeSession::step_on_team(int32_t token) {
   const GPT2Model& m = model_;
   const GPT2Config& cfg = m.config();
-  const int L = cfg.n_layer;
   const RowWidths w(cfg);
   Buffers& b = *buffers_;
   float* x = b.x.data();
   const int32_t pos = embed_at_position(token);
   const size_t own_width = static_cast<size_t>(std::max<int64_t>(w.C, w.A));
   SpinBarrier barrier;
-  for (int l = 0; l <= L; l++) {
+  std::exception_ptr error;  // from the first thread's serial parts, rethrown after the region
 #pragma omp parallel
-    {
-      const int threads = omp_get_num_threads();
-      thread_local std::vector<float> own;  // this thread's copy of a product's input
-      own.resize(own_width);
-      float stats[2];
-      // out = (out when accumulating) + bias + M in; then the team meets unless it is the
-      // region's last product (the region's end joins it).
-      auto product = [&](size_t weight, size_t bias, const float* in, float* out, bool accumulate,
-                         bool last) {
-        const PackedMatrix& M = decode_matrix(weight);
-        M.gemv_team(M.prepare(in), out, accumulate, m.tensor_or_null(bias));
-        if (!last) barrier.wait(threads);
-      };
-      if (l > 0) {  // the rest of layer l - 1 after its attention
-        const GPT2Model::LayerOffsets& o = m.layer_offsets_[l - 1];
-        product(o.attproj_w, o.attproj_b, b.att.data(), x, true, false);
-        m.norm_forward(own.data(), stats, x, o.ln2_w, o.ln2_b, 1);
-        product(o.fc_w, o.fc_b, own.data(), b.fc.data(), false, false);
-        m.activation(own.data(), b.fc.data(), 1);
-        product(o.fcproj_w, o.fcproj_b, own.data(), x, true, false);
+  {
+    const int threads = omp_get_num_threads();
+    thread_local std::vector<float> own;  // this thread's copy of a product's input
+    own.resize(own_width);
+    float stats[2];
+    // out = (out when accumulating) + bias + M in; then the team meets.
+    auto product = [&](size_t weight, size_t bias, const float* in, float* out, bool accumulate) {
+      const PackedMatrix& M = decode_matrix(weight);
+      M.gemv_team(M.prepare(in), out, accumulate, m.tensor_or_null(bias));
+      barrier.wait(threads);
+    };
+    for (int l = 0; l < cfg.n_layer; l++) {
+      const GPT2Model::LayerOffsets& o = m.layer_offsets_[l];
+      m.norm_forward(own.data(), stats, x, o.ln1_w, o.ln1_b, 1);
+      product(o.qkv_w, o.qkv_b, own.data(), b.qkv.data(), false);
+      if (omp_get_thread_num() == 0) {
+        try {
+          rotate_and_append(l, pos);
+        } catch (...) {
+          error = std::current_exception();
+        }
       }
-      if (l < L) {  // layer l up to its attention
-        const GPT2Model::LayerOffsets& o = m.layer_offsets_[l];
-        m.norm_forward(own.data(), stats, x, o.ln1_w, o.ln1_b, 1);
-        product(o.qkv_w, o.qkv_b, own.data(), b.qkv.data(), false, true);
-      } else {
-        m.norm_forward(own.data(), stats, x, m.lnf_w_, m.lnf_b_, 1);
-        product(m.lm_head_, GPT2Model::kNone, own.data(), b.logits.data(), false, true);
-      }
+      barrier.wait(threads);
+      states_[l]->attend_on_team(b.qkv.data(), b.att.data(), barrier, threads, error);
+      product(o.attproj_w, o.attproj_b, b.att.data(), x, true);
+      m.norm_forward(own.data(), stats, x, o.ln2_w, o.ln2_b, 1);
+      product(o.fc_w, o.fc_b, own.data(), b.fc.data(), false);
+      m.activation(own.data(), b.fc.data(), 1);
+      product(o.fcproj_w, o.fcproj_b, own.data(), x, true);
     }
-    if (l == L) break;
-    // Attention of layer l on this thread; its decode state may split the cache over the team.
-    attend_at(l, pos, true);
+    m.norm_forward(own.data(), stats, x, m.lnf_w_, m.lnf_b_, 1);
+    const PackedMatrix& head = decode_matrix(m.lm_head_);
+    head.gemv_team(head.prepare(own.data()), b.logits.data(), false);  // the region's end joins
   }
+  if (error) std::rethrow_exception(error);
   position_++;
   return b.logits.data();
 }
@@ -1392,20 +1390,16 @@ int32_t DecodeSession::embed_at_position(int32_t token) {
   return pos;
 }
 
-void DecodeSession::attend_at(int layer, int32_t pos, bool split_over_team) {
+void DecodeSession::rotate_and_append(int layer, int32_t pos) {
   const GPT2Config& cfg = model_.config();
   const int H = cfg.n_head, Hkv = cfg.kv_heads(), D = cfg.head_dim();
-  Buffers& b = *buffers_;
-  float* q = b.qkv.data();
+  float* q = buffers_->qkv.data();
   float* k = q + H * D;
   if (cfg.uses_rope()) {
     layers::rope_apply(q, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, H, 1, D, pos);
     layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
   }
-  AttentionDecodeState& state = *states_[layer];
-  state.append(k, k + Hkv * D);
-  set_softmax_decode_split(state, split_over_team);
-  state.attend(q, b.att.data());
+  states_[layer]->append(k, k + Hkv * D);
 }
 
 }  // namespace gaincell

@@ -283,10 +283,9 @@ class DecodeSession {
   void build_f32_views();
   // The matrix a product reads: the model's packed copy, else the fp32 view.
   const PackedMatrix& decode_matrix(size_t offset) const;
-  // Layer `layer`'s attention of the token at `pos`: RoPE on q and k (when the family uses it), k
-  // and v appended to the layer's state, then the attention of q into the buffers' `att`.
-  // `split_over_team`: the softmax state may split its cache over the OpenMP team.
-  void attend_at(int layer, int32_t pos, bool split_over_team);
+  // The token at `pos` into layer `layer`'s decode state: RoPE on the buffers' q and k (when the
+  // family uses it), then k and v appended.
+  void rotate_and_append(int layer, int32_t pos);
   // The token's embedding (and learned position, GPT-2) into the buffers' `x`; returns the
   // position.
   int32_t embed_at_position(int32_t token);
