@@ -6,6 +6,7 @@
 // as its whole-sequence form (RoPE digital before the arrays), past the window; the adaptation
 // algorithm runs unchanged on it.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <random>
@@ -300,11 +301,12 @@ TEST(GqaModel, AdaptationRunsUnchangedOnALlamaModel) {
 namespace gaincell {
 namespace {
 
-// Issue 14 / 12 speed: decode attention split over chunks of the cache (split softmax, every
-// thread busy even with one KV head) equals the plain per-group loop, for multi-head, grouped and
+// Issue 14 / 12 speed: decode attention on the OpenMP team (attend_on_team, inside a parallel
+// region: the cache split over chunks of keys as well as groups, split softmax, every thread busy
+// even with one KV head) equals the plain per-group loop of attend(), for multi-head, grouped and
 // multi-query attention and for a sliding window's circular cache, at lengths below, at and past
-// one chunk of 128 keys.
-TEST(GqaDecode, SplitOverCacheChunksEqualsThePlainLoop) {
+// one chunk of 128 keys; and it gives the same bits on 1, 2 and 3 threads.
+TEST(GqaDecode, AttendOnTeamEqualsThePlainLoopOnAnyTeam) {
   const int heads = 8, dim = 16, capacity = 400;
   for (int kv_heads : {8, 2, 1}) {
     for (int window : {0, 200}) {
@@ -316,21 +318,31 @@ TEST(GqaDecode, SplitOverCacheChunksEqualsThePlainLoop) {
       ctx.window = window;
       auto attn = make_attention(window > 0 ? "sliding" : "softmax", ctx);
       auto plain = attn->make_decode_state();
-      auto split = attn->make_decode_state();
-      ASSERT_TRUE(set_softmax_decode_split(*split, true));
-      std::vector<float> out_plain(static_cast<size_t>(heads) * dim), out_split(out_plain.size());
+      auto team = attn->make_decode_state();
+      std::vector<float> out_plain(static_cast<size_t>(heads) * dim), out_team(out_plain.size());
       for (int t = 0; t < 330; ++t) {
         const auto k = random_vector(static_cast<size_t>(kv_heads) * dim, 100 + t, 1.0f);
         const auto v = random_vector(k.size(), 1000 + t, 1.0f);
         const auto q = random_vector(out_plain.size(), 5000 + t, 1.5f);
         plain->append(k.data(), v.data());
-        split->append(k.data(), v.data());
+        team->append(k.data(), v.data());
         if (t % 37 != 0 && t != 127 && t != 128 && t != 329) continue;
         plain->attend(q.data(), out_plain.data());
-        split->attend(q.data(), out_split.data());
-        for (size_t i = 0; i < out_plain.size(); ++i)
-          ASSERT_NEAR(out_split[i], out_plain[i], 1e-5f * (1.0f + std::fabs(out_plain[i])))
-              << "kv_heads=" << kv_heads << " window=" << window << " t=" << t << " i=" << i;
+        std::vector<float> first;
+        for (int threads : {1, 2, 3}) {
+          SpinBarrier barrier;
+          std::exception_ptr error;
+          std::fill(out_team.begin(), out_team.end(), -1.0f);
+#pragma omp parallel num_threads(threads)
+          team->attend_on_team(q.data(), out_team.data(), barrier, omp_get_num_threads(), error);
+          ASSERT_FALSE(error);
+          if (first.empty()) first = out_team;
+          for (size_t i = 0; i < out_plain.size(); ++i) {
+            ASSERT_NEAR(out_team[i], out_plain[i], 1e-5f * (1.0f + std::fabs(out_plain[i])))
+                << "kv_heads=" << kv_heads << " window=" << window << " t=" << t << " i=" << i;
+            ASSERT_EQ(out_team[i], first[i]) << "threads=" << threads;
+          }
+        }
       }
     }
   }

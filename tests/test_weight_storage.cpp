@@ -130,6 +130,53 @@ TEST(WeightStorage, FastGemvAndMatmulMatchPlainLoops) {
   }
 }
 
+// fp32 decode reads the parameters in place: a row view is the matrix as it lies, a column view its
+// transpose (GPT-2's Conv1D [in, out] weights); both agree with plain loops over at(), with the
+// bias and accumulate epilogue of decode's products, for row counts that leave partial tiles of
+// the column kernel and partial passes of the row kernel.
+TEST(WeightStorage, Fp32ViewsMultiplyTheParametersInPlace) {
+  for (int rows : {1, 77, 128, 301, 2304}) {
+    for (int cols : {5, 64, 768}) {
+      const auto w = normal_values(static_cast<size_t>(rows) * cols, 7, 0.05f);
+      const auto x = normal_values(cols, 8);
+      const auto bias = normal_values(rows, 9);
+      const PackedMatrix by_rows = PackedMatrix::view_rows(w.data(), rows, cols);
+      const PackedMatrix by_columns = PackedMatrix::view_columns(w.data(), cols, rows);
+      EXPECT_EQ(by_rows.bytes(), 0u);  // a view owns nothing
+      for (int r = 0; r < rows; r += 37) {
+        for (int c = 0; c < cols; c += 3) {
+          ASSERT_EQ(by_rows.at(r, c), w[static_cast<size_t>(r) * cols + c]);
+          ASSERT_EQ(by_columns.at(c, r), w[static_cast<size_t>(r) * cols + c]);
+        }
+      }
+      // The column view is [cols x rows]: its product takes a vector of `rows` entries.
+      const auto xt = normal_values(rows, 10);
+      for (const auto& [m, in] : {std::pair{&by_rows, &x}, std::pair{&by_columns, &xt}}) {
+        const int out = m->rows();
+        std::vector<float> fast(out, 1.0f), ref(out, 1.0f);
+        m->gemv(in->data(), fast.data(), true);
+        packed_gemv_reference(*m, in->data(), ref.data(), true);
+        for (int r = 0; r < out; ++r)
+          ASSERT_NEAR(fast[r], ref[r], 1e-5 * (1 + std::fabs(ref[r])))
+              << rows << "x" << cols << " r=" << r;
+        // Decode's epilogue: y = bias + M x (outside a parallel region gemv_team runs every row).
+        std::vector<float> with_bias(out, 5.0f);
+        m->gemv_team(m->prepare(in->data()), with_bias.data(), false,
+                     m == &by_rows ? bias.data() : nullptr);
+        packed_gemv_reference(*m, in->data(), ref.data(), false);
+        for (int r = 0; r < out; ++r) {
+          const float b = m == &by_rows ? bias[r] : 0.0f;
+          ASSERT_NEAR(with_bias[r], b + ref[r], 1e-5 * (1 + std::fabs(ref[r])));
+        }
+        // The whole-sequence path (dequantise_rows, then sgemm) reads views as well.
+        std::vector<float> one(out, 0.0f);
+        packed_matmul(one.data(), in->data(), *m, 1, false);
+        for (int r = 0; r < out; ++r) ASSERT_NEAR(one[r], ref[r], 1e-4 * (1 + std::fabs(ref[r])));
+      }
+    }
+  }
+}
+
 // q8 multiplies quantised activations (Q8Vector, per block of 32: ggml's Q8_0 x Q8_0): the fast
 // kernels sum a block's products in integers; the reference multiplies the dequantised values in
 // double. The activations' rounding is the weights' rule: within half a step of each block.
@@ -270,7 +317,8 @@ TEST(WeightStorage, TeamDecodeIsTheSameForAnyThreadCount) {
     std::vector<int32_t> x(T);
     std::mt19937_64 rng(13);
     for (auto& t : x) t = static_cast<int32_t>(rng() % V);
-    for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kQ8}) {
+    // f32 decodes through views of the parameters (PackedMatrix::view_rows / view_columns).
+    for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kQ8}) {
       m.set_weight_format(f);
       std::vector<std::vector<float>> logits;
       const int saved = omp_get_max_threads();

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gaincell/core/spin_barrier.h"
 #include "gaincell/hw/hw_config.h"
 
 namespace gaincell {
@@ -63,6 +65,14 @@ class AttentionDecodeState {
   virtual void append(const float* k, const float* v) = 0;
   // Attends with the query of the newest appended token; writes [n_head * head_dim].
   virtual void attend(const float* q, float* out) = 0;
+  // attend() from inside an OpenMP parallel region (decode runs a whole token in one region):
+  // every one of the team's `threads` threads calls it with the same arguments, and it returns on
+  // each once `out` is complete, having met at `barrier`. The result equals attend()'s. The
+  // default runs attend() on the team's first thread while the others wait. An exception on that
+  // thread is stored in `error` (it cannot leave the parallel region); the caller rethrows it
+  // after the region.
+  virtual void attend_on_team(const float* q, float* out, SpinBarrier& barrier, int threads,
+                              std::exception_ptr& error);
   virtual int64_t length() const = 0;
   virtual void reset() = 0;
   // An independent copy of this state (same stored tokens, same noise streams), so that several

@@ -1,5 +1,7 @@
 #include "gaincell/attention/softmax_attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -155,25 +157,49 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     return std::make_unique<SoftmaxDecodeState>(*this);
   }
 
-  void set_may_split(bool may_split) { may_split_ = may_split; }
-
   // Query heads are processed a group at a time, so each cached key and value row is read once
   // per group rather than once per query head (grouped-query attention's bandwidth saving).
-  // Serially (attend_group over the whole cache) unless the team may be used; then the cache is
-  // split into chunks of keys as well as groups (attend_split), so even a single KV head
-  // (multi-query attention) spreads over every thread.
+  // Serially (attend_group over the whole cache) unless the cache is long (>= 8 M values); then
+  // it is split into chunks of keys as well as groups (attend_split) over a team of its own, so
+  // even a single KV head (multi-query attention) spreads over every thread. Decode's step splits
+  // any cache over its team (attend_on_team).
   void attend(const float* q, float* out) override {
     require(length_ > 0, "softmax decode: attend() before any append()");
     const int n = static_cast<int>(std::min<int64_t>(length_, capacity_));
     const bool long_cache = int64_t{n} * H_ * D_ >= (int64_t{1} << 23);
-    if ((may_split_ || long_cache) && n > kDecodeChunk) {
+    if (long_cache && n > kDecodeChunk) {
       attend_split(q, out, n);
       return;
     }
     for (int g = 0; g < Hkv_; g++) attend_group(q, out, g, n);
   }
 
-  int64_t length() const override { return length_; }
+  // On the caller's team the cache is split as attend() splits it when it may (the same items,
+  // the same merge, so the same result): the items and then the merges are shared out with
+  // orphaned `omp for nowait` loops, the team meeting at the barrier after each.
+  void attend_on_team(const float* q, float* out, SpinBarrier& barrier, int threads,
+                      std::exception_ptr& error) override {
+    const int n = static_cast<int>(std::min<int64_t>(length_, capacity_));
+    if (length_ == 0 || n <= kDecodeChunk) {
+      AttentionDecodeState::attend_on_team(q, out, barrier, threads, error);
+      return;
+    }
+    // Sized by the first thread before any thread writes a partial.
+    if (omp_get_thread_num() == 0) reserve_partials(n);
+    barrier.wait(threads);
+    const int chunks = (n + kDecodeChunk - 1) / kDecodeChunk;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
+#pragma omp for schedule(static) nowait
+    for (int item = 0; item < Hkv_ * chunks; item++) attend_item(q, item, chunks, n, scale);
+    barrier.wait(threads);
+#pragma omp for schedule(static) nowait
+    for (int h = 0; h < H_; h++) merge_head(h, chunks, out);
+    barrier.wait(threads);
+  }
+
+  int64_t length() const override {
+    return length_;
+  }
   // Copies only the stored rows, reusing this cache's storage when it is large enough.
   bool assign_from(const AttentionDecodeState& other) override {
     const auto* o = dynamic_cast<const SoftmaxDecodeState*>(&other);
@@ -194,7 +220,9 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     length_ = o->length_;
     return true;
   }
-  void reset() override { length_ = 0; }
+  void reset() override {
+    length_ = 0;
+  }
 
  private:
   // Keys per work item of attend_split: 128 keys of a 64-wide head are 64 KB of K and V, enough
@@ -255,70 +283,83 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) s_c. Every K/V row is still read once
   // per group.
   void attend_split(const float* q, float* out, int n) {
-    const int rep = H_ / Hkv_;
     const int chunks = (n + kDecodeChunk - 1) / kDecodeChunk;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
-    const size_t partials = static_cast<size_t>(Hkv_) * chunks * rep;
-    if (part_max_.size() < partials) {
-      part_max_.resize(partials);
-      part_sum_.resize(partials);
-      part_out_.resize(partials * D_);
-    }
+    reserve_partials(n);
     // A small cache (a tiny model) stays on one thread: waking the team would cost more.
     const bool worth_team = int64_t{n} * Hkv_ * D_ >= (int64_t{1} << 16);
 #pragma omp parallel if (worth_team)
     {
 #pragma omp for schedule(static)
-      for (int item = 0; item < Hkv_ * chunks; item++) {
-        const int g = item / chunks, c = item % chunks;
-        const int j0 = c * kDecodeChunk, j1 = std::min(n, j0 + kDecodeChunk);
-        float* scores = scores_.data() + static_cast<int64_t>(g) * rep * capacity_;
-        score_keys(q, g, j0, j1, scale, scores);
-        const size_t p0 = static_cast<size_t>(item) * rep;  // partials of (g, c, r = 0)
-        for (int r = 0; r < rep; r++) {
-          float* row = scores + r * capacity_;
-          const float mx = max_value(row + j0, j1 - j0);
-          float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-          for (int j = j0; j < j1; j++) {
-            row[j] = fast_exp(row[j] - mx);
-            sum += row[j];
-          }
-          part_max_[p0 + r] = mx;
-          part_sum_[p0 + r] = sum;
-          float* o = part_out_.data() + (p0 + r) * D_;
-          std::fill(o, o + D_, 0.0f);
-        }
-        for (int j = j0; j < j1; j++) {
-          const float* vj = head_row(v_, g, j);
-          for (int r = 0; r < rep; r++) {
-            const float p = scores[r * capacity_ + j];
-            float* o = part_out_.data() + (p0 + r) * D_;
-#pragma omp simd
-            for (int d = 0; d < D_; d++) o[d] += p * vj[d];
-          }
-        }
-      }
+      for (int item = 0; item < Hkv_ * chunks; item++) attend_item(q, item, chunks, n, scale);
 #pragma omp for schedule(static)
-      for (int h = 0; h < H_; h++) {
-        const int g = h / rep, r = h % rep;
-        auto partial = [&](int c) { return (static_cast<size_t>(g) * chunks + c) * rep + r; };
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int c = 0; c < chunks; c++) mx = std::max(mx, part_max_[partial(c)]);
-        float* oh = out + static_cast<int64_t>(h) * D_;
-        std::fill(oh, oh + D_, 0.0f);
-        float sum = 0.0f;
-        for (int c = 0; c < chunks; c++) {
-          const float w = fast_exp(part_max_[partial(c)] - mx);
-          sum += w * part_sum_[partial(c)];
-          const float* o = part_out_.data() + partial(c) * D_;
+      for (int h = 0; h < H_; h++) merge_head(h, chunks, out);
+    }
+  }
+
+  void reserve_partials(int n) {
+    const int chunks = (n + kDecodeChunk - 1) / kDecodeChunk;
+    const size_t partials = static_cast<size_t>(Hkv_) * chunks * (H_ / Hkv_);
+    if (part_max_.size() < partials) {
+      part_max_.resize(partials);
+      part_sum_.resize(partials);
+      part_out_.resize(partials * D_);
+    }
+  }
+
+  // Item (g, c) of the split: the chunk c of keys against the query heads of group g, into the
+  // partials (max, exp-sum, unnormalised output) of each of those heads.
+  void attend_item(const float* q, int item, int chunks, int n, float scale) {
+    const int rep = H_ / Hkv_;
+    const int g = item / chunks, c = item % chunks;
+    const int j0 = c * kDecodeChunk, j1 = std::min(n, j0 + kDecodeChunk);
+    float* scores = scores_.data() + static_cast<int64_t>(g) * rep * capacity_;
+    score_keys(q, g, j0, j1, scale, scores);
+    const size_t p0 = static_cast<size_t>(item) * rep;  // partials of (g, c, r = 0)
+    for (int r = 0; r < rep; r++) {
+      float* row = scores + r * capacity_;
+      const float mx = max_value(row + j0, j1 - j0);
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int j = j0; j < j1; j++) {
+        row[j] = fast_exp(row[j] - mx);
+        sum += row[j];
+      }
+      part_max_[p0 + r] = mx;
+      part_sum_[p0 + r] = sum;
+      float* o = part_out_.data() + (p0 + r) * D_;
+      std::fill(o, o + D_, 0.0f);
+    }
+    for (int j = j0; j < j1; j++) {
+      const float* vj = head_row(v_, g, j);
+      for (int r = 0; r < rep; r++) {
+        const float p = scores[r * capacity_ + j];
+        float* o = part_out_.data() + (p0 + r) * D_;
 #pragma omp simd
-          for (int d = 0; d < D_; d++) oh[d] += w * o[d];
-        }
-        const float inv = 1.0f / sum;
-        for (int d = 0; d < D_; d++) oh[d] *= inv;
+        for (int d = 0; d < D_; d++) o[d] += p * vj[d];
       }
     }
+  }
+
+  // Query head h's output from its chunks' partials, rescaled to the largest maximum.
+  void merge_head(int h, int chunks, float* out) const {
+    const int rep = H_ / Hkv_;
+    const int g = h / rep, r = h % rep;
+    auto partial = [&](int c) { return (static_cast<size_t>(g) * chunks + c) * rep + r; };
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int c = 0; c < chunks; c++) mx = std::max(mx, part_max_[partial(c)]);
+    float* oh = out + static_cast<int64_t>(h) * D_;
+    std::fill(oh, oh + D_, 0.0f);
+    float sum = 0.0f;
+    for (int c = 0; c < chunks; c++) {
+      const float w = fast_exp(part_max_[partial(c)] - mx);
+      sum += w * part_sum_[partial(c)];
+      const float* o = part_out_.data() + partial(c) * D_;
+#pragma omp simd
+      for (int d = 0; d < D_; d++) oh[d] += w * o[d];
+    }
+    const float inv = 1.0f / sum;
+    for (int d = 0; d < D_; d++) oh[d] *= inv;
   }
 
   float* head_row(std::vector<float>& buf, int g, int64_t slot) {
@@ -347,17 +388,10 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   std::vector<float> scores_;  // [H, capacity]: one score row per query head
   // attend_split's per-(group, chunk, query head) partials: max, exp-sum, output [D].
   std::vector<float> part_max_, part_sum_, part_out_;
-  bool may_split_ = false;
   int64_t length_ = 0;
 };
 
 }  // namespace
-
-bool set_softmax_decode_split(AttentionDecodeState& state, bool may_split) {
-  auto* softmax = dynamic_cast<SoftmaxDecodeState*>(&state);
-  if (softmax != nullptr) softmax->set_may_split(may_split);
-  return softmax != nullptr;
-}
 
 SoftmaxAttention::SoftmaxAttention(const AttentionContext& ctx, int window)
     : n_head_(ctx.n_head),

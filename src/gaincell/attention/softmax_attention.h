@@ -37,14 +37,6 @@ std::unique_ptr<Attention> make_softmax_attention(const AttentionContext& ctx);
 // "sliding": ctx.window, or ctx.block_size when ctx.window is 0 (and at most ctx.model_window).
 std::unique_ptr<Attention> make_sliding_attention(const AttentionContext& ctx);
 
-// Whether a "softmax"/"sliding" decode state may split a short cache over the OpenMP team (split
-// softmax over chunks of 128 keys as well as KV groups). The decode session says yes when its
-// matrix-vector products run on OpenMP too (packed bf16/q8 weights) and no when they run on
-// OpenBLAS's own pool, because alternating two spinning pools on few cores costs more than the
-// split saves (bench/README.md). Long caches (>= 8 M values) are split either way. Returns false,
-// changing nothing, for the decode state of another variant.
-bool set_softmax_decode_split(AttentionDecodeState& state, bool may_split);
-
 // Loop-level oracle over q (B, H, T, D), k and v (B, Hkv, T, D); window 0 = causal; Hkv 0 = H.
 void reference_softmax_attention_forward(const float* q, const float* k, const float* v, float* out,
                                          int B, int H, int T, int D, int window, int Hkv = 0);

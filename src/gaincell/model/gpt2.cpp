@@ -11,7 +11,6 @@
 #include <random>
 #include <string>
 
-#include "gaincell/attention/softmax_attention.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/json.h"
@@ -880,27 +879,6 @@ void GPT2Model::linear_grad(float* din, float* G, const float* dout, const float
   }
 }
 
-// One token: out = in · W (+ bias), added to out when accumulating.
-void GPT2Model::matvec(float* out, const float* in, size_t w, size_t b, int IN, int OUT,
-                       bool accumulate) const {
-  const float* bias = tensor_or_null(b);
-  if (!accumulate) {
-    if (bias != nullptr) {
-      std::copy(bias, bias + OUT, out);
-    } else {
-      std::fill(out, out + OUT, 0.0f);
-    }
-  } else if (bias != nullptr) {
-    for (int i = 0; i < OUT; i++) out[i] += bias[i];
-  }
-  const float* W = param_data_.get() + w;
-  if (config_.is_gpt2()) {
-    blas::gemv_t(IN, OUT, W, in, out, 1.0f);
-  } else {
-    blas::gemv_n(OUT, IN, W, in, out, 1.0f);
-  }
-}
-
 // MLP activation: GELU over [N, 4C] (GPT-2) or SwiGLU of the fused gate|up [N, 2I] -> [N, I].
 void GPT2Model::activation(float* out, const float* pre, int64_t N) const {
   if (config_.is_gpt2()) {
@@ -1178,6 +1156,9 @@ const PackedMatrix* GPT2Model::packed(size_t offset) const {
 // Token-by-token decode
 
 struct DecodeSession::Buffers {
+  // fp32 decode's matrices: views of the parameters (no copy) by parameter offset, read by the
+  // same team kernels as the packed formats (GPT-2's Conv1D weights as column views).
+  std::unordered_map<size_t, PackedMatrix> f32_views;
   std::vector<float> x, ln, qkv, att, fc, act, logits;
   float stats[2] = {0.0f, 0.0f};  // [mean, rstd] of the one row
   // extend(): the same tensors for n rows, and per-row norm statistics [mean (n) | rstd (n)].
@@ -1199,6 +1180,34 @@ DecodeSession::DecodeSession(GPT2Model& model) : model_(model), buffers_(new Buf
   buffers_->fc.resize(w.F);
   buffers_->act.resize(w.A);
   buffers_->logits.resize(c.vocab_size);
+  build_f32_views();
+}
+
+void DecodeSession::build_f32_views() {
+  const GPT2Model& m = model_;
+  const GPT2Config& c = m.config();
+  const RowWidths w(c);
+  const int C = static_cast<int>(w.C), QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO),
+            F = static_cast<int>(w.F), A = static_cast<int>(w.A);
+  const float* P = m.param_data();
+  auto& views = buffers_->f32_views;
+  // As set_weight_format packs them: M of y = M x is [out, in]; Conv1D weights are its transpose.
+  auto view = [&](size_t offset, int out, int in) {
+    views[offset] = c.is_gpt2() ? PackedMatrix::view_columns(P + offset, out, in)
+                                : PackedMatrix::view_rows(P + offset, out, in);
+  };
+  for (const GPT2Model::LayerOffsets& o : m.layer_offsets_) {
+    view(o.qkv_w, QKV, C);
+    view(o.attproj_w, C, AO);
+    view(o.fc_w, F, C);
+    view(o.fcproj_w, C, A);
+  }
+  views[m.lm_head_] = PackedMatrix::view_rows(P + m.lm_head_, c.vocab_size, C);
+}
+
+const PackedMatrix& DecodeSession::decode_matrix(size_t offset) const {
+  if (const PackedMatrix* packed = model_.packed(offset)) return *packed;
+  return buffers_->f32_views.at(offset);
 }
 
 DecodeSession::~DecodeSession() = default;
@@ -1334,7 +1343,6 @@ const float* DecodeSession::extend_together(std::span<DecodeSession* const> sess
           layers::rope_apply(k, model.rope_cos_.data(), model.rope_sin_.data(), 1, Hkv, 1, D, pos);
         }
         state.append(k, k + Hkv * D);
-        set_softmax_decode_split(state, false);  // the projections here are sgemm (OpenBLAS's pool)
         state.attend(q, att + t * AO);
       }
     }
@@ -1369,93 +1377,71 @@ const float* DecodeSession::extend_together(std::span<DecodeSession* const> sess
 
 const float* DecodeSession::step(int32_t token) {
   const GPT2Config& cfg = model_.config();
-  const int C = cfg.n_embd, V = cfg.vocab_size;
-  const RowWidths w(cfg);
+  const int V = cfg.vocab_size;
   require(token >= 0 && token < V, "decode: token " + std::to_string(token) +
                                        " is outside the vocabulary (size " + std::to_string(V) +
                                        ")");
   require(position_ < cfg.block_size, "decode: position " + std::to_string(position_) +
                                           " reaches the model's block_size " +
                                           std::to_string(cfg.block_size));
-  // fp32 matrix-vector products run on OpenBLAS's pool and everything else here is serial: a
-  // second (OpenMP) pool alternating with it was measured to slow decode 2-6x on a loaded machine
-  // (bench/README.md). Packed bf16/q8 weights run on the OpenMP team (step_on_team).
-  if (model_.weight_format() != WeightFormat::kF32) return step_on_team(token);
-  Buffers& b = *buffers_;
-  float* x = b.x.data();
-  const int32_t pos = embed_at_position(token);
-  for (int l = 0; l < cfg.n_layer; l++) {
-    const GPT2Model::LayerOffsets& o = model_.layer_offsets_[l];
-    float* stats = b.stats;
-    model_.norm_forward(b.ln.data(), stats, x, o.ln1_w, o.ln1_b, 1);
-    model_.matvec(b.qkv.data(), b.ln.data(), o.qkv_w, o.qkv_b, C, static_cast<int>(w.QKV), false);
-    attend_at(l, pos, /*split_over_team=*/false);
-    model_.matvec(x, b.att.data(), o.attproj_w, o.attproj_b, static_cast<int>(w.AO), C, true);
-    model_.norm_forward(b.ln.data(), stats, x, o.ln2_w, o.ln2_b, 1);
-    model_.matvec(b.fc.data(), b.ln.data(), o.fc_w, o.fc_b, C, static_cast<int>(w.F), false);
-    model_.activation(b.act.data(), b.fc.data(), 1);
-    model_.matvec(x, b.act.data(), o.fcproj_w, o.fcproj_b, static_cast<int>(w.A), C, true);
-  }
-  model_.norm_forward(b.ln.data(), b.stats, x, model_.lnf_w_, model_.lnf_b_, 1);
-  blas::gemv_n(V, C, model_.param_data() + model_.lm_head_, b.ln.data(), b.logits.data());
-  position_++;
-  return b.logits.data();
+  return step_on_team(token);
 }
 
-// Decode with packed (bf16/q8) weights. Every product runs on the OpenMP team, and the products
-// between one layer's attention and the next (attention output projection, MLP, the next layer's
-// q|k|v; the LM head after the last) run inside one parallel region whose threads meet at a
-// SpinBarrier once per product (core/spin_barrier.h): two regions per layer (this one and the
-// attention's own) instead of one per product, and no sleep between products on an idle machine.
-// Each thread computes the small serial pieces (norms, the MLP activation) itself from the shared
-// complete vectors into its own buffer, so one barrier per product suffices; the results are the
-// same on every thread (the same instructions on the same data).
+// Decode, any weight format: packed bf16/q8 copies or fp32 views of the parameters, both read by
+// weight_storage.h's team kernels. The whole token runs in one OpenMP parallel region: every
+// product on the team, the attention on the team (AttentionDecodeState::attend_on_team), the
+// threads meeting at a SpinBarrier after each (core/spin_barrier.h) rather than at the start and
+// end of a region per product, which with OMP_WAIT_POLICY=passive would put them to sleep and
+// wake them with a system call each time. Each thread computes the small serial pieces (norms,
+// the MLP activation) itself from the shared complete vectors into its own buffer, so one barrier
+// per product suffices; the results are the same on every thread (the same instructions on the
+// same data). RoPE and the cache append run on the first thread.
 const float* DecodeSession::step_on_team(int32_t token) {
   const GPT2Model& m = model_;
   const GPT2Config& cfg = m.config();
-  const int L = cfg.n_layer;
   const RowWidths w(cfg);
   Buffers& b = *buffers_;
   float* x = b.x.data();
   const int32_t pos = embed_at_position(token);
   const size_t own_width = static_cast<size_t>(std::max<int64_t>(w.C, w.A));
   SpinBarrier barrier;
-  for (int l = 0; l <= L; l++) {
+  std::exception_ptr error;  // from the first thread's serial parts, rethrown after the region
 #pragma omp parallel
-    {
-      const int threads = omp_get_num_threads();
-      thread_local std::vector<float> own;  // this thread's copy of a product's input
-      own.resize(own_width);
-      float stats[2];
-      // out = (out when accumulating) + bias + M in; then the team meets unless it is the
-      // region's last product (the region's end joins it).
-      auto product = [&](size_t weight, size_t bias, const float* in, float* out, bool accumulate,
-                         bool last) {
-        const PackedMatrix& M = *m.packed(weight);
-        M.gemv_team(M.prepare(in), out, accumulate, m.tensor_or_null(bias));
-        if (!last) barrier.wait(threads);
-      };
-      if (l > 0) {  // the rest of layer l - 1 after its attention
-        const GPT2Model::LayerOffsets& o = m.layer_offsets_[l - 1];
-        product(o.attproj_w, o.attproj_b, b.att.data(), x, true, false);
-        m.norm_forward(own.data(), stats, x, o.ln2_w, o.ln2_b, 1);
-        product(o.fc_w, o.fc_b, own.data(), b.fc.data(), false, false);
-        m.activation(own.data(), b.fc.data(), 1);
-        product(o.fcproj_w, o.fcproj_b, own.data(), x, true, false);
+  {
+    const int threads = omp_get_num_threads();
+    thread_local std::vector<float> own;  // this thread's copy of a product's input
+    own.resize(own_width);
+    float stats[2];
+    // out = (out when accumulating) + bias + M in; then the team meets.
+    auto product = [&](size_t weight, size_t bias, const float* in, float* out, bool accumulate) {
+      const PackedMatrix& M = decode_matrix(weight);
+      M.gemv_team(M.prepare(in), out, accumulate, m.tensor_or_null(bias));
+      barrier.wait(threads);
+    };
+    for (int l = 0; l < cfg.n_layer; l++) {
+      const GPT2Model::LayerOffsets& o = m.layer_offsets_[l];
+      m.norm_forward(own.data(), stats, x, o.ln1_w, o.ln1_b, 1);
+      product(o.qkv_w, o.qkv_b, own.data(), b.qkv.data(), false);
+      if (omp_get_thread_num() == 0) {
+        try {
+          rotate_and_append(l, pos);
+        } catch (...) {
+          error = std::current_exception();
+        }
       }
-      if (l < L) {  // layer l up to its attention
-        const GPT2Model::LayerOffsets& o = m.layer_offsets_[l];
-        m.norm_forward(own.data(), stats, x, o.ln1_w, o.ln1_b, 1);
-        product(o.qkv_w, o.qkv_b, own.data(), b.qkv.data(), false, true);
-      } else {
-        m.norm_forward(own.data(), stats, x, m.lnf_w_, m.lnf_b_, 1);
-        product(m.lm_head_, GPT2Model::kNone, own.data(), b.logits.data(), false, true);
-      }
+      barrier.wait(threads);
+      states_[l]->attend_on_team(b.qkv.data(), b.att.data(), barrier, threads, error);
+      product(o.attproj_w, o.attproj_b, b.att.data(), x, true);
+      m.norm_forward(own.data(), stats, x, o.ln2_w, o.ln2_b, 1);
+      product(o.fc_w, o.fc_b, own.data(), b.fc.data(), false);
+      m.activation(own.data(), b.fc.data(), 1);
+      product(o.fcproj_w, o.fcproj_b, own.data(), x, true);
     }
-    if (l == L) break;
-    // Attention of layer l on this thread; its decode state may split the cache over the team.
-    attend_at(l, pos, true);
+    m.norm_forward(own.data(), stats, x, m.lnf_w_, m.lnf_b_, 1);
+    const PackedMatrix& head = decode_matrix(m.lm_head_);
+    head.gemv_team(head.prepare(own.data()), b.logits.data(), false);  // the region's end joins
   }
+  if (error) std::rethrow_exception(error);
   position_++;
   return b.logits.data();
 }
@@ -1471,20 +1457,16 @@ int32_t DecodeSession::embed_at_position(int32_t token) {
   return pos;
 }
 
-void DecodeSession::attend_at(int layer, int32_t pos, bool split_over_team) {
+void DecodeSession::rotate_and_append(int layer, int32_t pos) {
   const GPT2Config& cfg = model_.config();
   const int H = cfg.n_head, Hkv = cfg.kv_heads(), D = cfg.head_dim();
-  Buffers& b = *buffers_;
-  float* q = b.qkv.data();
+  float* q = buffers_->qkv.data();
   float* k = q + H * D;
   if (cfg.uses_rope()) {
     layers::rope_apply(q, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, H, 1, D, pos);
     layers::rope_apply(k, model_.rope_cos_.data(), model_.rope_sin_.data(), 1, Hkv, 1, D, pos);
   }
-  AttentionDecodeState& state = *states_[layer];
-  state.append(k, k + Hkv * D);
-  set_softmax_decode_split(state, split_over_team);
-  state.attend(q, b.att.data());
+  states_[layer]->append(k, k + Hkv * D);
 }
 
 }  // namespace gaincell

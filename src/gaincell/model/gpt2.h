@@ -241,9 +241,6 @@ class GPT2Model {
               bool accumulate) const;
   void linear_grad(float* din, float* G, const float* dout, const float* in, size_t w, size_t b,
                    int64_t N, int IN, int OUT) const;
-  // fp32 decode's products (OpenBLAS gemv); packed weights decode in DecodeSession::step_on_team.
-  void matvec(float* out, const float* in, size_t w, size_t b, int IN, int OUT,
-              bool accumulate) const;
   void activation(float* out, const float* pre, int64_t N) const;
   const PackedMatrix* packed(size_t offset) const;
   GPT2Config config_;
@@ -316,12 +313,15 @@ class DecodeSession {
 
  private:
   struct Buffers;
-  // step() with packed (bf16/q8) weights: the products on the OpenMP team, two regions per layer.
+  // step()'s work: the products on the OpenMP team, two regions per layer.
   const float* step_on_team(int32_t token);
-  // Layer `layer`'s attention of the token at `pos`: RoPE on q and k (when the family uses it), k
-  // and v appended to the layer's state, then the attention of q into the buffers' `att`.
-  // `split_over_team`: the softmax state may split its cache over the OpenMP team.
-  void attend_at(int layer, int32_t pos, bool split_over_team);
+  // The fp32 views of the digital layers' weights (Buffers::f32_views), built once per session.
+  void build_f32_views();
+  // The matrix a product reads: the model's packed copy, else the fp32 view.
+  const PackedMatrix& decode_matrix(size_t offset) const;
+  // The token at `pos` into layer `layer`'s decode state: RoPE on the buffers' q and k (when the
+  // family uses it), then k and v appended.
+  void rotate_and_append(int layer, int32_t pos);
   // The token's embedding (and learned position, GPT-2) into the buffers' `x`; returns the
   // position.
   int32_t embed_at_position(int32_t token);

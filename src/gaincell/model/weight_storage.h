@@ -63,11 +63,17 @@ class PackedMatrix {
   void pack_rows(int r0, int n, const float* m);
   // Rows [r0, r0 + n) of M from the columns of w row-major [cols][n] (a Conv1D weight, M = wᵀ).
   void pack_columns(int r0, int n, const float* w);
+  // fp32 views that copy nothing (fp32 decode reads the model's parameters in place through the
+  // same team kernels): M = m, m row-major [rows][cols] (nn.Linear weights, LM heads), or M = wᵀ
+  // for w row-major [cols][rows] (GPT-2's Conv1D weights; a column kernel streams w's rows). The
+  // viewed memory must outlive the view.
+  static PackedMatrix view_rows(const float* m, int rows, int cols);
+  static PackedMatrix view_columns(const float* w, int rows, int cols);
 
   WeightFormat format() const { return format_; }
   int rows() const { return rows_; }
   int cols() const { return cols_; }
-  size_t bytes() const;  // storage of the packed values and scales
+  size_t bytes() const;  // storage of the packed values and scales (0 for a view)
 
   // y[r] = sum_c M[r][c] x[c] (+ y[r] when accumulate). Rows split over OpenMP threads. For q8,
   // x is first quantised per block (Q8Vector) and each block's products summed in integers.
@@ -91,13 +97,18 @@ class PackedMatrix {
   // x is the activation vector prepared for the format (GemvInput in the .cpp).
   template <int R>
   void rows_dot(int r0, const GemvInput& x, float* y) const;
+  // gemv_team of a column view: threads take tiles of outputs, each streaming w's rows.
+  void columns_gemv_team(const float* x, float* y, bool accumulate, const float* bias) const;
+  const float* f32_data() const { return view_ != nullptr ? view_ : f32_.data(); }
   int blocks_per_row() const { return (cols_ + kQ8BlockSize - 1) / kQ8BlockSize; }
   WeightFormat format_ = WeightFormat::kF32;
   int rows_ = 0, cols_ = 0;
-  std::vector<uint16_t> bf16_;  // [rows][cols]
-  std::vector<int8_t> q8_;      // [rows][cols]
-  std::vector<float> scales_;   // [rows][blocks_per_row]
-  std::vector<float> f32_;      // [rows][cols], only for format f32 (tests, uniform handling)
+  std::vector<uint16_t> bf16_;   // [rows][cols]
+  std::vector<int8_t> q8_;       // [rows][cols]
+  std::vector<float> scales_;    // [rows][blocks_per_row]
+  std::vector<float> f32_;       // [rows][cols], only for format f32 (tests, uniform handling)
+  const float* view_ = nullptr;  // a view's fp32 data: [rows][cols], or [cols][rows] (columns_)
+  bool columns_ = false;
 };
 
 // Plain loops over at() (and, for q8, over the quantised x: Q8Vector), summed in double: the
