@@ -214,11 +214,11 @@ constexpr int kRowsPerPass = 4;
 // Column views (fp32 Conv1D weights, M = wᵀ): outputs per tile (one accumulator vector each, 8
 // vectors), and rows of w prefetched ahead: consecutive rows of w are a whole row apart, a stride
 // that leaves each 4 KB page after one access, so the hardware prefetchers do not follow it.
-constexpr int kColumnAheadRows = 8;
+[[maybe_unused]] constexpr int kColumnAheadRows = 8;  // (the vector kernels only)
 
 // A prefetch `bytes` past p (the address may lie past the end of the data: a prefetch never
 // faults, and the arithmetic is on integers so no out-of-range pointer is formed).
-inline void prefetch_ahead(const void* p, size_t bytes) {
+[[maybe_unused]] inline void prefetch_ahead(const void* p, size_t bytes) {
   __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + bytes), 0, 3);
 }
 
