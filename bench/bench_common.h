@@ -94,4 +94,21 @@ inline std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
   return tokens;
 }
 
+// Seconds of `steps` decode steps after a prefill of the first `context` tokens of `prompt`
+// (DecodeSession: reset, prefill, then step through the next tokens), best of `reps` after one
+// warm-up.
+template <class Session>
+double best_decode_seconds(Session& session, const std::vector<int32_t>& prompt, int context,
+                           int steps, int reps) {
+  double best = 1e30;
+  for (int r = 0; r <= reps; r++) {
+    session.reset();
+    session.prefill(prompt.data(), context);
+    const auto start = Clock::now();
+    for (int s = 0; s < steps; s++) session.step(prompt[context + s]);
+    if (r > 0) best = std::min(best, seconds_since(start));
+  }
+  return best;
+}
+
 }  // namespace gaincell::bench

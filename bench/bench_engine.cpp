@@ -46,6 +46,7 @@
 
 using gaincell::GPT2Config;
 using gaincell::GPT2Model;
+using gaincell::bench::best_decode_seconds;
 using gaincell::bench::best_time;
 using gaincell::bench::Clock;
 using gaincell::bench::measure_sgemm_gflops;
@@ -344,14 +345,7 @@ int run(int argc, char** argv) {
     const auto prompt = random_tokens(context + steps, config.vocab_size, 4);
     auto session = model->start_decoding();
     const double triad_before = measure_triad_gbps(reps);
-    double best = 1e30;
-    for (int r = 0; r <= reps; r++) {
-      session->reset();
-      session->prefill(prompt.data(), context);
-      const auto start = Clock::now();
-      for (int s = 0; s < steps; s++) session->step(prompt[context + s]);
-      if (r > 0) best = std::min(best, seconds_since(start));
-    }
+    const double best = best_decode_seconds(*session, prompt, context, steps, reps);
     const double triad_gbps = 0.5 * (triad_before + measure_triad_gbps(reps));
     const double tokens_per_s = steps / best;
     const double ctx_mid = context + steps / 2.0;
@@ -384,14 +378,7 @@ int run(int argc, char** argv) {
       for (const char* name : {"f32", "bf16", "q8"}) {
         model->set_weight_format(gaincell::parse_weight_format(name));
         auto session = model->start_decoding();
-        double best = 1e30;
-        for (int r = 0; r <= reps; r++) {
-          session->reset();
-          session->prefill(prompt.data(), context);
-          const auto start = Clock::now();
-          for (int s = 0; s < steps; s++) session->step(prompt[context + s]);
-          if (r > 0) best = std::min(best, seconds_since(start));
-        }
+        const double best = best_decode_seconds(*session, prompt, context, steps, reps);
         const double tokens_per_s = steps / best;
         if (f32_rate == 0.0) f32_rate = tokens_per_s;
         const double weight_bytes = std::string(name) == "f32"

@@ -70,14 +70,7 @@ json time_model(const std::string& model_name, const std::string& attention, int
     const int context = std::min(512, config.block_size - steps);
     const auto prompt = random_tokens(context + steps, config.vocab_size, 4);
     auto session = model->start_decoding();
-    double best = 1e30;
-    for (int r = 0; r <= reps; r++) {
-      session->reset();
-      session->prefill(prompt.data(), context);
-      const auto start = Clock::now();
-      for (int s = 0; s < steps; s++) session->step(prompt[context + s]);
-      if (r > 0) best = std::min(best, seconds_since(start));
-    }
+    const double best = best_decode_seconds(*session, prompt, context, steps, reps);
     out["decode_ctx512"] = {{"step_s", best / steps}, {"tokens_per_s", steps / best}};
   }
   return out;

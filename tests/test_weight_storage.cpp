@@ -10,9 +10,11 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "gaincell/attention/attention.h"
 #include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/spin_barrier.h"
@@ -339,6 +341,36 @@ TEST(WeightStorage, TeamDecodeIsTheSameForAnyThreadCount) {
         ASSERT_EQ(logits[2][i], logits[0][i])
             << config.model_type << " " << to_string(f) << " " << i;
       }
+    }
+  }
+}
+
+// A decode state's error inside decode's parallel region (attend_on_team's default runs attend() on
+// the team's first thread) is handed out in `error` after the team has met, for the caller to
+// rethrow after the region, instead of terminating the process.
+TEST(SpinBarrier, AttendOnTeamHandsAnErrorToTheCaller) {
+  struct FailingState : AttentionDecodeState {
+    void append(const float*, const float*) override {}
+    void attend(const float*, float*) override { throw Error("attend failed on purpose"); }
+    int64_t length() const override { return 0; }
+    void reset() override {}
+  };
+  FailingState state;
+  for (int threads : {1, 2, 3}) {
+    SpinBarrier barrier;
+    std::exception_ptr error;
+    int passed = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : passed)
+    {
+      state.attend_on_team(nullptr, nullptr, barrier, omp_get_num_threads(), error);
+      passed = 1;  // every thread leaves attend_on_team
+    }
+    EXPECT_EQ(passed, threads);
+    ASSERT_TRUE(error) << threads << " threads";
+    try {
+      std::rethrow_exception(error);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("on purpose"), std::string::npos);
     }
   }
 }

@@ -72,7 +72,9 @@ class AttentionDecodeState {
   // thread is stored in `error` (it cannot leave the parallel region); the caller rethrows it
   // after the region.
   virtual void attend_on_team(const float* q, float* out, SpinBarrier& barrier, int threads,
-                              std::exception_ptr& error);
+                              std::exception_ptr& error) {
+    run_on_first_thread([&] { attend(q, out); }, barrier, threads, error);
+  }
   virtual int64_t length() const = 0;
   virtual void reset() = 0;
   // An independent copy of this state (same stored tokens, same noise streams), so that several

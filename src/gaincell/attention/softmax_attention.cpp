@@ -1,7 +1,5 @@
 #include "gaincell/attention/softmax_attention.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -184,9 +182,11 @@ class SoftmaxDecodeState : public AttentionDecodeState {
       AttentionDecodeState::attend_on_team(q, out, barrier, threads, error);
       return;
     }
-    // Sized by the first thread before any thread writes a partial.
-    if (omp_get_thread_num() == 0) reserve_partials(n);
-    barrier.wait(threads);
+    // Sized by the first thread before any thread writes a partial. After the barrier every
+    // thread sees the same `error` (an allocation failure, or one from before this call) and
+    // leaves together; the caller rethrows it after its parallel region.
+    run_on_first_thread([&] { reserve_partials(n); }, barrier, threads, error);
+    if (error) return;
     const int chunks = (n + kDecodeChunk - 1) / kDecodeChunk;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
 #pragma omp for schedule(static) nowait

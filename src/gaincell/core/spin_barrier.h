@@ -12,10 +12,13 @@
 // a loaded machine gave the core away for a time slice and made decode 30-40 % slower.
 #pragma once
 
+#include <omp.h>
+
 #include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <exception>
 
 #ifdef __linux__
 #include <linux/futex.h>
@@ -82,5 +85,20 @@ class SpinBarrier {
   std::atomic<int> sleepers_{0};
   std::atomic<uint32_t> generation_{0};
 };
+
+// Runs fn() on the first thread of the calling OpenMP team while the others wait, then the team
+// meets at `barrier`. An exception must not leave a parallel region: one from fn() is stored in
+// `error`, for the caller to rethrow after the region.
+template <class F>
+void run_on_first_thread(F&& fn, SpinBarrier& barrier, int threads, std::exception_ptr& error) {
+  if (omp_get_thread_num() == 0) {
+    try {
+      fn();
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  barrier.wait(threads);
+}
 
 }  // namespace gaincell

@@ -1422,14 +1422,7 @@ const float* DecodeSession::step_on_team(int32_t token) {
       const GPT2Model::LayerOffsets& o = m.layer_offsets_[l];
       m.norm_forward(own.data(), stats, x, o.ln1_w, o.ln1_b, 1);
       product(o.qkv_w, o.qkv_b, own.data(), b.qkv.data(), false);
-      if (omp_get_thread_num() == 0) {
-        try {
-          rotate_and_append(l, pos);
-        } catch (...) {
-          error = std::current_exception();
-        }
-      }
-      barrier.wait(threads);
+      run_on_first_thread([&] { rotate_and_append(l, pos); }, barrier, threads, error);
       states_[l]->attend_on_team(b.qkv.data(), b.att.data(), barrier, threads, error);
       product(o.attproj_w, o.attproj_b, b.att.data(), x, true);
       m.norm_forward(own.data(), stats, x, o.ln2_w, o.ln2_b, 1);
