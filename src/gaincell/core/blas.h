@@ -1,4 +1,4 @@
-// Thin row-major wrappers over OpenBLAS cblas_sgemm / cblas_sgemv, so model code reads like the
+// Thin row-major wrappers over OpenBLAS cblas_sgemm, so model code reads like the
 // math (C = A·B, C = A·Bᵀ, ...) instead of a dozen positional BLAS arguments.
 //
 // Threading: OpenBLAS (pthread build) runs its own thread pool. Large GEMMs called from serial
@@ -33,14 +33,6 @@ inline void gemm_tn(int M, int N, int K, const float* A, int lda, const float* B
                     int ldc, float alpha = 1.0f, float beta = 0.0f) {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
               ldc);
-}
-// y[N] = W[K,N]ᵀ · x[K] + beta * y  (a Conv1D layer applied to one vector).
-inline void gemv_t(int K, int N, const float* W, const float* x, float* y, float beta = 0.0f) {
-  cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.0f, W, N, x, 1, beta, y, 1);
-}
-// y[M] = A[M,K] · x[K] + beta * y.
-inline void gemv_n(int M, int K, const float* A, const float* x, float* y, float beta = 0.0f) {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, M, K, 1.0f, A, K, x, 1, beta, y, 1);
 }
 
 // OpenBLAS picks its kernels from the CPU model. Releases older than the CPU (Debian 12 ships
