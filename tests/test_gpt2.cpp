@@ -8,9 +8,12 @@
 
 #include "gaincell/core/error.h"
 #include "gaincell/model/gpt2.h"
+#include "test_util.h"
 
 namespace gaincell {
 namespace {
+
+using test_util::random_tokens;
 
 GPT2Config small_config(const std::string& attention = "softmax", int window = 0) {
   GPT2Config c = GPT2Config::named("tiny");
@@ -22,13 +25,6 @@ GPT2Config small_config(const std::string& attention = "softmax", int window = 0
   c.attention = attention;
   c.window = window;
   return c;
-}
-
-std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng() % vocab);
-  return t;
 }
 
 // Larger random weights than GPT-2's init so that every path matters numerically.

@@ -29,6 +29,7 @@
 
 using namespace gaincell;
 using gaincell::test_util::expect_error;
+using gaincell::test_util::random_tokens;
 using gaincell::test_util::TempDir;
 namespace fs = std::filesystem;
 
@@ -146,13 +147,6 @@ LoadModelOptions options(WeightFormat weights, bool allow_nonfinite = false) {
   o.weights = weights;
   o.allow_nonfinite = allow_nonfinite;
   return o;
-}
-
-std::vector<int32_t> random_tokens(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> x(n);
-  for (auto& t : x) t = static_cast<int32_t>(rng() % vocab);
-  return x;
 }
 
 // The logits of a whole-sequence forward, then (with decode) of token-by-token decode and of

@@ -6,11 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "gaincell/core/error.h"
 
@@ -36,6 +38,14 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// n token ids drawn uniformly from [0, vocab) by a seeded generator (the same ids on every run).
+inline std::vector<int32_t> random_tokens(size_t n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> ids(n);
+  for (auto& t : ids) t = static_cast<int32_t>(rng() % vocab);
+  return ids;
+}
 
 // The message of the gaincell::Error that `fn` throws; empty when it throws none.
 inline std::string error_of(const std::function<void()>& fn) {
