@@ -265,6 +265,24 @@ TEST(PackedLoad, EverythingThatReadsTheAbsentFp32MatricesThrows) {
   for (int i = 0; i < 8 * config.vocab_size; ++i) ASSERT_TRUE(std::isfinite(m->logits()[i]));
 }
 
+namespace {
+
+// Overwrites element `index` of tensor `name` in dir/model.safetensors (of `dtype`) with `bits`.
+void poison_element(const fs::path& dir, const std::string& name, size_t index,
+                    const std::string& dtype, uint32_t bits) {
+  const uint64_t begin = SafeTensorsFile::open(dir / "model.safetensors").info(name).begin;
+  std::string bytes = read_text_file(dir / "model.safetensors");
+  uint64_t header_length = 0;
+  std::memcpy(&header_length, bytes.data(), 8);
+  const size_t width = dtype == "F32" ? 4 : 2;
+  const auto half = static_cast<uint16_t>(bits);
+  std::memcpy(&bytes[8 + header_length + begin + index * width],
+              width == 4 ? static_cast<const void*>(&bits) : &half, width);
+  write_file_atomic(dir / "model.safetensors", bytes);
+}
+
+}  // namespace
+
 TEST(PackedLoad, NonFiniteValuesAreRefusedNamingTheTensor) {
   const GPT2Config config = llama_config(false);
   for (const std::string dtype : {"BF16", "F16", "F32"}) {
@@ -273,23 +291,45 @@ TEST(PackedLoad, NonFiniteValuesAreRefusedNamingTheTensor) {
     write_model_dir(dir.path(), config, dtype);
     // Poison one element of a packed matrix (k_proj of layer 1, element 70) in the file.
     const std::string name = "model.layers.1.self_attn.k_proj.weight";
-    const uint64_t begin = SafeTensorsFile::open(dir.path() / "model.safetensors").info(name).begin;
-    std::string bytes = read_text_file(dir.path() / "model.safetensors");
-    uint64_t header_length = 0;
-    std::memcpy(&header_length, bytes.data(), 8);
-    const size_t width = dtype == "F32" ? 4 : 2;
-    const size_t at = 8 + header_length + begin + 70 * width;
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    const uint32_t f32 = std::bit_cast<uint32_t>(nan);
-    const uint16_t h16 = dtype == "F16" ? 0x7e00 : float_to_bf16_bits(nan);
-    std::memcpy(&bytes[at], width == 4 ? static_cast<const void*>(&f32) : &h16, width);
-    write_file_atomic(dir.path() / "model.safetensors", bytes);
+    poison_element(dir.path(), name, 70, dtype,
+                   dtype == "F32"   ? std::bit_cast<uint32_t>(nan)
+                   : dtype == "F16" ? 0x7e00u
+                                    : float_to_bf16_bits(nan));
     for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kQ8}) {
       expect_error([&] { load_model(dir.path(), options(f)); },
                    "tensor '" + name + "' contains a non-finite value (NaN) at element 70");
       auto loaded = load_model(dir.path(), options(f, /*allow_nonfinite=*/true));
       EXPECT_FALSE(loaded->has_fp32_weights());
     }
+  }
+}
+
+// q8's block scales are fp16, so a finite weight above 127 x 65504 cannot be stored: loading it as
+// q8 is an error naming the tensor and element (each path of the packed load: a GPT-2 Conv1D
+// tensor packed whole by its columns, nn.Linear and Llama tensors packed by chunks of rows, and a
+// tied LM head packed from the fp32 embedding), raised before the packer's OpenMP loops; bf16
+// loads the same file.
+TEST(PackedLoad, WeightTooLargeForQ8IsRefusedNamingTheTensor) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"gpt2", "h.1.attn.c_attn.weight"},
+      {"gpt2-nn-linear", "h.0.mlp.c_proj.weight"},
+      {"llama", "model.layers.1.mlp.down_proj.weight"},
+      {"llama-tied", "model.embed_tokens.weight"}};
+  for (const Family& family : families()) {
+    std::string name;
+    for (const auto& [f, n] : cases)
+      if (f == family.name) name = n;
+    SCOPED_TRACE(family.name);
+    TempDir dir;
+    write_model_dir(dir.path(), family.config, "F32", family.nn_linear);
+    poison_element(dir.path(), name, 77, "F32", std::bit_cast<uint32_t>(-9e6f));
+    expect_error([&] { load_model(dir.path(), options(WeightFormat::kQ8)); },
+                 "tensor '" + name + "', element 77 holds -9000000, too large for q8 weights");
+    expect_error([&] { load_model(dir.path(), options(WeightFormat::kQ8)); },
+                 "--weights bf16 or f32");
+    auto bf16 = load_model(dir.path(), options(WeightFormat::kBF16));
+    EXPECT_EQ(bf16->weight_format(), WeightFormat::kBF16);
   }
 }
 

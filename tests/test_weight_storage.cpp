@@ -17,13 +17,25 @@
 #include "gaincell/attention/attention.h"
 #include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/fp16.h"
 #include "gaincell/core/spin_barrier.h"
 #include "gaincell/model/gpt2.h"
 #include "gaincell/model/weight_storage.h"
+#include "test_util.h"
 
 using namespace gaincell;
 
 namespace {
+
+GPT2Config small_config() {
+  GPT2Config c = GPT2Config::named("tiny");
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 64;
+  c.block_size = 48;
+  c.vocab_size = 211;
+  return c;
+}
 
 std::vector<float> normal_values(size_t n, uint64_t seed, float std = 1.0f) {
   std::mt19937_64 rng(seed);
@@ -58,31 +70,157 @@ TEST(WeightStorage, Bf16RoundTripIsNearestBf16) {
   }
 }
 
+namespace {
+
+// The largest |v[i]| over a block.
+float block_amax(const float* v, int n) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(v[i]));
+  return amax;
+}
+
+// The q8 weights' rule, block by block, for the rows of w [rows][cols] (quantize_q8_weight_block):
+// the scale is the fp16 value at or above max|w| / 127 whose fp16 predecessor lies below it (0
+// for an all-zero block), the packed matrix decodes to scale q with q from the same function, and
+// every weight is within half a step of its decoded value, the block maximum at +-127 steps.
+void expect_q8_weight_rule(const std::vector<float>& w, int rows, int cols, const PackedMatrix& m) {
+  for (int r = 0; r < rows; ++r) {
+    for (int c0 = 0; c0 < cols; c0 += 32) {
+      const int n = std::min(32, cols - c0);
+      const float* v = w.data() + static_cast<size_t>(r) * cols + c0;
+      int8_t q[32];
+      const uint16_t bits = quantize_q8_weight_block(v, n, q);
+      const float step = fp16_bits_to_float(bits), amax = block_amax(v, n);
+      SCOPED_TRACE("r=" + std::to_string(r) + " c0=" + std::to_string(c0));
+      ASSERT_EQ(bits & 0x8000, 0) << "a scale is positive";
+      if (amax == 0.0f) {
+        EXPECT_EQ(bits, 0);
+      } else {
+        EXPECT_GE(step, amax / 127.0f);
+        EXPECT_LT(fp16_bits_to_float(static_cast<uint16_t>(bits - 1)), amax / 127.0f);
+      }
+      for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(m.at(r, c0 + i), step * static_cast<float>(q[i])) << i;
+        ASSERT_LE(std::fabs(m.at(r, c0 + i) - v[i]), 0.5f * step * (1 + 1e-5f)) << i;
+        // With a normal fp16 scale (rounded up by at most 2^-10 of itself) the block maximum
+        // is 126.9 to 127 steps: it uses the full int8 range.
+        if (bits >= 0x400 && std::fabs(v[i]) == amax) EXPECT_EQ(std::abs(q[i]), 127) << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 TEST(WeightStorage, Q8RoundTripWithinHalfAStepPerBlock) {
   const int rows = 4, cols = 75;  // two full blocks of 32 and a tail of 11
   auto w = normal_values(rows * cols, 2);
   std::fill(w.begin() + cols, w.begin() + cols + 32, 0.0f);  // an all-zero block: scale 0
   w[3] = 5.0f;                                               // a block maximum
   const PackedMatrix m = PackedMatrix::from_rows(WeightFormat::kQ8, w.data(), rows, cols);
-  EXPECT_EQ(m.bytes(), static_cast<size_t>(rows) * cols + rows * 3 * sizeof(float));
-  for (int r = 0; r < rows; ++r) {
-    for (int b = 0; b * 32 < cols; ++b) {
-      const int c0 = b * 32, c1 = std::min(cols, c0 + 32);
-      float amax = 0.0f;
-      for (int c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(w[r * cols + c]));
-      const float step = amax / 127.0f;
-      for (int c = c0; c < c1; ++c) {
-        const float x = w[r * cols + c];
-        EXPECT_LE(std::fabs(m.at(r, c) - x), 0.5f * step * (1 + 1e-5f) + 1e-30f)
-            << "r=" << r << " c=" << c;
-        if (std::fabs(x) == amax) {
-          EXPECT_NEAR(std::fabs(m.at(r, c)), amax, 1e-6f * amax);
-        }
-      }
-    }
-  }
+  // ggml's Q8_0: 32 int8 and one fp16 scale, 34 bytes per block.
+  EXPECT_EQ(m.bytes(), static_cast<size_t>(rows) * cols + rows * 3 * sizeof(uint16_t));
+  EXPECT_EQ(PackedMatrix::from_rows(WeightFormat::kQ8, normal_values(64 * 768, 3).data(), 64, 768)
+                .bytes(),
+            size_t{64} * 768 / 32 * 34);
+  expect_q8_weight_rule(w, rows, cols, m);
   EXPECT_EQ(m.at(1, 0), 0.0f);
-  EXPECT_FLOAT_EQ(m.at(0, 3), 5.0f);
+  // 5 / 127 = 0.03937 = 1290.08 2^-15, in fp16's binade [2^-5, 2^-4) of steps 2^-15: the scale
+  // is rounded up to 1291 2^-15, and 5 is stored as 127 of them (5.0036).
+  EXPECT_EQ(m.at(0, 3), 127.0f * 1291.0f * 0x1p-15f);
+}
+
+// Blocks of small weights have scales in fp16's subnormal range (max|w| / 127 < 2^-14, so
+// max|w| < 7.8e-3) or below its smallest step (max|w| < 127 2^-24 = 7.6e-6): the scale is rounded
+// up to a coarser step, with fewer than 127 levels for the smallest, but every weight still lies
+// within half a step, and the fast kernels still agree with the plain loops.
+TEST(WeightStorage, Q8SubnormalScalesKeepEveryWeightWithinHalfAStep) {
+  const int rows = 5, cols = 96;
+  for (float std : {1e-7f, 1e-6f, 1e-5f, 1e-4f, 1e-3f}) {
+    SCOPED_TRACE(std);
+    const auto w = normal_values(static_cast<size_t>(rows) * cols, 20, std);
+    const PackedMatrix m = PackedMatrix::from_rows(WeightFormat::kQ8, w.data(), rows, cols);
+    expect_q8_weight_rule(w, rows, cols, m);
+    const auto x = normal_values(cols, 21);
+    std::vector<float> fast(rows), ref(rows);
+    m.gemv(x.data(), fast.data(), false);
+    packed_gemv_reference(m, x.data(), ref.data(), false);
+    for (int r = 0; r < rows; ++r) EXPECT_NEAR(fast[r], ref[r], 2e-6 * (std + std::fabs(ref[r])));
+  }
+  // The smallest steps, derived by hand: max|w| = 1e-6 needs 1e-6 / 127 = 7.9e-9, below the
+  // smallest fp16 2^-24 = 6.0e-8, so the step is 2^-24 and 1e-6 is 17 steps (1.013e-6).
+  std::vector<float> tiny(32, 0.0f);
+  tiny[0] = 1e-6f;
+  tiny[1] = -2e-8f;  // a third of a step: 0
+  int8_t q[32];
+  EXPECT_EQ(quantize_q8_weight_block(tiny.data(), 32, q), 0x0001);
+  EXPECT_EQ(q[0], 17);
+  EXPECT_EQ(q[1], 0);
+  // 1e-3 / 127 = 7.87e-6 = 132.1 2^-24 lies in the subnormals (steps of 2^-24): rounded up to
+  // 133 2^-24, of which 1e-3 is 126.1 (126: the coarse scale leaves a level unused).
+  tiny[0] = 1e-3f;
+  EXPECT_EQ(quantize_q8_weight_block(tiny.data(), 32, q), 133);
+  EXPECT_EQ(q[0], 126);
+}
+
+// A finite weight above 127 x 65504 has no fp16 scale: packing it as q8 is an error naming where
+// it is (checked before the OpenMP packing loops, and before anything is packed), never a clamp or
+// an infinite scale. Infinities and NaNs keep their meaning instead (NaN products), and the
+// boundary value itself fits.
+TEST(WeightStorage, Q8WeightTooLargeForAnFp16ScaleIsAnError) {
+  const int rows = 300, cols = 200;  // large enough for the OpenMP path
+  auto w = normal_values(static_cast<size_t>(rows) * cols, 22);
+  w[static_cast<size_t>(250) * cols + 70] = -1e7f;
+  test_util::expect_error([&] { PackedMatrix::from_rows(WeightFormat::kQ8, w.data(), rows, cols); },
+                          "q8 weights: row 250, column 70 of a 300 x 200 matrix holds -10000000, "
+                          "too large for q8 weights");
+  test_util::expect_error([&] { PackedMatrix::from_rows(WeightFormat::kQ8, w.data(), rows, cols); },
+                          "(load this model with --weights bf16 or f32)");
+  // The same values as a Conv1D weight w [200 inputs][300 outputs] (M = wᵀ): element
+  // 250 * 200 + 70 = 50070 is w[166][270], M's row 270, column 166.
+  test_util::expect_error(
+      [&] { PackedMatrix::from_columns(WeightFormat::kQ8, w.data(), 300, 200); },
+      "row 270, column 166 of a 300 x 200 matrix");
+  // Piecewise packing: the rows before the bad one are not packed either.
+  PackedMatrix z = PackedMatrix::zeros(WeightFormat::kQ8, rows, cols);
+  EXPECT_THROW(z.pack_rows(0, rows, w.data()), Error);
+  EXPECT_EQ(z.at(0, 0), 0.0f);
+  // bf16 and f32 hold it.
+  EXPECT_EQ(PackedMatrix::from_rows(WeightFormat::kBF16, w.data(), rows, cols).at(250, 70),
+            round_to_bf16(-1e7f));
+  // The boundary: 127 x 65504 has the scale 65504 exactly; the next float up does not fit (its
+  // |w| / 127 is 65504.004 in fp32).
+  std::vector<float> edge(32, 1.0f);
+  edge[5] = kQ8MaxWeight;
+  PackedMatrix fits = PackedMatrix::from_rows(WeightFormat::kQ8, edge.data(), 1, 32);
+  EXPECT_EQ(fits.at(0, 5), kQ8MaxWeight);
+  EXPECT_EQ(fits.at(0, 0), 0.0f);  // 1 is 1.9e-5 steps
+  EXPECT_EQ(first_q8_overflow(edge.data(), 32), -1);
+  edge[5] = -std::nextafter(kQ8MaxWeight, INFINITY);
+  EXPECT_EQ(first_q8_overflow(edge.data(), 32), 5);
+  EXPECT_THROW(PackedMatrix::from_rows(WeightFormat::kQ8, edge.data(), 1, 32), Error);
+  // An infinity or NaN is not "too large": its block's products become NaN (as in fp32).
+  edge[5] = std::numeric_limits<float>::infinity();
+  edge[40 - 32] = 0.5f;
+  EXPECT_EQ(first_q8_overflow(edge.data(), 32), -1);
+  const PackedMatrix inf = PackedMatrix::from_rows(WeightFormat::kQ8, edge.data(), 1, 32);
+  EXPECT_TRUE(std::isnan(inf.at(0, 8)));
+  // A model: set_weight_format names the parameter and leaves the model usable in fp32.
+  GPT2Model model(small_config());
+  model.init_random(3);
+  const ParamInfo* fc = nullptr;
+  for (const ParamInfo& p : model.params())
+    if (p.name == "h.1.mlp.c_fc.weight") fc = &p;
+  ASSERT_NE(fc, nullptr);
+  model.param_data()[fc->offset + 10] = 2e7f;
+  test_util::expect_error([&] { model.set_weight_format(WeightFormat::kQ8); },
+                          "set_weight_format(q8): parameter 'h.1.mlp.c_fc.weight': q8 weights:");
+  EXPECT_EQ(model.weight_format(), WeightFormat::kF32);
+  EXPECT_EQ(model.packed_weight_bytes(), 0u);
+  const int32_t tokens[3] = {1, 2, 3};
+  model.forward(tokens, nullptr, 1, 3);
+  model.set_weight_format(WeightFormat::kBF16);
+  EXPECT_EQ(model.weight_format(), WeightFormat::kBF16);
 }
 
 TEST(WeightStorage, FromColumnsPacksTheTranspose) {
@@ -198,9 +336,16 @@ TEST(WeightStorage, Q8ActivationsQuantisedPerBlockLikeWeights) {
     for (int i = b * 32; i < std::min(n, b * 32 + 32); ++i)
       EXPECT_LE(std::fabs(q.at(i) - x[i]), 0.5f * q.d[b] * (1 + 1e-5f)) << i;
   }
-  // A weight row quantised by the same rule gives the same values.
+  // A weight row of the same values has the same d rounded up to an fp16 scale (the activations'
+  // scales stay fp32: they are computed per product, never stored).
   const PackedMatrix m = PackedMatrix::from_rows(WeightFormat::kQ8, x.data(), 1, n);
-  for (int i = 0; i < n; ++i) EXPECT_EQ(m.at(0, i), q.at(i)) << i;
+  for (int b = 0; b < 3; ++b) {
+    int8_t qw[32];
+    const uint16_t bits = quantize_q8_weight_block(x.data() + b * 32, std::min(32, n - b * 32), qw);
+    EXPECT_EQ(bits, float_to_fp16_bits(q.d[b]) + (round_to_fp16(q.d[b]) < q.d[b] ? 1 : 0)) << b;
+    for (int i = b * 32; i < std::min(n, b * 32 + 32); ++i)
+      EXPECT_EQ(m.at(0, i), fp16_bits_to_float(bits) * qw[i - b * 32]) << i;
+  }
   // An all-zero block has scale 0; a NaN or infinity makes its block's scale NaN, so a product
   // with it is NaN as in fp32 (not a quiet wrong number).
   std::vector<float> zeros(32, 0.0f);
@@ -213,6 +358,13 @@ TEST(WeightStorage, Q8ActivationsQuantisedPerBlockLikeWeights) {
   std::vector<float> w(static_cast<size_t>(5) * n, 0.01f), y(5);
   PackedMatrix::from_rows(WeightFormat::kQ8, w.data(), 5, n).gemv(x.data(), y.data(), false);
   for (float v : y) EXPECT_TRUE(std::isnan(v));
+  // Likewise a weight: an infinite weight makes its block's fp16 scale NaN, and the products NaN.
+  EXPECT_TRUE(std::isnan(fp16_bits_to_float(quantize_q8_weight_block(x.data(), 32, out))));
+  x[3] = 0.5f;
+  w[static_cast<size_t>(2) * n + 70] = std::numeric_limits<float>::quiet_NaN();
+  const PackedMatrix poisoned = PackedMatrix::from_rows(WeightFormat::kQ8, w.data(), 5, n);
+  poisoned.gemv(x.data(), y.data(), false);
+  for (int r = 0; r < 5; ++r) EXPECT_EQ(std::isnan(y[r]), r == 2) << r;
 }
 
 // The q8 kernels use exact integer sums, so they equal the dequantised double-precision products
@@ -236,16 +388,6 @@ TEST(WeightStorage, Q8GemvUsesQuantisedActivations) {
 }
 
 namespace {
-
-GPT2Config small_config() {
-  GPT2Config c = GPT2Config::named("tiny");
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 64;
-  c.block_size = 48;
-  c.vocab_size = 211;
-  return c;
-}
 
 // Largest |logit difference| over the logits' standard deviation.
 double relative_logit_error(const std::vector<float>& got, const std::vector<float>& ref) {

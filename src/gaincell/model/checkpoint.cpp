@@ -145,6 +145,16 @@ void check_finite(const float* v, int64_t n, int64_t first, const std::string& w
               "anyway for inspection)");
 }
 
+// A q8 matrix's weights must fit an fp16 block scale (first_q8_overflow). The packer checks as
+// well, but only knows its matrix's row and column; here the tensor and element are named.
+// `first` is the index of v[0] in the tensor.
+void check_q8_range(const float* v, int64_t n, int64_t first, const std::string& what,
+                    const PackedMatrix& m) {
+  if (m.format() != WeightFormat::kQ8) return;
+  if (const int64_t i = first_q8_overflow(v, n); i >= 0)
+    throw_q8_weight_too_large(what + ", element " + std::to_string(first + i), v[i]);
+}
+
 // A tensor held only packed (GPT2Model::begin_packed_load): converted from the file's dtype to
 // fp32 a chunk at a time and packed at once, through the same rounding as
 // set_weight_format's packing of fp32 parameters (so the packed values are bit-identical), without
@@ -160,6 +170,7 @@ void load_packed_tensor(const SafeTensorsFile& file, const SafeTensorInfo& info,
     scratch.resize(numel);
     file.read_f32(info.name, scratch.data());
     check_finite(scratch.data(), numel, 0, what, allow_nonfinite);
+    check_q8_range(scratch.data(), numel, 0, what, m);
     m.pack_columns(target.first_row, static_cast<int>(info.shape[1]), scratch.data());
     return;
   }
@@ -170,6 +181,7 @@ void load_packed_tensor(const SafeTensorsFile& file, const SafeTensorInfo& info,
     const int64_t n = std::min(chunk_rows, rows - r);
     file.read_f32(info.name, r * cols, n * cols, scratch.data());
     check_finite(scratch.data(), n * cols, r * cols, what, allow_nonfinite);
+    check_q8_range(scratch.data(), n * cols, r * cols, what, m);
     m.pack_rows(target.first_row + static_cast<int>(r), static_cast<int>(n), scratch.data());
   }
 }
@@ -263,8 +275,10 @@ LoadReport load_weights(GPT2Model& model, std::span<const SafeTensorsFile* const
     }
     check_finite(dst, p.numel, 0, what, allow_nonfinite);
     // A tied LM head is both the embedding (fp32) and a packed matrix.
-    if (packed.matrix != nullptr)
+    if (packed.matrix != nullptr) {
+      check_q8_range(dst, p.numel, 0, what, *packed.matrix);
       packed.matrix->pack_rows(packed.first_row, static_cast<int>(p.shape[0]), dst);
+    }
     by_model_name.erase(it);
     ++report.loaded;
   }

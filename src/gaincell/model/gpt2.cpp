@@ -1069,25 +1069,42 @@ void GPT2Model::set_weight_format(WeightFormat format) {
     require_fp32_weights("set_weight_format(" + to_string(format) + ")");
   }
   packed_.clear();
-  weight_format_ = format;
+  weight_format_ = WeightFormat::kF32;
   if (format == WeightFormat::kF32) return;
   const RowWidths w(config_);
   const int C = static_cast<int>(w.C), QKV = static_cast<int>(w.QKV), AO = static_cast<int>(w.AO),
             F = static_cast<int>(w.F), A = static_cast<int>(w.A);
   const float* P = param_data_.get();
+  // Packed into a new map that becomes the model's only when all matrices are done: a weight q8
+  // cannot hold (an Error from the packer) leaves the model in fp32, with no packed matrices.
+  std::unordered_map<size_t, PackedMatrix> packed;
   // Packed as the [out, in] matrix M of y = M x: Conv1D weights [in, out] from their transpose,
-  // nn.Linear weights [out, in] as they are.
-  auto pack = [&](size_t offset, int out, int in) {
-    packed_[offset] = config_.is_gpt2() ? PackedMatrix::from_columns(format, P + offset, out, in)
-                                        : PackedMatrix::from_rows(format, P + offset, out, in);
+  // nn.Linear weights [out, in] as they are; an error names the parameter.
+  auto pack = [&](size_t offset, int out, int in, bool columns) {
+    try {
+      packed[offset] = columns ? PackedMatrix::from_columns(format, P + offset, out, in)
+                               : PackedMatrix::from_rows(format, P + offset, out, in);
+    } catch (const Error& e) {
+      std::string name = "the matrix at parameter offset " + std::to_string(offset);
+      for (const ParamInfo& p : params_) {
+        if (p.offset != offset) continue;
+        // Llama's q, k and v projections are one packed matrix: rows past q's are k's and v's.
+        name = p.numel == static_cast<int64_t>(out) * in
+                   ? "parameter '" + p.name + "'"
+                   : "the matrix packed from parameter '" + p.name + "' and those after it";
+      }
+      throw Error("set_weight_format(" + to_string(format) + "): " + name + ": " + e.what());
+    }
   };
   for (const LayerOffsets& o : layer_offsets_) {
-    pack(o.qkv_w, QKV, C);
-    pack(o.attproj_w, C, AO);
-    pack(o.fc_w, F, C);
-    pack(o.fcproj_w, C, A);
+    pack(o.qkv_w, QKV, C, config_.is_gpt2());
+    pack(o.attproj_w, C, AO, config_.is_gpt2());
+    pack(o.fc_w, F, C, config_.is_gpt2());
+    pack(o.fcproj_w, C, A, config_.is_gpt2());
   }
-  packed_[lm_head_] = PackedMatrix::from_rows(format, P + lm_head_, config_.vocab_size, C);
+  pack(lm_head_, config_.vocab_size, C, false);
+  packed_ = std::move(packed);
+  weight_format_ = format;
 }
 
 void GPT2Model::begin_packed_load(WeightFormat format) {

@@ -4,6 +4,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -19,6 +21,7 @@
 #include "gaincell/core/bf16.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/fp16.h"
 
 namespace gaincell {
 
@@ -64,6 +67,57 @@ float quantize_q8_block(const float* v, int n, int8_t* q) {
   for (int i = 0; i < n; ++i)
     q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(v[i] * inv), -127.0f, 127.0f));
   return d;
+}
+
+uint16_t quantize_q8_weight_block(const float* v, int n, int8_t* q) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(v[i]);
+    amax = std::max(amax, std::fabs(v[i]));
+  }
+  if (!finite) {  // as quantize_q8_block: a NaN scale, so the block's products are NaN
+    std::fill(q, q + n, int8_t{0});
+    return float_to_fp16_bits(std::numeric_limits<float>::quiet_NaN());
+  }
+  const float d = amax / 127.0f;
+  uint16_t bits = float_to_fp16_bits(d);
+  if (fp16_bits_to_float(bits) < d) ++bits;  // the next fp16 up (d >= 0: the bits are ordered)
+  const float step = fp16_bits_to_float(bits);
+  for (int i = 0; i < n; ++i) {
+    // |v| / step <= 127 by the rounding up; the clamp only guards a scale past fp16's range.
+    q[i] = step > 0.0f
+               ? static_cast<int8_t>(std::clamp(std::nearbyint(v[i] / step), -127.0f, 127.0f))
+               : int8_t{0};
+  }
+  return bits;
+}
+
+int64_t first_q8_overflow(const float* v, int64_t n) {
+  // |v| <= 127 x 65504 is exactly the finite |v| whose fp32 |v| / 127 (the quantiser's d) is at
+  // most 65504: the next float up, 8319008.5, gives 65504.004. One flag over the whole range
+  // (vectorisable), the index looked up only on failure.
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  bool overflow = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(v[i]);
+    overflow |= (a > kQ8MaxWeight) & (a != kInf);
+  }
+  if (!overflow) return -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(v[i]);
+    if (a > kQ8MaxWeight && a != kInf) return i;
+  }
+  return -1;
+}
+
+void throw_q8_weight_too_large(const std::string& where, float value) {
+  char text[200];
+  std::snprintf(text, sizeof text,
+                " holds %.9g, too large for q8 weights: a block's fp16 scale max|w| / 127 cannot "
+                "exceed 65504, so |w| <= %.9g (load this model with --weights bf16 or f32)",
+                static_cast<double>(value), static_cast<double>(kQ8MaxWeight));
+  throw Error(where + text);
 }
 
 void Q8Vector::quantize(const float* x, int length) {
@@ -117,6 +171,13 @@ void PackedMatrix::pack_rows(int r0, int n, const float* m) {
           "PackedMatrix::pack_rows: rows [" + std::to_string(r0) + ", " + std::to_string(r0 + n) +
               ") outside 0.." + std::to_string(rows_));
   const int64_t weights = static_cast<int64_t>(n) * cols_;
+  if (format_ == WeightFormat::kQ8) {  // before the parallel region, which must not throw
+    if (const int64_t i = first_q8_overflow(m, weights); i >= 0)
+      throw_q8_weight_too_large("q8 weights: row " + std::to_string(r0 + i / cols_) + ", column " +
+                                    std::to_string(i % cols_) + " of a " + std::to_string(rows_) +
+                                    " x " + std::to_string(cols_) + " matrix",
+                                m[i]);
+  }
 #pragma omp parallel for schedule(static) if (weights >= kParallelMin)
   for (int r = 0; r < n; ++r) pack_row(r0 + r, m + static_cast<size_t>(r) * cols_);
 }
@@ -126,6 +187,13 @@ void PackedMatrix::pack_columns(int r0, int n, const float* w) {
           "PackedMatrix::pack_columns: rows [" + std::to_string(r0) + ", " +
               std::to_string(r0 + n) + ") outside 0.." + std::to_string(rows_));
   const int64_t weights = static_cast<int64_t>(n) * cols_;
+  if (format_ == WeightFormat::kQ8) {  // w[c][r] is M[r0 + r][c]
+    if (const int64_t i = first_q8_overflow(w, weights); i >= 0)
+      throw_q8_weight_too_large("q8 weights: row " + std::to_string(r0 + i % n) + ", column " +
+                                    std::to_string(i / n) + " of a " + std::to_string(rows_) +
+                                    " x " + std::to_string(cols_) + " matrix",
+                                w[i]);
+  }
 #pragma omp parallel if (weights >= kParallelMin)
   {
     std::vector<float> row(cols_);  // one column of w, gathered
@@ -165,7 +233,7 @@ void PackedMatrix::pack_row(int r, const float* row) {
       for (int b = 0; b < blocks_per_row(); ++b) {
         const int c0 = b * kQ8BlockSize, c1 = std::min(cols_, c0 + kQ8BlockSize);
         scales_[static_cast<size_t>(r) * blocks_per_row() + b] =
-            quantize_q8_block(row + c0, c1 - c0, q8_.data() + base + c0);
+            quantize_q8_weight_block(row + c0, c1 - c0, q8_.data() + base + c0);
       }
       return;
   }
@@ -173,7 +241,7 @@ void PackedMatrix::pack_row(int r, const float* row) {
 
 size_t PackedMatrix::bytes() const {
   return f32_.size() * sizeof(float) + bf16_.size() * sizeof(uint16_t) + q8_.size() +
-         scales_.size() * sizeof(float);
+         scales_.size() * sizeof(uint16_t);
 }
 
 float PackedMatrix::at(int r, int c) const {
@@ -184,7 +252,8 @@ float PackedMatrix::at(int r, int c) const {
     case WeightFormat::kBF16:
       return bf16_bits_to_float(bf16_[i]);
     case WeightFormat::kQ8:
-      return scales_[static_cast<size_t>(r) * blocks_per_row() + c / kQ8BlockSize] *
+      return fp16_bits_to_float(
+                 scales_[static_cast<size_t>(r) * blocks_per_row() + c / kQ8BlockSize]) *
              static_cast<float>(q8_[i]);
   }
   return 0.0f;
@@ -203,7 +272,8 @@ namespace {
 //   kLanes.
 // - q8: x is quantised once per product per block of 32 (Q8Vector) and a block's 32 products
 //   are summed exactly in int32 (AVX-512 VNNI vpdpbusd, or vpmaddubsw + vpmaddwd), then scaled
-//   once by d_w d_x: ggml's Q8_0 x Q8_0 dot.
+//   once by d_w d_x: ggml's Q8_0 x Q8_0 dot. The weights' scales d_w are fp16 (Q8_0's layout),
+//   widened with F16C's vcvtph2ps.
 constexpr int kRowsPerPass = 4;
 // The row kernels prefetch each row's stream one pass ahead (the same columns of the rows of the
 // next pass: a pass's R rows are one contiguous block). Those streams are short (a GPT-2 row of 768
@@ -285,20 +355,20 @@ void columns_tile_portable(const float* w, size_t stride, const float* x, int n,
 }
 
 // Blocks b, b + 1, ... of a q8 row against the quantised x, from column b * kQ8BlockSize to n.
-float dot_q8_portable(const int8_t* q, const float* scales, const Q8Vector& x, int b, int n) {
+float dot_q8_portable(const int8_t* q, const uint16_t* scales, const Q8Vector& x, int b, int n) {
   float s = 0.0f;
   for (int c = b * kQ8BlockSize; c < n; c += kQ8BlockSize, ++b) {
     const int end = std::min(n, c + kQ8BlockSize);
     int32_t block = 0;
     for (int i = c; i < end; ++i) block += int32_t{q[i]} * int32_t{x.q[i]};
-    s += static_cast<float>(block) * (scales[b] * x.d[b]);
+    s += static_cast<float>(block) * (fp16_bits_to_float(scales[b]) * x.d[b]);
   }
   return s;
 }
 
 // Vector paths by the build's instruction set (GAINCELL_NATIVE builds with -march=native):
 // AVX-512 (16 lanes) or AVX2/FMA (8 lanes); the portable loops otherwise and for the tails.
-#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__F16C__)
 constexpr int kLanes = 16;
 using VecF = __m512;
 inline VecF vzero() {
@@ -352,7 +422,7 @@ inline __m512i dot_i8_lanes(__m512i w, __m512i x, __m512i offset) {
 }
 
 template <int R>
-void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_stride,
+void rows_q8(const int8_t* q, size_t stride, const uint16_t* scales, size_t scale_stride,
              const GemvInput& in, int n, float* y) {
   const Q8Vector& x = *in.q8;
   VecF acc[R];
@@ -369,10 +439,10 @@ void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_s
     for (int i = 0; i < R; ++i) {
       prefetch_ahead(q + i * stride + c, R * stride);
       const __m512i s = dot_i8_lanes(_mm512_loadu_si512(q + i * stride + c), xv, offset);
-      const __m128i two_scales =
-          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales + i * scale_stride + 2 * p));
-      const __m512 dw =
-          _mm512_permutexvar_ps(pick, _mm512_castsi512_ps(_mm512_castsi128_si512(two_scales)));
+      uint32_t two_scales;  // the blocks' two fp16 scales, widened to fp32 lanes 0 and 1
+      std::memcpy(&two_scales, scales + i * scale_stride + 2 * p, sizeof two_scales);
+      const __m128 wide = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(two_scales)));
+      const __m512 dw = _mm512_permutexvar_ps(pick, _mm512_castps128_ps512(wide));
       acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
     }
   }
@@ -381,7 +451,7 @@ void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_s
         vsum(acc[i]) + dot_q8_portable(q + i * stride, scales + i * scale_stride, x, 2 * pairs, n);
 }
 #define GAINCELL_HAVE_VECTOR_GEMV 1
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 constexpr int kLanes = 8;
 using VecF = __m256;
 inline VecF vzero() {
@@ -422,7 +492,7 @@ inline __m256i dot_i8_lanes(__m256i w, __m256i x) {
 }
 
 template <int R>
-void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_stride,
+void rows_q8(const int8_t* q, size_t stride, const uint16_t* scales, size_t scale_stride,
              const GemvInput& in, int n, float* y) {
   const Q8Vector& x = *in.q8;
   VecF acc[R];
@@ -436,8 +506,9 @@ void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_s
       prefetch_ahead(q + i * stride + c, R * stride);
       const __m256i s = dot_i8_lanes(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * stride + c)), xv);
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
-                               _mm256_set1_ps(scales[i * scale_stride + b] * dx), acc[i]);
+      acc[i] =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
+                          _mm256_set1_ps(_cvtsh_ss(scales[i * scale_stride + b]) * dx), acc[i]);
     }
   }
   for (int i = 0; i < R; ++i)
@@ -521,7 +592,7 @@ void rows_bf16(const uint16_t* w, size_t stride, const GemvInput& in, int n, flo
   for (int i = 0; i < R; ++i) y[i] = dot_bf16_portable(w + i * stride, in.x, 0, n);
 }
 template <int R>
-void rows_q8(const int8_t* q, size_t stride, const float* scales, size_t scale_stride,
+void rows_q8(const int8_t* q, size_t stride, const uint16_t* scales, size_t scale_stride,
              const GemvInput& in, int n, float* y) {
   for (int i = 0; i < R; ++i)
     y[i] = dot_q8_portable(q + i * stride, scales + i * scale_stride, *in.q8, 0, n);
@@ -661,9 +732,12 @@ void PackedMatrix::dequantize_rows(int r0, int r1, float* out) const {
           o[c] = std::bit_cast<float>(static_cast<uint32_t>(bf16_[base + c]) << 16);
         break;
       case WeightFormat::kQ8: {
-        const float* s = scales_.data() + static_cast<size_t>(r) * blocks_per_row();
-        for (int c = 0; c < cols_; ++c)
-          o[c] = s[c / kQ8BlockSize] * static_cast<float>(q8_[base + c]);
+        const uint16_t* s = scales_.data() + static_cast<size_t>(r) * blocks_per_row();
+        for (int c0 = 0; c0 < cols_; c0 += kQ8BlockSize) {
+          const float d = fp16_bits_to_float(s[c0 / kQ8BlockSize]);
+          const int c1 = std::min(cols_, c0 + kQ8BlockSize);
+          for (int c = c0; c < c1; ++c) o[c] = d * static_cast<float>(q8_[base + c]);
+        }
         break;
       }
     }

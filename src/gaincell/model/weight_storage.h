@@ -5,11 +5,13 @@
 //
 //   f32   4 bytes per weight (the model's own parameters, no packed copy)
 //   bf16  2 bytes: the upper half of the fp32 value, rounded to nearest even
-//   q8    1.125 bytes: blocks of 32 consecutive weights of a row share one fp32 scale
-//         d = max|w| / 127 and store q = round(w / d) as int8, w ~ d q (the manner of ggml's Q8_0,
-//         whose scale is fp16; ours is fp32). The activations a q8 matrix multiplies are
-//         quantised the same way (per block of 32, one scale each) and the products of a block
-//         summed exactly in integers (Q8_0 x Q8_0), in decode and whole-sequence forwards alike.
+//   q8    1.0625 bytes: ggml's Q8_0 layout. Blocks of 32 consecutive weights of a row share one
+//         fp16 scale d, the smallest fp16 value at or above max|w| / 127 (rounded up so that no
+//         weight needs more than 127 steps), and store q = round(w / d) as int8, w ~ d q: 34
+//         bytes per 32 weights. The activations a q8 matrix multiplies are quantised per block of
+//         32 as well (with an fp32 scale max|x| / 127: they are computed per product, never
+//         stored) and the products of a block summed exactly in integers (Q8_0 x Q8_0), in
+//         decode and whole-sequence forwards alike.
 //
 // A PackedMatrix is the matrix M[rows][cols] of y = M x (rows = outputs), stored row-major so a
 // matrix-vector product streams each row once and the blocks run along the input dimension.
@@ -33,9 +35,24 @@ std::string to_string(WeightFormat format);
 constexpr int kQ8BlockSize = 32;
 
 // Quantises v[0 .. n) (n <= kQ8BlockSize) to q[i] = round(v[i] / d), |q| <= 127, and returns the
-// block's scale d = max|v| / 127 (0 for an all-zero block, then q = 0). Weights and activations
-// use this one rule.
+// block's fp32 scale d = max|v| / 127 (0 for an all-zero block, then q = 0; NaN when v holds a
+// NaN or infinity, then q = 0). The activations' rule (Q8Vector).
 float quantize_q8_block(const float* v, int n, int8_t* q);
+
+// The weights' rule: the block's fp16 scale d (returned as its bits) is max|v| / 127 rounded up
+// to the next fp16 value (0 for an all-zero block; a NaN for a block with a NaN or infinity, whose
+// products are then NaN), and q[i] = round(v[i] / d). Rounding the scale up keeps |v| / d <= 127,
+// so no weight is clamped and each is within d / 2 of d q. A block whose max|v| / 127 exceeds
+// the largest fp16 (65504) has no such scale: callers check first (first_q8_overflow).
+uint16_t quantize_q8_weight_block(const float* v, int n, int8_t* q);
+
+// The largest magnitude a q8 weight may have: max|w| / 127 must fit an fp16 scale (65504).
+constexpr float kQ8MaxWeight = 127.0f * 65504.0f;
+// Index of the first finite v[i] that q8 cannot store (|v[i]| / 127 > 65504), or -1.
+int64_t first_q8_overflow(const float* v, int64_t n);
+// The gaincell::Error for such a weight: `where` (e.g. "tensor 'x', element 7") holds `value`,
+// too large for q8, and the formats that can hold it.
+[[noreturn]] void throw_q8_weight_too_large(const std::string& where, float value);
 
 // The activation vector of a q8 x q8 product: x[0 .. n) quantised per block of kQ8BlockSize.
 struct Q8Vector {
@@ -59,7 +76,9 @@ class PackedMatrix {
   // loaded straight into packed storage, one tensor or chunk of rows at a time, so that no fp32
   // copy of the whole matrix is ever held. Packing row by row rounds exactly as from_rows does.
   static PackedMatrix zeros(WeightFormat format, int rows, int cols);
-  // Rows [r0, r0 + n) of M from m row-major [n][cols].
+  // Rows [r0, r0 + n) of M from m row-major [n][cols]. For q8, a finite weight too large for an
+  // fp16 block scale (first_q8_overflow) is a gaincell::Error naming its row and column of M,
+  // raised before anything is packed.
   void pack_rows(int r0, int n, const float* m);
   // Rows [r0, r0 + n) of M from the columns of w row-major [cols][n] (a Conv1D weight, M = wᵀ).
   void pack_columns(int r0, int n, const float* w);
@@ -103,11 +122,11 @@ class PackedMatrix {
   int blocks_per_row() const { return (cols_ + kQ8BlockSize - 1) / kQ8BlockSize; }
   WeightFormat format_ = WeightFormat::kF32;
   int rows_ = 0, cols_ = 0;
-  std::vector<uint16_t> bf16_;   // [rows][cols]
-  std::vector<int8_t> q8_;       // [rows][cols]
-  std::vector<float> scales_;    // [rows][blocks_per_row]
-  std::vector<float> f32_;       // [rows][cols], only for format f32 (tests, uniform handling)
-  const float* view_ = nullptr;  // a view's fp32 data: [rows][cols], or [cols][rows] (columns_)
+  std::vector<uint16_t> bf16_;    // [rows][cols]
+  std::vector<int8_t> q8_;        // [rows][cols]
+  std::vector<uint16_t> scales_;  // [rows][blocks_per_row], fp16 bits
+  std::vector<float> f32_;        // [rows][cols], only for format f32 (tests, uniform handling)
+  const float* view_ = nullptr;   // a view's fp32 data: [rows][cols], or [cols][rows] (columns_)
   bool columns_ = false;
 };
 
