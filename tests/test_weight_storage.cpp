@@ -104,7 +104,9 @@ void expect_q8_weight_rule(const std::vector<float>& w, int rows, int cols, cons
         ASSERT_LE(std::fabs(m.at(r, c0 + i) - v[i]), 0.5f * step * (1 + 1e-5f)) << i;
         // With a normal fp16 scale (rounded up by at most 2^-10 of itself) the block maximum
         // is 126.9 to 127 steps: it uses the full int8 range.
-        if (bits >= 0x400 && std::fabs(v[i]) == amax) EXPECT_EQ(std::abs(q[i]), 127) << i;
+        if (bits >= 0x400 && std::fabs(v[i]) == amax) {
+          EXPECT_EQ(std::abs(q[i]), 127) << i;
+        }
       }
     }
   }
@@ -421,6 +423,7 @@ TEST(WeightStorage, ModelLogitsStayCloseToFp32WholeSequenceAndDecode) {
     m.forward(x.data(), nullptr, 1, T);
     const std::vector<float> whole(m.logits(), m.logits() + static_cast<size_t>(T) * V);
     const double err = relative_logit_error(whole, ref);
+    RecordProperty("rel_logit_err_" + to_string(f), std::to_string(err));
     EXPECT_LT(err, tol) << to_string(f);
     EXPECT_GT(err, 0.0) << to_string(f) << ": the packed weights were not used";
     // Decode reads the same packed weights: token by token equals the whole sequence (bf16); q8
@@ -436,6 +439,8 @@ TEST(WeightStorage, ModelLogitsStayCloseToFp32WholeSequenceAndDecode) {
         ASSERT_NEAR(step[v], whole[static_cast<size_t>(t) * V + v], 1e-4)
             << to_string(f) << " t=" << t << " v=" << v;
     }
+    RecordProperty("decode_rel_logit_err_" + to_string(f),
+                   std::to_string(relative_logit_error(decoded, ref)));
     EXPECT_LT(relative_logit_error(decoded, ref), tol) << to_string(f) << " decode";
     // Inference only: training refuses reduced weights.
     EXPECT_THROW(m.forward(x.data(), x.data(), 1, T, /*training=*/true), Error);
