@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -72,6 +73,23 @@ inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
 // (blas::configure_threads_and_restart: OMP_WAIT_POLICY=passive, OPENBLAS_CORETYPE where OpenBLAS
 // fell back to SSE3), so the benchmark measures what users run. Recorded by openblas_core() and
 // omp_wait_policy().
+// The size in bytes of the largest CPU cache the kernel reports for cpu0 (the last-level cache;
+// 0 when unknown). Recorded beside decode rates: a model whose weights fit in it (q8 GPT-2 124M
+// is 139 MB; some server parts have 300 MB) can be served partly from cache, above the DRAM bound.
+inline double last_level_cache_bytes() {
+  double largest = 0;
+  for (int index = 0; index < 8; ++index) {
+    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+    std::string size;
+    if (!(in >> size) || size.empty()) continue;
+    double bytes = std::strtod(size.c_str(), nullptr);
+    if (size.back() == 'K') bytes *= 1024.0;
+    if (size.back() == 'M') bytes *= 1024.0 * 1024.0;
+    largest = std::max(largest, bytes);
+  }
+  return largest;
+}
+
 inline void use_cli_thread_settings(char** argv) {
   blas::configure_threads_and_restart(argv);
 }

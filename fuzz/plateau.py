@@ -12,6 +12,7 @@ when --max-seconds is reached. The growth of edges and of libFuzzer's finer feat
 the second half is recorded, and the strict criterion (no new edge and no new feature in the
 second half) as `strict_plateau`. The criterion counts executions, not seconds: the
 runs are niced on a shared machine and may get no CPU for a while, and a stall is no plateau.
+A target with a dictionary, fuzz/dict/<target>.dict, runs with it (-dict).
 --merge adds the new inputs that reach coverage the committed corpus lacks to fuzz/corpus/<target>
 (libFuzzer -merge=1, which keeps the smallest inputs). DIR/<target>.json receives executions,
 seconds, final cov/ft, the second and execution of the last gain of each, their growth over the
@@ -54,6 +55,11 @@ class Run:
                "-max_total_time=%d" % max_s, "-timeout=%d" % timeout, "-rss_limit_mb=2048",
                "-max_len=65536", "-print_final_stats=1",
                "-artifact_prefix=%s/crashes/%s-" % (build, target)]
+        # A target's dictionary (fuzz/dict/<target>.dict): the keywords its parser compares
+        # against, which libFuzzer would otherwise rediscover byte by byte.
+        dictionary = os.path.join(ROOT, "fuzz", "dict", target + ".dict")
+        if os.path.exists(dictionary):
+            cmd.append("-dict=" + dictionary)
         self.start = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, errors="replace", cwd=ROOT)

@@ -71,9 +71,12 @@ fuzz_one() {
   local start end status=0
   start=$(date +%s.%N)
   # New inputs go to $new (the committed corpus is read-only here); -timeout: a hang is a crash.
+  # A target's dictionary (fuzz/dict/<target>.dict) holds the keywords its parser compares against.
+  local dict=()
+  [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
   "$build/fuzz_$t" "$new" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="$build/crashes/$t-" \
-    -print_final_stats=1 >"$log" 2>&1 || status=$?
+    -print_final_stats=1 "${dict[@]}" >"$log" 2>&1 || status=$?
   end=$(date +%s.%N)
   local runs cov ft last_gain corpus found elapsed
   runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)

@@ -271,5 +271,33 @@ TEST(BadInputs, MemoryEstimateIsCheckedBeforeAllocation) {
   ::unsetenv("GAINCELL_MEMORY_LIMIT");
 }
 
+// A model loaded straight into packed storage (load_model --weights bf16|q8) is checked at its
+// packed size: GPT-2 124M needs about 498 MB in fp32, 405 MB with bf16 matrices and under 300 MB
+// with q8 ones (the 39.5 M parameters outside the matrices, wte among them, stay fp32).
+TEST(BadInputs, MemoryEstimateOfAPackedLoadCountsThePackedSize) {
+  const GPT2Config c = GPT2Config::named("gpt2");
+  const double f32 = estimated_model_bytes(c, false);
+  const double bf16 = estimated_model_bytes(c, false, WeightFormat::kBF16);
+  const double q8 = estimated_model_bytes(c, false, WeightFormat::kQ8);
+  EXPECT_GT(f32, bf16);
+  EXPECT_GT(bf16, q8);
+  ::setenv("GAINCELL_MEMORY_LIMIT", "350000000", 1);
+  try {
+    GPT2Model refused(c, WeightFormat::kBF16);
+    ADD_FAILURE() << "allocated a bf16 model above the limit";
+  } catch (const Error& e) {
+    expect_has(e.what(), "parameters, the matrices as bf16)");
+    expect_has(e.what(), "350.0 MB");
+  }
+  EXPECT_THROW(GPT2Model{c}, Error);
+  GPT2Model packed(c, WeightFormat::kQ8);  // fits: its matrices never exist in fp32
+  ::unsetenv("GAINCELL_MEMORY_LIMIT");
+  EXPECT_FALSE(packed.has_fp32_weights());
+  EXPECT_EQ(packed.weight_format(), WeightFormat::kQ8);
+  // The estimate is the storage the model then holds, within 1 %.
+  const double held = static_cast<double>(packed.fp32_param_bytes() + packed.packed_weight_bytes());
+  EXPECT_NEAR(q8, held, 0.01 * held);
+}
+
 }  // namespace
 }  // namespace gaincell

@@ -386,9 +386,9 @@ std::unique_ptr<GPT2Model> load_model(const std::filesystem::path& given_dir,
   GPT2Config config = read_model_config(model_dir);
   options.overrides.apply(config);
   const CheckpointFiles files = open_checkpoint_files(model_dir);
-  auto model = std::make_unique<GPT2Model>(config);
-  // A reduced format: the packed matrices are filled straight from the file, never in fp32.
-  if (options.weights != WeightFormat::kF32) model->begin_packed_load(options.weights);
+  // A reduced format: the packed matrices are filled straight from the file, never in fp32 (the
+  // model's memory check counts them at their packed size).
+  auto model = std::make_unique<GPT2Model>(config, options.weights);
   std::vector<const SafeTensorsFile*> views;
   for (const SafeTensorsFile& f : files.files) views.push_back(&f);
   const LoadReport report = load_weights(*model, views, options.layout, options.allow_nonfinite);

@@ -664,15 +664,19 @@ float* ensure_buffer(std::unique_ptr<float[]>& buffer, int64_t& capacity, int64_
 // ---------------------------------------------------------------------------------------------
 // Construction and parameters
 
-GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Activations) {
+GPT2Model::GPT2Model(const GPT2Config& config, WeightFormat packed_load)
+    : config_(config), acts_(new Activations) {
   // The configuration the model reports (and save_model records) is the hardware that runs.
   config_.hw = attention_hardware(config_.attention, config_.hw);
   config_.validate();
   // Before anything is allocated: an absurd configuration is an error, not an OOM kill.
   char count[32];
   std::snprintf(count, sizeof count, "%.3g", estimated_param_count(config_));
-  require_memory(estimated_model_bytes(config_, false), "the model",
-                 std::string(count) + " float32 parameters");
+  require_memory(
+      estimated_model_bytes(config_, false, packed_load), "the model",
+      std::string(count) + (packed_load == WeightFormat::kF32
+                                ? " float32 parameters"
+                                : " parameters, the matrices as " + to_string(packed_load)));
   AttentionContext ctx;
   ctx.n_head = config_.n_head;
   ctx.n_kv_head = config_.kv_heads();
@@ -700,6 +704,7 @@ GPT2Model::GPT2Model(const GPT2Config& config) : config_(config), acts_(new Acti
   if (any_trainable_spec) allocate_grads();
   bind_attention_params();
   initialise_params(/*random=*/false, 0);
+  if (packed_load != WeightFormat::kF32) begin_packed_load(packed_load);
 }
 
 GPT2Model::~GPT2Model() = default;

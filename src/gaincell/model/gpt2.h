@@ -119,7 +119,10 @@ class DecodeSession;
 
 class GPT2Model {
  public:
-  explicit GPT2Model(const GPT2Config& config);
+  // `packed_load` bf16 or q8: a model about to be loaded straight into that packed storage
+  // (begin_packed_load, called here), whose memory check counts the matrices at their packed size
+  // instead of fp32 (load_model with LoadModelOptions::weights).
+  explicit GPT2Model(const GPT2Config& config, WeightFormat packed_load = WeightFormat::kF32);
   ~GPT2Model();
   GPT2Model(const GPT2Model&) = delete;
   GPT2Model& operator=(const GPT2Model&) = delete;

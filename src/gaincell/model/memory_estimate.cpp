@@ -16,11 +16,22 @@ double estimated_param_count(const GPT2Config& c) {
   const double C = c.n_embd, L = c.n_layer, V = c.vocab_size, P = c.block_size;
   // Per block: 2 layer norms (4C), qkv (3C^2 + 3C), attention projection (C^2 + C),
   // MLP (4C^2 + 4C and 4C^2 + C).
-  return V * C + P * C + L * (12.0 * C * C + 13.0 * C) + 2.0 * C;
+  const double head = c.tie_word_embeddings ? 0.0 : V * C;
+  return V * C + P * C + L * (12.0 * C * C + 13.0 * C) + 2.0 * C + head;
 }
 
-double estimated_model_bytes(const GPT2Config& c, bool with_grads) {
-  return estimated_param_count(c) * sizeof(float) * (with_grads ? 2.0 : 1.0);
+double estimated_model_bytes(const GPT2Config& c, bool with_grads, WeightFormat stored) {
+  const double params = estimated_param_count(c);
+  if (stored == WeightFormat::kF32) return params * sizeof(float) * (with_grads ? 2.0 : 1.0);
+  // The packed matrices: every block's projections (12 C^2 per block in the GPT-2 shape) and the
+  // LM head. Their fp32 pages are never written (calloc'd), except a tied head's (the embedding).
+  const double C = c.n_embd, head = static_cast<double>(c.vocab_size) * C;
+  const double matrices = c.n_layer * 12.0 * C * C;
+  const double fp32 = params - matrices - (c.tie_word_embeddings ? 0.0 : head);
+  // The bytes one packed block of a row takes, per weight (values and scale).
+  const double bytes_per_weight =
+      static_cast<double>(PackedMatrix::zeros(stored, 1, kQ8BlockSize).bytes()) / kQ8BlockSize;
+  return fp32 * sizeof(float) * (with_grads ? 2.0 : 1.0) + (matrices + head) * bytes_per_weight;
 }
 
 double estimated_training_bytes(const GPT2Config& c, int batch, int seq_len) {

@@ -11,10 +11,14 @@
 
 namespace gaincell {
 
-// Parameters of a GPT-2-shaped model (embeddings, blocks, final norm), without variant extras.
+// Parameters of a GPT-2-shaped model (embeddings, blocks, final norm, an untied LM head), without
+// variant extras.
 double estimated_param_count(const GPT2Config& config);
-// Weights, plus gradients when `with_grads`.
-double estimated_model_bytes(const GPT2Config& config, bool with_grads);
+// Weights, plus gradients when `with_grads`. `stored` bf16 or q8: a model loaded straight into
+// packed storage (GPT2Model::begin_packed_load), whose projection matrices and LM head take their
+// packed size and are not held in fp32 (a tied LM head is also the embedding: fp32 and packed).
+double estimated_model_bytes(const GPT2Config& config, bool with_grads,
+                             WeightFormat stored = WeightFormat::kF32);
 // Training with micro-batches of B x T tokens: weights, gradients, AdamW moments, forward
 // activations and backward scratch, logits.
 double estimated_training_bytes(const GPT2Config& config, int batch, int seq_len);
