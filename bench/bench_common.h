@@ -75,7 +75,7 @@ inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
 // omp_wait_policy().
 // The size in bytes of the largest CPU cache the kernel reports for cpu0 (the last-level cache;
 // 0 when unknown). Recorded beside decode rates: a model whose weights fit in it (q8 GPT-2 124M
-// is 139 MB; some server parts have 300 MB) can be served partly from cache, above the DRAM bound.
+// is 131 MB; some server parts have 300 MB) can be served partly from cache, above the DRAM bound.
 inline double last_level_cache_bytes() {
   double largest = 0;
   for (int index = 0; index < 8; ++index) {

@@ -12,7 +12,7 @@
 // shared machine's bandwidth moves all three alike; the ratios to f32 are the medians of the
 // rounds' ratios. Between two sweeps of one format the other two stream their matrices, so a
 // sweep comes from DRAM unless the three formats' matrices together fit in the last-level cache
-// (recorded as `last_level_cache_bytes`; GPT-2 124M's are 498 + 247 + 139 MB).
+// (recorded as `last_level_cache_bytes`; GPT-2 124M's are 498 + 247 + 131 MB).
 #include <omp.h>
 
 #include <algorithm>
