@@ -2,7 +2,8 @@
 """Runs fuzz targets until their coverage plateaus (docs/reliability.md, "Fuzzing").
 
     nice -n 19 /usr/bin/python3 fuzz/plateau.py --build-dir build-sanitize --stats DIR
-        [--jobs 4] [--min-runs 4096] [--max-seconds 900] [--merge] [TARGET...]
+        [--jobs 4] [--min-runs 4096] [--max-seconds 900] [--merge] [--len-control N]
+        [TARGET...]
 
 Each target runs on its committed corpus (new inputs go to <build>/plateau/new/<target>) and is
 stopped (SIGINT; libFuzzer then prints its final statistics) once it ran at least --min-runs
@@ -45,7 +46,7 @@ def corpus_size(d):
 
 
 class Run:
-    def __init__(self, build, target, log_dir, max_s, min_runs, timeout):
+    def __init__(self, build, target, log_dir, max_s, min_runs, timeout, len_control=None):
         self.target = target
         self.new = os.path.join(build, "plateau", "new", target)
         os.makedirs(self.new, exist_ok=True)
@@ -60,6 +61,8 @@ class Run:
         dictionary = os.path.join(ROOT, "fuzz", "dict", target + ".dict")
         if os.path.exists(dictionary):
             cmd.append("-dict=" + dictionary)
+        if len_control is not None:
+            cmd.append("-len_control=%d" % len_control)
         self.start = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, errors="replace", cwd=ROOT)
@@ -182,6 +185,10 @@ def main():
     ap.add_argument("--timeout", type=int, default=120)
     ap.add_argument("--max-seconds", type=int, default=900)
     ap.add_argument("--merge", action="store_true")
+    # libFuzzer's -len_control: 0 lets mutations reach -max_len at once instead of raising the
+    # length limit slowly (its default, 100); parsers whose coverage grows with input length
+    # (tokenizer_json) otherwise keep finding edges only as the limit grows.
+    ap.add_argument("--len-control", type=int, default=None)
     ap.add_argument("targets", nargs="*")
     a = ap.parse_args()
     build = os.path.abspath(a.build_dir)
@@ -199,7 +206,7 @@ def main():
     while pending or running:
         while pending and len(running) < a.jobs:
             running.append(Run(build, pending.pop(0), log_dir, a.max_seconds, a.min_runs,
-                               a.timeout))
+                               a.timeout, a.len_control))
         time.sleep(2)
         for run in list(running):
             if run.proc.poll() is None and not run.interrupted:
