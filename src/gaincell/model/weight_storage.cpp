@@ -548,7 +548,10 @@ void rows_f32(const float* w, size_t stride, const GemvInput& in, int n, float* 
       acc[i] = vfmadd(vload(w + i * stride + c), xv, acc[i]);
     }
   }
-  for (int i = 0; i < R; ++i) y[i] = vsum(acc[i]) + dot_f32_portable(w + i * stride, x, c, n);
+  // The portable tail only when the row has one: its setup (a zeroed 32-float accumulator and
+  // its sum) costs as much as several vector iterations of a short row.
+  for (int i = 0; i < R; ++i)
+    y[i] = vsum(acc[i]) + (c < n ? dot_f32_portable(w + i * stride, x, c, n) : 0.0f);
 }
 
 template <int R>
@@ -567,7 +570,8 @@ void rows_bf16(const uint16_t* w, size_t stride, const GemvInput& in, int n, flo
     }
   }
   for (int i = 0; i < R; ++i)
-    y[i] = vsum(vadd(even[i], odd[i])) + dot_bf16_portable(w + i * stride, in.x, c, n);
+    y[i] = vsum(vadd(even[i], odd[i])) +
+           (c < n ? dot_bf16_portable(w + i * stride, in.x, c, n) : 0.0f);  // as rows_f32
 }
 constexpr int kColumnTile = 8 * kLanes;
 
