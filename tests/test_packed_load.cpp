@@ -333,8 +333,26 @@ TEST(PackedLoad, WeightTooLargeForQ8IsRefusedNamingTheTensor) {
   }
 }
 
+// Tensors read by chunks of rows (about 2^18 floats) name the element by its index in the tensor,
+// not in the chunk: an untied Llama head of 10000 x 32 is read as rows 0-8191 and 8192-9999, and
+// elements 280000 and 300000 lie in the second chunk (from element 262144).
+TEST(PackedLoad, ErrorsPastTheFirstChunkNameTheElementOfTheTensor) {
+  GPT2Config config = llama_config(false);
+  config.vocab_size = 10000;
+  TempDir dir;
+  write_model_dir(dir.path(), config, "F32");
+  const std::string name = "lm_head.weight";
+  poison_element(dir.path(), name, 300000, "F32", std::bit_cast<uint32_t>(-9e6f));
+  expect_error([&] { load_model(dir.path(), options(WeightFormat::kQ8)); },
+               "tensor '" + name + "', element 300000 holds -9000000, too large for q8 weights");
+  poison_element(dir.path(), name, 280000, "F32",
+                 std::bit_cast<uint32_t>(std::numeric_limits<float>::infinity()));
+  expect_error([&] { load_model(dir.path(), options(WeightFormat::kBF16)); },
+               "tensor '" + name + "' contains a non-finite value (inf) at element 280000");
+}
+
 // The point of the feature: the fp32 pages of the packed matrices are never backed by memory. A
-// GPT-2-shaped model of 77 MB fp32 (its matrices 75 MB), loaded as q8 (21 MB packed), must grow
+// GPT-2-shaped model of 77 MB fp32 (its matrices 75 MB), loaded as q8 (20 MB packed), must grow
 // the process's anonymous memory by well under half the fp32 size; the load-then-pack path holds
 // all of it (77 MB) plus the packed copy.
 TEST(PackedLoad, AnonymousMemoryGrowsByFarLessThanTheFp32Size) {

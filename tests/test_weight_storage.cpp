@@ -182,7 +182,14 @@ TEST(WeightStorage, Q8WeightTooLargeForAnFp16ScaleIsAnError) {
   // 250 * 200 + 70 = 50070 is w[166][270], M's row 270, column 166.
   test_util::expect_error(
       [&] { PackedMatrix::from_columns(WeightFormat::kQ8, w.data(), 300, 200); },
-      "row 270, column 166 of a 300 x 200 matrix");
+      "q8 weights: element [166][270] of a Conv1D weight w (row 270, column 166 of a 300 x 200 "
+      "matrix M = w^T) holds -10000000");
+  // Packed piecewise from row 100 (w then holds M's rows 100 .. 399, of a 400-row M): w's own
+  // element is still [166][270], M's row 370.
+  PackedMatrix tall = PackedMatrix::zeros(WeightFormat::kQ8, 400, 200);
+  test_util::expect_error([&] { tall.pack_columns(100, 300, w.data()); },
+                          "element [166][270] of a Conv1D weight w (row 370, column 166 of a 400 "
+                          "x 200 matrix M = w^T)");
   // Piecewise packing: the rows before the bad one are not packed either.
   PackedMatrix z = PackedMatrix::zeros(WeightFormat::kQ8, rows, cols);
   EXPECT_THROW(z.pack_rows(0, rows, w.data()), Error);
@@ -196,7 +203,7 @@ TEST(WeightStorage, Q8WeightTooLargeForAnFp16ScaleIsAnError) {
   edge[5] = kQ8MaxWeight;
   PackedMatrix fits = PackedMatrix::from_rows(WeightFormat::kQ8, edge.data(), 1, 32);
   EXPECT_EQ(fits.at(0, 5), kQ8MaxWeight);
-  EXPECT_EQ(fits.at(0, 0), 0.0f);  // 1 is 1.9e-5 steps
+  EXPECT_EQ(fits.at(0, 0), 0.0f);  // 1 is 1.5e-5 steps (1 / 65504)
   EXPECT_EQ(first_q8_overflow(edge.data(), 32), -1);
   edge[5] = -std::nextafter(kQ8MaxWeight, INFINITY);
   EXPECT_EQ(first_q8_overflow(edge.data(), 32), 5);
@@ -214,15 +221,38 @@ TEST(WeightStorage, Q8WeightTooLargeForAnFp16ScaleIsAnError) {
   for (const ParamInfo& p : model.params())
     if (p.name == "h.1.mlp.c_fc.weight") fc = &p;
   ASSERT_NE(fc, nullptr);
+  // Element 10 of the Conv1D weight [64][256] is M's row 10, column 0: the parameter's own
+  // element is named.
   model.param_data()[fc->offset + 10] = 2e7f;
   test_util::expect_error([&] { model.set_weight_format(WeightFormat::kQ8); },
-                          "set_weight_format(q8): parameter 'h.1.mlp.c_fc.weight': q8 weights:");
+                          "set_weight_format(q8): parameter 'h.1.mlp.c_fc.weight', element 10 "
+                          "holds 20000000, too large for q8 weights");
   EXPECT_EQ(model.weight_format(), WeightFormat::kF32);
   EXPECT_EQ(model.packed_weight_bytes(), 0u);
   const int32_t tokens[3] = {1, 2, 3};
   model.forward(tokens, nullptr, 1, 3);
   model.set_weight_format(WeightFormat::kBF16);
   EXPECT_EQ(model.weight_format(), WeightFormat::kBF16);
+  // Llama packs q|k|v and gate|up as one matrix each: the error names the sub-tensor.
+  GPT2Model llama(GPT2Config::named("llama-tiny"));
+  llama.init_random(4);
+  for (const std::string name :
+       {"model.layers.1.self_attn.v_proj.weight", "model.layers.0.mlp.up_proj.weight"}) {
+    SCOPED_TRACE(name);
+    const ParamInfo* p = nullptr;
+    for (const ParamInfo& q : llama.params())
+      if (q.name == name) p = &q;
+    ASSERT_NE(p, nullptr);
+    float& bad = llama.param_data()[p->offset + 33];
+    const float kept = bad;
+    bad = -3e7f;
+    test_util::expect_error([&] { llama.set_weight_format(WeightFormat::kQ8); },
+                            "set_weight_format(q8): parameter '" + name +
+                                "', element 33 holds -30000000, too large for q8 weights");
+    bad = kept;
+  }
+  llama.set_weight_format(WeightFormat::kQ8);
+  EXPECT_EQ(llama.weight_format(), WeightFormat::kQ8);
 }
 
 TEST(WeightStorage, FromColumnsPacksTheTranspose) {
@@ -322,7 +352,7 @@ TEST(WeightStorage, Fp32ViewsMultiplyTheParametersInPlace) {
 // q8 multiplies quantised activations (Q8Vector, per block of 32: ggml's Q8_0 x Q8_0): the fast
 // kernels sum a block's products in integers; the reference multiplies the dequantised values in
 // double. The activations' rounding is the weights' rule: within half a step of each block.
-TEST(WeightStorage, Q8ActivationsQuantisedPerBlockLikeWeights) {
+TEST(WeightStorage, Q8ActivationsQuantisedPerBlock) {
   const int n = 77;  // two full blocks and a tail of 13
   auto x = normal_values(n, 9);
   x[40] = 0.0f;
@@ -338,13 +368,13 @@ TEST(WeightStorage, Q8ActivationsQuantisedPerBlockLikeWeights) {
     for (int i = b * 32; i < std::min(n, b * 32 + 32); ++i)
       EXPECT_LE(std::fabs(q.at(i) - x[i]), 0.5f * q.d[b] * (1 + 1e-5f)) << i;
   }
-  // A weight row of the same values has the same d rounded up to an fp16 scale (the activations'
-  // scales stay fp32: they are computed per product, never stored).
+  // A weight row of the same values is packed per block as well, with fp16 scales (rounded up:
+  // expect_q8_weight_rule checks the rule); the activations' scales stay fp32: they are computed
+  // per product, never stored.
   const PackedMatrix m = PackedMatrix::from_rows(WeightFormat::kQ8, x.data(), 1, n);
   for (int b = 0; b < 3; ++b) {
     int8_t qw[32];
     const uint16_t bits = quantize_q8_weight_block(x.data() + b * 32, std::min(32, n - b * 32), qw);
-    EXPECT_EQ(bits, float_to_fp16_bits(q.d[b]) + (round_to_fp16(q.d[b]) < q.d[b] ? 1 : 0)) << b;
     for (int i = b * 32; i < std::min(n, b * 32 + 32); ++i)
       EXPECT_EQ(m.at(0, i), fp16_bits_to_float(bits) * qw[i - b * 32]) << i;
   }

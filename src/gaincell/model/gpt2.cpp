@@ -1068,6 +1068,19 @@ void GPT2Model::backward() {
 // ---------------------------------------------------------------------------------------------
 // Digital linear layers and their reduced-precision weights
 
+namespace {
+
+// "parameter 'name', element i" for the float at `index` of the parameter data.
+std::string parameter_element(const std::vector<ParamInfo>& params, size_t index) {
+  for (const ParamInfo& p : params) {
+    if (index >= p.offset && index - p.offset < static_cast<size_t>(p.numel))
+      return "parameter '" + p.name + "', element " + std::to_string(index - p.offset);
+  }
+  return "parameter float " + std::to_string(index);
+}
+
+}  // namespace
+
 void GPT2Model::set_weight_format(WeightFormat format) {
   if (!has_fp32_weights()) {
     if (format == weight_format_) return;  // already packed in this format
@@ -1081,25 +1094,21 @@ void GPT2Model::set_weight_format(WeightFormat format) {
             F = static_cast<int>(w.F), A = static_cast<int>(w.A);
   const float* P = param_data_.get();
   // Packed into a new map that becomes the model's only when all matrices are done: a weight q8
-  // cannot hold (an Error from the packer) leaves the model in fp32, with no packed matrices.
+  // cannot hold (an Error) leaves the model in fp32, with no packed matrices.
   std::unordered_map<size_t, PackedMatrix> packed;
   // Packed as the [out, in] matrix M of y = M x: Conv1D weights [in, out] from their transpose,
-  // nn.Linear weights [out, in] as they are; an error names the parameter.
+  // nn.Linear weights [out, in] as they are. A weight q8 cannot hold is named as an element of
+  // its own parameter (the packer knows only M's row and column; M may be a transpose, or Llama's
+  // fused q|k|v or gate|up, whose parameters lie one after the other).
   auto pack = [&](size_t offset, int out, int in, bool columns) {
-    try {
-      packed[offset] = columns ? PackedMatrix::from_columns(format, P + offset, out, in)
-                               : PackedMatrix::from_rows(format, P + offset, out, in);
-    } catch (const Error& e) {
-      std::string name = "the matrix at parameter offset " + std::to_string(offset);
-      for (const ParamInfo& p : params_) {
-        if (p.offset != offset) continue;
-        // Llama's q, k and v projections are one packed matrix: rows past q's are k's and v's.
-        name = p.numel == static_cast<int64_t>(out) * in
-                   ? "parameter '" + p.name + "'"
-                   : "the matrix packed from parameter '" + p.name + "' and those after it";
-      }
-      throw Error("set_weight_format(" + to_string(format) + "): " + name + ": " + e.what());
+    const int64_t n = static_cast<int64_t>(out) * in;
+    if (format == WeightFormat::kQ8) {
+      if (const int64_t i = first_q8_overflow(P + offset, n); i >= 0)
+        throw_q8_weight_too_large(
+            "set_weight_format(q8): " + parameter_element(params_, offset + i), P[offset + i]);
     }
+    packed[offset] = columns ? PackedMatrix::from_columns(format, P + offset, out, in)
+                             : PackedMatrix::from_rows(format, P + offset, out, in);
   };
   for (const LayerOffsets& o : layer_offsets_) {
     pack(o.qkv_w, QKV, C, config_.is_gpt2());

@@ -166,6 +166,17 @@ PackedMatrix PackedMatrix::from_columns(WeightFormat format, const float* w, int
   return p;
 }
 
+void PackedMatrix::throw_q8_too_large(int row, int col, float value, int w_first_row) const {
+  const std::string of_m = "row " + std::to_string(row) + ", column " + std::to_string(col) +
+                           " of a " + std::to_string(rows_) + " x " + std::to_string(cols_) +
+                           " matrix";
+  if (w_first_row < 0) throw_q8_weight_too_large("q8 weights: " + of_m, value);
+  throw_q8_weight_too_large("q8 weights: element [" + std::to_string(col) + "][" +
+                                std::to_string(row - w_first_row) + "] of a Conv1D weight w (" +
+                                of_m + " M = w^T)",
+                            value);
+}
+
 void PackedMatrix::pack_rows(int r0, int n, const float* m) {
   require(r0 >= 0 && n >= 0 && r0 + n <= rows_,
           "PackedMatrix::pack_rows: rows [" + std::to_string(r0) + ", " + std::to_string(r0 + n) +
@@ -173,10 +184,7 @@ void PackedMatrix::pack_rows(int r0, int n, const float* m) {
   const int64_t weights = static_cast<int64_t>(n) * cols_;
   if (format_ == WeightFormat::kQ8) {  // before the parallel region, which must not throw
     if (const int64_t i = first_q8_overflow(m, weights); i >= 0)
-      throw_q8_weight_too_large("q8 weights: row " + std::to_string(r0 + i / cols_) + ", column " +
-                                    std::to_string(i % cols_) + " of a " + std::to_string(rows_) +
-                                    " x " + std::to_string(cols_) + " matrix",
-                                m[i]);
+      throw_q8_too_large(r0 + static_cast<int>(i / cols_), static_cast<int>(i % cols_), m[i]);
   }
 #pragma omp parallel for schedule(static) if (weights >= kParallelMin)
   for (int r = 0; r < n; ++r) pack_row(r0 + r, m + static_cast<size_t>(r) * cols_);
@@ -189,10 +197,7 @@ void PackedMatrix::pack_columns(int r0, int n, const float* w) {
   const int64_t weights = static_cast<int64_t>(n) * cols_;
   if (format_ == WeightFormat::kQ8) {  // w[c][r] is M[r0 + r][c]
     if (const int64_t i = first_q8_overflow(w, weights); i >= 0)
-      throw_q8_weight_too_large("q8 weights: row " + std::to_string(r0 + i % n) + ", column " +
-                                    std::to_string(i / n) + " of a " + std::to_string(rows_) +
-                                    " x " + std::to_string(cols_) + " matrix",
-                                w[i]);
+      throw_q8_too_large(r0 + static_cast<int>(i % n), static_cast<int>(i / n), w[i], r0);
   }
 #pragma omp parallel if (weights >= kParallelMin)
   {

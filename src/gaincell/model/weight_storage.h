@@ -81,6 +81,7 @@ class PackedMatrix {
   // raised before anything is packed.
   void pack_rows(int r0, int n, const float* m);
   // Rows [r0, r0 + n) of M from the columns of w row-major [cols][n] (a Conv1D weight, M = wᵀ).
+  // The q8 error names w's element as well as M's.
   void pack_columns(int r0, int n, const float* w);
   // fp32 views that copy nothing (fp32 decode reads the model's parameters in place through the
   // same team kernels): M = m, m row-major [rows][cols] (nn.Linear weights, LM heads), or M = wᵀ
@@ -112,6 +113,10 @@ class PackedMatrix {
 
  private:
   void pack_row(int r, const float* row);
+  // The error of pack_rows and pack_columns for a weight q8 cannot hold, at M[row][col]. From
+  // pack_columns (w_first_row = its r0: M's rows from there are w's columns) it names the Conv1D
+  // weight's own element [col][row - w_first_row] first.
+  [[noreturn]] void throw_q8_too_large(int row, int col, float value, int w_first_row = -1) const;
   // y[0 .. R) = rows r0 .. r0 + R - 1 of M times x (the vector kernels of gemv).
   // x is the activation vector prepared for the format (GemvInput in the .cpp).
   template <int R>
