@@ -69,13 +69,10 @@ inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
   return 3.0 * sizeof(float) * elements / t / 1e9;
 }
 
-// Restarts the benchmark once with the settings the gaincell CLI runs with
-// (blas::configure_threads_and_restart: OMP_WAIT_POLICY=passive, OPENBLAS_CORETYPE where OpenBLAS
-// fell back to SSE3), so the benchmark measures what users run. Recorded by openblas_core() and
-// omp_wait_policy().
-// The size in bytes of the largest CPU cache the kernel reports for cpu0 (the last-level cache;
-// 0 when unknown). Recorded beside decode rates: a model whose weights fit in it (q8 GPT-2 124M
-// is 131 MB; some server parts have 300 MB) can be served partly from cache, above the DRAM bound.
+// The size in bytes of the largest CPU cache the kernel reports for cpu0 (0 when unknown): the
+// last-level cache that cpu0 shares (on chiplet CPUs one complex's L3, not the socket's total).
+// Recorded beside decode rates: a model whose weights fit in it (q8 GPT-2 124M is 131 MB; the
+// development VM reports 300 MB) can be served partly from cache, above the DRAM bound.
 inline double last_level_cache_bytes() {
   double largest = 0;
   for (int index = 0; index < 8; ++index) {
@@ -90,6 +87,18 @@ inline double last_level_cache_bytes() {
   return largest;
 }
 
+// The median of `values` (the mean of the two middle ones for an even count; 0 when empty).
+inline double median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// Restarts the benchmark once with the settings the gaincell CLI runs with
+// (blas::configure_threads_and_restart: OMP_WAIT_POLICY=passive, OPENBLAS_CORETYPE where OpenBLAS
+// fell back to SSE3), so the benchmark measures what users run. Recorded by openblas_core() and
+// omp_wait_policy().
 inline void use_cli_thread_settings(char** argv) {
   blas::configure_threads_and_restart(argv);
 }

@@ -223,8 +223,6 @@ nlohmann::json measure_attention_layer(const GPT2Config& c, int reps) {
   return out;
 }
 
-}  // namespace
-
 // Decode tokens/s with f32, bf16 and q8 weights, at a context of 512 (as decode_ctx512) and at 64,
 // where the KV cache the attention reads per token is small beside the weights (a quarter of q8's
 // weight bytes at 512 in GPT-2 124M, under 4 % at 64), so the speed-ups show the formats
@@ -274,13 +272,13 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
       std::vector<double> ratios;
       for (size_t r = 0; r < seconds[f].size(); ++r)
         ratios.push_back(seconds[0][r] / seconds[f][r]);
-      std::sort(ratios.begin(), ratios.end());
       const double best = *std::min_element(seconds[f].begin(), seconds[f].end());
       const double weight_bytes = f == 0 ? 4.0 * f32_model.num_params()
                                          : static_cast<double>(models[f]->packed_weight_bytes());
       out[key][names[f]] = {{"tokens_per_s", steps / best},
                             {"speedup_over_f32", f32_best / best},
-                            {"speedup_median_of_rounds", ratios[ratios.size() / 2]},
+                            {"speedup_median_of_rounds", gaincell::bench::median(ratios)},
+                            {"round_seconds", seconds[f]},
                             {"weight_bytes_read_per_token", weight_bytes}};
     }
     out[key]["context"] = context;
@@ -294,6 +292,8 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
     out[key]["triad_gbps"] = 0.5 * (triad_before + triad_after);
   return out;
 }
+
+}  // namespace
 
 int run(int argc, char** argv) {
   int threads = 2, reps = 2;
@@ -438,7 +438,8 @@ int run(int argc, char** argv) {
   if (only == "weights") {  // Decode with each weight storage (issue 14 item 3), same run.
     out["weights_timing"] =
         "rounds: f32, bf16, q8 in turn, each timing `steps` tokens from a copy of its prefilled "
-        "session; best round per format, and the median over rounds of each round's ratio";
+        "session; best round per format, and the median over rounds of each round's ratio "
+        "(peak_rss_mib counts the three models, each with its fp32 parameters)";
     out.update(measure_weight_formats(config, *model, reps));
     model->set_weight_format(gaincell::WeightFormat::kF32);
   }

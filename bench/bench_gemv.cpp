@@ -12,7 +12,7 @@
 // shared machine's bandwidth moves all three alike; the ratios to f32 are the medians of the
 // rounds' ratios. Between two sweeps of one format the other two stream their matrices, so a
 // sweep comes from DRAM unless the three formats' matrices together fit in the last-level cache
-// (recorded as `last_level_cache_bytes`; GPT-2 124M's are 498 + 247 + 131 MB).
+// (recorded as `last_level_cache_bytes`; GPT-2 124M's matrices are 494 + 247 + 131 MB).
 #include <omp.h>
 
 #include <algorithm>
@@ -126,20 +126,20 @@ int run(int argc, char** argv) {
   out["machine"]["last_level_cache_bytes"] = gaincell::bench::last_level_cache_bytes();
   out["timing"] = "formats swept in turn, round by round; best and median sweep per format";
   for (int f = 0; f < 3; ++f) {
-    std::vector<double> sorted = seconds[f], ratios;
-    std::sort(sorted.begin(), sorted.end());
+    std::vector<double> ratios;
     for (size_t r = 0; r < seconds[f].size(); ++r) ratios.push_back(seconds[0][r] / seconds[f][r]);
-    std::sort(ratios.begin(), ratios.end());
-    const double best = sorted.front(), median = sorted[sorted.size() / 2];
+    const double best = *std::min_element(seconds[f].begin(), seconds[f].end());
+    const double median = gaincell::bench::median(seconds[f]);
     const double gbps = bytes[f] / median / 1e9;
     out["formats"][gaincell::to_string(formats[f])] = {
         {"bytes", bytes[f]},
         {"best_s", best},
         {"median_s", median},
+        {"round_seconds", seconds[f]},
         {"gb_per_s_best", bytes[f] / best / 1e9},
         {"gb_per_s_median", gbps},
         {"fraction_of_triad_median", gbps / triad},
-        {"speedup_over_f32_median_of_rounds", ratios[ratios.size() / 2]}};
+        {"speedup_over_f32_median_of_rounds", gaincell::bench::median(ratios)}};
   }
   std::cout << out.dump(2) << std::endl;
   return 0;

@@ -2,10 +2,13 @@
 // bad input ends in "gaincell: error: <message naming the input>" and a non-zero exit, never a
 // crash, an "internal error" or a silently wrapped value.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 
@@ -251,6 +254,29 @@ TEST_F(BadNumbers, DivergedTrainingStopsNamingTheStepAndKeepsTheLastGoodCheckpoi
   EXPECT_EQ(Trainer::checkpoint_to_resume(o.out_dir).filename(), "step-00000002");
 }
 
+// Whether this binary runs under AddressSanitizer (GCC defines __SANITIZE_ADDRESS__, clang has
+// __has_feature).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
+// Sets $GAINCELL_MEMORY_LIMIT for one scope (unset again even when a check throws).
+class MemoryLimitForScope {
+ public:
+  explicit MemoryLimitForScope(const char* bytes) { ::setenv("GAINCELL_MEMORY_LIMIT", bytes, 1); }
+  ~MemoryLimitForScope() { ::unsetenv("GAINCELL_MEMORY_LIMIT"); }
+  MemoryLimitForScope(const MemoryLimitForScope&) = delete;
+  MemoryLimitForScope& operator=(const MemoryLimitForScope&) = delete;
+};
+
 TEST(BadInputs, MemoryEstimateIsCheckedBeforeAllocation) {
   GPT2Config c = GPT2Config::named("gpt2");
   // 124M parameters: the estimate matches the model's own count within 0.1%.
@@ -260,7 +286,7 @@ TEST(BadInputs, MemoryEstimateIsCheckedBeforeAllocation) {
               0.001 * m.num_params() + 64);
   EXPECT_NEAR(estimated_param_count(c), 124.44e6, 0.01e6);
   // With a 100 MB ceiling, GPT-2 (500 MB of weights) is refused before allocation.
-  ::setenv("GAINCELL_MEMORY_LIMIT", "100000000", 1);
+  MemoryLimitForScope limit("100000000");
   try {
     GPT2Model big(c);
     ADD_FAILURE() << "allocated a model above the limit";
@@ -268,7 +294,6 @@ TEST(BadInputs, MemoryEstimateIsCheckedBeforeAllocation) {
     expect_has(e.what(), "the model needs about 497.8 MB (1.24e+08 float32 parameters)");
     expect_has(e.what(), "100.0 MB");
   }
-  ::unsetenv("GAINCELL_MEMORY_LIMIT");
 }
 
 // A model loaded straight into packed storage (load_model --weights bf16|q8) is checked at its
@@ -281,22 +306,88 @@ TEST(BadInputs, MemoryEstimateOfAPackedLoadCountsThePackedSize) {
   const double q8 = estimated_model_bytes(c, false, WeightFormat::kQ8);
   EXPECT_GT(f32, bf16);
   EXPECT_GT(bf16, q8);
-  ::setenv("GAINCELL_MEMORY_LIMIT", "350000000", 1);
-  try {
-    GPT2Model refused(c, WeightFormat::kBF16);
-    ADD_FAILURE() << "allocated a bf16 model above the limit";
-  } catch (const Error& e) {
-    expect_has(e.what(), "parameters, the matrices as bf16)");
-    expect_has(e.what(), "350.0 MB");
+  std::unique_ptr<GPT2Model> packed;
+  {
+    MemoryLimitForScope limit("350000000");
+    try {
+      GPT2Model refused(c, WeightFormat::kBF16);
+      ADD_FAILURE() << "allocated a bf16 model above the limit";
+    } catch (const Error& e) {
+      expect_has(e.what(), "parameters, the matrices as bf16)");
+      expect_has(e.what(), "350.0 MB");
+    }
+    EXPECT_THROW(GPT2Model{c}, Error);
+    packed = std::make_unique<GPT2Model>(c, WeightFormat::kQ8);  // its matrices are never fp32
   }
-  EXPECT_THROW(GPT2Model{c}, Error);
-  GPT2Model packed(c, WeightFormat::kQ8);  // fits: its matrices never exist in fp32
-  ::unsetenv("GAINCELL_MEMORY_LIMIT");
-  EXPECT_FALSE(packed.has_fp32_weights());
-  EXPECT_EQ(packed.weight_format(), WeightFormat::kQ8);
+  EXPECT_FALSE(packed->has_fp32_weights());
+  EXPECT_EQ(packed->weight_format(), WeightFormat::kQ8);
   // The estimate is the storage the model then holds, within 1 %.
-  const double held = static_cast<double>(packed.fp32_param_bytes() + packed.packed_weight_bytes());
+  const double held =
+      static_cast<double>(packed->fp32_param_bytes() + packed->packed_weight_bytes());
   EXPECT_NEAR(q8, held, 0.01 * held);
+  // It maps the whole fp32 buffer besides (calloc'd, the matrices' pages untouched).
+  EXPECT_NEAR(estimated_model_address_space(c, WeightFormat::kQ8),
+              4.0 * packed->num_params() + packed->packed_weight_bytes(), 0.01 * f32);
+}
+
+// An untied LM head (Llama family) is counted in the parameters, and kept out of the fp32 part of
+// a packed load. The config's matrices are exactly the 12 C^2 per block the estimate assumes
+// (q|k|v 3C^2, output C^2, gate|up and down 3 C F with F = 8C/3); the estimate's GPT-2 extras
+// (position embeddings, biases) make it about 2 % high.
+TEST(BadInputs, MemoryEstimateCountsAnUntiedLmHead) {
+  GPT2Config c = GPT2Config::named("llama-tiny");
+  c.n_embd = 48;
+  c.n_head = 4;
+  c.n_kv_head = 4;
+  c.intermediate_size = 128;
+  c.vocab_size = 1000;
+  ASSERT_FALSE(c.tie_word_embeddings);
+  const GPT2Model f32(c);
+  EXPECT_NEAR(estimated_param_count(c), static_cast<double>(f32.num_params()),
+              0.03 * f32.num_params());
+  const GPT2Model packed(c, WeightFormat::kQ8);
+  const double held = static_cast<double>(packed.fp32_param_bytes() + packed.packed_weight_bytes());
+  EXPECT_NEAR(estimated_model_bytes(c, false, WeightFormat::kQ8), held, 0.03 * held);
+}
+
+// The process's address-space limit (ulimit -v) counts what a packed load maps, not only what it
+// makes resident: a q8 GPT-2 124M maps its 498 MB fp32 buffer (untouched) and 131 MB of packed
+// matrices, so under a limit 450 MB above what the process maps it is refused by the check, with
+// the limit named, instead of failing in calloc. Run in a child process (the limit would bind the
+// rest of the test binary); not under AddressSanitizer, whose shadow memory a limit breaks.
+TEST(BadInputs, AddressSpaceLimitCountsWhatAPackedLoadMaps) {
+  if (kAddressSanitizer)
+    GTEST_SKIP() << "AddressSanitizer: an address-space limit breaks its shadow memory";
+  const GPT2Config c = GPT2Config::named("gpt2");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::alarm(60);
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    double mapped = 0;
+    while (std::getline(status, line))
+      if (line.rfind("VmSize:", 0) == 0) mapped = std::strtod(line.c_str() + 7, nullptr) * 1024;
+    const rlimit limit{static_cast<rlim_t>(mapped + 450e6), static_cast<rlim_t>(mapped + 450e6)};
+    if (mapped == 0 || ::setrlimit(RLIMIT_AS, &limit) != 0) ::_exit(3);
+    try {
+      GPT2Model packed(c, WeightFormat::kQ8);
+      ::_exit(1);  // constructed above the limit
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      ::_exit(what.find("of address space") != std::string::npos &&
+                      what.find("RLIMIT_AS") != std::string::npos
+                  ? 0
+                  : 2);
+    } catch (...) {
+      ::_exit(4);  // std::bad_alloc: the allocation failed before the check
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child was killed (signal " << WTERMSIG(status) << ")";
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1: constructed above the limit, 2: another error, 3: no limit set, 4: bad_alloc";
 }
 
 }  // namespace

@@ -676,7 +676,8 @@ GPT2Model::GPT2Model(const GPT2Config& config, WeightFormat packed_load)
       estimated_model_bytes(config_, false, packed_load), "the model",
       std::string(count) + (packed_load == WeightFormat::kF32
                                 ? " float32 parameters"
-                                : " parameters, the matrices as " + to_string(packed_load)));
+                                : " parameters, the matrices as " + to_string(packed_load)),
+      estimated_model_address_space(config_, packed_load));
   AttentionContext ctx;
   ctx.n_head = config_.n_head;
   ctx.n_kv_head = config_.kv_heads();
