@@ -300,10 +300,10 @@ constexpr int kRowsPerPass = 4;
 // The bf16 and q8 row kernels also prefetch two passes ahead into L2 (locality 1: prefetcht2).
 // They run two (bf16) to four (q8) times fp32's instructions per byte, so the out-of-order window
 // holds fewer of their cache lines, and per byte they streamed at only 0.85-0.9 of fp32's rate.
-// `bench_gemv --rounds 6` (three runs of each build, alternated, development machine, 2 threads),
-// speed-up over fp32 as the median of rounds, before -> after: SmolLM-135M's matrices q8
-// 2.89-3.11 -> 3.07-3.27, bf16 1.73-1.78 -> 1.73-1.83; GPT-2 124M's q8 3.00-3.04 -> 3.06-3.14,
-// bf16 1.66-1.71 -> 1.69-1.77. Three, four or six passes ahead gained less in a first
+// `bench_gemv --rounds 8`, builds without and with it alternated three times (bench/README.md,
+// "Session 8"), speed-up over fp32 as the median of rounds: q8 2.62-2.76x -> 2.81-2.89x over
+// SmolLM-135M's matrices and 2.85-2.91x -> 2.94-3.05x over GPT-2's; bf16 1.61-1.71x ->
+// 1.70-1.76x (SmolLM), unchanged on GPT-2. Three, four or six passes ahead gained less in a first
 // micro-benchmark, and the same second prefetch in the fp32 kernel gained nothing.
 [[maybe_unused]] inline void prefetch_ahead_and_into_l2(const void* p, size_t pass_bytes) {
   prefetch_ahead(p, pass_bytes);
