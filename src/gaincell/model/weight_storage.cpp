@@ -51,14 +51,24 @@ constexpr int64_t kParallelMin = int64_t{1} << 15;
 
 }  // namespace
 
-float quantize_q8_block(const float* v, int n, int8_t* q) {
+namespace {
+
+// max |v[i]| over a block, or NaN when the block holds a NaN or an infinity.
+float block_abs_max(const float* v, int n) {
   float amax = 0.0f;
   bool finite = true;
   for (int i = 0; i < n; ++i) {
     finite = finite && std::isfinite(v[i]);
     amax = std::max(amax, std::fabs(v[i]));
   }
-  if (!finite) {  // NaN or infinity: the block's products become NaN (d = NaN), as in fp32
+  return finite ? amax : std::numeric_limits<float>::quiet_NaN();
+}
+
+}  // namespace
+
+float quantize_q8_block(const float* v, int n, int8_t* q) {
+  const float amax = block_abs_max(v, n);
+  if (std::isnan(amax)) {  // NaN or infinity: the block's products become NaN (d = NaN), as in fp32
     std::fill(q, q + n, int8_t{0});
     return std::numeric_limits<float>::quiet_NaN();
   }
@@ -70,13 +80,8 @@ float quantize_q8_block(const float* v, int n, int8_t* q) {
 }
 
 uint16_t quantize_q8_weight_block(const float* v, int n, int8_t* q) {
-  float amax = 0.0f;
-  bool finite = true;
-  for (int i = 0; i < n; ++i) {
-    finite = finite && std::isfinite(v[i]);
-    amax = std::max(amax, std::fabs(v[i]));
-  }
-  if (!finite) {  // as quantize_q8_block: a NaN scale, so the block's products are NaN
+  const float amax = block_abs_max(v, n);
+  if (std::isnan(amax)) {  // as quantize_q8_block: a NaN scale, so the block's products are NaN
     std::fill(q, q + n, int8_t{0});
     return float_to_fp16_bits(std::numeric_limits<float>::quiet_NaN());
   }
