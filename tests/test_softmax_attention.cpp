@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gaincell/attention/attention.h"
@@ -171,6 +173,67 @@ TEST(SoftmaxAttention, DecodeStateMatchesWholeSequenceForward) {
     }
     state->reset();
     EXPECT_EQ(state->length(), 0);
+  }
+}
+
+// The decode cache keeps keys transposed in blocks of 16 (score_heads) and scores up to four
+// query heads of a group per pass: against a direct double-precision softmax over the appended
+// history, for every group size from 1 to 6 query heads per key/value head (passes of 4 + 1,
+// 4 + 2), a capacity and a window that are not multiples of 16 (a partial last block; a circular
+// cache that wraps mid-block), through the cache's growth (32, 64, ... slots), and for a clone
+// and an assign_from taken part-way, which must continue exactly as the original.
+TEST(SoftmaxAttention, DecodeCacheMatchesADirectSoftmaxForEveryGroupSize) {
+  const int Hkv = 2, D = 12, capacity = 150, steps = 140;
+  for (int rep = 1; rep <= 6; rep++) {
+    for (int window : {0, 37}) {
+      SCOPED_TRACE("rep=" + std::to_string(rep) + " window=" + std::to_string(window));
+      const int H = Hkv * rep;
+      AttentionContext ctx = context(H, D, capacity, window);
+      ctx.n_kv_head = Hkv;
+      auto attn = make_attention(window > 0 ? "sliding" : "softmax", ctx);
+      auto state = attn->make_decode_state();
+      std::unique_ptr<AttentionDecodeState> copy, assigned = attn->make_decode_state();
+      std::vector<std::vector<float>> keys, values;
+      std::vector<float> out(static_cast<size_t>(H) * D), out_copy(out.size());
+      for (int t = 0; t < steps; t++) {
+        keys.push_back(random_vector(static_cast<size_t>(Hkv) * D, 700 + t));
+        values.push_back(random_vector(static_cast<size_t>(Hkv) * D, 900 + t));
+        const auto q = random_vector(out.size(), 1100 + t, 0.7f);
+        state->append(keys[t].data(), values[t].data());
+        if (copy) copy->append(keys[t].data(), values[t].data());
+        if (t == 41) {
+          copy = state->clone();
+          ASSERT_TRUE(assigned->assign_from(*state));
+        }
+        if (t > 41) assigned->append(keys[t].data(), values[t].data());
+        state->attend(q.data(), out.data());
+        const int first = window > 0 ? std::max(0, t - window + 1) : 0;
+        for (int h = 0; h < H; h++) {
+          const int g = h / rep;
+          std::vector<double> p;
+          double mx = -1e300, sum = 0.0;
+          for (int j = first; j <= t; j++) {
+            double s = 0.0;
+            for (int d = 0; d < D; d++) s += double(q[h * D + d]) * keys[j][g * D + d];
+            p.push_back(s / std::sqrt(double(D)));
+            mx = std::max(mx, p.back());
+          }
+          for (double& x : p) sum += (x = std::exp(x - mx));
+          for (int d = 0; d < D; d++) {
+            double o = 0.0;
+            for (int j = first; j <= t; j++) o += p[j - first] * values[j][g * D + d];
+            ASSERT_NEAR(out[h * D + d], o / sum, 1e-5 * (1.0 + std::fabs(o / sum)))
+                << "t=" << t << " h=" << h << " d=" << d;
+          }
+        }
+        if (t > 41) {
+          for (auto* other : {copy.get(), assigned.get()}) {
+            other->attend(q.data(), out_copy.data());
+            ASSERT_EQ(out_copy, out) << "t=" << t;
+          }
+        }
+      }
+    }
   }
 }
 
