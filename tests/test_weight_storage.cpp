@@ -306,6 +306,38 @@ TEST(WeightStorage, FastGemvAndMatmulMatchPlainLoops) {
 // transpose (GPT-2's Conv1D [in, out] weights); both agree with plain loops over at(), with the
 // bias and accumulate epilogue of decode's products, for row counts that leave partial tiles of
 // the column kernel and partial passes of the row kernel.
+// A column view's product splits its outputs into one span per thread of the team (issue 14:
+// long contiguous reads of every row); each output still sums over the inputs in order, so any
+// team gives the same bits, equal to one thread's, for spans that end mid-vector (77, 301 outputs)
+// and teams larger than the vectors (3 threads, 5 outputs: empty spans).
+TEST(WeightStorage, ColumnViewProductIsTheSameOnAnyTeam) {
+  for (int outputs : {5, 77, 301, 2304}) {
+    for (int inputs : {1, 7, 768}) {
+      const auto w = normal_values(static_cast<size_t>(inputs) * outputs, 11, 0.05f);
+      const auto x = normal_values(inputs, 12);
+      const auto bias = normal_values(outputs, 13);
+      const PackedMatrix m = PackedMatrix::view_columns(w.data(), outputs, inputs);
+      std::vector<float> one(outputs, 2.0f);
+      m.gemv_team(m.prepare(x.data()), one.data(), true, bias.data());  // outside a region
+      std::vector<float> ref(outputs, 2.0f);
+      packed_gemv_reference(m, x.data(), ref.data(), true);
+      for (int r = 0; r < outputs; ++r)
+        ASSERT_NEAR(one[r], ref[r] + bias[r], 1e-5 * (1 + std::fabs(ref[r])));
+      for (int threads : {2, 3}) {
+        std::vector<float> team(outputs, 2.0f);
+        const GemvInput* input = nullptr;
+#pragma omp parallel num_threads(threads)
+        {
+#pragma omp single
+          input = &m.prepare(x.data());  // the single's barrier publishes it
+          m.gemv_team(*input, team.data(), true, bias.data());
+        }
+        ASSERT_EQ(team, one) << outputs << "x" << inputs << " on " << threads << " threads";
+      }
+    }
+  }
+}
+
 TEST(WeightStorage, Fp32ViewsMultiplyTheParametersInPlace) {
   for (int rows : {1, 77, 128, 301, 2304}) {
     for (int cols : {5, 64, 768}) {

@@ -1,5 +1,7 @@
 #include "gaincell/model/weight_storage.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -291,9 +293,14 @@ constexpr int kRowsPerPass = 4;
 // page, fell behind: on one core of the development machine (busy other core) a software
 // prefetch one pass ahead took the q8 products over GPT-2's matrices from 7.5-9 to 10.5-13.5 GB/s
 // and bf16 from 8-9 to about 12 GB/s (1 KB ahead per row gave less); fp32 changed little.
-// Column views (fp32 Conv1D weights, M = wᵀ): outputs per tile (one accumulator vector each, 8
-// vectors), and rows of w prefetched ahead: consecutive rows of w are a whole row apart, a stride
-// that leaves each 4 KB page after one access, so the hardware prefetchers do not follow it.
+// Column views (fp32 Conv1D weights w [in][out], M = wᵀ): each thread takes one contiguous span
+// of the outputs and walks w's rows (the inputs) once, adding x[c] times the span's part of row c
+// into an accumulator of the span (columns_span). A thread then reads one long contiguous piece
+// of every row (GPT-2 124M's q|k|v on two threads: 4.5 KB), and the team together reads whole
+// rows, in order. The kernel it replaced gave each thread tiles of 128 outputs, a 512-byte piece
+// of each row and then a jump of a row: decode with fp32 weights streamed at about 0.8 of the
+// triad bandwidth (GPT-2 124M and medium), the row kernels at 0.95. Rows of w are prefetched
+// kColumnAheadRows ahead.
 [[maybe_unused]] constexpr int kColumnAheadRows = 8;  // (the vector kernels only)
 
 // A prefetch `bytes` past p (the address may lie past the end of the data: a prefetch never
@@ -583,31 +590,48 @@ void rows_bf16(const uint16_t* w, size_t stride, const GemvInput& in, int n, flo
     y[i] = vsum(vadd(even[i], odd[i])) +
            (c < n ? dot_bf16_portable(w + i * stride, in.x, c, n) : 0.0f);  // as rows_f32
 }
-constexpr int kColumnTile = 8 * kLanes;
+constexpr int kSpanAlign = kLanes;
 
-// y[0 .. R) = sum_c w[c][i] x[c] for the R <= kColumnTile outputs of a tile (w points at its first
-// output; rows of w are `stride` floats apart).
-void columns_tile(const float* w, size_t stride, const float* x, int n, int R, float* y) {
-  if (R < kColumnTile) {
-    columns_tile_portable(w, stride, x, n, R, y);
-    return;
+// y[0 .. R) = sum_c w[c][i] x[c], summed over c in order (as columns_tile_portable), for a span of
+// R outputs (w points at its first output; rows of w are `stride` floats apart). Four rows of w
+// per pass over y, so each element of y is loaded and stored once per four multiply-adds; the
+// columns past the last whole vector (only the last span has them) go to the portable kernel.
+void columns_span(const float* w, size_t stride, const float* x, int n, int R, float* y) {
+  const int vectors = R / kLanes * kLanes;
+  for (int i = 0; i < vectors; i += kLanes) vstore(y + i, vzero());
+  const size_t ahead = kColumnAheadRows * stride * sizeof(float);
+  int c = 0;
+  for (; c + 4 <= n; c += 4) {
+    const float* w0 = w + static_cast<size_t>(c) * stride;
+    const float *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+    const VecF x0 = vset1(x[c]), x1 = vset1(x[c + 1]), x2 = vset1(x[c + 2]), x3 = vset1(x[c + 3]);
+    for (int i = 0; i < vectors; i += kLanes) {
+      if (i % (64 / sizeof(float)) == 0) {  // once per cache line of each row
+        prefetch_ahead(w0 + i, ahead);
+        prefetch_ahead(w1 + i, ahead);
+        prefetch_ahead(w2 + i, ahead);
+        prefetch_ahead(w3 + i, ahead);
+      }
+      VecF a = vload(y + i);
+      a = vfmadd(vload(w0 + i), x0, a);
+      a = vfmadd(vload(w1 + i), x1, a);
+      a = vfmadd(vload(w2 + i), x2, a);
+      vstore(y + i, vfmadd(vload(w3 + i), x3, a));
+    }
   }
-  VecF acc[8];
-  for (VecF& a : acc) a = vzero();
-  for (int c = 0; c < n; ++c) {
+  for (; c < n; ++c) {
     const float* row = w + static_cast<size_t>(c) * stride;
-    for (size_t b = 0; b < kColumnTile * sizeof(float); b += 64)
-      prefetch_ahead(row, kColumnAheadRows * stride * sizeof(float) + b);
     const VecF xc = vset1(x[c]);
-    for (int v = 0; v < 8; ++v) acc[v] = vfmadd(vload(row + v * kLanes), xc, acc[v]);
+    for (int i = 0; i < vectors; i += kLanes)
+      vstore(y + i, vfmadd(vload(row + i), xc, vload(y + i)));
   }
-  for (int v = 0; v < 8; ++v) vstore(y + v * kLanes, acc[v]);
+  if (vectors < R) columns_tile_portable(w + vectors, stride, x, n, R - vectors, y + vectors);
 }
 #else
 constexpr int kBf16Group = 0;  // no regrouped x
-constexpr int kColumnTile = 64;
+constexpr int kSpanAlign = 16;
 
-void columns_tile(const float* w, size_t stride, const float* x, int n, int R, float* y) {
+void columns_span(const float* w, size_t stride, const float* x, int n, int R, float* y) {
   columns_tile_portable(w, stride, x, n, R, y);
 }
 
@@ -736,15 +760,18 @@ void PackedMatrix::gemv_team(const GemvInput& in, float* y, bool accumulate,
 
 void PackedMatrix::columns_gemv_team(const float* x, float* y, bool accumulate,
                                      const float* bias) const {
-  const int tiles = (rows_ + kColumnTile - 1) / kColumnTile;
-#pragma omp for schedule(guided, 1) nowait  // as gemv_team
-  for (int t = 0; t < tiles; ++t) {
-    const int r0 = t * kColumnTile;
-    const int R = std::min(kColumnTile, rows_ - r0);
-    float v[kColumnTile];
-    columns_tile(view_ + r0, rows_, x, cols_, R, v);
-    store_outputs(y, r0, R, v, accumulate, bias);
-  }
+  // Equal spans of outputs, one per thread, starting on a whole vector (see columns_span). Each
+  // output is summed over c in the same order whatever the span, so the result does not depend
+  // on the number of threads.
+  const int threads = omp_get_num_threads(), t = omp_get_thread_num();
+  const int units = (rows_ + kSpanAlign - 1) / kSpanAlign;
+  const int r0 = std::min(rows_, units * t / threads * kSpanAlign);
+  const int r1 = std::min(rows_, units * (t + 1) / threads * kSpanAlign);
+  if (r1 <= r0) return;
+  thread_local std::vector<float> span;
+  span.resize(static_cast<size_t>(r1 - r0));
+  columns_span(view_ + r0, rows_, x, cols_, r1 - r0, span.data());
+  store_outputs(y, r0, r1 - r0, span.data(), accumulate, bias);
 }
 
 void PackedMatrix::dequantize_rows(int r0, int r1, float* out) const {
