@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "gaincell/core/blas.h"
+#include "gaincell/core/huge_pages.h"
 
 namespace gaincell::bench {
 
@@ -55,7 +56,8 @@ inline double measure_sgemm_gflops(int reps) {
 // STREAM triad a = b + s c over OpenMP threads, 12 bytes per element. The default 3 x 256 MiB is
 // larger than this machine's 480 MiB L3, like the ~530 MB a GPT-2 124M decode step streams.
 inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
-  std::unique_ptr<float[]> a(new float[elements]), b(new float[elements]), c(new float[elements]);
+  // Huge-page backed where the kernel offers them, as decode's weights (core/huge_pages.h).
+  gaincell::HugePageVector<float> a(elements), b(elements), c(elements);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < elements; i++) {
     a[i] = 0.0f;

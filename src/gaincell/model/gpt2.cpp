@@ -13,6 +13,7 @@
 
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/huge_pages.h"
 #include "gaincell/core/json.h"
 #include "gaincell/core/spin_barrier.h"
 #include "gaincell/model/layers.h"
@@ -696,6 +697,9 @@ GPT2Model::GPT2Model(const GPT2Config& config, WeightFormat packed_load)
   // straight into packed storage (begin_packed_load) cost no memory.
   param_data_.reset(static_cast<float*>(std::calloc(num_params_, sizeof(float))));
   if (!param_data_) throw std::bad_alloc();
+  // fp32 decode streams these in place (core/huge_pages.h). Not for a packed load: a huge page
+  // around each norm or bias written would back the unused matrices beside it.
+  if (packed_load == WeightFormat::kF32) advise_huge_pages(param_data_.get(), num_params_ * 4);
   // A variant's trainable tensors need their gradient storage at bind time (bind_params is
   // called once), so such models allocate gradients up front; plain GPT-2 allocates them lazily.
   bool any_trainable_spec = false;

@@ -24,6 +24,8 @@
 #include <string_view>
 #include <vector>
 
+#include "gaincell/core/huge_pages.h"
+
 namespace gaincell {
 
 enum class WeightFormat { kF32, kBF16, kQ8 };
@@ -127,11 +129,11 @@ class PackedMatrix {
   int blocks_per_row() const { return (cols_ + kQ8BlockSize - 1) / kQ8BlockSize; }
   WeightFormat format_ = WeightFormat::kF32;
   int rows_ = 0, cols_ = 0;
-  std::vector<uint16_t> bf16_;    // [rows][cols]
-  std::vector<int8_t> q8_;        // [rows][cols]
-  std::vector<uint16_t> scales_;  // [rows][blocks_per_row], fp16 bits
-  std::vector<float> f32_;        // [rows][cols], only for format f32 (tests, uniform handling)
-  const float* view_ = nullptr;   // a view's fp32 data: [rows][cols], or [cols][rows] (columns_)
+  HugePageVector<uint16_t> bf16_;    // [rows][cols]
+  HugePageVector<int8_t> q8_;        // [rows][cols]
+  HugePageVector<uint16_t> scales_;  // [rows][blocks_per_row], fp16 bits
+  HugePageVector<float> f32_;        // [rows][cols], only for format f32 (tests, uniform handling)
+  const float* view_ = nullptr;      // a view's fp32 data: [rows][cols], or [cols][rows] (columns_)
   bool columns_ = false;
 };
 
