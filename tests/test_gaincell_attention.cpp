@@ -7,10 +7,13 @@
 
 #include <array>
 #include <cmath>
+#include <exception>
+#include <memory>
 #include <random>
 
 #include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/core/error.h"
+#include "gaincell/core/spin_barrier.h"
 
 using namespace gaincell;
 
@@ -331,6 +334,59 @@ TEST(GainCellAttention, DecodeEqualsWholeSequenceWithNoise) {
         if (std::fabs(quiet[i] - whole[i]) > 1e-3) ++changed;
       EXPECT_GT(changed, static_cast<int>(n / 20));
     }
+  }
+}
+
+// Decode's team shares the key/value groups' arrays out (attend_on_team): with read noise, write
+// noise, gain variation and leakage on, for multi-head and grouped-query attention (two query
+// heads per array), past the window, the outputs and the hardware events are the same bits on
+// 1, 2 and 3 threads as attend() on one; a bad query (NaN) on any thread comes back as the error.
+TEST(GainCellAttention, TeamDecodeEqualsThePlainLoopOnAnyTeam) {
+  for (int kv_heads : {4, 2}) {
+    HwConfig hw = HwConfig::preset("paper-nonlinear");
+    hw.window = 64;
+    hw.leakage.lambda_per_token = 2e-3;
+    hw.noise.read_noise_s = hw.noise.read_noise_a = 0.05;
+    hw.noise.write_noise_kv = 0.02;
+    hw.noise.gain_variation = 0.05;
+    hw.noise.seed = 77;
+    const int H = 4, D = 16;
+    AttentionContext ctx = context(hw, H, D);
+    ctx.n_kv_head = kv_heads;
+    ctx.layer = 2;
+    GainCellAttention attn("gaincell-nonlinear", ctx);
+    auto plain = attn.make_decode_state();
+    std::array<std::unique_ptr<AttentionDecodeState>, 3> teams;
+    for (auto& t : teams) t = attn.make_decode_state();
+    std::vector<float> want(static_cast<size_t>(H) * D), got(want.size());
+    for (int t = 0; t < 90; ++t) {
+      const auto k = random_vector(static_cast<size_t>(kv_heads) * D, 3000 + t);
+      const auto v = random_vector(k.size(), 4000 + t);
+      const auto q = random_vector(want.size(), 5000 + t);
+      plain->append(k.data(), v.data());
+      plain->attend(q.data(), want.data());
+      for (int threads = 1; threads <= 3; ++threads) {
+        AttentionDecodeState& team = *teams[threads - 1];
+        team.append(k.data(), v.data());
+        SpinBarrier barrier;
+        std::exception_ptr error;
+        std::fill(got.begin(), got.end(), -7.0f);
+#pragma omp parallel num_threads(threads)
+        team.attend_on_team(q.data(), got.data(), barrier, omp_get_num_threads(), error);
+        ASSERT_FALSE(error);
+        ASSERT_EQ(got, want) << "kv_heads=" << kv_heads << " t=" << t << " threads=" << threads;
+        const auto& g = dynamic_cast<const GainCellDecodeState&>(team);
+        ASSERT_EQ(g.events(), dynamic_cast<const GainCellDecodeState&>(*plain).events());
+      }
+    }
+    auto bad_q = random_vector(want.size(), 9);
+    bad_q[3 * D + 1] = std::nanf("");  // the last query head: the second thread's group
+    SpinBarrier barrier;
+    std::exception_ptr error;
+#pragma omp parallel num_threads(2)
+    teams[1]->attend_on_team(bad_q.data(), got.data(), barrier, omp_get_num_threads(), error);
+    ASSERT_TRUE(error);
+    EXPECT_THROW(std::rethrow_exception(error), Error);
   }
 }
 

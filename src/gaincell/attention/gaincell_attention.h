@@ -105,6 +105,8 @@ class GainCellDecodeState : public AttentionDecodeState {
   explicit GainCellDecodeState(const GainCellAttention& attn);
   void append(const float* k, const float* v) override;
   void attend(const float* q, float* out) override;
+  void attend_on_team(const float* q, float* out, SpinBarrier& barrier, int threads,
+                      std::exception_ptr& error) override;
   int64_t length() const override { return length_; }
   void reset() override;
   std::unique_ptr<AttentionDecodeState> clone() const override;
@@ -118,6 +120,7 @@ class GainCellDecodeState : public AttentionDecodeState {
   const HeadArray& head(int h) const { return heads_.at(h); }
 
  private:
+  void attend_group(const float* q, float* out, int g);
   const GainCellAttention& attn_;
   std::vector<HeadArray> heads_;
   std::vector<float> kq_, vq_, qq_;
