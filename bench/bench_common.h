@@ -56,8 +56,16 @@ inline double measure_sgemm_gflops(int reps) {
 // STREAM triad a = b + s c over OpenMP threads, 12 bytes per element. The default 3 x 256 MiB is
 // larger than this machine's 480 MiB L3, like the ~530 MB a GPT-2 124M decode step streams.
 inline double measure_triad_gbps(int reps, size_t elements = size_t{1} << 26) {
-  // Huge-page backed where the kernel offers them, as decode's weights (core/huge_pages.h).
-  gaincell::HugePageVector<float> a(elements), b(elements), c(elements);
+  // Huge-page backed where the kernel offers them, as decode's weights (core/huge_pages.h); first
+  // touched by the loop below, on the threads that stream them.
+  auto unmap = [elements](float* p) {
+    gaincell::unmap_huge_page_buffer(p, elements * sizeof(float));
+  };
+  auto map = [&] {
+    return std::unique_ptr<float[], decltype(unmap)>(
+        static_cast<float*>(gaincell::map_huge_page_buffer(elements * sizeof(float))), unmap);
+  };
+  auto a = map(), b = map(), c = map();
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < elements; i++) {
     a[i] = 0.0f;

@@ -380,7 +380,7 @@ TEST(GainCellAttention, TeamDecodeEqualsThePlainLoopOnAnyTeam) {
       }
     }
     auto bad_q = random_vector(want.size(), 9);
-    bad_q[3 * D + 1] = std::nanf("");  // the last query head: the second thread's group
+    bad_q[3 * D + 1] = std::nanf("");  // the last query head (whichever thread reads its group)
     SpinBarrier barrier;
     std::exception_ptr error;
 #pragma omp parallel num_threads(2)

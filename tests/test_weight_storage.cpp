@@ -302,10 +302,6 @@ TEST(WeightStorage, FastGemvAndMatmulMatchPlainLoops) {
   }
 }
 
-// fp32 decode reads the parameters in place: a row view is the matrix as it lies, a column view its
-// transpose (GPT-2's Conv1D [in, out] weights); both agree with plain loops over at(), with the
-// bias and accumulate epilogue of decode's products, for row counts that leave partial tiles of
-// the column kernel and partial passes of the row kernel.
 // A column view's product splits its outputs into one span per thread of the team (issue 14:
 // long contiguous reads of every row); each output still sums over the inputs in order, so any
 // team gives the same bits, equal to one thread's, for spans that end mid-vector (77, 301 outputs)
@@ -338,6 +334,10 @@ TEST(WeightStorage, ColumnViewProductIsTheSameOnAnyTeam) {
   }
 }
 
+// fp32 decode reads the parameters in place: a row view is the matrix as it lies, a column view its
+// transpose (GPT-2's Conv1D [in, out] weights); both agree with plain loops over at(), with the
+// bias and accumulate epilogue of decode's products, for row counts that leave partial vectors of
+// the column kernel's span and partial passes of the row kernel.
 TEST(WeightStorage, Fp32ViewsMultiplyTheParametersInPlace) {
   for (int rows : {1, 77, 128, 301, 2304}) {
     for (int cols : {5, 64, 768}) {

@@ -449,7 +449,10 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // heads and 1.9 ms with one; now 1.3-1.6 and 0.8 ms. Values stay rows [Hkv, slots, D]
   // (accumulate_values sums whole rows).
   static constexpr int kKeyBlock = 16;
-  static constexpr int kHeadsPerSweep = 4;  // query heads scored per pass over a group's keys
+  static constexpr int kHeadsPerSweep = 4;
+  static_assert(kDecodeChunk % kKeyBlock == 0,
+                "score_heads starts a chunk on a key block");  // query heads scored per pass over a
+                                                               // group's keys
   std::vector<float> k_, v_;
   std::vector<float> scores_;  // [H, capacity]: one score row per query head
   // attend_split's per-(group, chunk, query head) partials: max, exp-sum, output [D].

@@ -15,10 +15,12 @@ uintptr_t round_up(uintptr_t x, size_t to) {
 }  // namespace
 
 void* map_huge_page_buffer(size_t bytes) {
+  if (bytes == 0) throw std::bad_alloc();  // nothing to map (the allocator never asks)
   const size_t length = round_up(bytes, kSmallPage);
   if (length < bytes || length > SIZE_MAX - kHugePageBytes) throw std::bad_alloc();
   // Map 2 MB more than asked, then give back the unaligned head and the tail past the buffer, so
-  // the buffer costs its own length of address space (RLIMIT_AS, GAINCELL's memory checks).
+  // the buffer keeps its own length of address space (RLIMIT_AS); the extra 2 MB are held only
+  // while it is made (estimated_model_address_space counts them once).
   void* raw = mmap(nullptr, length + kHugePageBytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) throw std::bad_alloc();

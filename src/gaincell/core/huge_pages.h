@@ -23,8 +23,9 @@ inline constexpr size_t kHugePageBytes = size_t{2} << 20;
 // from operator new (a huge page would mostly hold other data).
 inline constexpr size_t kHugePageMinBytes = size_t{1} << 20;
 
-// A private anonymous mapping of `bytes` (rounded up to 4 KB) that starts on a 2 MB boundary,
-// advised for huge pages; zero-filled. Throws std::bad_alloc when the kernel refuses it.
+// A private anonymous mapping of `bytes` (> 0, rounded up to 4 KB) that starts on a 2 MB
+// boundary, advised for huge pages; zero-filled. Throws std::bad_alloc when the kernel refuses
+// it.
 void* map_huge_page_buffer(size_t bytes);
 void unmap_huge_page_buffer(void* p, size_t bytes);
 

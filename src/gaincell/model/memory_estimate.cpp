@@ -9,6 +9,7 @@
 #include <string>
 
 #include "gaincell/core/error.h"
+#include "gaincell/core/huge_pages.h"
 
 namespace gaincell {
 
@@ -50,7 +51,9 @@ double estimated_model_bytes(const GPT2Config& c, bool with_grads, WeightFormat 
 
 double estimated_model_address_space(const GPT2Config& c, WeightFormat stored) {
   const double fp32 = estimated_param_count(c) * sizeof(float);
-  return stored == WeightFormat::kF32 ? fp32 : fp32 + packed_bytes(c, stored);
+  // A packed matrix's mapping takes 2 MB more while it is made (core/huge_pages.h).
+  return stored == WeightFormat::kF32 ? fp32
+                                      : fp32 + packed_bytes(c, stored) + double(kHugePageBytes);
 }
 
 double estimated_training_bytes(const GPT2Config& c, int batch, int seq_len) {

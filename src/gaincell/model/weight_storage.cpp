@@ -590,7 +590,7 @@ void rows_bf16(const uint16_t* w, size_t stride, const GemvInput& in, int n, flo
     y[i] = vsum(vadd(even[i], odd[i])) +
            (c < n ? dot_bf16_portable(w + i * stride, in.x, c, n) : 0.0f);  // as rows_f32
 }
-constexpr int kSpanAlign = kLanes;
+constexpr int kSpanAlign = 16;  // 64 bytes: two threads' spans never share a cache line
 
 // y[0 .. R) = sum_c w[c][i] x[c], summed over c in order (as columns_tile_portable), for a span of
 // R outputs (w points at its first output; rows of w are `stride` floats apart). Four rows of w
@@ -733,15 +733,17 @@ void PackedMatrix::gemv_team(const GemvInput& in, float* y, bool accumulate,
     return;
   }
   const int passes = (rows_ + kRowsPerPass - 1) / kRowsPerPass;
-  // Guided: a thread takes half of the passes left (the first thread half of the matrix, the
-  // next a quarter, ...) down to chunks of about 16k weights at the end. The long contiguous runs
-  // matter: a thread's stream continues through its run, where the hardware and the
+  // Guided: a thread takes 1/N of the passes left on a team of N (on two threads the first half
+  // of the matrix, then a quarter, ...), down to chunks of about 16k weights at the end. The long
+  // contiguous runs matter: a thread's stream continues through its run, where the hardware and the
   // one-pass-ahead software prefetches keep running. Fixed chunks of 64k weights handed out
   // dynamically (a new stream for the prefetchers at every chunk) swept GPT-2's matrices at
   // 26-28 GB/s in bf16, 24-27 in q8 and 31-34 in f32; guided at 31-33, 29-31 and 35-36
   // (`bench_gemv --rounds 6`, idle machine, triad 34-36 GB/s, the two alternated five times).
-  // A thread that the scheduler delays (a shared machine) takes at most half of what is left
-  // when it wakes, and its partner has taken the rest meanwhile.
+  // The price, on a shared machine: a thread that the scheduler suspends in the middle of its
+  // run holds its partner up for the rest of that run (up to half of the matrix), where fixed
+  // 64k-weight chunks bounded that to one chunk. A thread suspended before it starts takes only
+  // 1/N of what is left when it wakes.
   const int chunk =
       std::max(1, static_cast<int>((int64_t{1} << 14) / (int64_t{kRowsPerPass} * cols_)));
 #pragma omp for schedule(guided, chunk) nowait

@@ -103,8 +103,9 @@ class PackedMatrix {
   // gemv in two parts for a caller that runs many products inside one OpenMP parallel region
   // (decode): one thread prepares x (the returned input lives in that thread's scratch until its
   // next prepare()), then, after a barrier, every thread of the team calls gemv_team with it. Rows
-  // are shared out dynamically (an orphaned `omp for nowait`): no barrier ends gemv_team, the
-  // caller synchronises before reading y. Outside a parallel region gemv_team runs all rows.
+  // are shared out over the team (an orphaned guided `omp for nowait`; column views: one span of
+  // outputs per thread): no barrier ends gemv_team, the caller synchronises before reading y.
+  // Outside a parallel region gemv_team runs all rows.
   // With a bias, y[r] = (y[r] (accumulate) or 0) + bias[r] + (M x)[r].
   const GemvInput& prepare(const float* x) const;
   void gemv_team(const GemvInput& x, float* y, bool accumulate, const float* bias = nullptr) const;
@@ -123,7 +124,8 @@ class PackedMatrix {
   // x is the activation vector prepared for the format (GemvInput in the .cpp).
   template <int R>
   void rows_dot(int r0, const GemvInput& x, float* y) const;
-  // gemv_team of a column view: threads take tiles of outputs, each streaming w's rows.
+  // gemv_team of a column view: each thread takes one contiguous span of the outputs and streams
+  // its part of every row of w (columns_span in the .cpp).
   void columns_gemv_team(const float* x, float* y, bool accumulate, const float* bias) const;
   const float* f32_data() const { return view_ != nullptr ? view_ : f32_.data(); }
   int blocks_per_row() const { return (cols_ + kQ8BlockSize - 1) / kQ8BlockSize; }
