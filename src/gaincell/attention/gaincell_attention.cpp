@@ -578,12 +578,14 @@ void GainCellAttention::backward(const float* q, const float* k, const float* v,
 
 namespace {
 
-// Q, K or V of every head of that kind (query heads for q, key/value heads for k and v): scalers,
-// clamps and quantisers (spec §3.2); the arrays do the rest.
+// Q, K or V of the heads [h0, h1) of that kind (query heads for q, key/value heads for k and v;
+// all of them by default): scalers, clamps and quantisers (spec §3.2); the arrays do the rest.
 void quantise_head_inputs(const GainCellAttention& attn, const Quantizer& qz,
-                          GainCellAttention::Scaler s, const float* x, float* out) {
+                          GainCellAttention::Scaler s, const float* x, float* out, int h0 = 0,
+                          int h1 = -1) {
   const int D = attn.head_dim();
-  for (int h = 0; h < attn.scaler_heads(s); ++h) {
+  if (h1 < 0) h1 = attn.scaler_heads(s);
+  for (int h = h0; h < h1; ++h) {
     const float a = attn.scaler_a(s, h), b = attn.scaler_b(s, h);
     for (int d = 0; d < D; ++d) out[h * D + d] = qz(a * x[h * D + d] + b);
   }
@@ -644,13 +646,10 @@ void GainCellDecodeState::attend_on_team(const float* q, float* out, SpinBarrier
 void GainCellDecodeState::attend_group(const float* q, float* out, int g) {
   require(length_ > 0, "gain-cell decode: attend() before any append()");
   const int D = attn_.head_dim(), rep = attn_.n_head() / attn_.n_kv_head();
-  const Quantizer qz(attn_.hw().q);
+  quantise_head_inputs(attn_, Quantizer(attn_.hw().q), GainCellAttention::kQ, q, qq_.data(),
+                       g * rep, (g + 1) * rep);
   for (int h = g * rep; h < (g + 1) * rep; ++h) {
-    const float a = attn_.scaler_a(GainCellAttention::kQ, h);
-    const float b = attn_.scaler_b(GainCellAttention::kQ, h);
-    float* qh = qq_.data() + static_cast<size_t>(h) * D;
-    for (int d = 0; d < D; ++d) qh[d] = qz(a * q[h * D + d] + b);
-    heads_[g].read(qh, out + h * D);
+    heads_[g].read(qq_.data() + static_cast<size_t>(h) * D, out + h * D);
     // Digital output scaler (spec §1.2 step 8).
     const float ao = attn_.scaler_a(GainCellAttention::kOut, h);
     const float bo = attn_.scaler_b(GainCellAttention::kOut, h);

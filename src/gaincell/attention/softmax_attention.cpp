@@ -210,11 +210,11 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     }
     if (slots_ != o->slots_) {
       slots_ = o->slots_;  // the old rows are all overwritten or unused
-      k_.resize(static_cast<size_t>(Hkv_) * key_blocks() * kKeyBlock * D_);
+      k_.resize(static_cast<size_t>(Hkv_) * key_block_floats(slots_));
       v_.resize(static_cast<size_t>(Hkv_) * slots_ * D_);
     }
     const int64_t rows = std::min<int64_t>(o->length_, capacity_);
-    const int64_t key_floats = (rows + kKeyBlock - 1) / kKeyBlock * kKeyBlock * D_;
+    const int64_t key_floats = key_block_floats(rows);
     for (int g = 0; g < Hkv_; g++) {
       std::copy(o->key_block(g, 0), o->key_block(g, 0) + key_floats, key_block(g, 0));
       std::copy(o->head_row(o->v_, g, 0), o->head_row(o->v_, g, 0) + rows * D_, head_row(v_, g, 0));
@@ -410,6 +410,9 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   int64_t key_blocks() const {  // key blocks allocated per key/value head
     return (slots_ + kKeyBlock - 1) / kKeyBlock;
   }
+  int64_t key_block_floats(int64_t keys) const {  // floats of the whole blocks holding `keys`
+    return (keys + kKeyBlock - 1) / kKeyBlock * kKeyBlock * D_;
+  }
   float* key_block(int g, int64_t b) {
     return k_.data() + (g * key_blocks() + b) * kKeyBlock * D_;
   }
@@ -425,8 +428,8 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // Re-lays the cache out for `slots` rows per head (slots_ < slots <= capacity_), keeping the
   // rows stored so far (slots 0 .. slots_ - 1: growth happens before a circular cache wraps).
   void grow(int64_t slots) {
-    const int64_t old_key_floats = key_blocks() * kKeyBlock * D_;
-    const int64_t new_key_floats = (slots + kKeyBlock - 1) / kKeyBlock * kKeyBlock * D_;
+    const int64_t old_key_floats = key_block_floats(slots_);
+    const int64_t new_key_floats = key_block_floats(slots);
     std::vector<float> k(static_cast<size_t>(Hkv_) * new_key_floats);
     std::vector<float> v(static_cast<size_t>(Hkv_) * slots * D_);
     for (int g = 0; g < Hkv_; g++) {
