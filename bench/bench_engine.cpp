@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "bench_common.h"
+#include "gaincell/array/head_array.h"
 #include "gaincell/attention/attention.h"
 #include "gaincell/attention/gaincell_attention.h"
 #include "gaincell/attention/gaincell_kernel.h"
@@ -284,8 +285,17 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
     out[key]["context"] = context;
     out[key]["steps"] = steps;
     out[key]["rounds"] = seconds[0].size();
+    // Gain-cell arrays hold a 1-byte level code per cell where every stored voltage is a DAC
+    // level (gaincell/array/head_array.h), else fp32 like the softmax cache, over at most a
+    // window of slots.
+    double bytes_per_value = 4.0, slots = context + steps / 2;
+    if (gaincell::is_gaincell_attention(config.attention)) {
+      const gaincell::HwConfig hw = gaincell::gaincell_variant_hw(config.attention, config.hw);
+      if (gaincell::HeadArray(hw, config.head_dim(), 0).level_coded()) bytes_per_value = 1.0;
+      slots = std::min<double>(slots, hw.window);
+    }
     out[key]["kv_cache_bytes_read_per_token"] =
-        2.0 * 4.0 * config.n_layer * config.kv_heads() * config.head_dim() * (context + steps / 2);
+        2.0 * bytes_per_value * config.n_layer * config.kv_heads() * config.head_dim() * slots;
   }
   const double triad_after = measure_triad_gbps(reps);
   for (const char* key : {"decode_weights", "decode_weights_ctx64"})

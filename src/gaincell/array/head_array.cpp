@@ -583,7 +583,8 @@ void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float
 }
 
 void HeadArray::read(const float* q_pulses, float* out) {
-  require(tokens_written_ > 0, "HeadArray::read: no token has been written yet");
+  // Not require(): its message would be built as a std::string on every read.
+  if (tokens_written_ == 0) throw Error("HeadArray::read: no token has been written yet");
   require_finite(q_pulses, head_dim_, "q_pulses");
   const int64_t t = tokens_written_ - 1;  // the query's own token is the newest (age 0)
   const int n_valid = valid_slots();

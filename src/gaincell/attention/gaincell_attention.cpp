@@ -644,7 +644,8 @@ void GainCellDecodeState::attend_on_team(const float* q, float* out, SpinBarrier
 // The query heads of group g (all heads without grouped-query attention: g = h) read their
 // group's K/V arrays one after the other.
 void GainCellDecodeState::attend_group(const float* q, float* out, int g) {
-  require(length_ > 0, "gain-cell decode: attend() before any append()");
+  // Not require(): its message would be built as a std::string on every group and step.
+  if (length_ == 0) throw Error("gain-cell decode: attend() before any append()");
   const int D = attn_.head_dim(), rep = attn_.n_head() / attn_.n_kv_head();
   quantise_head_inputs(attn_, Quantizer(attn_.hw().q), GainCellAttention::kQ, q, qq_.data(),
                        g * rep, (g + 1) * rep);
