@@ -636,27 +636,33 @@ TEST(SpinBarrier, AttendOnTeamHandsAnErrorToTheCaller) {
 }
 
 // No thread leaves a round of the barrier before every thread has entered it, whether the waiters
-// are still spinning or already asleep (one thread is late by more than kSpin every 16 rounds).
+// are still spinning or already asleep (one thread is late by more than kSpin every 16 rounds),
+// and with no spinning at all (SpinBarrier::set_spin(0), bench_threads' work-balance runs).
 TEST(SpinBarrier, NoThreadLeavesBeforeAllArrive) {
-  SpinBarrier barrier;
-  constexpr int kThreads = 3, kRounds = 400;
-  std::atomic<int> entered{0};
-  std::atomic<int> early{0};
-  std::vector<std::thread> team;
-  for (int id = 0; id < kThreads; ++id) {
-    team.emplace_back([&, id] {
-      for (int round = 0; round < kRounds; ++round) {
-        if (id == round % kThreads && round % 16 == 0)
-          std::this_thread::sleep_for(SpinBarrier::kSpin * 5);
-        entered.fetch_add(1);
-        barrier.wait(kThreads);
-        if (entered.load() < kThreads * (round + 1)) early.fetch_add(1);
-        barrier.wait(kThreads);  // nobody enters the next round while others still check
-      }
-    });
+  EXPECT_EQ(SpinBarrier::spin(), SpinBarrier::kSpin);
+  for (const auto spin : {SpinBarrier::kSpin, std::chrono::microseconds(0)}) {
+    SpinBarrier::set_spin(spin);
+    SpinBarrier barrier;
+    constexpr int kThreads = 3, kRounds = 400;
+    std::atomic<int> entered{0};
+    std::atomic<int> early{0};
+    std::vector<std::thread> team;
+    for (int id = 0; id < kThreads; ++id) {
+      team.emplace_back([&, id] {
+        for (int round = 0; round < kRounds; ++round) {
+          if (id == round % kThreads && round % 16 == 0)
+            std::this_thread::sleep_for(SpinBarrier::kSpin * 5);
+          entered.fetch_add(1);
+          barrier.wait(kThreads);
+          if (entered.load() < kThreads * (round + 1)) early.fetch_add(1);
+          barrier.wait(kThreads);  // nobody enters the next round while others still check
+        }
+      });
+    }
+    for (auto& t : team) t.join();
+    EXPECT_EQ(early.load(), 0) << "spin " << spin.count() << " us";
+    EXPECT_EQ(entered.load(), kThreads * kRounds);
+    barrier.wait(1);  // a team of one never waits
   }
-  for (auto& t : team) t.join();
-  EXPECT_EQ(early.load(), 0);
-  EXPECT_EQ(entered.load(), kThreads * kRounds);
-  barrier.wait(1);  // a team of one never waits
+  SpinBarrier::set_spin(SpinBarrier::kSpin);
 }
