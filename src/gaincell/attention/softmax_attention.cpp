@@ -282,18 +282,20 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // score_keys for NR consecutive query heads (q: the first one's query; scores: its row). Per
   // key block, 16 keys at once: acc[r][l] += q_r[d] k_(16b + l)[d] over d, a broadcast times a
   // contiguous 16-wide slice of the block, no horizontal sum per key.
+  // A reduced cache's block is widened to fp32 once (into `wide`, on the stack) when several
+  // query heads read it and it is small enough (D <= kMaxWideDim), rather than once per head.
   template <int NR>
   void score_heads(const float* q, int g, int j0, int j1, float scale, float* scores) const {
+    constexpr bool kWidenOnce = !std::is_same_v<Elem, float> && NR > 1;
+    [[maybe_unused]] float wide[kWidenOnce ? kMaxWideDim * kKeyBlock : 1];
     for (int j = j0; j < j1; j += kKeyBlock) {
       const Elem* block = key_block(g, j / kKeyBlock);
       float acc[NR][kKeyBlock] = {};
-      for (int d = 0; d < D_; d++) {
-        const Elem* kd = block + d * kKeyBlock;
-        for (int r = 0; r < NR; r++) {
-          const float qd = q[r * D_ + d];
-#pragma omp simd
-          for (int l = 0; l < kKeyBlock; l++) acc[r][l] += qd * widen(kd[l]);
-        }
+      if (kWidenOnce && D_ <= kMaxWideDim) {
+        widen_elements(block, D_ * kKeyBlock, wide);
+        block_scores<NR>(q, wide, acc[0]);
+      } else {
+        block_scores<NR>(q, block, acc[0]);
       }
       const int valid = std::min(kKeyBlock, j1 - j);
       for (int r = 0; r < NR; r++)
@@ -301,22 +303,43 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     }
   }
 
+  // acc[r][l] += q_r . k_l over the dims of one key block [D][kKeyBlock] (of E: fp32, or the
+  // cache's elements, widened as they are read).
+  // acc is [NR][kKeyBlock].
+  template <int NR, typename E>
+  void block_scores(const float* q, const E* block, float* acc) const {
+    for (int d = 0; d < D_; d++) {
+      const E* kd = block + d * kKeyBlock;
+      for (int r = 0; r < NR; r++) {
+        const float qd = q[r * D_ + d];
+#pragma omp simd
+        for (int l = 0; l < kKeyBlock; l++) acc[r * kKeyBlock + l] += qd * widen(kd[l]);
+      }
+    }
+  }
+
+  static void widen_elements(const Elem* from, int n, float* to) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) to[i] = widen(from[i]);
+  }
+
   // o_r += sum_j p_r[j] v_j for the group's query heads r and keys j in [j0, j1): p_r is row r of
   // `probs` (stride capacity_), o_r = o + r D. Four keys per pass, so each output element is
   // loaded and stored once per four multiply-adds rather than once per one.
+  // A reduced cache's four rows are widened once (on the stack) when several query heads read
+  // them, as in score_heads.
   void accumulate_values(const float* probs, int g, int j0, int j1, float* o) const {
     const int rep = H_ / Hkv_, D = D_;
+    constexpr bool kReduced = !std::is_same_v<Elem, float>;
+    [[maybe_unused]] float wide[kReduced ? 4 * kMaxWideDim : 1];
     int j = j0;
     for (; j + 4 <= j1; j += 4) {
-      const Elem* v0 = head_row(v_, g, j);  // rows j .. j + 3 are consecutive
-      const Elem *v1 = v0 + D, *v2 = v1 + D, *v3 = v2 + D;
-      for (int r = 0; r < rep; r++) {
-        const float* p = probs + static_cast<int64_t>(r) * capacity_ + j;
-        const float p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
-        float* oh = o + r * D;
-#pragma omp simd
-        for (int d = 0; d < D; d++)
-          oh[d] += p0 * widen(v0[d]) + p1 * widen(v1[d]) + p2 * widen(v2[d]) + p3 * widen(v3[d]);
+      const Elem* rows = head_row(v_, g, j);  // rows j .. j + 3 are consecutive
+      if (kReduced && rep > 1 && D <= kMaxWideDim) {
+        widen_elements(rows, 4 * D, wide);
+        add_four_rows(probs, j, wide, o);
+      } else {
+        add_four_rows(probs, j, rows, o);
       }
     }
     for (; j < j1; j++) {
@@ -327,6 +350,22 @@ class SoftmaxDecodeState : public AttentionDecodeState {
 #pragma omp simd
         for (int d = 0; d < D; d++) oh[d] += p * widen(vj[d]);
       }
+    }
+  }
+
+  // o_r += sum over i < 4 of p_r[j + i] v_i for the group's query heads r; v0 holds the four
+  // consecutive rows (of E: fp32, or the cache's elements, widened as they are read).
+  template <typename E>
+  void add_four_rows(const float* probs, int j, const E* v0, float* o) const {
+    const int rep = H_ / Hkv_, D = D_;
+    const E *v1 = v0 + D, *v2 = v1 + D, *v3 = v2 + D;
+    for (int r = 0; r < rep; r++) {
+      const float* p = probs + static_cast<int64_t>(r) * capacity_ + j;
+      const float p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
+      float* oh = o + r * D;
+#pragma omp simd
+      for (int d = 0; d < D; d++)
+        oh[d] += p0 * widen(v0[d]) + p1 * widen(v1[d]) + p2 * widen(v2[d]) + p3 * widen(v3[d]);
     }
   }
 
@@ -476,6 +515,7 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // (accumulate_values sums whole rows).
   static constexpr int kKeyBlock = 16;
   static constexpr int kHeadsPerSweep = 4;  // query heads scored per pass over a group's keys
+  static constexpr int kMaxWideDim = 256;   // head dims a reduced block is widened once for
   static_assert(kDecodeChunk % kKeyBlock == 0, "score_heads starts a chunk on a key block");
   std::vector<Elem> k_, v_;
   std::vector<float> scores_;  // [H, capacity]: one score row per query head
