@@ -2,10 +2,12 @@
 // Prints one JSON object: reads/s per head at the paper geometry (window 1024, head dim 64, 16
 // sub-tiles) for the factorised polynomial path, the per-cell path (ablation cells) and the
 // loop-level reference; a GPT-2-sized decode step (12 layers x 12 heads) on `threads` threads at
-// 512 and 1024 tokens of context; and the machine's limits measured in the same run (OpenBLAS
-// sgemm GFLOP/s and a triad loop's GB/s) with the fraction reached.
+// 512 and 1024 tokens of context; one GPT-2 layer's 12 heads on one thread, level-code against
+// fp32 storage of the arrays (bytes of stored state one decode step reads, GB/s and the fraction
+// of the triad); and the machine's limits measured in the same run (OpenBLAS sgemm GFLOP/s and a
+// triad loop's GB/s) with the fraction reached.
 //
-// Usage: bench_array [threads=2]
+// Usage: bench_array [threads=2] [--layer-only]
 #include <omp.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "bench_common.h"
@@ -71,11 +74,44 @@ StepTime time_decode_steps(const HwConfig& hw, int context, int reads, int D) {
   return {seconds_since(t0) / reads, (thread_cpu_seconds() - c0) / reads};
 }
 
+// One GPT-2 layer's arrays (12 heads, head dim 64) filled with `context` tokens, then `steps`
+// decode steps (write + read of every head) on this thread, best of `reps` from the same state.
+struct LayerStep {
+  double seconds = 0;      // per decode step, all heads
+  double state_bytes = 0;  // stored K/V state the step's reads stream, all heads
+};
+LayerStep time_layer_decode(const HwConfig& hw, HeadArrayStorage storage, int context, int steps,
+                            int reps) {
+  const int heads = 12, D = 64;
+  const Inputs x = make_inputs(hw, context + steps, D, 11);
+  std::vector<HeadArray> filled;
+  for (int h = 0; h < heads; ++h) filled.emplace_back(hw, D, h, storage);
+  for (auto& a : filled)
+    for (int t = 0; t < context; ++t) a.write(&x.k[t * D], &x.v[t * D]);
+  std::vector<HeadArray> work = filled;
+  LayerStep r;
+  r.seconds = 1e30;
+  float out[64];
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 warms up
+    work = filled;
+    const auto s0 = Clock::now();
+    for (int t = context; t < context + steps; ++t)
+      for (auto& a : work) {
+        a.write(&x.k[t * D], &x.v[t * D]);
+        a.read(&x.q[t * D], out);
+      }
+    if (rep > 0) r.seconds = std::min(r.seconds, seconds_since(s0) / steps);
+  }
+  for (const auto& a : work) r.state_bytes += static_cast<double>(a.state_bytes_per_read());
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   gaincell::bench::use_cli_thread_settings(argv);
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  const bool layer_only = argc > 2 && std::string(argv[2]) == "--layer-only";
   const int D = 64;
   const HwConfig paper = HwConfig::preset("paper-nonlinear");  // window 1024, array 64
   const int M = paper.window;
@@ -86,6 +122,39 @@ int main(int argc, char** argv) {
   j["hw"] = paper.name;
   j["window"] = M;
   j["head_dim"] = D;
+
+  // One layer's arrays on one thread: level codes against fp32 storage, alternated.
+  omp_set_num_threads(threads);
+  const double triad_layer = measure_triad_gbps(3);
+  for (int context : {64, 512, 1024}) {
+    nlohmann::json c;
+    for (int round = 0; round < 2; ++round) {
+      for (bool codes : {true, false}) {
+        HeadArrayStorage storage;
+        storage.allow_level_codes = codes;
+        const LayerStep r = time_layer_decode(paper, storage, context, 32, 5);
+        nlohmann::json& e = c[codes ? "level_codes" : "fp32"];
+        if (e.contains("us_per_step") && e["us_per_step"].get<double>() <= r.seconds * 1e6)
+          continue;  // keep the better round
+        e = {{"us_per_step", r.seconds * 1e6},
+             {"state_bytes_per_step", r.state_bytes},
+             {"state_gb_per_s", r.state_bytes / r.seconds / 1e9},
+             {"fraction_of_triad", r.state_bytes / r.seconds / 1e9 / triad_layer}};
+      }
+    }
+    c["speedup"] =
+        c["fp32"]["us_per_step"].get<double>() / c["level_codes"]["us_per_step"].get<double>();
+    j["layer_decode"]["context_" + std::to_string(context)] = c;
+  }
+  j["layer_decode"]["heads"] = 12;
+  j["layer_decode"]["triad_gb_per_s"] = triad_layer;
+  j["layer_decode"]["note"] =
+      "one GPT-2 layer's 12 heads (write + read each) on one thread, best of 5 x 32 steps from the "
+      "same filled state; the triad runs on `threads` threads";
+  if (layer_only) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
 
   // Single head, single thread, full window (every slot written).
   const StepTime fast = time_decode_steps(paper, M, 1000, D);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -562,4 +563,143 @@ TEST(HeadArray, CopiesContinueIndependentlyAndIdentically) {
   b.read(q, out_b);
   for (int d = 0; d < 4; ++d) EXPECT_EQ(out_a[d], out_b[d]);
   EXPECT_EQ(a.events(), b.events());
+}
+
+// ---- level-code storage -----------------------------------------------------------------------
+
+namespace {
+
+uint32_t bits(float x) {
+  return std::bit_cast<uint32_t>(x);
+}
+
+// Token-by-token decode of two heads on the same inputs, both fed the DAC's levels (quantised K/V
+// voltages, a few rows without a Q pulse); every read's scores, phi, tile outputs, output and
+// events must be the same bits. `off_grid_at` >= 0 writes a voltage between two levels at that
+// token (both heads get it).
+void expect_bit_identical(HeadArray& a, HeadArray& b, const HwConfig& hw, int D, int T,
+                          const std::string& name, int off_grid_at = -1) {
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  const Quantizer kz(hw.k), vz(hw.v), qz(hw.q);
+  std::vector<float> k(D), v(D), q(D), out_a(D), out_b(D);
+  for (int t = 0; t < T; ++t) {
+    for (auto& x : k) x = kz(u(rng));
+    for (auto& x : v) x = vz(u(rng));
+    if (t == off_grid_at) k[D / 2] = 0.5f * (kz.step * 2.0f + kz.step * 3.0f) + 1e-3f;
+    for (auto& x : q) x = u(rng) < 0.3f ? 0.0f : qz(u(rng));
+    a.write(k.data(), v.data());
+    b.write(k.data(), v.data());
+    a.read(q.data(), out_a.data());
+    b.read(q.data(), out_b.data());
+    for (int s = 0; s < hw.window; ++s) {
+      ASSERT_EQ(bits(a.last_scores()[s]), bits(b.last_scores()[s])) << name << " t=" << t;
+      ASSERT_EQ(bits(a.last_phi()[s]), bits(b.last_phi()[s])) << name << " t=" << t;
+    }
+    const auto ta = a.last_tile_outputs(), tb = b.last_tile_outputs();
+    for (size_t i = 0; i < ta.size(); ++i)
+      ASSERT_EQ(bits(ta[i]), bits(tb[i])) << name << " t=" << t << " tile value " << i;
+    for (int d = 0; d < D; ++d) ASSERT_EQ(bits(out_a[d]), bits(out_b[d])) << name << " t=" << t;
+    ASSERT_EQ(a.last_step_events(), b.last_step_events()) << name << " t=" << t;
+  }
+  EXPECT_EQ(a.events(), b.events()) << name;
+  for (int s = 0; s < hw.window; ++s)
+    for (int d = 0; d < D; ++d) {
+      ASSERT_EQ(bits(a.stored_k(s, d)), bits(b.stored_k(s, d))) << name;
+      ASSERT_EQ(bits(a.stored_v(s, d)), bits(b.stored_v(s, d))) << name;
+    }
+}
+
+HeadArrayStorage fp32_storage() {
+  HeadArrayStorage s;
+  s.allow_level_codes = false;
+  return s;
+}
+
+}  // namespace
+
+TEST(HeadArray, LevelCodesAreBitIdenticalToFloatStorage) {
+  using Lookup = HeadArrayStorage::Lookup;
+  const std::vector<Variant> variants = {
+      {"paper-nonlinear", [](HwConfig&) {}},
+      {"paper-linear", [](HwConfig& h) { h = small_hw("paper-linear", h.window, h.array_size); }},
+      {"x3", [](HwConfig& h) { h.cell = CellModel::kCubic; }},
+      {"strong-leakage", [](HwConfig& h) { h.leakage.lambda_per_token = 0.01; }},
+      {"no-leakage", [](HwConfig& h) { h.leakage.enabled = false; }},
+      {"bf16-qk-decay",
+       [](HwConfig& h) {
+         h.leakage.lambda_per_token = 0.01;
+         h.leakage.bf16_qk_decay = true;
+       }},
+      {"inverted-read-noise",
+       [](HwConfig& h) {
+         h.polarity = Polarity::kInverted;
+         h.noise.read_noise_s = 0.05;
+         h.noise.read_noise_a = 0.05;
+       }},
+      {"16-levels-vmin-0.1",
+       [](HwConfig& h) {
+         h.k.levels = h.v.levels = 16;
+         h.k.vmin = h.v.vmin = 0.1;
+       }},
+  };
+  const int M = 64, A = 16, T = 150;  // T > 2M: wraps twice; 4 sub-tiles; blocks and tails
+  for (const Variant& variant : variants) {
+    HwConfig hw = small_hw("paper-nonlinear", M, A);
+    variant.edit(hw);
+    hw.validate();
+    for (int D : {12, 64, 40}) {  // tail only, blocks only, both
+      for (Lookup lookup : {Lookup::kAuto, Lookup::kAvx512, Lookup::kAvx2, Lookup::kPortable}) {
+        HeadArrayStorage codes;
+        codes.lookup = lookup;
+        HeadArray coded(hw, D, 5, codes), fp32(hw, D, 5, fp32_storage());
+        ASSERT_TRUE(coded.level_coded()) << variant.name;
+        ASSERT_FALSE(fp32.level_coded());
+        const std::string name = variant.name + " D=" + std::to_string(D) + " lookup " +
+                                 std::to_string(static_cast<int>(lookup));
+        expect_bit_identical(coded, fp32, hw, D, T, name);
+        EXPECT_TRUE(coded.level_coded()) << name;  // every voltage was a level
+        EXPECT_EQ(4 * coded.state_bytes_per_read(), fp32.state_bytes_per_read()) << name;
+        // A copy keeps the codes and continues identically.
+        HeadArray copy = coded;
+        EXPECT_TRUE(copy.level_coded());
+        expect_bit_identical(copy, fp32, hw, D, 10, name + " copy");
+      }
+    }
+  }
+}
+
+TEST(HeadArray, OffGridVoltageTurnsTheHeadToFloatStorage) {
+  const HwConfig hw = small_hw("paper-nonlinear", 64, 16);
+  const int D = 40;
+  HeadArray coded(hw, D, 9), fp32(hw, D, 9, fp32_storage());
+  ASSERT_TRUE(coded.level_coded());
+  // Off the grid at token 90 (after a wrap): the codes become floats, results never differ.
+  expect_bit_identical(coded, fp32, hw, D, 150, "off-grid", 90);
+  EXPECT_FALSE(coded.level_coded());
+  EXPECT_EQ(coded.state_bytes_per_read(), fp32.state_bytes_per_read());
+
+  // Before any wrap: slots not yet written read 0 after the conversion, as fp32 storage.
+  HeadArray young(hw, D, 9), young_fp32(hw, D, 9, fp32_storage());
+  expect_bit_identical(young, young_fp32, hw, D, 20, "off-grid early", 10);
+  EXPECT_FALSE(young.level_coded());
+  EXPECT_EQ(young.stored_k(30, 1), 0.0f);
+  EXPECT_EQ(young.stored_v(30, 1), 0.0f);
+}
+
+TEST(HeadArray, FloatStorageWhereStoredVoltagesAreNotLevels) {
+  const std::vector<Variant> fp32_variants = {
+      {"write-noise", [](HwConfig& h) { h.noise.write_noise_kv = 0.02; }},
+      {"gain-variation", [](HwConfig& h) { h.noise.gain_variation = 0.05; }},
+      {"leakage-variation", [](HwConfig& h) { h.noise.leakage_variation = 0.3; }},
+      {"sigmoid", [](HwConfig& h) { h.cell = CellModel::kSigmoid; }},
+      {"k-dac-off", [](HwConfig& h) { h.k.enabled = false; }},
+      {"ideal", [](HwConfig& h) { h = small_hw("ideal", h.window, h.array_size); }},
+  };
+  for (const Variant& variant : fp32_variants) {
+    HwConfig hw = small_hw("paper-nonlinear", 64, 16);
+    variant.edit(hw);
+    EXPECT_FALSE(HeadArray(hw, 8, 1).level_coded()) << variant.name;
+  }
+  EXPECT_TRUE(HeadArray(small_hw("paper-nonlinear", 64, 16), 8, 1).level_coded());
 }

@@ -1,13 +1,19 @@
 #include "gaincell/array/head_array.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <string>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "gaincell/core/error.h"
 #include "gaincell/core/npy.h"
 #include "gaincell/device/leakage.h"
 #include "gaincell/device/noise.h"
+#include "gaincell/device/quantizer.h"
 
 namespace gaincell {
 
@@ -57,7 +63,59 @@ void require_finite(const float* x, int n, const char* what) {
 
 }  // namespace
 
-HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
+// The DAC grid: the quantiser writes step * i for i = round(clamp(x) / step), so i runs from
+// round(vmin / step) to round(vmax / step) (spec §2.5), each level's y computed as write() does.
+bool HeadArray::LevelTable::build(const QuantizerConfig& c, float offset) {
+  const Quantizer q(c);
+  if (!q.enabled) return false;
+  const float lo = round_half_even(q.vmin / q.step), hi = round_half_even(q.vmax / q.step);
+  if (!(hi - lo >= 0.0f && hi - lo < static_cast<float>(y.size()))) return false;
+  step = q.step;
+  first = static_cast<int>(lo);
+  count = static_cast<int>(hi - lo) + 1;
+  y.fill(0.0f);
+  for (int code = 0; code < count; ++code) {
+    // The written voltage is rounded to float before the offset is taken off, as in write(): the
+    // volatile keeps the compiler from contracting step * i - offset into one FMA.
+    volatile float volts = step * static_cast<float>(first + code);
+    y[code] = volts - offset;
+  }
+  return true;
+}
+
+int HeadArray::LevelTable::code_of(float volts, float y_volts) const {
+  const float i = round_half_even(volts / step);
+  if (!(i >= static_cast<float>(first) && i < static_cast<float>(first + count))) return -1;
+  const int code = static_cast<int>(i) - first;
+  // Bit-exact: the kernels must see the very float fp32 storage would hold.
+  return std::bit_cast<uint32_t>(y[code]) == std::bit_cast<uint32_t>(y_volts) ? code : -1;
+}
+
+namespace {
+
+// The lookup the kernels use: the requested one where the build and the level count allow it.
+HeadArrayStorage::Lookup resolve_lookup(HeadArrayStorage::Lookup want, int levels) {
+  using L = HeadArrayStorage::Lookup;
+#if defined(__AVX512F__)
+  constexpr bool kHaveAvx512 = true;
+#else
+  constexpr bool kHaveAvx512 = false;
+#endif
+#if defined(__AVX2__)
+  constexpr bool kHaveAvx2 = true;
+#else
+  constexpr bool kHaveAvx2 = false;
+#endif
+  const bool avx512 = kHaveAvx512 && levels <= 16, avx2 = kHaveAvx2 && levels <= 8;
+  if (want == L::kAuto) want = avx512 ? L::kAvx512 : L::kAvx2;
+  if (want == L::kAvx512 && avx512) return L::kAvx512;
+  if (want == L::kAvx2 && avx2) return L::kAvx2;
+  return L::kPortable;
+}
+
+}  // namespace
+
+HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed, HeadArrayStorage storage)
     : hw_(hw),
       head_dim_(head_dim),
       window_(hw.window),
@@ -89,8 +147,21 @@ HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed)
   }
 
   const size_t cells = static_cast<size_t>(window_) * head_dim_;
-  k_y_.assign(cells, 0.0f);
-  v_y_.assign(cells, 0.0f);
+  // Level codes need every stored y to be a DAC level: quantising DACs, no write noise, no gain
+  // variation; the per-cell path (ablation cells, leakage variation) keeps fp32.
+  coded_ = storage.allow_level_codes && factorised_ && hw.noise.write_noise_kv == 0.0 &&
+           hw.noise.gain_variation == 0.0 &&
+           k_levels_.build(hw.k, static_cast<float>(hw.k_offset)) &&
+           v_levels_.build(hw.v, static_cast<float>(hw.v_offset));
+  if (coded_) {
+    k_code_.assign(cells, 0);
+    v_code_.assign(cells, 0);
+    code_scratch_.assign(2 * static_cast<size_t>(head_dim_), 0);
+    lookup_ = resolve_lookup(storage.lookup, std::max(k_levels_.count, v_levels_.count));
+  } else {
+    k_y_.assign(cells, 0.0f);
+    v_y_.assign(cells, 0.0f);
+  }
   write_time_.assign(window_, -1);
   k_gain_ = draw_cell_factors(hw.noise.gain_variation, seed, NoiseStream::kGainK, window_,
                               head_dim_, false);
@@ -137,6 +208,37 @@ void HeadArray::write(const float* k_volts, const float* v_volts) {
   require_finite(v_volts, head_dim_, "v_volts");
   const int64_t t = tokens_written_;
   const int slot = static_cast<int>(t % window_);
+  if (coded_ && !store_codes(slot, k_volts, v_volts)) convert_to_float_storage();
+  if (!coded_) store_floats(slot, t, k_volts, v_volts);
+  write_time_[slot] = t;
+  ++tokens_written_;
+
+  last_step_ = {};
+  last_step_.tokens = 1;
+  last_step_.cell_writes = 2 * static_cast<int64_t>(head_dim_);
+  events_ += last_step_;
+}
+
+// Level-code storage: the whole token is coded first, so that a voltage off the DAC grid leaves
+// the stored state untouched for convert_to_float_storage().
+bool HeadArray::store_codes(int slot, const float* k_volts, const float* v_volts) {
+  const float k_off = static_cast<float>(hw_.k_offset);
+  const float v_off = static_cast<float>(hw_.v_offset);
+  uint8_t* kc = code_scratch_.data();
+  uint8_t* vc = kc + head_dim_;
+  for (int d = 0; d < head_dim_; ++d) {
+    const int k = k_levels_.code_of(k_volts[d], k_volts[d] - k_off);
+    const int v = v_levels_.code_of(v_volts[d], v_volts[d] - v_off);
+    if (k < 0 || v < 0) return false;
+    kc[d] = static_cast<uint8_t>(k);
+    vc[d] = static_cast<uint8_t>(v);
+  }
+  for (int d = 0; d < head_dim_; ++d) k_code_[static_cast<size_t>(d) * window_ + slot] = kc[d];
+  std::copy(vc, vc + head_dim_, v_code_.begin() + static_cast<ptrdiff_t>(slot) * head_dim_);
+  return true;
+}
+
+void HeadArray::store_floats(int slot, int64_t t, const float* k_volts, const float* v_volts) {
   const double write_sigma = hw_.noise.write_noise_kv;
   const float k_off = static_cast<float>(hw_.k_offset);
   const float v_off = static_cast<float>(hw_.v_offset);
@@ -160,13 +262,44 @@ void HeadArray::write(const float* k_volts, const float* v_volts) {
     k_y_[static_cast<size_t>(d) * window_ + slot] = ky;
     v_y_[cell] = vy;
   }
-  write_time_[slot] = t;
-  ++tokens_written_;
+}
 
-  last_step_ = {};
-  last_step_.tokens = 1;
-  last_step_.cell_writes = 2 * static_cast<int64_t>(head_dim_);
-  events_ += last_step_;
+std::vector<float> HeadArray::stored_array(bool keys) const {
+  std::vector<float> y(static_cast<size_t>(window_) * head_dim_, 0.0f);
+  for (int slot = 0; slot < window_; ++slot) {
+    if (write_time_[slot] < 0) continue;
+    for (int d = 0; d < head_dim_; ++d) {
+      const size_t cell = keys ? static_cast<size_t>(d) * window_ + slot
+                               : static_cast<size_t>(slot) * head_dim_ + d;
+      y[cell] = keys ? stored_k(slot, d) : stored_v(slot, d);
+    }
+  }
+  return y;
+}
+
+void HeadArray::convert_to_float_storage() {
+  k_y_ = stored_array(true);
+  v_y_ = stored_array(false);
+  coded_ = false;
+  std::vector<uint8_t>().swap(k_code_);
+  std::vector<uint8_t>().swap(v_code_);
+}
+
+float HeadArray::stored_k(int slot, int d) const {
+  if (write_time_[slot] < 0) return 0.0f;
+  const size_t cell = static_cast<size_t>(d) * window_ + slot;
+  return coded_ ? k_levels_.y[k_code_[cell]] : k_y_[cell];
+}
+
+float HeadArray::stored_v(int slot, int d) const {
+  if (write_time_[slot] < 0) return 0.0f;
+  const size_t cell = static_cast<size_t>(slot) * head_dim_ + d;
+  return coded_ ? v_levels_.y[v_code_[cell]] : v_y_[cell];
+}
+
+int64_t HeadArray::state_bytes_per_read() const {
+  const int64_t per_cell = coded_ ? sizeof(uint8_t) : sizeof(float);
+  return 2 * per_cell * valid_slots() * head_dim_;
 }
 
 // S_j = alpha_0 sum_d Q_d + sum_{i>=1} alpha_i decay_j^i sum_d Q_d y_jd^i (spec §2.3), vectorised
@@ -175,17 +308,71 @@ namespace {
 
 constexpr int kSlotBlock = 32;  // slots whose accumulators stay in vector registers
 
+// The stored rows as the kernels read them: block(at, buf) gives kSlotBlock consecutive y's
+// starting at cell `at` (fp32 storage: in place; level codes: decoded into buf), [at] one y.
+struct FloatRows {
+  const float* y;
+  const float* block(size_t at, float*) const { return y + at; }
+  float operator[](size_t at) const { return y[at]; }
+};
+
+using Lookup = HeadArrayStorage::Lookup;
+
+// Codes to floats for one block: a table lookup, in vector registers where the build has them
+// (the level table fits one register: 16 floats for AVX-512, 8 for AVX2).
+template <Lookup kLookup>
+inline void decode_block(const uint8_t* code, const float* table, float* out) {
+#if defined(__AVX512F__)
+  if constexpr (kLookup == Lookup::kAvx512) {
+    // The zero-masked forms: GCC 12 falsely reports the unmasked ones' _mm512_undefined_*
+    // placeholders as maybe-uninitialized; an all-ones mask is the same instruction.
+    const __m512 t = _mm512_loadu_ps(table);
+    const __mmask16 all = 0xFFFF;
+    for (int h = 0; h < kSlotBlock; h += 16) {
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(code + h));
+      const __m512i idx = _mm512_maskz_cvtepu8_epi32(all, c);
+      _mm512_storeu_ps(out + h, _mm512_maskz_permutexvar_ps(all, idx, t));
+    }
+    return;
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (kLookup == Lookup::kAvx2) {
+    const __m256 t = _mm256_loadu_ps(table);
+    for (int h = 0; h < kSlotBlock; h += 8) {
+      const __m128i c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(code + h));
+      _mm256_storeu_ps(out + h, _mm256_permutevar8x32_ps(t, _mm256_cvtepu8_epi32(c)));
+    }
+    return;
+  }
+#endif
+  for (int j = 0; j < kSlotBlock; ++j) out[j] = table[code[j]];
+}
+
+template <Lookup kLookup>
+struct CodedRows {
+  const uint8_t* code;
+  const float* table;  // [256]
+  const float* block(size_t at, float* buf) const {
+    decode_block<kLookup>(code + at, table, buf);
+    return buf;
+  }
+  float operator[](size_t at) const { return table[code[at]]; }
+};
+
 // acc_i[j] = sum over the pulsed rows r of q_r y_rj^i, i = 1..3 (i = 1 only when !kCubic).
 // Blocks of 32 slots keep the three accumulators in registers while the rows stream past.
-template <bool kCubic>
-void accumulate_score_powers(const float* q_values, const int* q_rows, int n_rows, const float* k_y,
+template <bool kCubic, class Rows>
+void accumulate_score_powers(const float* q_values, const int* q_rows, int n_rows, const Rows& k_y,
                              int window, int n_valid, float* acc1, float* acc2, float* acc3) {
   int j0 = 0;
   for (; j0 + kSlotBlock <= n_valid; j0 += kSlotBlock) {
     float a1[kSlotBlock] = {}, a2[kSlotBlock] = {}, a3[kSlotBlock] = {};
+    float decoded[kSlotBlock];
     for (int r = 0; r < n_rows; ++r) {
       const float qd = q_values[r];
-      const float* __restrict row = k_y + static_cast<size_t>(q_rows[r]) * window + j0;
+      const float* __restrict row =
+          k_y.block(static_cast<size_t>(q_rows[r]) * window + j0, decoded);
 #pragma omp simd
       for (int j = 0; j < kSlotBlock; ++j) {
         const float y = row[j];
@@ -225,7 +412,69 @@ void accumulate_score_powers(const float* q_values, const int* q_rows, int n_row
   }
 }
 
+// acc[d] = offset + sum over the pulsed slots r of y_rd (c1_r + y_rd (c2_r + y_rd c3_r)) (the
+// linear cell: c1_r y_rd). Blocks of 32 output columns stay in registers while the rows stream.
+template <class Rows>
+void accumulate_value_rows(const Rows& v_y, int head_dim, const int* slots, int n, const float* c1,
+                           const float* c2, const float* c3, bool cubic, float offset, float* acc) {
+  int d0 = 0;
+  for (; d0 + kSlotBlock <= head_dim; d0 += kSlotBlock) {
+    float a[kSlotBlock];
+    float decoded[kSlotBlock];
+    for (int d = 0; d < kSlotBlock; ++d) a[d] = offset;
+    for (int r = 0; r < n; ++r) {
+      const float* __restrict row =
+          v_y.block(static_cast<size_t>(slots[r]) * head_dim + d0, decoded);
+      const float w1 = c1[r], w2 = c2[r], w3 = c3[r];
+      if (cubic) {
+#pragma omp simd
+        for (int d = 0; d < kSlotBlock; ++d) {
+          const float y = row[d];
+          a[d] += y * (w1 + y * (w2 + y * w3));
+        }
+      } else {
+#pragma omp simd
+        for (int d = 0; d < kSlotBlock; ++d) a[d] += w1 * row[d];
+      }
+    }
+    for (int d = 0; d < kSlotBlock; ++d) acc[d0 + d] = a[d];
+  }
+  for (int d = d0; d < head_dim; ++d) {  // tail
+    float a = offset;
+    for (int r = 0; r < n; ++r) {
+      const float y = v_y[static_cast<size_t>(slots[r]) * head_dim + d];
+      a += y * (c1[r] + y * (c2[r] + y * c3[r]));
+    }
+    acc[d] = a;
+  }
+}
+
 }  // namespace
+
+// Calls f with the K (keys) or V array's rows in the storage and lookup in use.
+template <class F>
+void HeadArray::with_stored_rows(bool keys, F&& f) const {
+  if (!coded_) {
+    f(FloatRows{keys ? k_y_.data() : v_y_.data()});
+    return;
+  }
+  const uint8_t* code = keys ? k_code_.data() : v_code_.data();
+  const float* table = keys ? k_levels_.y.data() : v_levels_.y.data();
+  switch (lookup_) {
+#if defined(__AVX512F__)
+    case Lookup::kAvx512:
+      f(CodedRows<Lookup::kAvx512>{code, table});
+      return;
+#endif
+#if defined(__AVX2__)
+    case Lookup::kAvx2:
+      f(CodedRows<Lookup::kAvx2>{code, table});
+      return;
+#endif
+    default:
+      f(CodedRows<Lookup::kPortable>{code, table});
+  }
+}
 
 void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t) {
   // Only rows that receive a pulse contribute (and only they are driven in the hardware).
@@ -238,13 +487,15 @@ void HeadArray::compute_scores_factorised(const float* q, int n_valid, int64_t t
       pulsed_rows_[n_rows++] = d;
     }
   }
-  if (cubic_) {
-    accumulate_score_powers<true>(pulsed_values_.data(), pulsed_rows_.data(), n_rows, k_y_.data(),
-                                  window_, n_valid, acc1_.data(), acc2_.data(), acc3_.data());
-  } else {
-    accumulate_score_powers<false>(pulsed_values_.data(), pulsed_rows_.data(), n_rows, k_y_.data(),
-                                   window_, n_valid, acc1_.data(), acc2_.data(), acc3_.data());
-  }
+  with_stored_rows(true, [&](const auto& k_y) {
+    if (cubic_) {
+      accumulate_score_powers<true>(pulsed_values_.data(), pulsed_rows_.data(), n_rows, k_y,
+                                    window_, n_valid, acc1_.data(), acc2_.data(), acc3_.data());
+    } else {
+      accumulate_score_powers<false>(pulsed_values_.data(), pulsed_rows_.data(), n_rows, k_y,
+                                     window_, n_valid, acc1_.data(), acc2_.data(), acc3_.data());
+    }
+  });
   const float offset = alpha_[0] * sum_q;
   for (int j = 0; j < n_valid; ++j) {
     const float dec = key_decay_by_age_[t - write_time_[j]];
@@ -308,35 +559,9 @@ void HeadArray::accumulate_tile_factorised(int tile, int n_valid, int64_t t, flo
     slots[n++] = j;
   }
   const float offset = alpha_[0] * sum_phi;  // alpha_0 only from keys that received a pulse
-  // Blocks of 32 output columns stay in registers while the pulsed rows stream past.
-  int d0 = 0;
-  for (; d0 + kSlotBlock <= head_dim_; d0 += kSlotBlock) {
-    float a[kSlotBlock];
-    for (int d = 0; d < kSlotBlock; ++d) a[d] = offset;
-    for (int r = 0; r < n; ++r) {
-      const float* __restrict row = v_y_.data() + static_cast<size_t>(slots[r]) * head_dim_ + d0;
-      const float w1 = c1[r], w2 = c2[r], w3 = c3[r];
-      if (cubic_) {
-#pragma omp simd
-        for (int d = 0; d < kSlotBlock; ++d) {
-          const float y = row[d];
-          a[d] += y * (w1 + y * (w2 + y * w3));
-        }
-      } else {
-#pragma omp simd
-        for (int d = 0; d < kSlotBlock; ++d) a[d] += w1 * row[d];
-      }
-    }
-    for (int d = 0; d < kSlotBlock; ++d) acc[d0 + d] = a[d];
-  }
-  for (int d = d0; d < head_dim_; ++d) {  // tail
-    float a = offset;
-    for (int r = 0; r < n; ++r) {
-      const float y = v_y_[static_cast<size_t>(slots[r]) * head_dim_ + d];
-      a += y * (c1[r] + y * (c2[r] + y * c3[r]));
-    }
-    acc[d] = a;
-  }
+  with_stored_rows(false, [&](const auto& v_y) {
+    accumulate_value_rows(v_y, head_dim_, slots, n, c1, c2, c3, cubic_, offset, acc);
+  });
 }
 
 void HeadArray::accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float* acc) const {
@@ -436,8 +661,8 @@ void HeadArray::dump_npz(const std::filesystem::path& path) const {
   write_npz(path, {{"scores", scores_, {M}},
                    {"phi", phi_, {M}},
                    {"tile_outputs", tile_out_, {num_tiles_, D}},
-                   {"k_stored", k_y_, {D, M}},
-                   {"v_stored", v_y_, {M, D}},
+                   {"k_stored", stored_array(true), {D, M}},
+                   {"v_stored", stored_array(false), {M, D}},
                    {"write_time", times, {M}}});
 }
 

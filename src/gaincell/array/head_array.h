@@ -30,8 +30,17 @@
 //   leakage var.  lambda_cell = max(0, lambda * (1 + N(0, leakage_variation))) per cell, drawn once
 //   read noise    S_j += N(0, sigma_S), A_tau,d += N(0, sigma_A); sigma = level (absolute) or
 //                 level * |signal| (relative); S noise before phi, A noise before the clamp.
+//
+// Storage. With the K and V write DACs quantising, no write noise and no gain variation (every
+// preset) and the factorised path, every stored y is one of the DAC's levels: the arrays then
+// hold a uint8 level code per cell and a per-array table of the level's y (computed in float as
+// write() computes y), 4x fewer bytes for decode to stream per read. The kernels decode a block
+// of codes into floats and run the same arithmetic, so results are bit-identical to fp32 storage.
+// A write whose voltage is not exactly a level (write() is public: callers may pass any voltage)
+// turns the head to fp32 storage for good, decoding the codes first.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -57,11 +66,22 @@ struct ArrayEvents : HardwareEvents {
   bool operator==(const ArrayEvents& o) const = default;
 };
 
+// How the arrays hold their stored voltages (see "Storage" above) and how level codes become
+// floats. Defaults are what decode uses; the others exist to test one path against another.
+struct HeadArrayStorage {
+  bool allow_level_codes = true;  // false: fp32 storage whatever the configuration
+  // Code-to-float lookup of the kernels: kAuto = the widest the build has (AVX-512 permute for
+  // up to 16 levels, AVX2 for up to 8), else the portable table lookup. A variant the build or
+  // the level count does not allow falls back to the portable lookup.
+  enum class Lookup { kAuto, kAvx512, kAvx2, kPortable };
+  Lookup lookup = Lookup::kAuto;
+};
+
 class HeadArray {
  public:
   // seed: the head's noise seed (see head_noise_seed in gaincell/device/noise.h); unused when
   // hw.noise is all zero. Validates hw.
-  HeadArray(const HwConfig& hw, int head_dim, uint64_t seed);
+  HeadArray(const HwConfig& hw, int head_dim, uint64_t seed, HeadArrayStorage storage = {});
 
   // Writes the token's key and value voltages (already scaled, clamped and quantised by the caller)
   // at slot t mod window, t = tokens_written(); write noise and gain variation are applied here.
@@ -87,9 +107,14 @@ class HeadArray {
   // without a written token hold 0.
   std::span<const float> last_tile_outputs() const { return tile_out_; }
   // Stored effective voltages (V - offset, after write noise and gain variation), for debugging:
-  // K array of sub-tile-independent slot `slot`, dim d; V likewise.
-  float stored_k(int slot, int d) const { return k_y_[static_cast<size_t>(d) * window_ + slot]; }
-  float stored_v(int slot, int d) const { return v_y_[static_cast<size_t>(slot) * head_dim_ + d]; }
+  // K array of sub-tile-independent slot `slot`, dim d; V likewise. A slot not written since
+  // construction or reset() reads 0.
+  float stored_k(int slot, int d) const;
+  float stored_v(int slot, int d) const;
+  // True while the arrays hold level codes (uint8 per cell), false for fp32 storage.
+  bool level_coded() const { return coded_; }
+  // Bytes of stored K and V state that one read streams at the current fill.
+  int64_t state_bytes_per_read() const;
   int64_t write_time(int slot) const { return write_time_[slot]; }
   // Writes the named intermediates of the last read and the stored state as an uncompressed .npz
   // (scores [window], phi [window], tile_outputs [tiles][D], k_stored [D][window],
@@ -103,6 +128,12 @@ class HeadArray {
   void accumulate_tile_factorised(int tile, int n_valid, int64_t t, float* acc) const;
   void accumulate_tile_per_cell(int tile, int n_valid, int64_t t, float* acc) const;
   float cell_current(float y) const;
+  bool store_codes(int slot, const float* k_volts, const float* v_volts);
+  void store_floats(int slot, int64_t t, const float* k_volts, const float* v_volts);
+  void convert_to_float_storage();
+  std::vector<float> stored_array(bool keys) const;  // decoded, unwritten slots 0
+  template <class F>
+  void with_stored_rows(bool keys, F&& f) const;
 
   HwConfig hw_;
   int head_dim_;
@@ -120,9 +151,27 @@ class HeadArray {
   std::vector<float> decay_by_age_;      // [window], nominal lambda
   std::vector<float> key_decay_by_age_;  // the QK stage's (bf16-rounded if hw asks for it)
 
-  std::vector<float> k_y_;           // K arrays, [dim][slot] (window columns across all sub-tiles)
-  std::vector<float> v_y_;           // V arrays, [slot][dim]
-  std::vector<int64_t> write_time_;  // [slot], -1 = never written
+  // The levels of one array's write DAC: the y of each code as write() computes it (step * i -
+  // offset in float), padded to 256 entries so that any code indexes the table.
+  struct LevelTable {
+    std::array<float, 256> y{};
+    float step = 1.0f;
+    int first = 0;  // grid index i of code 0 (written voltage step * i)
+    int count = 0;  // codes in use
+    bool build(const QuantizerConfig& c, float offset);
+    int code_of(float volts, float y_volts) const;  // -1 unless y_volts is exactly a level's y
+  };
+
+  // fp32 storage (coded_ false): y per cell. Level-code storage (coded_ true): a code per cell.
+  bool coded_ = false;
+  HeadArrayStorage::Lookup lookup_ = HeadArrayStorage::Lookup::kPortable;
+  std::vector<float> k_y_;       // K arrays, [dim][slot] (window columns across all sub-tiles)
+  std::vector<float> v_y_;       // V arrays, [slot][dim]
+  std::vector<uint8_t> k_code_;  // K level codes, [dim][slot]
+  std::vector<uint8_t> v_code_;  // V level codes, [slot][dim]
+  LevelTable k_levels_, v_levels_;
+  std::vector<uint8_t> code_scratch_;   // [2][head_dim] codes of the token being written
+  std::vector<int64_t> write_time_;     // [slot], -1 = never written
   std::vector<float> k_gain_, v_gain_;  // [slot][dim] gain variation factors (or empty)
   std::vector<float> k_leak_, v_leak_;  // [slot][dim] lambda scale factors (or empty)
 
