@@ -3,9 +3,10 @@
 // run: OpenBLAS sgemm GFLOP/s for the compute-bound passes, a triad loop's GB/s for decode.
 //
 //   bench_engine [--threads N] [--reps N] [--model gpt2|gpt2-medium|...|tiny|smollm-135m]
-//                [--attention softmax|gaincell-nonlinear|...]
+//                [--attention softmax|gaincell-nonlinear|...] [--kv-cache f32|bf16]
 //                [--only train|forward|decode|weights|gqa|attention]
 //
+// --kv-cache bf16 decodes with the softmax KV cache in bfloat16 (decode and weights sections).
 // --attention runs the model with another attention variant (gain-cell variants on their own
 // default hardware); the FLOP count stays the textbook one, so the fraction says how close the
 // whole pass comes to GEMM speed with that variant. The gain-cell attention does inherently more
@@ -125,9 +126,12 @@ void adamw_step(GPT2Model& m, std::vector<float>& mom, std::vector<float>& var, 
 // one decode attention step of 32 query heads (D = 64) over a long softmax KV cache with 32, 8,
 // 4 and 1 key/value heads. When each cached row is read once per group, the time follows the
 // cache's bytes (2 x Hkv x ctx x D x 4) rather than the query heads' count.
-nlohmann::json measure_gqa_decode(int reps) {
+nlohmann::json measure_gqa_decode(int reps, gaincell::KvCacheFormat kv_cache) {
   const int H = 32, D = 64, ctx = 8192;
-  nlohmann::json out = {{"n_head", H}, {"head_dim", D}, {"context", ctx}};
+  nlohmann::json out = {{"n_head", H},
+                        {"head_dim", D},
+                        {"context", ctx},
+                        {"kv_cache", gaincell::kv_cache_format_name(kv_cache)}};
   const double triad_before = measure_triad_gbps(reps);
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -140,7 +144,7 @@ nlohmann::json measure_gqa_decode(int reps) {
     ctx_info.head_dim = D;
     ctx_info.block_size = ctx;
     auto attn = gaincell::make_attention("softmax", ctx_info);
-    auto state = attn->make_decode_state();
+    auto state = attn->make_decode_state(kv_cache);
     std::vector<float> k(static_cast<size_t>(Hkv) * D), v(k.size());
     for (int t = 0; t < ctx; ++t) {
       for (float& x : k) x = normal(rng);
@@ -148,7 +152,7 @@ nlohmann::json measure_gqa_decode(int reps) {
       state->append(k.data(), v.data());
     }
     const double t = best_time(reps + 2, [&] { state->attend(q.data(), o.data()); });
-    const double kv_bytes = 2.0 * Hkv * ctx * D * sizeof(float);
+    const double kv_bytes = 2.0 * Hkv * ctx * D * gaincell::kv_cache_element_bytes(kv_cache);
     out["kv_heads_" + std::to_string(Hkv)] = {{"step_s", t},
                                               {"kv_cache_bytes", kv_bytes},
                                               {"kv_gb_per_s", kv_bytes / t / 1e9},
@@ -231,7 +235,8 @@ nlohmann::json measure_attention_layer(const GPT2Config& c, int reps) {
 // by round: on a shared machine the memory bandwidth drifts over seconds, which would move a
 // format measured after another; within a round all three see the same machine, so the median of
 // the rounds' ratios is the robust speed-up (the ratio of best rounds is reported beside it).
-nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_model, int reps) {
+nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_model, int reps,
+                                      gaincell::KvCacheFormat kv_cache) {
   using gaincell::WeightFormat;
   const int steps = std::min(32, config.block_size / 2);
   const double triad_before = measure_triad_gbps(reps);
@@ -250,7 +255,7 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
     const auto prompt = random_tokens(context + steps, config.vocab_size, 4);
     std::vector<std::unique_ptr<gaincell::DecodeSession>> prefilled;
     for (GPT2Model* m : models) {
-      prefilled.push_back(m->start_decoding());
+      prefilled.push_back(m->start_decoding(kv_cache));
       prefilled.back()->prefill(prompt.data(), context);
     }
     // seconds[f][round]; round 0 is a warm-up.
@@ -259,7 +264,7 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
       for (int f = 0; f < 3; ++f) {
         auto session = prefilled[f]->clone();
         if (!session) {  // a decode state that cannot be copied: prefill again
-          session = models[f]->start_decoding();
+          session = models[f]->start_decoding(kv_cache);
           session->prefill(prompt.data(), context);
         }
         const auto start = Clock::now();
@@ -269,33 +274,41 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
     }
     const std::string key = context_wanted == 512 ? "decode_weights" : "decode_weights_ctx64";
     const double f32_best = *std::min_element(seconds[0].begin(), seconds[0].end());
+    // The softmax cache read per step (every key/value head once, at the rounds' mean length).
+    // The gain-cell arrays instead hold a 1-byte level code per cell where every stored voltage is
+    // a DAC level (gaincell/array/head_array.h), else fp32, over at most a window of slots.
+    double bytes_per_value = gaincell::kv_cache_element_bytes(kv_cache);
+    double slots = context + steps / 2;
+    if (gaincell::is_gaincell_attention(config.attention)) {
+      const gaincell::HwConfig hw = gaincell::gaincell_variant_hw(config.attention, config.hw);
+      bytes_per_value = gaincell::HeadArray(hw, config.head_dim(), 0).level_coded() ? 1.0 : 4.0;
+      slots = std::min<double>(slots, hw.window);
+    }
+    const double kv_bytes =
+        2.0 * bytes_per_value * config.n_layer * config.kv_heads() * config.head_dim() * slots;
+    const double f32_weight_bytes = 4.0 * f32_model.num_params();
     for (int f = 0; f < 3; ++f) {
       std::vector<double> ratios;
       for (size_t r = 0; r < seconds[f].size(); ++r)
         ratios.push_back(seconds[0][r] / seconds[f][r]);
       const double best = *std::min_element(seconds[f].begin(), seconds[f].end());
-      const double weight_bytes = f == 0 ? 4.0 * f32_model.num_params()
-                                         : static_cast<double>(models[f]->packed_weight_bytes());
+      const double weight_bytes =
+          f == 0 ? f32_weight_bytes : static_cast<double>(models[f]->packed_weight_bytes());
+      // What the bytes alone allow: f32's bytes per step over this format's, the cache included
+      // (with every byte at the same rate; norms, attention arithmetic and barriers not counted).
+      const double bound = (f32_weight_bytes + kv_bytes) / (weight_bytes + kv_bytes);
       out[key][names[f]] = {{"tokens_per_s", steps / best},
                             {"speedup_over_f32", f32_best / best},
                             {"speedup_median_of_rounds", gaincell::bench::median(ratios)},
+                            {"speedup_bound_from_bytes", bound},
                             {"round_seconds", seconds[f]},
                             {"weight_bytes_read_per_token", weight_bytes}};
     }
     out[key]["context"] = context;
     out[key]["steps"] = steps;
     out[key]["rounds"] = seconds[0].size();
-    // Gain-cell arrays hold a 1-byte level code per cell where every stored voltage is a DAC
-    // level (gaincell/array/head_array.h), else fp32 like the softmax cache, over at most a
-    // window of slots.
-    double bytes_per_value = 4.0, slots = context + steps / 2;
-    if (gaincell::is_gaincell_attention(config.attention)) {
-      const gaincell::HwConfig hw = gaincell::gaincell_variant_hw(config.attention, config.hw);
-      if (gaincell::HeadArray(hw, config.head_dim(), 0).level_coded()) bytes_per_value = 1.0;
-      slots = std::min<double>(slots, hw.window);
-    }
-    out[key]["kv_cache_bytes_read_per_token"] =
-        2.0 * bytes_per_value * config.n_layer * config.kv_heads() * config.head_dim() * slots;
+    out[key]["kv_cache"] = gaincell::kv_cache_format_name(kv_cache);
+    out[key]["kv_cache_bytes_read_per_token"] = kv_bytes;
   }
   const double triad_after = measure_triad_gbps(reps);
   for (const char* key : {"decode_weights", "decode_weights_ctx64"})
@@ -310,6 +323,7 @@ int run(int argc, char** argv) {
   std::string only;  // "", "train", "forward" or "decode"
   std::string model_name = "gpt2";
   std::string attention = "softmax";
+  gaincell::KvCacheFormat kv_cache = gaincell::KvCacheFormat::kF32;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads")
@@ -322,9 +336,11 @@ int run(int argc, char** argv) {
       attention = argv[i + 1];
     else if (flag == "--only")
       only = argv[i + 1];
+    else if (flag == "--kv-cache")
+      kv_cache = gaincell::parse_kv_cache_format(argv[i + 1]);
     else {
       std::cerr << "usage: bench_engine [--threads N] [--reps N] [--model NAME] [--attention NAME] "
-                   "[--only train|forward|decode|weights|gqa|attention]\n";
+                   "[--kv-cache f32|bf16] [--only train|forward|decode|weights|gqa|attention]\n";
       return 2;
     }
   }
@@ -334,6 +350,7 @@ int run(int argc, char** argv) {
   out["benchmark"] = "engine";
   out["model"] = model_name;
   out["attention"] = attention;
+  out["kv_cache"] = gaincell::kv_cache_format_name(kv_cache);
   out["threads"] = threads;
   out["reps"] = reps;
   out["only"] = only.empty() ? "all" : only;
@@ -352,7 +369,7 @@ int run(int argc, char** argv) {
   double sgemm_gflops = sgemm_start;
 
   if (only == "gqa") {  // needs no model
-    out["gqa_decode_attention"] = measure_gqa_decode(reps);
+    out["gqa_decode_attention"] = measure_gqa_decode(reps, kv_cache);
     std::cout << out.dump(2) << std::endl;
     return 0;
   }
@@ -424,7 +441,7 @@ int run(int argc, char** argv) {
     const int steps = std::min(32, config.block_size / 2);
     const int context = std::min(512, config.block_size - steps);
     const auto prompt = random_tokens(context + steps, config.vocab_size, 4);
-    auto session = model->start_decoding();
+    auto session = model->start_decoding(kv_cache);
     const double triad_before = measure_triad_gbps(reps);
     const double best = best_decode_seconds(*session, prompt, context, steps, reps);
     const double triad_gbps = 0.5 * (triad_before + measure_triad_gbps(reps));
@@ -434,9 +451,10 @@ int run(int argc, char** argv) {
     // and V cache of every key/value head: grouped-query attention reads each once per group.
     const double position_table =
         config.is_gpt2() ? static_cast<double>(config.block_size) * config.n_embd : 0.0;
-    const double bytes_per_token =
-        4.0 * (model->num_params() - position_table) +
-        8.0 * config.n_layer * config.kv_heads() * config.head_dim() * ctx_mid;
+    const double bytes_per_token = 4.0 * (model->num_params() - position_table) +
+                                   2.0 * gaincell::kv_cache_element_bytes(kv_cache) *
+                                       config.n_layer * config.kv_heads() * config.head_dim() *
+                                       ctx_mid;
     const double gbps = tokens_per_s * bytes_per_token / 1e9;
     out["decode_ctx512"] = {{"tokens_per_s", tokens_per_s},
                             {"gb_per_s", gbps},
@@ -450,7 +468,7 @@ int run(int argc, char** argv) {
         "rounds: f32, bf16, q8 in turn, each timing `steps` tokens from a copy of its prefilled "
         "session; best round per format, and the median over rounds of each round's ratio "
         "(peak_rss_mib counts the three models, each with its fp32 parameters)";
-    out.update(measure_weight_formats(config, *model, reps));
+    out.update(measure_weight_formats(config, *model, reps, kv_cache));
     model->set_weight_format(gaincell::WeightFormat::kF32);
   }
   out["peak_rss_mib"] = peak_rss_mb();

@@ -9,7 +9,22 @@
 // context in tokens/s and as a fraction of the triad bound, and the speedup over n = 1 with the
 // parallel efficiency speedup / n. A pass that serialises shows an efficiency falling with n
 // while its limit keeps scaling.
+//
+// Work balance (--balance 4,8,16,32,64, the default list; "none" skips it): how the same passes
+// share their work among n threads, for n beyond the cores this machine has (a 2-core machine
+// cannot time 64 threads, but it can count what each of them does). Each thread of the OpenMP
+// team reads its CPU clock before and after the pass, and the CPU time it spent inside sgemm
+// calls (blas::gemm_accounting); OpenMP waits passively and decode's barriers sleep without
+// spinning (SpinBarrier::set_spin(0)) during these runs, so a thread's CPU time outside sgemm is
+// the code's own work on that thread. A part that runs on one thread while the others wait shows
+// as that thread's excess: the code's own work cannot finish on n cores before its busiest
+// thread's share, so (own CPU time of the team) / (busiest thread's) bounds its speed-up on n
+// real cores, and that over n is the efficiency the split of the work allows (memory bandwidth,
+// which bounds decode, is not counted). sgemm's own split is OpenBLAS's (its CPU time, the
+// workers' and the callers' waits included, is reported as sgemm_cpu_s).
 #include <omp.h>
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +38,7 @@
 
 #include "bench_common.h"
 #include "gaincell/core/blas.h"
+#include "gaincell/core/spin_barrier.h"
 #include "gaincell/model/gpt2.h"
 #include "gaincell/model/weight_storage.h"
 
@@ -43,12 +59,88 @@ std::vector<int> thread_counts(int max_threads) {
   return counts;
 }
 
+std::vector<int> parse_counts(const std::string& list) {
+  std::vector<int> counts;
+  size_t start = 0;
+  while (start < list.size()) {
+    const size_t end = std::min(list.find(',', start), list.size());
+    const int n = std::stoi(list.substr(start, end - start));
+    if (n < 1 || n > 4096) throw std::runtime_error("--balance: thread counts are 1 to 4096");
+    counts.push_back(n);
+    start = end + 1;
+  }
+  return counts;
+}
+
+double clock_seconds(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+// One reading per thread of an n-thread OpenMP team (index = thread number), taken inside a team
+// of n: libgomp keeps its pool, so the passes' own regions of n threads run on these threads.
+struct TeamReading {
+  std::vector<pthread_t> ids;
+  std::vector<double> cpu_s;   // the thread's CPU clock
+  std::vector<double> gemm_s;  // its CPU time inside sgemm calls (blas::gemm_accounting)
+};
+
+TeamReading read_team(int n) {
+  TeamReading r{std::vector<pthread_t>(n), std::vector<double>(n), std::vector<double>(n)};
+#pragma omp parallel num_threads(n)
+  {
+    const int i = omp_get_thread_num();
+    r.ids[i] = pthread_self();
+    r.cpu_s[i] = blas::thread_cpu_seconds();
+    r.gemm_s[i] = blas::gemm_thread_cpu_seconds;
+  }
+  return r;
+}
+
+// CPU seconds each team thread spends in fn() (run with n threads), with and without its time
+// inside sgemm, and those of the whole process (OpenBLAS's workers included).
+template <class F>
+nlohmann::json work_balance(int n, F&& fn) {
+  blas::gemm_accounting = true;
+  const TeamReading before = read_team(n);
+  const double process_before = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
+  const auto start = Clock::now();
+  fn();
+  const double wall = seconds_since(start);
+  const double process = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - process_before;
+  const TeamReading after = read_team(n);
+  blas::gemm_accounting = false;
+  if (!std::equal(before.ids.begin(), before.ids.end(), after.ids.begin(), pthread_equal))
+    throw std::runtime_error("the OpenMP team's threads changed during a pass");
+  std::vector<double> own(n);  // CPU time outside sgemm
+  double team = 0.0, team_own = 0.0, busiest_own = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double cpu = after.cpu_s[i] - before.cpu_s[i];
+    own[i] = cpu - (after.gemm_s[i] - before.gemm_s[i]);
+    team += cpu;
+    team_own += own[i];
+    busiest_own = std::max(busiest_own, own[i]);
+  }
+  // The code's own work (all but sgemm) cannot finish before its busiest thread's share.
+  const double bound = busiest_own > 0.0 ? team_own / busiest_own : 0.0;
+  return {{"threads", n},
+          {"wall_s", wall},
+          {"process_cpu_s", process},
+          {"sgemm_cpu_s", process - team_own},
+          {"own_cpu_s", team_own},
+          {"own_cpu_s_per_thread", own},
+          {"busiest_thread_own_cpu_s", busiest_own},
+          {"own_work_speedup_bound", bound},
+          {"own_work_efficiency_bound", bound / n}};
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
   int max_threads = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
   int reps = 2;
-  std::string model_name = "gpt2", weights = "f32";
+  std::string model_name = "gpt2", weights = "f32", balance = "4,8,16,32,64";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--max") {
@@ -59,9 +151,11 @@ int run(int argc, char** argv) {
       model_name = argv[i + 1];
     } else if (flag == "--weights") {
       weights = argv[i + 1];
+    } else if (flag == "--balance") {
+      balance = argv[i + 1];
     } else {
       std::cerr << "usage: bench_threads [--max N] [--reps N] [--model NAME] "
-                   "[--weights f32|bf16|q8]\n";
+                   "[--weights f32|bf16|q8] [--balance N,N,...|none]\n";
       return 2;
     }
   }
@@ -122,6 +216,29 @@ int run(int argc, char** argv) {
                            {"decode_speedup", dec / decode_1},
                            {"decode_efficiency", dec / decode_1 / n}});
     std::cerr << "bench_threads: " << n << " threads done\n";
+  }
+  if (balance != "none") {
+    std::vector<int32_t> targets(tokens.begin() + 1, tokens.end());
+    targets.push_back(-1);
+    const auto saved_spin = SpinBarrier::spin();
+    SpinBarrier::set_spin(std::chrono::microseconds(0));
+    for (int n : parse_counts(balance)) {
+      omp_set_num_threads(n);
+      blas::set_num_threads(n);
+      // Warm-up: the team's threads, OpenBLAS's and the buffers exist before counting.
+      model.forward(tokens.data(), targets.data(), 1, T);
+      auto session = model.start_decoding();
+      session->prefill(prompt.data(), context);
+      out["balance"].push_back(
+          {{"threads", n},
+           {"forward_and_scoring_B1_T256",
+            work_balance(n, [&] { model.forward(tokens.data(), targets.data(), 1, T); })},
+           {"decode_ctx128_16_steps", work_balance(n, [&] {
+              for (int s = 0; s < steps; ++s) session->step(prompt[context + s]);
+            })}});
+      std::cerr << "bench_threads: balance at " << n << " threads done\n";
+    }
+    SpinBarrier::set_spin(saved_spin);
   }
   std::cout << out.dump(2) << std::endl;
   return 0;

@@ -231,8 +231,11 @@ class ScaledSoftmax : public Attention {
                 float* dk, float* dv, int B, int T) override {
     inner_->backward(q, k, v, dout, dq, dk, dv, B, T);
   }
-  std::unique_ptr<AttentionDecodeState> make_decode_state() const override {
-    return inner_->make_decode_state();
+  bool has_kv_cache() const override { return inner_->has_kv_cache(); }
+
+ protected:
+  std::unique_ptr<AttentionDecodeState> new_decode_state(KvCacheFormat format) const override {
+    return inner_->make_decode_state(format);
   }
 
  private:

@@ -71,6 +71,33 @@ TEST(WeightsCli, GenerateWithBf16AndThreadsAfterTheSubcommand) {
   EXPECT_FALSE(r.out.empty());
 }
 
+// --kv-cache bf16 (decode with the softmax KV cache in bfloat16): greedy generation runs and
+// records its formats in --json; a gain-cell variant, which has no KV cache, and an unknown
+// format fail with the problem named and no output.
+TEST(WeightsCli, GenerateWithABf16KvCache) {
+  GAINCELL_REQUIRE_VOCAB();
+  TempDir dir;
+  const fs::path model_dir = make_model(dir);
+  const std::string base = "generate --model " + model_dir.string() +
+                           " --prompt Hello --max-new-tokens 8 --temperature 0 --json";
+  auto f32 = run_cli(dir.path(), base);
+  auto bf16 = run_cli(dir.path(), base + " --kv-cache bf16 --weights q8");
+  ASSERT_EQ(f32.exit_code, 0) << f32.err;
+  ASSERT_EQ(bf16.exit_code, 0) << bf16.err;
+  const auto j = nlohmann::json::parse(bf16.out);
+  EXPECT_EQ(j.at("kv_cache"), "bf16");
+  EXPECT_EQ(j.at("weights"), "q8");
+  EXPECT_EQ(nlohmann::json::parse(f32.out).at("kv_cache"), "f32");
+  EXPECT_FALSE(j.at("tokens").empty());
+  auto hardware = run_cli(dir.path(), base + " --kv-cache bf16 --attention gaincell-nonlinear");
+  EXPECT_NE(hardware.exit_code, 0);
+  EXPECT_NE(hardware.err.find("no KV cache"), std::string::npos) << hardware.err;
+  EXPECT_TRUE(hardware.out.empty()) << hardware.out;
+  auto unknown = run_cli(dir.path(), base + " --kv-cache q8");
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("--kv-cache"), std::string::npos) << unknown.err;
+}
+
 TEST(WeightsCli, BadValuesFailWithNamedProblems) {
   GAINCELL_REQUIRE_VOCAB();
   TempDir dir;

@@ -308,39 +308,42 @@ namespace {
 // one chunk of 128 keys; and it gives the same bits on 1, 2 and 3 threads.
 TEST(GqaDecode, AttendOnTeamEqualsThePlainLoopOnAnyTeam) {
   const int heads = 8, dim = 16, capacity = 400;
-  for (int kv_heads : {8, 2, 1}) {
-    for (int window : {0, 200}) {
-      AttentionContext ctx;
-      ctx.n_head = heads;
-      ctx.n_kv_head = kv_heads;
-      ctx.head_dim = dim;
-      ctx.block_size = capacity;
-      ctx.window = window;
-      auto attn = make_attention(window > 0 ? "sliding" : "softmax", ctx);
-      auto plain = attn->make_decode_state();
-      auto team = attn->make_decode_state();
-      std::vector<float> out_plain(static_cast<size_t>(heads) * dim), out_team(out_plain.size());
-      for (int t = 0; t < 330; ++t) {
-        const auto k = random_vector(static_cast<size_t>(kv_heads) * dim, 100 + t, 1.0f);
-        const auto v = random_vector(k.size(), 1000 + t, 1.0f);
-        const auto q = random_vector(out_plain.size(), 5000 + t, 1.5f);
-        plain->append(k.data(), v.data());
-        team->append(k.data(), v.data());
-        if (t % 37 != 0 && t != 127 && t != 128 && t != 329) continue;
-        plain->attend(q.data(), out_plain.data());
-        std::vector<float> first;
-        for (int threads : {1, 2, 3}) {
-          SpinBarrier barrier;
-          std::exception_ptr error;
-          std::fill(out_team.begin(), out_team.end(), -1.0f);
+  for (KvCacheFormat format : {KvCacheFormat::kF32, KvCacheFormat::kBf16}) {
+    SCOPED_TRACE(std::string("kv cache ") + kv_cache_format_name(format));
+    for (int kv_heads : {8, 2, 1}) {
+      for (int window : {0, 200}) {
+        AttentionContext ctx;
+        ctx.n_head = heads;
+        ctx.n_kv_head = kv_heads;
+        ctx.head_dim = dim;
+        ctx.block_size = capacity;
+        ctx.window = window;
+        auto attn = make_attention(window > 0 ? "sliding" : "softmax", ctx);
+        auto plain = attn->make_decode_state(format);
+        auto team = attn->make_decode_state(format);
+        std::vector<float> out_plain(static_cast<size_t>(heads) * dim), out_team(out_plain.size());
+        for (int t = 0; t < 330; ++t) {
+          const auto k = random_vector(static_cast<size_t>(kv_heads) * dim, 100 + t, 1.0f);
+          const auto v = random_vector(k.size(), 1000 + t, 1.0f);
+          const auto q = random_vector(out_plain.size(), 5000 + t, 1.5f);
+          plain->append(k.data(), v.data());
+          team->append(k.data(), v.data());
+          if (t % 37 != 0 && t != 127 && t != 128 && t != 329) continue;
+          plain->attend(q.data(), out_plain.data());
+          std::vector<float> first;
+          for (int threads : {1, 2, 3}) {
+            SpinBarrier barrier;
+            std::exception_ptr error;
+            std::fill(out_team.begin(), out_team.end(), -1.0f);
 #pragma omp parallel num_threads(threads)
-          team->attend_on_team(q.data(), out_team.data(), barrier, omp_get_num_threads(), error);
-          ASSERT_FALSE(error);
-          if (first.empty()) first = out_team;
-          for (size_t i = 0; i < out_plain.size(); ++i) {
-            ASSERT_NEAR(out_team[i], out_plain[i], 1e-5f * (1.0f + std::fabs(out_plain[i])))
-                << "kv_heads=" << kv_heads << " window=" << window << " t=" << t << " i=" << i;
-            ASSERT_EQ(out_team[i], first[i]) << "threads=" << threads;
+            team->attend_on_team(q.data(), out_team.data(), barrier, omp_get_num_threads(), error);
+            ASSERT_FALSE(error);
+            if (first.empty()) first = out_team;
+            for (size_t i = 0; i < out_plain.size(); ++i) {
+              ASSERT_NEAR(out_team[i], out_plain[i], 1e-5f * (1.0f + std::fabs(out_plain[i])))
+                  << "kv_heads=" << kv_heads << " window=" << window << " t=" << t << " i=" << i;
+              ASSERT_EQ(out_team[i], first[i]) << "threads=" << threads;
+            }
           }
         }
       }

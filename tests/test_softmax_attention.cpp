@@ -12,6 +12,7 @@
 
 #include "gaincell/attention/attention.h"
 #include "gaincell/attention/softmax_attention.h"
+#include "gaincell/core/bf16.h"
 #include "gaincell/core/error.h"
 
 namespace gaincell {
@@ -181,59 +182,100 @@ TEST(SoftmaxAttention, DecodeStateMatchesWholeSequenceForward) {
 // history, for every group size from 1 to 6 query heads per key/value head (passes of 4 + 1,
 // 4 + 2), a capacity and a window that are not multiples of 16 (a partial last block; a circular
 // cache that wraps mid-block), through the cache's growth (32, 64, ... slots), and for a clone
-// and an assign_from taken part-way, which must continue exactly as the original.
+// and an assign_from taken part-way, which must continue exactly as the original. With a bf16
+// cache (--kv-cache bf16) the reference reads every key and value rounded to bfloat16 (nearest,
+// ties to even), and the cache must really hold the rounded values: its outputs leave the
+// unrounded softmax by more than the fp32 tolerance.
 TEST(SoftmaxAttention, DecodeCacheMatchesADirectSoftmaxForEveryGroupSize) {
   const int Hkv = 2, D = 12, capacity = 150, steps = 140;
-  for (int rep = 1; rep <= 6; rep++) {
-    for (int window : {0, 37}) {
-      SCOPED_TRACE("rep=" + std::to_string(rep) + " window=" + std::to_string(window));
-      const int H = Hkv * rep;
-      AttentionContext ctx = context(H, D, capacity, window);
-      ctx.n_kv_head = Hkv;
-      auto attn = make_attention(window > 0 ? "sliding" : "softmax", ctx);
-      auto state = attn->make_decode_state();
-      std::unique_ptr<AttentionDecodeState> copy, assigned = attn->make_decode_state();
-      std::vector<std::vector<float>> keys, values;
-      std::vector<float> out(static_cast<size_t>(H) * D), out_copy(out.size());
-      for (int t = 0; t < steps; t++) {
-        keys.push_back(random_vector(static_cast<size_t>(Hkv) * D, 700 + t));
-        values.push_back(random_vector(static_cast<size_t>(Hkv) * D, 900 + t));
-        const auto q = random_vector(out.size(), 1100 + t, 0.7f);
-        state->append(keys[t].data(), values[t].data());
-        if (copy) copy->append(keys[t].data(), values[t].data());
-        if (t == 41) {
-          copy = state->clone();
-          ASSERT_TRUE(assigned->assign_from(*state));
+  for (KvCacheFormat format : {KvCacheFormat::kF32, KvCacheFormat::kBf16}) {
+    for (int rep = 1; rep <= 6; rep++) {
+      for (int window : {0, 37}) {
+        SCOPED_TRACE("rep=" + std::to_string(rep) + " window=" + std::to_string(window) +
+                     " kv cache " + kv_cache_format_name(format));
+        const int H = Hkv * rep;
+        AttentionContext ctx = context(H, D, capacity, window);
+        ctx.n_kv_head = Hkv;
+        auto attn = make_attention(window > 0 ? "sliding" : "softmax", ctx);
+        auto state = attn->make_decode_state(format);
+        std::unique_ptr<AttentionDecodeState> copy, assigned = attn->make_decode_state(format);
+        auto stored = [format](float x) {
+          return format == KvCacheFormat::kBf16 ? double(round_to_bf16(x)) : double(x);
+        };
+        double largest_rounding_effect = 0.0;  // |softmax over rounded K/V - over unrounded|
+        std::vector<std::vector<float>> keys, values;
+        std::vector<float> out(static_cast<size_t>(H) * D), out_copy(out.size());
+        for (int t = 0; t < steps; t++) {
+          keys.push_back(random_vector(static_cast<size_t>(Hkv) * D, 700 + t));
+          values.push_back(random_vector(static_cast<size_t>(Hkv) * D, 900 + t));
+          const auto q = random_vector(out.size(), 1100 + t, 0.7f);
+          state->append(keys[t].data(), values[t].data());
+          if (copy) copy->append(keys[t].data(), values[t].data());
+          if (t == 41) {
+            copy = state->clone();
+            ASSERT_TRUE(assigned->assign_from(*state));
+          }
+          if (t > 41) assigned->append(keys[t].data(), values[t].data());
+          state->attend(q.data(), out.data());
+          const int first = window > 0 ? std::max(0, t - window + 1) : 0;
+          // Direct softmax in double over the history as the cache stores it (`round`: rounded
+          // to the cache's format) of query head h, dim d.
+          auto direct = [&](int h, int d, bool round) {
+            const int g = h / rep;
+            auto as_cached = [&](float x) { return round ? stored(x) : double(x); };
+            std::vector<double> p;
+            double mx = -1e300, sum = 0.0, o = 0.0;
+            for (int j = first; j <= t; j++) {
+              double s = 0.0;
+              for (int e = 0; e < D; e++) s += double(q[h * D + e]) * as_cached(keys[j][g * D + e]);
+              p.push_back(s / std::sqrt(double(D)));
+              mx = std::max(mx, p.back());
+            }
+            for (double& x : p) sum += (x = std::exp(x - mx));
+            for (int j = first; j <= t; j++) o += p[j - first] * as_cached(values[j][g * D + d]);
+            return o / sum;
+          };
+          for (int h = 0; h < H; h++) {
+            for (int d = 0; d < D; d++) {
+              const double o = direct(h, d, true);
+              ASSERT_NEAR(out[h * D + d], o, 1e-5 * (1.0 + std::fabs(o)))
+                  << "t=" << t << " h=" << h << " d=" << d;
+              if (format != KvCacheFormat::kF32 && t % 10 == 0)
+                largest_rounding_effect =
+                    std::max(largest_rounding_effect, std::fabs(o - direct(h, d, false)));
+            }
+          }
+          if (t > 41) {
+            for (auto* other : {copy.get(), assigned.get()}) {
+              other->attend(q.data(), out_copy.data());
+              ASSERT_EQ(out_copy, out) << "t=" << t;
+            }
+          }
         }
-        if (t > 41) assigned->append(keys[t].data(), values[t].data());
-        state->attend(q.data(), out.data());
-        const int first = window > 0 ? std::max(0, t - window + 1) : 0;
-        for (int h = 0; h < H; h++) {
-          const int g = h / rep;
-          std::vector<double> p;
-          double mx = -1e300, sum = 0.0;
-          for (int j = first; j <= t; j++) {
-            double s = 0.0;
-            for (int d = 0; d < D; d++) s += double(q[h * D + d]) * keys[j][g * D + d];
-            p.push_back(s / std::sqrt(double(D)));
-            mx = std::max(mx, p.back());
-          }
-          for (double& x : p) sum += (x = std::exp(x - mx));
-          for (int d = 0; d < D; d++) {
-            double o = 0.0;
-            for (int j = first; j <= t; j++) o += p[j - first] * values[j][g * D + d];
-            ASSERT_NEAR(out[h * D + d], o / sum, 1e-5 * (1.0 + std::fabs(o / sum)))
-                << "t=" << t << " h=" << h << " d=" << d;
-          }
-        }
-        if (t > 41) {
-          for (auto* other : {copy.get(), assigned.get()}) {
-            other->attend(q.data(), out_copy.data());
-            ASSERT_EQ(out_copy, out) << "t=" << t;
-          }
+        if (format != KvCacheFormat::kF32) {
+          EXPECT_GT(largest_rounding_effect, 1e-4);
         }
       }
     }
+  }
+}
+
+// A hardware variant holds keys and values in its simulated arrays: asking it for a reduced KV
+// cache is an error that names the variant, never a silently ignored option.
+TEST(SoftmaxAttention, OnlyTheSoftwareVariantsHaveAKvCacheFormat) {
+  EXPECT_EQ(parse_kv_cache_format("bf16"), KvCacheFormat::kBf16);
+  EXPECT_EQ(parse_kv_cache_format("f32"), KvCacheFormat::kF32);
+  EXPECT_THROW(parse_kv_cache_format("q8"), Error);
+  AttentionContext ctx = context(2, 8, 64, 0);
+  EXPECT_TRUE(make_attention("softmax", ctx)->has_kv_cache());
+  auto hardware = make_attention("gaincell-nonlinear", ctx);
+  EXPECT_FALSE(hardware->has_kv_cache());
+  EXPECT_NE(hardware->make_decode_state(KvCacheFormat::kF32), nullptr);
+  try {
+    hardware->make_decode_state(KvCacheFormat::kBf16);
+    FAIL() << "a bf16 KV cache for a gain-cell variant was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gaincell-nonlinear"), std::string::npos) << e.what();
   }
 }
 

@@ -73,6 +73,23 @@ double max_abs_diff(const float* got, const std::vector<float>& want, size_t beg
   return worst;
 }
 
+// -log softmax(row)[target] over a row of V logits, in double.
+double nll_of_row(const float* row, int V, int32_t target) {
+  const double mx = *std::max_element(row, row + V);
+  double z = 0.0;
+  for (int v = 0; v < V; ++v) z += std::exp(row[v] - mx);
+  return mx + std::log(z) - row[target];
+}
+
+// The standard deviation of all the logits (the scale the tolerances are relative to).
+double logit_std(const std::vector<float>& logits) {
+  double mean = 0.0, var = 0.0;
+  for (float x : logits) mean += x;
+  mean /= logits.size();
+  for (float x : logits) var += (x - mean) * (x - mean);
+  return std::sqrt(var / logits.size());
+}
+
 size_t argmax(const float* x, int n) {
   return static_cast<size_t>(std::max_element(x, x + n) - x);
 }
@@ -118,11 +135,7 @@ TEST(Stories260K, PerTokenLogLikelihoodsEqualLlama2c) {
     const float mean = model->forward(ids.data(), targets.data(), 1, T);
     double ref_sum = 0.0;
     for (int t = 0; t + 1 < T; ++t) {
-      const float* row = want.data() + static_cast<size_t>(t) * V;
-      const double mx = *std::max_element(row, row + V);
-      double z = 0.0;
-      for (int v = 0; v < V; ++v) z += std::exp(row[v] - mx);
-      const double nll = mx + std::log(z) - row[targets[t]];
+      const double nll = nll_of_row(want.data() + static_cast<size_t>(t) * V, V, targets[t]);
       ref_sum += nll;
       EXPECT_NEAR(model->token_losses()[t], nll, 1e-4) << "position " << t;
     }
@@ -180,11 +193,8 @@ TEST(Stories260K, CliPerplexityPerTokenEqualsLlama2c) {
       EXPECT_EQ(j.at("tokens").get<int>(), T - 1);
       double worst = 0.0;
       for (int t = 0; t + 1 < T; ++t) {
-        const float* row = want.data() + static_cast<size_t>(t) * V;
-        const double mx = *std::max_element(row, row + V);
-        double z = 0.0;
-        for (int v = 0; v < V; ++v) z += std::exp(row[v] - mx);
-        worst = std::max(worst, std::abs(nll[t] - (mx + std::log(z) - row[ids[t + 1]])));
+        const double ref = nll_of_row(want.data() + static_cast<size_t>(t) * V, V, ids[t + 1]);
+        worst = std::max(worst, std::abs(nll[t] - ref));
       }
       RecordProperty("cli_max_abs_nll_diff_" + c.name, std::to_string(worst));
       EXPECT_LE(worst, 1e-4) << tokens;
@@ -234,11 +244,7 @@ TEST(Stories260K, ReducedPrecisionWeightsStayCloseToFp32) {
     const double nll_f32 = model->forward(ids.data(), targets.data(), 1, T);
     model->forward(ids.data(), nullptr, 1, T);
     const std::vector<float> ref(model->logits(), model->logits() + static_cast<size_t>(T) * V);
-    double mean = 0.0, var = 0.0;
-    for (float x : ref) mean += x;
-    mean /= ref.size();
-    for (float x : ref) var += (x - mean) * (x - mean);
-    const double std_logits = std::sqrt(var / ref.size());
+    const double std_logits = logit_std(ref);
     for (auto [format, logit_tol, nll_tol] : {std::tuple{WeightFormat::kBF16, 0.03, 0.001},
                                               std::tuple{WeightFormat::kQ8, 0.12, 0.005}}) {
       SCOPED_TRACE(to_string(format));
@@ -273,6 +279,44 @@ TEST(Stories260K, ReducedPrecisionWeightsStayCloseToFp32) {
       }
       EXPECT_LT(worst_vs_f32 / std_logits, logit_tol) << "decode with packed weights";
     }
+  }
+}
+
+// --kv-cache bf16 (issue 14): decode with every cached key and value rounded to bfloat16, on real
+// weights, against the logits llama2c computed in fp32. The largest logit change stays below 10 %
+// of the logits' standard deviation and the mean NLL moves by less than 0.1 % + 0.001 nats
+// (measured: at most 6.3 % on l300, whose 300 positions and 512 logits each give the largest
+// sample, and +0.0024 nats on m100's 17.47; docs/weights.md). The head dimension is 8, so a
+// score sums only 8 rounded products: a wider model averages the rounding over more terms.
+TEST(Stories260K, Bf16KvCacheDecodeStaysCloseToLlama2c) {
+  REQUIRE_STORIES_OR_SKIP(dir);
+  auto model = load_model(dir);
+  const int V = model->config().vocab_size;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(c.name);
+    const auto ids = read_ids(dir, c.name);
+    const int T = static_cast<int>(ids.size());
+    const auto want = read_llama2c_logits(dir, c.name, T, V);
+    const double std_logits = logit_std(want);
+    auto session = model->start_decoding(KvCacheFormat::kBf16);
+    double worst = 0.0, nll_sum = 0.0, ref_nll_sum = 0.0;
+    for (int t = 0; t < T; ++t) {
+      const float* logits = session->step(ids[t]);
+      const size_t row = static_cast<size_t>(t) * V;
+      worst = std::max(worst, max_abs_diff(logits, want, row, V));
+      if (t + 1 < T) {
+        nll_sum += nll_of_row(logits, V, ids[t + 1]);
+        ref_nll_sum += nll_of_row(want.data() + row, V, ids[t + 1]);
+      }
+    }
+    const double nll = nll_sum / (T - 1), ref_nll = ref_nll_sum / (T - 1);
+    RecordProperty("kv_bf16_rel_logit_err_" + c.name, std::to_string(worst / std_logits));
+    RecordProperty("kv_bf16_mean_nll_" + c.name, std::to_string(nll));
+    RecordProperty("kv_bf16_nll_change_" + c.name, std::to_string(nll - ref_nll));
+    EXPECT_NEAR(ref_nll, c.mean_nll, 2e-6) << "the README's value (reference check)";
+    EXPECT_GT(worst, 1e-4) << "the bf16 cache changed nothing: was it used?";
+    EXPECT_LT(worst / std_logits, 0.10);
+    EXPECT_LT(std::abs(nll - ref_nll), 0.001 * (1.0 + ref_nll)) << nll << " vs " << ref_nll;
   }
 }
 

@@ -554,6 +554,57 @@ TEST(WeightStorage, TeamDecodeIsTheSameForAnyThreadCount) {
   }
 }
 
+// --kv-cache bf16: a session whose layers cache keys and values in bfloat16 stays close to the
+// fp32 cache's logits (the cache rounds each element by at most 2^-9 relatively; scores and sums
+// stay fp32), for GPT-2 and a Llama-family model (RoPE, GQA), through a prefill (whose keys and
+// values are appended rounded) and single steps; it really rounds (the logits differ), and it
+// gives the same bits on 1, 2 and 3 threads.
+TEST(WeightStorage, Bf16KvCacheDecodeStaysCloseToTheFp32Cache) {
+  GPT2Config llama = GPT2Config::named("llama-tiny");
+  llama.block_size = 64;
+  for (const GPT2Config& config : {small_config(), llama}) {
+    SCOPED_TRACE(config.model_type);
+    GPT2Model m(config);
+    m.init_random(21);
+    const int T = 40, prompt = 25, V = config.vocab_size;
+    std::vector<int32_t> x(T);
+    std::mt19937_64 rng(22);
+    for (auto& t : x) t = static_cast<int32_t>(rng() % V);
+    auto decode = [&](KvCacheFormat format) {
+      auto session = m.start_decoding(format);
+      const float* first = session->prefill(x.data(), prompt);
+      std::vector<float> all(first, first + V);
+      for (int t = prompt; t < T; ++t) {
+        const float* step = session->step(x[t]);
+        all.insert(all.end(), step, step + V);
+      }
+      return all;
+    };
+    const std::vector<float> ref = decode(KvCacheFormat::kF32);
+    const std::vector<float> bf16 = decode(KvCacheFormat::kBf16);
+    // The prefill's logits come from the whole-sequence forward, which reads no cache.
+    for (int v = 0; v < V; ++v) ASSERT_EQ(bf16[v], ref[v]) << "prefill logit " << v;
+    const double err = relative_logit_error(bf16, ref);
+    RecordProperty("kv_bf16_rel_logit_err_" + config.model_type, std::to_string(err));
+    EXPECT_GT(err, 0.0) << "the bf16 cache was not used";
+    EXPECT_LT(err, 0.01);
+    const int saved = omp_get_max_threads();
+    for (int threads : {1, 3}) {
+      omp_set_num_threads(threads);
+      const std::vector<float> again = decode(KvCacheFormat::kBf16);
+      for (size_t i = 0; i < bf16.size(); ++i) ASSERT_EQ(again[i], bf16[i]) << threads << " " << i;
+    }
+    omp_set_num_threads(saved);
+  }
+  // A hardware variant has no KV cache to store in bf16.
+  GPT2Config hardware = small_config();
+  hardware.attention = "gaincell-nonlinear";
+  GPT2Model g(hardware);
+  g.init_random(23);
+  EXPECT_THROW(g.start_decoding(KvCacheFormat::kBf16), Error);
+  EXPECT_NE(g.start_decoding(KvCacheFormat::kF32), nullptr);
+}
+
 // A decode state's error inside decode's parallel region (attend_on_team's default runs attend() on
 // the team's first thread) is handed out in `error` after the team has met, for the caller to
 // rethrow after the region, instead of terminating the process.
@@ -585,27 +636,33 @@ TEST(SpinBarrier, AttendOnTeamHandsAnErrorToTheCaller) {
 }
 
 // No thread leaves a round of the barrier before every thread has entered it, whether the waiters
-// are still spinning or already asleep (one thread is late by more than kSpin every 16 rounds).
+// are still spinning or already asleep (one thread is late by more than kSpin every 16 rounds),
+// and with no spinning at all (SpinBarrier::set_spin(0), bench_threads' work-balance runs).
 TEST(SpinBarrier, NoThreadLeavesBeforeAllArrive) {
-  SpinBarrier barrier;
-  constexpr int kThreads = 3, kRounds = 400;
-  std::atomic<int> entered{0};
-  std::atomic<int> early{0};
-  std::vector<std::thread> team;
-  for (int id = 0; id < kThreads; ++id) {
-    team.emplace_back([&, id] {
-      for (int round = 0; round < kRounds; ++round) {
-        if (id == round % kThreads && round % 16 == 0)
-          std::this_thread::sleep_for(SpinBarrier::kSpin * 5);
-        entered.fetch_add(1);
-        barrier.wait(kThreads);
-        if (entered.load() < kThreads * (round + 1)) early.fetch_add(1);
-        barrier.wait(kThreads);  // nobody enters the next round while others still check
-      }
-    });
+  EXPECT_EQ(SpinBarrier::spin(), SpinBarrier::kSpin);
+  for (const auto spin : {SpinBarrier::kSpin, std::chrono::microseconds(0)}) {
+    SpinBarrier::set_spin(spin);
+    SpinBarrier barrier;
+    constexpr int kThreads = 3, kRounds = 400;
+    std::atomic<int> entered{0};
+    std::atomic<int> early{0};
+    std::vector<std::thread> team;
+    for (int id = 0; id < kThreads; ++id) {
+      team.emplace_back([&, id] {
+        for (int round = 0; round < kRounds; ++round) {
+          if (id == round % kThreads && round % 16 == 0)
+            std::this_thread::sleep_for(SpinBarrier::kSpin * 5);
+          entered.fetch_add(1);
+          barrier.wait(kThreads);
+          if (entered.load() < kThreads * (round + 1)) early.fetch_add(1);
+          barrier.wait(kThreads);  // nobody enters the next round while others still check
+        }
+      });
+    }
+    for (auto& t : team) t.join();
+    EXPECT_EQ(early.load(), 0) << "spin " << spin.count() << " us";
+    EXPECT_EQ(entered.load(), kThreads * kRounds);
+    barrier.wait(1);  // a team of one never waits
   }
-  for (auto& t : team) t.join();
-  EXPECT_EQ(early.load(), 0);
-  EXPECT_EQ(entered.load(), kThreads * kRounds);
-  barrier.wait(1);  // a team of one never waits
+  SpinBarrier::set_spin(SpinBarrier::kSpin);
 }

@@ -186,8 +186,9 @@ class Model {
   }
 
   py::dict generate(const py::handle& prompt, int max_new_tokens, float temperature, int top_k,
-                    uint64_t seed, bool stop_at_eot) {
+                    uint64_t seed, bool stop_at_eot, const std::string& kv_cache) {
     require(max_new_tokens >= 0, "max_new_tokens must be >= 0");
+    const KvCacheFormat kv_format = parse_kv_cache_format(kv_cache);
     SamplingOptions so;
     so.temperature = temperature;
     so.top_k = top_k;
@@ -215,7 +216,7 @@ class Model {
     const int32_t eot = tokenizer().end_of_text();
     {
       py::gil_scoped_release release;
-      auto session = model_->start_decoding();
+      auto session = model_->start_decoding(kv_format);
       const float* logits = session->prefill(ids.data(), static_cast<int>(ids.size()));
       TokenSampler sampler(so);
       for (int i = 0; i < max_new_tokens; ++i) {
@@ -461,9 +462,10 @@ new one from a config dict (config.json keys) or a name ("gpt2", "tiny"), random
           "log p(tokens[i] | tokens[:i]) for i >= 1 (rolling windows of `context` tokens).")
       .def("generate", &Model::generate, py::arg("prompt") = "", py::arg("max_new_tokens") = 64,
            py::arg("temperature") = 1.0f, py::arg("top_k") = 0, py::arg("seed") = 1337,
-           py::arg("stop_at_eot") = true,
+           py::arg("stop_at_eot") = true, py::arg("kv_cache") = "f32",
            "Token-by-token generation (simulated arrays for gain-cell variants), as `gaincell "
-           "generate`: dict with completion, tokens, prompt_tokens.")
+           "generate`: dict with completion, tokens, prompt_tokens. kv_cache 'bf16' stores the "
+           "softmax variants' KV cache in bfloat16 (as --kv-cache).")
       .def("evaluate", &Model::evaluate, py::arg("tasks") = std::vector<std::string>{},
            py::arg("data_dir") = "", py::arg("task_files") = std::map<std::string, std::string>{},
            py::arg("limit") = py::none(), py::arg("batch_size") = 8,

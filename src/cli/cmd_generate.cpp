@@ -78,7 +78,8 @@ void run_generate(const GenerateOptions& o) {
           "the prompt has " + std::to_string(prompt.size()) +
               " tokens, more than the model's n_positions " + std::to_string(cfg.block_size));
 
-  auto session = model->start_decoding();
+  const KvCacheFormat kv_cache = o.model.kv_cache_format();
+  auto session = model->start_decoding(kv_cache);
   const float* logits = session->prefill(prompt.data(), static_cast<int>(prompt.size()));
   TokenSampler sampler(o.sampling);
   std::vector<int32_t> generated;
@@ -108,7 +109,9 @@ void run_generate(const GenerateOptions& o) {
                         {"temperature", o.sampling.temperature},
                         {"top_k", o.sampling.top_k},
                         {"seed", o.sampling.seed},
-                        {"attention", cfg.attention}};
+                        {"attention", cfg.attention},
+                        {"weights", to_string(model->weight_format())},
+                        {"kv_cache", kv_cache_format_name(kv_cache)}};
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     std::cout << "\n";
@@ -136,6 +139,7 @@ void setup_generate(CLI::App& app) {
                  "--trace); gain-cell variants only");
   add_model_options(app, o->model);
   add_weights_option(app, o->model);
+  add_kv_cache_option(app, o->model);
   app.callback([o] { run_generate(*o); });
 }
 

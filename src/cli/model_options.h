@@ -20,6 +20,7 @@ struct ModelCliOptions {
   bool linear_layout = false;
   bool allow_nonfinite = false;  // load weights holding NaN/inf (for inspection)
   std::string weights = "f32";   // inference weight storage (add_weights_option)
+  std::string kv_cache = "f32";  // decode's KV cache storage (add_kv_cache_option)
 
   ModelOverrides overrides() const {
     ModelOverrides o;
@@ -29,6 +30,7 @@ struct ModelCliOptions {
     return o;
   }
   WeightFormat weight_format() const { return parse_weight_format(weights); }
+  KvCacheFormat kv_cache_format() const { return parse_kv_cache_format(kv_cache); }
   WeightLayout layout() const {
     return linear_layout ? WeightLayout::kLinear : WeightLayout::kAuto;
   }
@@ -68,6 +70,15 @@ inline void add_weights_option(CLI::App& app, ModelCliOptions& o) {
                  "(int8 with one scale per 32 weights); activations and the simulated arrays "
                  "stay fp32")
       ->check(CLI::IsMember({"f32", "bf16", "q8"}));
+}
+
+// --kv-cache f32|bf16 for the commands that decode token by token (generate).
+inline void add_kv_cache_option(CLI::App& app, ModelCliOptions& o) {
+  app.add_option("--kv-cache", o.kv_cache,
+                 "storage of the softmax variants' KV cache while decoding: f32 (default) or bf16 "
+                 "(keys and values rounded to bfloat16, half the bytes per step; scores and sums "
+                 "stay fp32); the gain-cell variants have no KV cache")
+      ->check(CLI::IsMember({"f32", "bf16"}));
 }
 
 }  // namespace gaincell::cli

@@ -81,6 +81,21 @@ def test_generate_equals_cli(byte_model_dir):
     assert len(r["prompt_tokens"]) == cli["prompt_tokens"]
 
 
+def test_generate_with_a_bf16_kv_cache_equals_cli(byte_model_dir):
+    # The fixture's model runs gain-cell attention, which has no KV cache: softmax instead.
+    cli = json.loads(run_cli("generate", "--model", byte_model_dir, "--prompt", "The gain",
+                             "--max-new-tokens", 12, "--temperature", 0.8, "--seed", 3,
+                             "--attention", "softmax", "--kv-cache", "bf16", "--json").stdout)
+    assert cli["kv_cache"] == "bf16"
+    m = gaincell.Model.load(str(byte_model_dir), attention="softmax")
+    r = m.generate("The gain", max_new_tokens=12, temperature=0.8, seed=3, kv_cache="bf16")
+    assert r["tokens"] == cli["tokens"]
+    with pytest.raises(Exception, match="KV cache format"):
+        m.generate("The gain", max_new_tokens=2, kv_cache="q8")
+    with pytest.raises(Exception, match="no KV cache"):
+        gaincell.Model.load(str(byte_model_dir)).generate("The gain", kv_cache="bf16")
+
+
 def test_cost_equals_cli(byte_model_dir):
     cli = json.loads(run_cli("cost", "--model", byte_model_dir, "--json").stdout)
     r = gaincell.Model.load(str(byte_model_dir)).cost()

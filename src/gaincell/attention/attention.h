@@ -86,6 +86,21 @@ class AttentionDecodeState {
   virtual bool assign_from(const AttentionDecodeState& other) { return false; }
 };
 
+// How a software variant's decode state stores its KV cache. kBf16 (opt-in, `--kv-cache bf16`)
+// rounds every cached key and value to bfloat16 (nearest, ties to even) and halves the bytes each
+// decode step reads; queries, scores and sums stay fp32. Decode at long contexts reads the whole
+// cache per token beside the weights (at 512 tokens of GPT-2 124M, 39 MB against 131 MB of q8
+// weights), so the cache caps what reduced-precision weights can gain there. The hardware
+// variants hold keys and values in their simulated arrays and have no KV cache.
+enum class KvCacheFormat { kF32, kBf16 };
+// "f32" or "bf16"; throws gaincell::Error naming the value otherwise.
+KvCacheFormat parse_kv_cache_format(const std::string& name);
+const char* kv_cache_format_name(KvCacheFormat format);
+// Bytes per cached key or value element.
+inline int kv_cache_element_bytes(KvCacheFormat format) {
+  return format == KvCacheFormat::kBf16 ? 2 : 4;
+}
+
 // Per-head statistics of the range scalers' outputs (spec §5.1), for the adaptation algorithm:
 // mean and unbiased std over batch, tokens and features of x_out = a x + b (before the clamp and
 // quantiser) for q, k, v, and of the final per-head output for the output scaler (q and output per
@@ -119,7 +134,12 @@ class Attention {
   virtual void backward(const float* q, const float* k, const float* v, const float* dout,
                         float* dq, float* dk, float* dv, int B, int T) = 0;
 
-  virtual std::unique_ptr<AttentionDecodeState> make_decode_state() const = 0;
+  // Token-by-token state with its KV cache stored in `format`. Throws gaincell::Error for a format
+  // the variant cannot store (anything but kF32 in a variant without a KV cache).
+  std::unique_ptr<AttentionDecodeState> make_decode_state(
+      KvCacheFormat format = KvCacheFormat::kF32) const;
+  // Whether the decode state is a KV cache (the software variants), whose format can be chosen.
+  virtual bool has_kv_cache() const { return false; }
 
   // Optional (hardware variants): statistics of the last training forward, null if none.
   virtual const ScalerStatistics* scaler_statistics() const { return nullptr; }
@@ -137,6 +157,9 @@ class Attention {
   }
 
  protected:
+  // make_decode_state's work; `format` is kF32 unless has_kv_cache().
+  virtual std::unique_ptr<AttentionDecodeState> new_decode_state(KvCacheFormat format) const = 0;
+
   StatisticsReducer statistics_reducer_;  // empty: one process
 };
 

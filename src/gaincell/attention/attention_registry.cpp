@@ -8,6 +8,26 @@
 
 namespace gaincell {
 
+KvCacheFormat parse_kv_cache_format(const std::string& name) {
+  if (name == "f32") return KvCacheFormat::kF32;
+  if (name == "bf16") return KvCacheFormat::kBf16;
+  throw Error("unknown KV cache format '" + name + "' (expected f32 or bf16)");
+}
+
+const char* kv_cache_format_name(KvCacheFormat format) {
+  return format == KvCacheFormat::kBf16 ? "bf16" : "f32";
+}
+
+std::unique_ptr<AttentionDecodeState> Attention::make_decode_state(KvCacheFormat format) const {
+  if (format != KvCacheFormat::kF32 && !has_kv_cache()) {
+    throw Error(std::string("a ") + kv_cache_format_name(format) +
+                " KV cache was asked for, but '" + name() +
+                "' attention has no KV cache (the hardware variants hold keys and values in "
+                "their simulated arrays); use f32");
+  }
+  return new_decode_state(format);
+}
+
 namespace {
 
 struct Entry {

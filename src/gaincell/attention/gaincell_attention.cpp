@@ -690,7 +690,7 @@ ArrayEvents GainCellDecodeState::last_step_events() const {
   return total;
 }
 
-std::unique_ptr<AttentionDecodeState> GainCellAttention::make_decode_state() const {
+std::unique_ptr<AttentionDecodeState> GainCellAttention::new_decode_state(KvCacheFormat) const {
   return std::make_unique<GainCellDecodeState>(*this);
 }
 

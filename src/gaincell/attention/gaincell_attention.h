@@ -52,7 +52,6 @@ class GainCellAttention : public Attention {
                bool training) override;
   void backward(const float* q, const float* k, const float* v, const float* dout, float* dq,
                 float* dk, float* dv, int B, int T) override;
-  std::unique_ptr<AttentionDecodeState> make_decode_state() const override;
   const ScalerStatistics* scaler_statistics() const override;
   void set_record_targets(bool on) override { record_targets_ = on; }
 
@@ -70,6 +69,10 @@ class GainCellAttention : public Attention {
   float scaler_b(Scaler s, int h) const;
   // Use the plain loop reference instead of the fast kernel (tests).
   void set_use_reference_kernel(bool on) { use_reference_ = on; }
+
+ protected:
+  // The simulated arrays (GainCellDecodeState); no KV cache, so `format` is always kF32.
+  std::unique_ptr<AttentionDecodeState> new_decode_state(KvCacheFormat format) const override;
 
  private:
   struct Saved;

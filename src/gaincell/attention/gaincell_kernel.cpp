@@ -1,11 +1,10 @@
 #include "gaincell/attention/gaincell_kernel.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 #include "gaincell/device/noise.h"
 
@@ -349,8 +348,8 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
       for (int j = 0; j < n; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  blas::sgemm(trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
+              alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // Everything the per-block passes share.

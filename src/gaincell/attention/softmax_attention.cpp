@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
+#include "gaincell/core/bf16.h"
 #include "gaincell/core/blas.h"
 #include "gaincell/core/error.h"
 #include "gaincell/core/fast_math.h"
@@ -123,10 +126,28 @@ void head_backward(const HeadView& h, const float* dout, const float* lse, float
   }
 }
 
+// A cached element: fp32, or bfloat16 bits (KvCacheFormat::kBf16). widen() is exact; narrow()
+// rounds to nearest, ties to even.
+inline float widen(float x) {
+  return x;
+}
+inline float widen(uint16_t bits) {
+  return bf16_bits_to_float(bits);
+}
+template <typename Elem>
+Elem narrow(float x) {
+  if constexpr (std::is_same_v<Elem, float>)
+    return x;
+  else
+    return float_to_bf16_bits(x);
+}
+
 // KV cache for token-by-token decode, one entry per key/value head. With a window only the last W
 // entries are kept, in a circular buffer (slot = position mod W); softmax does not depend on the
 // order of its keys. Storage grows with the tokens appended (doubling, up to the capacity), so
-// the many short sessions that score multiple-choice continuations stay small.
+// the many short sessions that score multiple-choice continuations stay small. Elem is the
+// cached element (float, or uint16_t bfloat16 bits); everything computed from it is fp32.
+template <typename Elem>
 class SoftmaxDecodeState : public AttentionDecodeState {
  public:
   SoftmaxDecodeState(int n_head, int n_kv_head, int head_dim, int capacity, bool circular)
@@ -145,9 +166,10 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     const int64_t slot = length_ % capacity_;
     if (slot >= slots_) grow(std::min<int64_t>(capacity_, std::max<int64_t>(32, 2 * slots_)));
     for (int g = 0; g < Hkv_; g++) {
-      float* lane = key_block(g, slot / kKeyBlock) + slot % kKeyBlock;
-      for (int d = 0; d < D_; d++) lane[d * kKeyBlock] = k[g * D_ + d];
-      std::copy(v + g * D_, v + (g + 1) * D_, head_row(v_, g, slot));
+      Elem* lane = key_block(g, slot / kKeyBlock) + slot % kKeyBlock;
+      for (int d = 0; d < D_; d++) lane[d * kKeyBlock] = narrow<Elem>(k[g * D_ + d]);
+      Elem* row = head_row(v_, g, slot);
+      for (int d = 0; d < D_; d++) row[d] = narrow<Elem>(v[g * D_ + d]);
     }
     length_++;
   }
@@ -203,20 +225,20 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   }
   // Copies only the stored rows, reusing this cache's storage when it is large enough.
   bool assign_from(const AttentionDecodeState& other) override {
-    const auto* o = dynamic_cast<const SoftmaxDecodeState*>(&other);
+    const auto* o = dynamic_cast<const SoftmaxDecodeState<Elem>*>(&other);
     if (o == nullptr || o->H_ != H_ || o->Hkv_ != Hkv_ || o->D_ != D_ ||
         o->capacity_ != capacity_ || o->circular_ != circular_) {
       return false;
     }
     if (slots_ != o->slots_) {
       slots_ = o->slots_;  // the old rows are all overwritten or unused
-      k_.resize(static_cast<size_t>(Hkv_) * key_block_floats(slots_));
+      k_.resize(static_cast<size_t>(Hkv_) * key_block_elements(slots_));
       v_.resize(static_cast<size_t>(Hkv_) * slots_ * D_);
     }
     const int64_t rows = std::min<int64_t>(o->length_, capacity_);
-    const int64_t key_floats = key_block_floats(rows);
+    const int64_t key_elements = key_block_elements(rows);
     for (int g = 0; g < Hkv_; g++) {
-      std::copy(o->key_block(g, 0), o->key_block(g, 0) + key_floats, key_block(g, 0));
+      std::copy(o->key_block(g, 0), o->key_block(g, 0) + key_elements, key_block(g, 0));
       std::copy(o->head_row(o->v_, g, 0), o->head_row(o->v_, g, 0) + rows * D_, head_row(v_, g, 0));
     }
     length_ = o->length_;
@@ -260,18 +282,20 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // score_keys for NR consecutive query heads (q: the first one's query; scores: its row). Per
   // key block, 16 keys at once: acc[r][l] += q_r[d] k_(16b + l)[d] over d, a broadcast times a
   // contiguous 16-wide slice of the block, no horizontal sum per key.
+  // A reduced cache's block is widened to fp32 once (into `wide`, on the stack) when several
+  // query heads read it and it is small enough (D <= kMaxWideDim), rather than once per head.
   template <int NR>
   void score_heads(const float* q, int g, int j0, int j1, float scale, float* scores) const {
+    constexpr bool kWidenOnce = !std::is_same_v<Elem, float> && NR > 1;
+    [[maybe_unused]] float wide[kWidenOnce ? kMaxWideDim * kKeyBlock : 1];
     for (int j = j0; j < j1; j += kKeyBlock) {
-      const float* block = key_block(g, j / kKeyBlock);
+      const Elem* block = key_block(g, j / kKeyBlock);
       float acc[NR][kKeyBlock] = {};
-      for (int d = 0; d < D_; d++) {
-        const float* kd = block + d * kKeyBlock;
-        for (int r = 0; r < NR; r++) {
-          const float qd = q[r * D_ + d];
-#pragma omp simd
-          for (int l = 0; l < kKeyBlock; l++) acc[r][l] += qd * kd[l];
-        }
+      if (kWidenOnce && D_ <= kMaxWideDim) {
+        widen_elements(block, D_ * kKeyBlock, wide);
+        block_scores<NR>(q, wide, acc[0]);
+      } else {
+        block_scores<NR>(q, block, acc[0]);
       }
       const int valid = std::min(kKeyBlock, j1 - j);
       for (int r = 0; r < NR; r++)
@@ -279,31 +303,69 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     }
   }
 
+  // acc[r][l] += q_r . k_l over the dims of one key block [D][kKeyBlock] (of E: fp32, or the
+  // cache's elements, widened as they are read).
+  // acc is [NR][kKeyBlock].
+  template <int NR, typename E>
+  void block_scores(const float* q, const E* block, float* acc) const {
+    for (int d = 0; d < D_; d++) {
+      const E* kd = block + d * kKeyBlock;
+      for (int r = 0; r < NR; r++) {
+        const float qd = q[r * D_ + d];
+#pragma omp simd
+        for (int l = 0; l < kKeyBlock; l++) acc[r * kKeyBlock + l] += qd * widen(kd[l]);
+      }
+    }
+  }
+
+  static void widen_elements(const Elem* from, int n, float* to) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) to[i] = widen(from[i]);
+  }
+
   // o_r += sum_j p_r[j] v_j for the group's query heads r and keys j in [j0, j1): p_r is row r of
   // `probs` (stride capacity_), o_r = o + r D. Four keys per pass, so each output element is
   // loaded and stored once per four multiply-adds rather than once per one.
+  // A reduced cache's four rows are widened once (on the stack) when several query heads read
+  // them, as in score_heads.
   void accumulate_values(const float* probs, int g, int j0, int j1, float* o) const {
     const int rep = H_ / Hkv_, D = D_;
+    constexpr bool kReduced = !std::is_same_v<Elem, float>;
+    [[maybe_unused]] float wide[kReduced ? 4 * kMaxWideDim : 1];
     int j = j0;
     for (; j + 4 <= j1; j += 4) {
-      const float* v0 = head_row(v_, g, j);  // rows j .. j + 3 are consecutive
-      const float *v1 = v0 + D, *v2 = v1 + D, *v3 = v2 + D;
-      for (int r = 0; r < rep; r++) {
-        const float* p = probs + static_cast<int64_t>(r) * capacity_ + j;
-        const float p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
-        float* oh = o + r * D;
-#pragma omp simd
-        for (int d = 0; d < D; d++) oh[d] += p0 * v0[d] + p1 * v1[d] + p2 * v2[d] + p3 * v3[d];
+      const Elem* rows = head_row(v_, g, j);  // rows j .. j + 3 are consecutive
+      if (kReduced && rep > 1 && D <= kMaxWideDim) {
+        widen_elements(rows, 4 * D, wide);
+        add_four_rows(probs, j, wide, o);
+      } else {
+        add_four_rows(probs, j, rows, o);
       }
     }
     for (; j < j1; j++) {
-      const float* vj = head_row(v_, g, j);
+      const Elem* vj = head_row(v_, g, j);
       for (int r = 0; r < rep; r++) {
         const float p = probs[static_cast<int64_t>(r) * capacity_ + j];
         float* oh = o + r * D;
 #pragma omp simd
-        for (int d = 0; d < D; d++) oh[d] += p * vj[d];
+        for (int d = 0; d < D; d++) oh[d] += p * widen(vj[d]);
       }
+    }
+  }
+
+  // o_r += sum over i < 4 of p_r[j + i] v_i for the group's query heads r; v0 holds the four
+  // consecutive rows (of E: fp32, or the cache's elements, widened as they are read).
+  template <typename E>
+  void add_four_rows(const float* probs, int j, const E* v0, float* o) const {
+    const int rep = H_ / Hkv_, D = D_;
+    const E *v1 = v0 + D, *v2 = v1 + D, *v3 = v2 + D;
+    for (int r = 0; r < rep; r++) {
+      const float* p = probs + static_cast<int64_t>(r) * capacity_ + j;
+      const float p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
+      float* oh = o + r * D;
+#pragma omp simd
+      for (int d = 0; d < D; d++)
+        oh[d] += p0 * widen(v0[d]) + p1 * widen(v1[d]) + p2 * widen(v2[d]) + p3 * widen(v3[d]);
     }
   }
 
@@ -410,31 +472,31 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   int64_t key_blocks() const {  // key blocks allocated per key/value head
     return (slots_ + kKeyBlock - 1) / kKeyBlock;
   }
-  int64_t key_block_floats(int64_t keys) const {  // floats of the whole blocks holding `keys`
+  int64_t key_block_elements(int64_t keys) const {  // elements of the whole blocks holding `keys`
     return (keys + kKeyBlock - 1) / kKeyBlock * kKeyBlock * D_;
   }
-  float* key_block(int g, int64_t b) {
+  Elem* key_block(int g, int64_t b) {
     return k_.data() + (g * key_blocks() + b) * kKeyBlock * D_;
   }
-  const float* key_block(int g, int64_t b) const {
+  const Elem* key_block(int g, int64_t b) const {
     return k_.data() + (g * key_blocks() + b) * kKeyBlock * D_;
   }
-  float* head_row(std::vector<float>& buf, int g, int64_t slot) {
+  Elem* head_row(std::vector<Elem>& buf, int g, int64_t slot) {
     return buf.data() + (static_cast<int64_t>(g) * slots_ + slot) * D_;
   }
-  const float* head_row(const std::vector<float>& buf, int g, int64_t slot) const {
+  const Elem* head_row(const std::vector<Elem>& buf, int g, int64_t slot) const {
     return buf.data() + (static_cast<int64_t>(g) * slots_ + slot) * D_;
   }
   // Re-lays the cache out for `slots` rows per head (slots_ < slots <= capacity_), keeping the
   // rows stored so far (slots 0 .. slots_ - 1: growth happens before a circular cache wraps).
   void grow(int64_t slots) {
-    const int64_t old_key_floats = key_block_floats(slots_);
-    const int64_t new_key_floats = key_block_floats(slots);
-    std::vector<float> k(static_cast<size_t>(Hkv_) * new_key_floats);
-    std::vector<float> v(static_cast<size_t>(Hkv_) * slots * D_);
+    const int64_t old_key_elements = key_block_elements(slots_);
+    const int64_t new_key_elements = key_block_elements(slots);
+    std::vector<Elem> k(static_cast<size_t>(Hkv_) * new_key_elements);
+    std::vector<Elem> v(static_cast<size_t>(Hkv_) * slots * D_);
     for (int g = 0; g < Hkv_; g++) {
-      std::copy(k_.begin() + g * old_key_floats, k_.begin() + (g + 1) * old_key_floats,
-                k.begin() + g * new_key_floats);
+      std::copy(k_.begin() + g * old_key_elements, k_.begin() + (g + 1) * old_key_elements,
+                k.begin() + g * new_key_elements);
       const int64_t from = static_cast<int64_t>(g) * slots_ * D_, to = g * slots * D_;
       std::copy(v_.begin() + from, v_.begin() + from + slots_ * D_, v.begin() + to);
     }
@@ -452,11 +514,10 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // heads and 1.9 ms with one; now 1.3-1.6 and 0.8 ms. Values stay rows [Hkv, slots, D]
   // (accumulate_values sums whole rows).
   static constexpr int kKeyBlock = 16;
-  static constexpr int kHeadsPerSweep = 4;
-  static_assert(kDecodeChunk % kKeyBlock == 0,
-                "score_heads starts a chunk on a key block");  // query heads scored per pass over a
-                                                               // group's keys
-  std::vector<float> k_, v_;
+  static constexpr int kHeadsPerSweep = 4;  // query heads scored per pass over a group's keys
+  static constexpr int kMaxWideDim = 256;   // head dims a reduced block is widened once for
+  static_assert(kDecodeChunk % kKeyBlock == 0, "score_heads starts a chunk on a key block");
+  std::vector<Elem> k_, v_;
   std::vector<float> scores_;  // [H, capacity]: one score row per query head
   // attend_split's per-(group, chunk, query head) partials: max, exp-sum, output [D].
   std::vector<float> part_max_, part_sum_, part_out_;
@@ -546,11 +607,17 @@ void SoftmaxAttention::backward(const float* q, const float* k, const float* v, 
   }
 }
 
-std::unique_ptr<AttentionDecodeState> SoftmaxAttention::make_decode_state() const {
-  if (window_ > 0) {
-    return std::make_unique<SoftmaxDecodeState>(n_head_, n_kv_head_, head_dim_, window_, true);
+std::unique_ptr<AttentionDecodeState> SoftmaxAttention::new_decode_state(
+    KvCacheFormat format) const {
+  // A window keeps only its last `window_` tokens, in a circular buffer.
+  const int capacity = window_ > 0 ? window_ : block_size_;
+  const bool circular = window_ > 0;
+  if (format == KvCacheFormat::kBf16) {
+    return std::make_unique<SoftmaxDecodeState<uint16_t>>(n_head_, n_kv_head_, head_dim_, capacity,
+                                                          circular);
   }
-  return std::make_unique<SoftmaxDecodeState>(n_head_, n_kv_head_, head_dim_, block_size_, false);
+  return std::make_unique<SoftmaxDecodeState<float>>(n_head_, n_kv_head_, head_dim_, capacity,
+                                                     circular);
 }
 
 std::unique_ptr<Attention> make_softmax_attention(const AttentionContext& ctx) {

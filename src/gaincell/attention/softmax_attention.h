@@ -23,8 +23,11 @@ class SoftmaxAttention : public Attention {
                bool training) override;
   void backward(const float* q, const float* k, const float* v, const float* dout, float* dq,
                 float* dk, float* dv, int B, int T) override;
-  std::unique_ptr<AttentionDecodeState> make_decode_state() const override;
+  bool has_kv_cache() const override { return true; }
   int window() const { return window_; }
+
+ protected:
+  std::unique_ptr<AttentionDecodeState> new_decode_state(KvCacheFormat format) const override;
 
  private:
   int n_head_, n_kv_head_, head_dim_, block_size_, window_;

@@ -10,29 +10,55 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <ctime>
 #include <iterator>
 #include <string_view>
 
 namespace gaincell::blas {
 
+// GEMM accounting, for bench_threads' work-balance analysis: while it is on, every thread adds
+// the CPU time it spends inside sgemm calls (its own share of a product, and its wait for
+// OpenBLAS's workers, which spin) to its own counter, so the analysis can tell the code's own
+// work from OpenBLAS's, which OpenBLAS splits. Off (always, outside that benchmark): one relaxed
+// load per call.
+inline std::atomic<bool> gemm_accounting{false};
+inline thread_local double gemm_thread_cpu_seconds = 0.0;
+
+inline double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// cblas_sgemm, row-major; every product of the library goes through it.
+inline void sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K,
+                  float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+                  float* C, int ldc) {
+  if (!gemm_accounting.load(std::memory_order_relaxed)) {
+    cblas_sgemm(CblasRowMajor, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const double start = thread_cpu_seconds();
+  cblas_sgemm(CblasRowMajor, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  gemm_thread_cpu_seconds += thread_cpu_seconds() - start;
+}
+
 // C[M,N] = alpha * A[M,K] · B[K,N] + beta * C (all row-major, dense leading dims unless given).
 inline void gemm_nn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
                     int ldc, float alpha = 1.0f, float beta = 0.0f) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
-              ldc);
+  sgemm(CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 // C[M,N] = alpha * A[M,K] · B[N,K]ᵀ + beta * C.
 inline void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
                     int ldc, float alpha = 1.0f, float beta = 0.0f) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
-              ldc);
+  sgemm(CblasNoTrans, CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 // C[M,N] = alpha * A[K,M]ᵀ · B[K,N] + beta * C.
 inline void gemm_tn(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C,
                     int ldc, float alpha = 1.0f, float beta = 0.0f) {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
-              ldc);
+  sgemm(CblasTrans, CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // OpenBLAS picks its kernels from the CPU model. Releases older than the CPU (Debian 12 ships

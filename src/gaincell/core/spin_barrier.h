@@ -32,6 +32,14 @@ class SpinBarrier {
  public:
   static constexpr std::chrono::microseconds kSpin{20};
 
+  // How long a waiting thread spins before it sleeps, for every barrier of the process (kSpin by
+  // default). bench_threads' work-balance analysis sets 0 while it runs more threads than cores,
+  // so that the CPU time a thread uses is its work, not its spinning.
+  static void set_spin(std::chrono::microseconds spin) { spin_ns().store(spin.count() * 1000); }
+  static std::chrono::microseconds spin() {
+    return std::chrono::microseconds(spin_ns().load(std::memory_order_relaxed) / 1000);
+  }
+
   // Every one of the `threads` threads calls wait(threads); all return once the last arrived.
   // Writes before wait() are visible to every thread after it.
   void wait(int threads) {
@@ -43,8 +51,9 @@ class SpinBarrier {
       if (sleepers_.load() > 0) wake_all();
       return;
     }
-    const auto give_up = std::chrono::steady_clock::now() + kSpin;
-    for (int i = 1;; ++i) {
+    const auto spin_for = spin();
+    const auto give_up = std::chrono::steady_clock::now() + spin_for;
+    for (int i = 1; spin_for.count() > 0; ++i) {
       if (generation_.load(std::memory_order_acquire) != generation) return;
       pause();
       if (i % 64 == 0 && std::chrono::steady_clock::now() > give_up) break;
@@ -57,6 +66,10 @@ class SpinBarrier {
   }
 
  private:
+  static std::atomic<int64_t>& spin_ns() {
+    static std::atomic<int64_t> ns{std::chrono::nanoseconds(kSpin).count()};
+    return ns;
+  }
   static void pause() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -1201,13 +1201,15 @@ struct DecodeSession::Buffers {
   std::vector<float> nx, nln, nqkv, natt, nfc, nact, nlogits, nstats;
 };
 
-std::unique_ptr<DecodeSession> GPT2Model::start_decoding() {
-  return std::make_unique<DecodeSession>(*this);
+std::unique_ptr<DecodeSession> GPT2Model::start_decoding(KvCacheFormat kv_cache) {
+  return std::make_unique<DecodeSession>(*this, kv_cache);
 }
 
-DecodeSession::DecodeSession(GPT2Model& model) : model_(model), buffers_(new Buffers) {
+DecodeSession::DecodeSession(GPT2Model& model, KvCacheFormat kv_cache)
+    : model_(model), buffers_(new Buffers) {
   const GPT2Config& c = model.config();
-  for (int l = 0; l < c.n_layer; l++) states_.push_back(model.attention(l).make_decode_state());
+  for (int l = 0; l < c.n_layer; l++)
+    states_.push_back(model.attention(l).make_decode_state(kv_cache));
   const RowWidths w(c);
   buffers_->x.resize(w.C);
   buffers_->ln.resize(w.C);

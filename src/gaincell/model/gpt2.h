@@ -177,7 +177,9 @@ class GPT2Model {
   // Bytes held by the activation buffers (forward + backward scratch), for benchmarks.
   size_t activation_bytes() const;
 
-  std::unique_ptr<DecodeSession> start_decoding();
+  // A token-by-token session whose layers keep their KV caches in `kv_cache` (attention.h; the
+  // hardware variants have none and accept only kF32, an Error otherwise).
+  std::unique_ptr<DecodeSession> start_decoding(KvCacheFormat kv_cache = KvCacheFormat::kF32);
 
   // Reduced-precision inference weights (weight_storage.h): packs the digital linear layers'
   // matrices (attention and MLP projections, the tied LM head) in `format`; inference forwards
@@ -275,7 +277,7 @@ using TransformerModel = GPT2Model;
 // Token-by-token inference with one AttentionDecodeState per layer (KV cache or simulated arrays).
 class DecodeSession {
  public:
-  explicit DecodeSession(GPT2Model& model);
+  explicit DecodeSession(GPT2Model& model, KvCacheFormat kv_cache = KvCacheFormat::kF32);
   ~DecodeSession();
   // Feeds one token at position position(); returns the logits [vocab_size] for the next token.
   const float* step(int32_t token);
