@@ -18,6 +18,7 @@
 #include "gaincell/core/error.h"
 #include "gaincell/core/npy.h"
 #include "gaincell/device/noise.h"
+#include "gaincell/device/output_stage.h"
 #include "gaincell/device/quantizer.h"
 
 using namespace gaincell;
@@ -702,4 +703,49 @@ TEST(HeadArray, FloatStorageWhereStoredVoltagesAreNotLevels) {
     EXPECT_FALSE(HeadArray(hw, 8, 1).level_coded()) << variant.name;
   }
   EXPECT_TRUE(HeadArray(small_hw("paper-nonlinear", 64, 16), 8, 1).level_coded());
+}
+
+// read() converts and sums all output columns at once; each must be OutputStage::combine of that
+// column's tile values (the plain per-column form), to the bit, counter counts included.
+TEST(HeadArray, OutputsAreTheOutputStagesCombinationOfTheTileValues) {
+  const std::vector<Variant> variants = {
+      {"code-grid", [](HwConfig&) {}},
+      {"counter-grid", [](HwConfig& h) { h.out_grid = OutputGrid::kCounter; }},
+      {"tile-mean", [](HwConfig& h) { h.out_mode = OutputQuantMode::kTileMean; }},
+      {"inverted-read-noise-a",
+       [](HwConfig& h) {
+         h.polarity = Polarity::kInverted;
+         h.noise.read_noise_a = 0.1;
+       }},
+      {"out-quantiser-off", [](HwConfig& h) { h.out.enabled = false; }},
+  };
+  const int D = 40, T = 90;
+  for (const Variant& variant : variants) {
+    HwConfig hw = small_hw("paper-nonlinear", 64, 16);
+    hw.a_sat = 4.0;  // tile values across the clamp range
+    variant.edit(hw);
+    HeadArray head(hw, D, 2);
+    const OutputStage stage(hw);
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    const Quantizer kz(hw.k), vz(hw.v), qz(hw.q);
+    std::vector<float> k(D), v(D), q(D), out(D), column;
+    for (int t = 0; t < T; ++t) {
+      for (auto& x : k) x = kz(u(rng));
+      for (auto& x : v) x = vz(u(rng));
+      for (auto& x : q) x = qz(u(rng));
+      head.write(k.data(), v.data());
+      head.read(q.data(), out.data());
+      const int active = (std::min(t + 1, hw.window) + hw.array_size - 1) / hw.array_size;
+      int64_t levels = 0;
+      for (int d = 0; d < D; ++d) {
+        column.clear();
+        for (int tile = 0; tile < active; ++tile)
+          column.push_back(head.last_tile_outputs()[static_cast<size_t>(tile) * D + d]);
+        ASSERT_EQ(bits(out[d]), bits(stage.combine(column.data(), active, &levels)))
+            << variant.name << " t=" << t << " d=" << d;
+      }
+      ASSERT_EQ(head.last_step_events().counter_increments, levels) << variant.name << " t=" << t;
+    }
+  }
 }
