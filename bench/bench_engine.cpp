@@ -125,7 +125,8 @@ void adamw_step(GPT2Model& m, std::vector<float>& mom, std::vector<float>& var, 
 // Grouped-query attention's KV-cache traffic (issue 12: each K/V head is read once per group):
 // one decode attention step of 32 query heads (D = 64) over a long softmax KV cache with 32, 8,
 // 4 and 1 key/value heads. When each cached row is read once per group, the time follows the
-// cache's bytes (2 x Hkv x ctx x D x 4) rather than the query heads' count.
+// cache's bytes (2 x Hkv x ctx x D x 4 bytes; 2 bytes an element with --kv-cache bf16), not the
+// query heads' count.
 nlohmann::json measure_gqa_decode(int reps, gaincell::KvCacheFormat kv_cache) {
   const int H = 32, D = 64, ctx = 8192;
   nlohmann::json out = {{"n_head", H},
@@ -228,6 +229,24 @@ nlohmann::json measure_attention_layer(const GPT2Config& c, int reps) {
   return out;
 }
 
+// Bytes of attention state one decode step of `session` reads: the softmax KV cache (every
+// key/value head once, `length` tokens, in the cache's format) or, for the gain-cell variants,
+// the session's own arrays as they are stored now (level codes or fp32; at most a window).
+double attention_state_bytes(const gaincell::DecodeSession& session, const GPT2Config& config,
+                             gaincell::KvCacheFormat kv_cache, double length) {
+  if (!gaincell::is_gaincell_attention(config.attention)) {
+    return 2.0 * gaincell::kv_cache_element_bytes(kv_cache) * config.n_layer * config.kv_heads() *
+           config.head_dim() * length;
+  }
+  double bytes = 0.0;
+  for (int l = 0; l < session.num_layers(); ++l) {
+    const auto& arrays = dynamic_cast<const gaincell::GainCellDecodeState&>(session.state(l));
+    for (int g = 0; g < config.kv_heads(); ++g)
+      bytes += static_cast<double>(arrays.head(g).state_bytes_per_read());
+  }
+  return bytes;
+}
+
 // Decode tokens/s with f32, bf16 and q8 weights, at a context of 512 (as decode_ctx512) and at 64,
 // where the KV cache the attention reads per token is small beside the weights (a quarter of q8's
 // weight bytes at 512 in GPT-2 124M, under 4 % at 64), so the speed-ups show the formats
@@ -274,18 +293,13 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
     }
     const std::string key = context_wanted == 512 ? "decode_weights" : "decode_weights_ctx64";
     const double f32_best = *std::min_element(seconds[0].begin(), seconds[0].end());
-    // The softmax cache read per step (every key/value head once, at the rounds' mean length).
-    // The gain-cell arrays instead hold a 1-byte level code per cell where every stored voltage is
-    // a DAC level (gaincell/array/head_array.h), else fp32, over at most a window of slots.
-    double bytes_per_value = gaincell::kv_cache_element_bytes(kv_cache);
-    double slots = context + steps / 2;
-    if (gaincell::is_gaincell_attention(config.attention)) {
-      const gaincell::HwConfig hw = gaincell::gaincell_variant_hw(config.attention, config.hw);
-      bytes_per_value = gaincell::HeadArray(hw, config.head_dim(), 0).level_coded() ? 1.0 : 4.0;
-      slots = std::min<double>(slots, hw.window);
-    }
+    // The attention state read per step at the rounds' mean length: a copy of the f32 session
+    // advanced by half the steps (the gain-cell arrays as they are stored: 1-byte level codes
+    // where every stored voltage is a DAC level, gaincell/array/head_array.h, else fp32).
+    auto midway = prefilled[0]->clone();
+    for (int s = 0; midway && s < steps / 2; s++) midway->step(prompt[context + s]);
     const double kv_bytes =
-        2.0 * bytes_per_value * config.n_layer * config.kv_heads() * config.head_dim() * slots;
+        midway ? attention_state_bytes(*midway, config, kv_cache, context + steps / 2) : 0.0;
     const double f32_weight_bytes = 4.0 * f32_model.num_params();
     for (int f = 0; f < 3; ++f) {
       std::vector<double> ratios;
@@ -452,9 +466,7 @@ int run(int argc, char** argv) {
     const double position_table =
         config.is_gpt2() ? static_cast<double>(config.block_size) * config.n_embd : 0.0;
     const double bytes_per_token = 4.0 * (model->num_params() - position_table) +
-                                   2.0 * gaincell::kv_cache_element_bytes(kv_cache) *
-                                       config.n_layer * config.kv_heads() * config.head_dim() *
-                                       ctx_mid;
+                                   attention_state_bytes(*session, config, kv_cache, ctx_mid);
     const double gbps = tokens_per_s * bytes_per_token / 1e9;
     out["decode_ctx512"] = {{"tokens_per_s", tokens_per_s},
                             {"gb_per_s", gbps},

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -59,13 +60,21 @@ std::vector<int> thread_counts(int max_threads) {
   return counts;
 }
 
+// "4,8,16" -> {4, 8, 16}; "none" -> {}. Every entry a whole number in 1 .. 4096.
 std::vector<int> parse_counts(const std::string& list) {
   std::vector<int> counts;
+  if (list == "none") return counts;
   size_t start = 0;
-  while (start < list.size()) {
+  while (start <= list.size()) {
     const size_t end = std::min(list.find(',', start), list.size());
-    const int n = std::stoi(list.substr(start, end - start));
-    if (n < 1 || n > 4096) throw std::runtime_error("--balance: thread counts are 1 to 4096");
+    const std::string item = list.substr(start, end - start);
+    const bool digits =
+        !item.empty() && item.size() <= 4 &&
+        std::all_of(item.begin(), item.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const int n = digits ? std::stoi(item) : 0;
+    if (n < 1 || n > 4096)
+      throw std::runtime_error("--balance: '" + item + "' is not a thread count from 1 to 4096 (" +
+                               "give a comma-separated list, or none)");
     counts.push_back(n);
     start = end + 1;
   }
@@ -160,6 +169,17 @@ int run(int argc, char** argv) {
     }
   }
   max_threads = std::max(1, max_threads);
+  const std::vector<int> balance_counts = parse_counts(balance);
+  // The balance counts a thread's CPU time as its work: threads that spin while they wait would
+  // count their waiting as work.
+  std::string policy = gaincell::bench::omp_wait_policy();
+  for (char& c : policy) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!balance_counts.empty() && policy != "passive") {
+    throw std::runtime_error(
+        "--balance needs OMP_WAIT_POLICY=passive (the default this program "
+        "sets); got '" +
+        gaincell::bench::omp_wait_policy() + "'");
+  }
   const GPT2Config config = GPT2Config::named(model_name);
   GPT2Model model(config);
   model.init_random(1);
@@ -217,12 +237,12 @@ int run(int argc, char** argv) {
                            {"decode_efficiency", dec / decode_1 / n}});
     std::cerr << "bench_threads: " << n << " threads done\n";
   }
-  if (balance != "none") {
+  if (!balance_counts.empty()) {
     std::vector<int32_t> targets(tokens.begin() + 1, tokens.end());
     targets.push_back(-1);
     const auto saved_spin = SpinBarrier::spin();
     SpinBarrier::set_spin(std::chrono::microseconds(0));
-    for (int n : parse_counts(balance)) {
+    for (int n : balance_counts) {
       omp_set_num_threads(n);
       blas::set_num_threads(n);
       // Warm-up: the team's threads, OpenBLAS's and the buffers exist before counting.

@@ -173,6 +173,33 @@ TEST(GainCellAttention, DecodeEqualsMaskedWholeSequenceWhenSliding) {
   check_decode_equals_whole_sequence(128, 300);
 }
 
+// The decode state's own write path (scalers, clamp, the DAC quantisers of quantise_head_inputs,
+// then HeadArray::write) must hand the arrays voltages that are exactly DAC levels, so that every
+// head keeps its 1-byte level codes (head_array.h "Storage"). Results are bit-identical either
+// way, so only this check notices a quantiser change that sends every head to fp32 storage.
+TEST(GainCellAttention, DecodeKeepsTheArraysInLevelCodes) {
+  for (const char* variant : {"gaincell-nonlinear", "gaincell-linear"}) {
+    SCOPED_TRACE(variant);
+    const int H = 3, D = 16, T = 100;
+    HwConfig hw = gaincell_default_hw(variant);
+    hw.window = 64;
+    hw.array_size = 32;
+    GainCellAttention attn(variant, context(hw, H, D));
+    auto state = attn.make_decode_state();
+    const auto q = random_vector(static_cast<size_t>(H) * D * T, 31, 0.6f);
+    const auto k = random_vector(q.size(), 32, 0.6f);
+    const auto v = random_vector(q.size(), 33, 0.6f);
+    std::vector<float> out(static_cast<size_t>(H) * D);
+    for (int t = 0; t < T; ++t) {
+      const size_t at = static_cast<size_t>(t) * H * D;
+      state->append(k.data() + at, v.data() + at);
+      state->attend(q.data() + at, out.data());
+    }
+    const auto& arrays = dynamic_cast<const GainCellDecodeState&>(*state);
+    for (int g = 0; g < H; ++g) EXPECT_TRUE(arrays.head(g).level_coded()) << "head " << g;
+  }
+}
+
 // Exact scaler gradients (ideal preset: linear cell, no quantisers) by central differences of
 // L = sum dy . y with respect to every a and b of every head. The inputs keep every clamp away
 // from its kinks (Q in (0,1), K in (0.45, 0.9) so 0 < S < 80, small V so |A| < 40), where

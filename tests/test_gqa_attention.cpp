@@ -305,7 +305,8 @@ namespace {
 // region: the cache split over chunks of keys as well as groups, split softmax, every thread busy
 // even with one KV head) equals the plain per-group loop of attend(), for multi-head, grouped and
 // multi-query attention and for a sliding window's circular cache, at lengths below, at and past
-// one chunk of 128 keys; and it gives the same bits on 1, 2 and 3 threads.
+// one chunk of 128 keys; and it gives the same bits on 1, 2 and 3 threads; with the cache in
+// fp32 and in bf16 (--kv-cache bf16).
 TEST(GqaDecode, AttendOnTeamEqualsThePlainLoopOnAnyTeam) {
   const int heads = 8, dim = 16, capacity = 400;
   for (KvCacheFormat format : {KvCacheFormat::kF32, KvCacheFormat::kBf16}) {

@@ -262,6 +262,42 @@ TEST(SoftmaxAttention, DecodeCacheMatchesADirectSoftmaxForEveryGroupSize) {
 
 // A hardware variant holds keys and values in its simulated arrays: asking it for a reduced KV
 // cache is an error that names the variant, never a silently ignored option.
+// A head wider than kMaxWideDim (256) widens a bf16 cache's keys and values as it reads them
+// instead of once per group on the stack: the same direct softmax over the rounded history.
+TEST(SoftmaxAttention, Bf16CacheOfAWideHeadMatchesADirectSoftmax) {
+  const int H = 4, Hkv = 2, D = 264, steps = 21;
+  AttentionContext ctx = context(H, D, 32, 0);
+  ctx.n_kv_head = Hkv;
+  auto state = make_attention("softmax", ctx)->make_decode_state(KvCacheFormat::kBf16);
+  std::vector<std::vector<float>> keys, values;
+  std::vector<float> out(static_cast<size_t>(H) * D);
+  for (int t = 0; t < steps; t++) {
+    keys.push_back(random_vector(static_cast<size_t>(Hkv) * D, 300 + t));
+    values.push_back(random_vector(static_cast<size_t>(Hkv) * D, 400 + t));
+    const auto q = random_vector(out.size(), 500 + t, 0.2f);
+    state->append(keys[t].data(), values[t].data());
+    state->attend(q.data(), out.data());
+    for (int h = 0; h < H; h++) {
+      const int g = h / (H / Hkv);
+      std::vector<double> p;
+      double mx = -1e300, sum = 0.0;
+      for (int j = 0; j <= t; j++) {
+        double s = 0.0;
+        for (int d = 0; d < D; d++) s += double(q[h * D + d]) * round_to_bf16(keys[j][g * D + d]);
+        p.push_back(s / std::sqrt(double(D)));
+        mx = std::max(mx, p.back());
+      }
+      for (double& x : p) sum += (x = std::exp(x - mx));
+      for (int d = 0; d < D; d++) {
+        double o = 0.0;
+        for (int j = 0; j <= t; j++) o += p[j] * round_to_bf16(values[j][g * D + d]);
+        ASSERT_NEAR(out[h * D + d], o / sum, 1e-5 * (1.0 + std::fabs(o / sum)))
+            << "t=" << t << " h=" << h << " d=" << d;
+      }
+    }
+  }
+}
+
 TEST(SoftmaxAttention, OnlyTheSoftwareVariantsHaveAKvCacheFormat) {
   EXPECT_EQ(parse_kv_cache_format("bf16"), KvCacheFormat::kBf16);
   EXPECT_EQ(parse_kv_cache_format("f32"), KvCacheFormat::kF32);

@@ -2,6 +2,7 @@
 // simulated arrays of the attention variant).
 //   gaincell generate --model DIR --prompt TEXT --max-new-tokens N [--temperature T --top-k K
 //                     --seed S] [--attention NAME --window W --hw NAME|FILE] [--json]
+//                     [--weights f32|bf16|q8] [--kv-cache f32|bf16]
 #include <cstdio>
 #include <iostream>
 #include <memory>

@@ -282,8 +282,9 @@ class SoftmaxDecodeState : public AttentionDecodeState {
   // score_keys for NR consecutive query heads (q: the first one's query; scores: its row). Per
   // key block, 16 keys at once: acc[r][l] += q_r[d] k_(16b + l)[d] over d, a broadcast times a
   // contiguous 16-wide slice of the block, no horizontal sum per key.
-  // A reduced cache's block is widened to fp32 once (into `wide`, on the stack) when several
-  // query heads read it and it is small enough (D <= kMaxWideDim), rather than once per head.
+  // A reduced cache's block is widened to fp32 once per pass (into `wide`, on the stack) when
+  // several query heads read it in the pass and it is small enough (D <= kMaxWideDim), rather
+  // than once per head.
   template <int NR>
   void score_heads(const float* q, int g, int j0, int j1, float scale, float* scores) const {
     constexpr bool kWidenOnce = !std::is_same_v<Elem, float> && NR > 1;
@@ -291,29 +292,39 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     for (int j = j0; j < j1; j += kKeyBlock) {
       const Elem* block = key_block(g, j / kKeyBlock);
       float acc[NR][kKeyBlock] = {};
-      if (kWidenOnce && D_ <= kMaxWideDim) {
-        widen_elements(block, D_ * kKeyBlock, wide);
-        block_scores<NR>(q, wide, acc[0]);
+      if constexpr (kWidenOnce) {
+        if (D_ <= kMaxWideDim) {
+          widen_elements(block, D_ * kKeyBlock, wide);
+          block_scores(q, wide, acc);
+        } else {
+          block_scores(q, block, acc);
+        }
       } else {
-        block_scores<NR>(q, block, acc[0]);
+        block_scores(q, block, acc);
       }
-      const int valid = std::min(kKeyBlock, j1 - j);
-      for (int r = 0; r < NR; r++)
-        for (int l = 0; l < valid; l++) scores[r * capacity_ + j + l] = acc[r][l] * scale;
+      store_block_scores(acc, j, j1, scale, scores);
     }
   }
 
-  // acc[r][l] += q_r . k_l over the dims of one key block [D][kKeyBlock] (of E: fp32, or the
-  // cache's elements, widened as they are read).
-  // acc is [NR][kKeyBlock].
-  template <int NR, typename E>
-  void block_scores(const float* q, const E* block, float* acc) const {
+  // The block's scores (keys j .. j + 15, those below j1) into the score rows of its NR heads.
+  template <int NR, int W>
+  void store_block_scores(const float (&acc)[NR][W], int j, int j1, float scale,
+                          float* scores) const {
+    const int valid = std::min(W, j1 - j);
+    for (int r = 0; r < NR; r++)
+      for (int l = 0; l < valid; l++) scores[r * capacity_ + j + l] = acc[r][l] * scale;
+  }
+
+  // acc[r][l] += q_r . k_l over the dims of one key block [D][W] (W = kKeyBlock keys; of E:
+  // fp32, or the cache's elements, widened as they are read).
+  template <int NR, int W, typename E>
+  void block_scores(const float* q, const E* block, float (&acc)[NR][W]) const {
     for (int d = 0; d < D_; d++) {
-      const E* kd = block + d * kKeyBlock;
+      const E* kd = block + d * W;
       for (int r = 0; r < NR; r++) {
         const float qd = q[r * D_ + d];
 #pragma omp simd
-        for (int l = 0; l < kKeyBlock; l++) acc[r * kKeyBlock + l] += qd * widen(kd[l]);
+        for (int l = 0; l < W; l++) acc[r][l] += qd * widen(kd[l]);
       }
     }
   }
@@ -335,12 +346,14 @@ class SoftmaxDecodeState : public AttentionDecodeState {
     int j = j0;
     for (; j + 4 <= j1; j += 4) {
       const Elem* rows = head_row(v_, g, j);  // rows j .. j + 3 are consecutive
-      if (kReduced && rep > 1 && D <= kMaxWideDim) {
-        widen_elements(rows, 4 * D, wide);
-        add_four_rows(probs, j, wide, o);
-      } else {
-        add_four_rows(probs, j, rows, o);
+      if constexpr (kReduced) {
+        if (rep > 1 && D <= kMaxWideDim) {
+          widen_elements(rows, 4 * D, wide);
+          add_four_rows(probs, j, wide, o);
+          continue;
+        }
       }
+      add_four_rows(probs, j, rows, o);
     }
     for (; j < j1; j++) {
       const Elem* vj = head_row(v_, g, j);

@@ -1,5 +1,6 @@
 // bfloat16 (the upper 16 bits of an IEEE binary32) conversions, shared by the reduced-precision
-// weights (model/weight_storage.h) and the leakage-cast reproduction option (hw_config.h).
+// weights (model/weight_storage.h), the bf16 KV cache (attention/softmax_attention.cpp) and the
+// leakage-cast reproduction option (hw_config.h).
 // float -> bf16 rounds to nearest, ties to even, as PyTorch's .to(torch.bfloat16) and GPU autocast
 // do; NaN stays NaN (quiet), infinities stay infinities. bf16 -> float is exact.
 #pragma once

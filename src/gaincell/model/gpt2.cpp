@@ -1206,7 +1206,7 @@ std::unique_ptr<DecodeSession> GPT2Model::start_decoding(KvCacheFormat kv_cache)
 }
 
 DecodeSession::DecodeSession(GPT2Model& model, KvCacheFormat kv_cache)
-    : model_(model), buffers_(new Buffers) {
+    : model_(model), kv_cache_(kv_cache), buffers_(new Buffers) {
   const GPT2Config& c = model.config();
   for (int l = 0; l < c.n_layer; l++)
     states_.push_back(model.attention(l).make_decode_state(kv_cache));
@@ -1284,7 +1284,7 @@ const float* DecodeSession::prefill(const int32_t* tokens, int n) {
 }
 
 std::unique_ptr<DecodeSession> DecodeSession::clone() const {
-  auto copy = std::make_unique<DecodeSession>(model_);
+  auto copy = std::make_unique<DecodeSession>(model_, kv_cache_);
   for (size_t l = 0; l < states_.size(); l++) {
     copy->states_[l] = states_[l]->clone();
     if (!copy->states_[l]) return nullptr;

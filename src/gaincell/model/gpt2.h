@@ -331,6 +331,7 @@ class DecodeSession {
   // position.
   int32_t embed_at_position(int32_t token);
   GPT2Model& model_;
+  KvCacheFormat kv_cache_;  // how the layers' states store keys and values (clone() keeps it)
   std::vector<std::unique_ptr<AttentionDecodeState>> states_;
   std::unique_ptr<Buffers> buffers_;
   int64_t position_ = 0;
