@@ -30,13 +30,6 @@ using namespace gaincell::bench;
 
 namespace {
 
-// CPU time of the calling thread: robust against other processes sharing the cores.
-double thread_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 struct StepTime {
   double wall = 0, cpu = 0;  // seconds per decode step
   double state_bytes = 0;    // stored K/V state one read streams (a full window)

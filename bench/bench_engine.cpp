@@ -53,6 +53,7 @@ using gaincell::bench::best_time;
 using gaincell::bench::Clock;
 using gaincell::bench::measure_sgemm_gflops;
 using gaincell::bench::measure_triad_gbps;
+using gaincell::bench::process_cpu_seconds;
 using gaincell::bench::random_tokens;
 using gaincell::bench::seconds_since;
 
@@ -161,12 +162,6 @@ nlohmann::json measure_gqa_decode(int reps, gaincell::KvCacheFormat kv_cache) {
   }
   out["triad_gbps"] = 0.5 * (triad_before + measure_triad_gbps(reps));
   return out;
-}
-
-double process_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 // One attention layer of the model's shape on random inputs in the hardware ranges: forward at

@@ -81,12 +81,6 @@ std::vector<int> parse_counts(const std::string& list) {
   return counts;
 }
 
-double clock_seconds(clockid_t clock) {
-  timespec ts{};
-  clock_gettime(clock, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 // One reading per thread of an n-thread OpenMP team (index = thread number), taken inside a team
 // of n: libgomp keeps its pool, so the passes' own regions of n threads run on these threads.
 struct TeamReading {
@@ -101,7 +95,7 @@ TeamReading read_team(int n) {
   {
     const int i = omp_get_thread_num();
     r.ids[i] = pthread_self();
-    r.cpu_s[i] = blas::thread_cpu_seconds();
+    r.cpu_s[i] = thread_cpu_seconds();
     r.gemm_s[i] = blas::gemm_thread_cpu_seconds;
   }
   return r;
@@ -113,11 +107,11 @@ template <class F>
 nlohmann::json work_balance(int n, F&& fn) {
   blas::gemm_accounting = true;
   const TeamReading before = read_team(n);
-  const double process_before = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
+  const double process_before = process_cpu_seconds();
   const auto start = Clock::now();
   fn();
   const double wall = seconds_since(start);
-  const double process = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - process_before;
+  const double process = process_cpu_seconds() - process_before;
   const TeamReading after = read_team(n);
   blas::gemm_accounting = false;
   if (!std::equal(before.ids.begin(), before.ids.end(), after.ids.begin(), pthread_equal))

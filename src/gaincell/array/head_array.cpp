@@ -181,7 +181,6 @@ HeadArray::HeadArray(const HwConfig& hw, int head_dim, uint64_t seed, HeadArrayS
   pulsed_rows_.assign(head_dim_, 0);
   weights_.assign(3 * static_cast<size_t>(array_size_), 0.0f);
   weight_slots_.assign(array_size_, 0);
-  column_.assign(num_tiles_, 0.0f);
 }
 
 void HeadArray::reset() {
@@ -632,27 +631,9 @@ void HeadArray::read(const float* q_pulses, float* out) {
       x[d] = output_stage_.normalise(a);
     }
   }
-  if (output_stage_.tile_mean()) {
-    for (int d = 0; d < head_dim_; ++d) {
-      for (int tile = 0; tile < active_tiles; ++tile)
-        column_[tile] = tile_out_[static_cast<size_t>(tile) * head_dim_ + d];
-      out[d] = output_stage_.combine(column_.data(), active_tiles, &step.counter_increments);
-    }
-  } else {
-    // Per-tile conversion summed in tile order, as OutputStage::combine does for one column, here
-    // for all columns at once (vectorised over the columns; the same bits).
-    std::fill(out, out + head_dim_, 0.0f);
-    int64_t levels = 0;
-    for (int tile = 0; tile < active_tiles; ++tile) {
-      const float* x = tile_out_.data() + static_cast<size_t>(tile) * head_dim_;
-      for (int d = 0; d < head_dim_; ++d) {
-        const float c = output_stage_.convert(x[d]);
-        levels += output_stage_.counter_level(c);
-        out[d] += c;
-      }
-    }
-    step.counter_increments += levels;
-  }
+  // The output converters and the digital sum over the tiles, all columns at once.
+  output_stage_.combine_columns(tile_out_.data(), active_tiles, head_dim_, out,
+                                &step.counter_increments);
 
   // Events of this read (definitions in ArrayEvents).
   for (int d = 0; d < head_dim_; ++d) {

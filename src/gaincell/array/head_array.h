@@ -183,7 +183,6 @@ class HeadArray {
   std::vector<int> pulsed_rows_;           // ... and their rows
   mutable std::vector<float> weights_;     // [3][array_size] per-power weights of a tile's slots
   mutable std::vector<int> weight_slots_;  // [array_size]
-  std::vector<float> column_;              // [num_tiles] one output column across tiles
 };
 
 }  // namespace gaincell

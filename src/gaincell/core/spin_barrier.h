@@ -35,9 +35,9 @@ class SpinBarrier {
   // How long a waiting thread spins before it sleeps, for every barrier of the process (kSpin by
   // default). bench_threads' work-balance analysis sets 0 while it runs more threads than cores,
   // so that the CPU time a thread uses is its work, not its spinning.
-  static void set_spin(std::chrono::microseconds spin) { spin_ns().store(spin.count() * 1000); }
+  static void set_spin(std::chrono::microseconds spin) { spin_us_.store(spin.count()); }
   static std::chrono::microseconds spin() {
-    return std::chrono::microseconds(spin_ns().load(std::memory_order_relaxed) / 1000);
+    return std::chrono::microseconds(spin_us_.load(std::memory_order_relaxed));
   }
 
   // Every one of the `threads` threads calls wait(threads); all return once the last arrived.
@@ -66,10 +66,7 @@ class SpinBarrier {
   }
 
  private:
-  static std::atomic<int64_t>& spin_ns() {
-    static std::atomic<int64_t> ns{std::chrono::nanoseconds(kSpin).count()};
-    return ns;
-  }
+  static inline std::atomic<int64_t> spin_us_{kSpin.count()};
   static void pause() {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -9,6 +9,7 @@
 // written, in-window token), which equals the flash code's ceil(T/64) for T <= window.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -53,6 +54,31 @@ class OutputStage {
       sum += c;
     }
     return sum;
+  }
+  // combine() for `columns` columns at once: x is [n][columns] (tile-major), out[columns]. The
+  // same bits as combine() per column (each column's tiles in order), vectorised over columns.
+  void combine_columns(const float* x, int n, int columns, float* out, int64_t* levels) const {
+    std::fill(out, out + columns, 0.0f);
+    if (n == 0) return;
+    int64_t count = 0;
+    if (tile_mean_) {
+      for (int i = 0; i < n; ++i)
+        for (int d = 0; d < columns; ++d) out[d] += x[static_cast<size_t>(i) * columns + d];
+      for (int d = 0; d < columns; ++d) {
+        const float c = convert(out[d] / static_cast<float>(n));
+        count += counter_level(c);
+        out[d] = static_cast<float>(n) * c;
+      }
+    } else {
+      for (int i = 0; i < n; ++i) {
+        for (int d = 0; d < columns; ++d) {
+          const float c = convert(x[static_cast<size_t>(i) * columns + d]);
+          count += counter_level(c);
+          out[d] += c;
+        }
+      }
+    }
+    *levels += count;
   }
   bool tile_mean() const { return tile_mean_; }
   const Quantizer& quantizer() const { return quantizer_; }
