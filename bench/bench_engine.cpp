@@ -270,6 +270,8 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
     std::vector<std::unique_ptr<gaincell::DecodeSession>> prefilled;
     for (GPT2Model* m : models) {
       prefilled.push_back(m->start_decoding(kv_cache));
+      // Room for the timed steps (clones keep it): no cache grows inside a round.
+      prefilled.back()->reserve(context + steps);
       prefilled.back()->prefill(prompt.data(), context);
     }
     // seconds[f][round]; round 0 is a warm-up.
@@ -279,6 +281,7 @@ nlohmann::json measure_weight_formats(const GPT2Config& config, GPT2Model& f32_m
         auto session = prefilled[f]->clone();
         if (!session) {  // a decode state that cannot be copied: prefill again
           session = models[f]->start_decoding(kv_cache);
+          session->reserve(context + steps);
           session->prefill(prompt.data(), context);
         }
         const auto start = Clock::now();
@@ -451,6 +454,7 @@ int run(int argc, char** argv) {
     const int context = std::min(512, config.block_size - steps);
     const auto prompt = random_tokens(context + steps, config.vocab_size, 4);
     auto session = model->start_decoding(kv_cache);
+    session->reserve(context + steps);
     const double triad_before = measure_triad_gbps(reps);
     const double best = best_decode_seconds(*session, prompt, context, steps, reps);
     const double triad_gbps = 0.5 * (triad_before + measure_triad_gbps(reps));

@@ -204,6 +204,7 @@ int run(int argc, char** argv) {
     const double triad = measure_triad_gbps(reps);
     const double t_fwd = best_time(reps, [&] { model.forward(tokens.data(), nullptr, 1, T); });
     auto session = model.start_decoding();
+    session->reserve(context + steps);
     double t_dec = 1e30;
     for (int r = 0; r <= reps; ++r) {
       session->reset();
@@ -242,6 +243,7 @@ int run(int argc, char** argv) {
       // Warm-up: the team's threads, OpenBLAS's and the buffers exist before counting.
       model.forward(tokens.data(), targets.data(), 1, T);
       auto session = model.start_decoding();
+      session->reserve(context + steps);
       session->prefill(prompt.data(), context);
       out["balance"].push_back(
           {{"threads", n},

@@ -198,6 +198,38 @@ TEST_P(DecodeMatchesForward, PrefillThenStepEqualsWholeSequenceLogits) {
   EXPECT_THROW(session->prefill(tokens.data(), 3), Error);  // not at position 0
 }
 
+// A KV cache doubles as it fills (32, 64, ... rows), copying its rows at that step; reserve()
+// allocates the rows up front. Only where the rows lie changes, not what is summed in which order,
+// so a reserved session (before the prompt, or midway, or for more than block_size tokens) gives
+// the same logits, bit for bit, as one that grows. Both cache formats.
+TEST_P(DecodeMatchesForward, ReservedSessionsDecodeBitForBitAsGrowingOnes) {
+  const auto [variant, window] = GetParam();
+  GPT2Config c = small_config(variant, window);
+  c.block_size = 80;  // past two doublings
+  GPT2Model m(c);
+  randomize(m, 23);
+  const int T = 75;
+  const auto tokens = random_tokens(T, 37, 24);
+  for (KvCacheFormat format : {KvCacheFormat::kF32, KvCacheFormat::kBf16}) {
+    SCOPED_TRACE(kv_cache_format_name(format));
+    auto growing = m.start_decoding(format), reserved = m.start_decoding(format),
+         midway = m.start_decoding(format);
+    reserved->reserve(T);
+    const float* a = growing->prefill(tokens.data(), 5);
+    const float* b = reserved->prefill(tokens.data(), 5);
+    midway->prefill(tokens.data(), 5);
+    midway->reserve(10 * c.block_size);  // capped at block_size
+    for (int t = 5; t < T; t++) {
+      ASSERT_TRUE(std::equal(a, a + 37, b)) << "t=" << t;
+      a = growing->step(tokens[t]);
+      b = reserved->step(tokens[t]);
+      const float* d = midway->step(tokens[t]);
+      ASSERT_TRUE(std::equal(a, a + 37, d)) << "t=" << t;
+    }
+    EXPECT_THROW(growing->reserve(-1), Error);
+  }
+}
+
 TEST(GPT2Model, SlidingWindowChangesLogitsOnlyBeyondTheWindow) {
   GPT2Model full(small_config("softmax")), windowed(small_config("sliding", 6));
   randomize(full, 5);

@@ -242,6 +242,27 @@ void check_no_temporaries(const fs::path& dir) {
     EXPECT_FALSE(is_temporary(e.path())) << e.path();
 }
 
+// A kill after `latest` names the final checkpoint but before the older ones are removed leaves
+// two complete checkpoints. A resume at the last step trains and commits nothing, so the resume
+// itself finishes the removal (the random kills below hit that window now and then).
+TEST(KillResume, ResumeAtTheLastStepFinishesAnInterruptedRemoval) {
+  TempDir dir;
+  write_inputs(dir.path());
+  const fs::path out = dir.path() / "out";
+  ASSERT_EQ(wait_exit(spawn(dir.path(), train_args(dir.path(), out))), 0);
+  const nlohmann::json finished = results_of(out);
+  const fs::path latest = fs::canonical(out / "latest");
+  fs::copy(latest, out / "checkpoints" / "step-interrupted", fs::copy_options::recursive);
+  auto checkpoints = [&] {
+    return std::distance(fs::directory_iterator(out / "checkpoints"), fs::directory_iterator());
+  };
+  ASSERT_EQ(checkpoints(), 2);
+  ASSERT_EQ(wait_exit(spawn(dir.path(), {"train", "--resume", out.string()})), 0);
+  EXPECT_EQ(checkpoints(), 1);
+  EXPECT_EQ(fs::canonical(out / "latest"), latest);
+  EXPECT_EQ(results_of(out), finished);
+}
+
 TEST(KillResume, RandomKillsLeaveCompleteCheckpointsAndBitIdenticalResults) {
   if (std::getenv("GAINCELL_SANITIZED")) GTEST_SKIP() << "slow; covered by the Release pass";
   TempDir dir;

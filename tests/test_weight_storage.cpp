@@ -255,6 +255,40 @@ TEST(WeightStorage, Q8WeightTooLargeForAnFp16ScaleIsAnError) {
   EXPECT_EQ(llama.weight_format(), WeightFormat::kQ8);
 }
 
+// q8 and bf16 store rows in groups of four, interleaved by tiles of 64 bytes (64 q8 or 32 bf16
+// columns), the columns past the last whole tile after them and the rows past the last whole
+// group row-major (kTileGroupRows). Every split of a shape into those parts: every weight comes
+// back from its own place (bf16: its rounding; q8: within half a step of its block's scale), the
+// fast kernels (four rows of a group at once, single rows) agree with the plain loops, and
+// dequantised rows equal at().
+TEST(WeightStorage, TilesHoldEveryShapeOfGroupsAndTails) {
+  for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kQ8})
+    for (int rows : {1, 3, 4, 5, 8, 11}) {
+      for (int cols : {1, 16, 31, 32, 48, 63, 64, 65, 96, 128, 130, 200}) {
+        SCOPED_TRACE(to_string(f) + " " + std::to_string(rows) + " x " + std::to_string(cols));
+        const auto w = normal_values(static_cast<size_t>(rows) * cols, 30 + cols, 0.5f);
+        const PackedMatrix m = PackedMatrix::from_rows(f, w.data(), rows, cols);
+        if (f == WeightFormat::kQ8) {
+          expect_q8_weight_rule(w, rows, cols, m);
+        } else {
+          for (int r = 0; r < rows; ++r)
+            for (int c = 0; c < cols; ++c)
+              ASSERT_EQ(m.at(r, c), bf16_bits_to_float(float_to_bf16_bits(w[r * cols + c])));
+        }
+        const auto x = normal_values(cols, 31);
+        std::vector<float> fast(rows), ref(rows);
+        m.gemv(x.data(), fast.data(), false);
+        packed_gemv_reference(m, x.data(), ref.data(), false);
+        for (int r = 0; r < rows; ++r)
+          ASSERT_NEAR(fast[r], ref[r], 1e-5 * (1 + std::fabs(ref[r]))) << "r=" << r;
+        std::vector<float> dq(static_cast<size_t>(rows) * cols);
+        m.dequantize_rows(0, rows, dq.data());
+        for (int r = 0; r < rows; ++r)
+          for (int c = 0; c < cols; ++c) ASSERT_EQ(dq[r * cols + c], m.at(r, c)) << r << "," << c;
+      }
+    }
+}
+
 TEST(WeightStorage, FromColumnsPacksTheTranspose) {
   const int rows = 6, cols = 40;  // M [rows][cols] = W ᵀ, W [cols][rows]
   const auto w = normal_values(rows * cols, 3);

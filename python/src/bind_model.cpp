@@ -217,6 +217,7 @@ class Model {
     {
       py::gil_scoped_release release;
       auto session = model_->start_decoding(kv_format);
+      session->reserve(static_cast<int64_t>(ids.size()) + max_new_tokens);
       const float* logits = session->prefill(ids.data(), static_cast<int>(ids.size()));
       TokenSampler sampler(so);
       for (int i = 0; i < max_new_tokens; ++i) {

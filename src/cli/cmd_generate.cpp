@@ -81,6 +81,7 @@ void run_generate(const GenerateOptions& o) {
 
   const KvCacheFormat kv_cache = o.model.kv_cache_format();
   auto session = model->start_decoding(kv_cache);
+  session->reserve(static_cast<int64_t>(prompt.size()) + o.max_new_tokens);
   const float* logits = session->prefill(prompt.data(), static_cast<int>(prompt.size()));
   TokenSampler sampler(o.sampling);
   std::vector<int32_t> generated;

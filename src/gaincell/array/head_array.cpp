@@ -359,6 +359,12 @@ struct CodedRows {
   float operator[](size_t at) const { return table[code[at]]; }
 };
 
+// Every multiply-add of the two kernels below is written as std::fma (one rounding), never as
+// `a += x * y`. The compiler may fuse the latter or not, and did so differently in the fp32 and
+// the level-code instantiations on one machine (GCC 12, -march=native on an AMD EPYC with
+// AVX-512): scores one unit in the last place apart, where the two storages must give the same
+// bits (HeadArray.LevelCodesAreBitIdenticalToFloatStorage).
+//
 // acc_i[j] = sum over the pulsed rows r of q_r y_rj^i, i = 1..3 (i = 1 only when !kCubic).
 // Blocks of 32 slots keep the three accumulators in registers while the rows stream past.
 template <bool kCubic, class Rows>
@@ -375,11 +381,11 @@ void accumulate_score_powers(const float* q_values, const int* q_rows, int n_row
 #pragma omp simd
       for (int j = 0; j < kSlotBlock; ++j) {
         const float y = row[j];
-        a1[j] += qd * y;
+        a1[j] = std::fma(qd, y, a1[j]);
         if (kCubic) {
-          const float qy2 = qd * y * y;
-          a2[j] += qy2;
-          a3[j] += qy2 * y;
+          const float qy = qd * y;
+          a2[j] = std::fma(qy, y, a2[j]);
+          a3[j] = std::fma(qy * y, y, a3[j]);
         }
       }
     }
@@ -396,11 +402,11 @@ void accumulate_score_powers(const float* q_values, const int* q_rows, int n_row
     for (int r = 0; r < n_rows; ++r) {
       const float qd = q_values[r];
       const float y = k_y[static_cast<size_t>(q_rows[r]) * window + j];
-      a1 += qd * y;
+      a1 = std::fma(qd, y, a1);
       if (kCubic) {
-        const float qy2 = qd * y * y;
-        a2 += qy2;
-        a3 += qy2 * y;
+        const float qy = qd * y;
+        a2 = std::fma(qy, y, a2);
+        a3 = std::fma(qy * y, y, a3);
       }
     }
     acc1[j] = a1;
@@ -429,11 +435,11 @@ void accumulate_value_rows(const Rows& v_y, int head_dim, const int* slots, int 
 #pragma omp simd
         for (int d = 0; d < kSlotBlock; ++d) {
           const float y = row[d];
-          a[d] += y * (w1 + y * (w2 + y * w3));
+          a[d] = std::fma(y, std::fma(y, std::fma(y, w3, w2), w1), a[d]);
         }
       } else {
 #pragma omp simd
-        for (int d = 0; d < kSlotBlock; ++d) a[d] += w1 * row[d];
+        for (int d = 0; d < kSlotBlock; ++d) a[d] = std::fma(w1, row[d], a[d]);
       }
     }
     for (int d = 0; d < kSlotBlock; ++d) acc[d0 + d] = a[d];
@@ -442,7 +448,7 @@ void accumulate_value_rows(const Rows& v_y, int head_dim, const int* slots, int 
     float a = offset;
     for (int r = 0; r < n; ++r) {
       const float y = v_y[static_cast<size_t>(slots[r]) * head_dim + d];
-      a += y * (c1[r] + y * (c2[r] + y * c3[r]));
+      a = std::fma(y, std::fma(y, std::fma(y, c3[r], c2[r]), c1[r]), a);
     }
     acc[d] = a;
   }

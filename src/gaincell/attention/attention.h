@@ -77,6 +77,10 @@ class AttentionDecodeState {
   }
   virtual int64_t length() const = 0;
   virtual void reset() = 0;
+  // Allocates room for `tokens` stored tokens now (at most what the state can hold), so that
+  // appends up to that length never re-lay the storage out. A KV cache otherwise doubles as it
+  // fills, copying every cached row at that step. Variants of fixed size ignore it.
+  virtual void reserve(int64_t tokens) {}
   // An independent copy of this state (same stored tokens, same noise streams), so that several
   // continuations of one context can be decoded from a single pass over the context (eval).
   // Null when a variant cannot copy its state; callers then score each continuation whole.

@@ -1283,6 +1283,12 @@ const float* DecodeSession::prefill(const int32_t* tokens, int n) {
   return buffers_->logits.data();
 }
 
+void DecodeSession::reserve(int64_t tokens) {
+  require(tokens >= 0, "decode: reserve() needs a token count >= 0, got " + std::to_string(tokens));
+  const int64_t capped = std::min<int64_t>(tokens, model_.config().block_size);
+  for (auto& state : states_) state->reserve(capped);
+}
+
 std::unique_ptr<DecodeSession> DecodeSession::clone() const {
   auto copy = std::make_unique<DecodeSession>(model_, kv_cache_);
   for (size_t l = 0; l < states_.size(); l++) {

@@ -166,7 +166,7 @@ constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 }
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kParallelMin)
   for (int64_t i = 0; i < n; i++) {
     const float x = inp[i];
     out[i] = 0.5f * x * (1.0f + fast_tanh(kGeluScale * (x + 0.044715f * x * x * x)));
@@ -174,7 +174,7 @@ void gelu_forward(float* out, const float* inp, int64_t n) {
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kParallelMin)
   for (int64_t i = 0; i < n; i++) {
     const float x = inp[i];
     const float u = kGeluScale * (x + 0.044715f * x * x * x);

@@ -232,22 +232,70 @@ PackedMatrix PackedMatrix::view_columns(const float* w, int rows, int cols) {
   return p;
 }
 
+TilePlace PackedMatrix::tile_place(int r) const {
+  static_assert(kQ8TileCols % kQ8BlockSize == 0, "a tile holds whole blocks");
+  const size_t cols = static_cast<size_t>(cols_), whole = static_cast<size_t>(whole_tile_cols());
+  const size_t width = static_cast<size_t>(tile_cols());
+  const int grouped_rows = rows_ / kTileGroupRows * kTileGroupRows;
+  if (r < grouped_rows) {
+    const size_t group = static_cast<size_t>(r / kTileGroupRows) * kTileGroupRows * cols;
+    const size_t i = static_cast<size_t>(r % kTileGroupRows), tail = cols - whole;
+    return {group + i * width, kTileGroupRows * width, width,
+            group + kTileGroupRows * whole + i * tail, tail};
+  }
+  const size_t row = static_cast<size_t>(r) * cols;  // past the last whole group: row-major
+  return {row, width, cols, row + whole, cols};
+}
+
+size_t PackedMatrix::tiled_index(int r, int c) const {
+  const TilePlace p = tile_place(r);
+  const int whole = whole_tile_cols(), width = tile_cols();
+  if (c >= whole) return p.tail + static_cast<size_t>(c - whole);
+  return p.first_tile + static_cast<size_t>(c / width) * p.tile_step + c % width;
+}
+
+template <typename T>
+void PackedMatrix::gather_row(const T* data, int r, T* out) const {
+  const TilePlace p = tile_place(r);
+  const int whole = whole_tile_cols(), width = tile_cols();
+  for (int c = 0; c < whole; c += width)
+    std::copy_n(data + p.first_tile + static_cast<size_t>(c / width) * p.tile_step, width, out + c);
+  std::copy_n(data + p.tail, cols_ - whole, out + whole);
+}
+
+template <typename T>
+void PackedMatrix::place_row(T* data, int r, const T* row) const {
+  const TilePlace p = tile_place(r);
+  const int whole = whole_tile_cols(), width = tile_cols();
+  for (int c = 0; c < whole; c += width)
+    std::copy_n(row + c, width, data + p.first_tile + static_cast<size_t>(c / width) * p.tile_step);
+  std::copy_n(row + whole, cols_ - whole, data + p.tail);
+}
+
 void PackedMatrix::pack_row(int r, const float* row) {
   const size_t base = static_cast<size_t>(r) * cols_;
   switch (format_) {
     case WeightFormat::kF32:
       std::copy(row, row + cols_, f32_.begin() + base);
       return;
-    case WeightFormat::kBF16:
-      for (int c = 0; c < cols_; ++c) bf16_[base + c] = float_to_bf16_bits(row[c]);
+    case WeightFormat::kBF16: {
+      thread_local std::vector<uint16_t> b;  // the row in column order, then placed in its tiles
+      b.resize(static_cast<size_t>(cols_));
+      for (int c = 0; c < cols_; ++c) b[c] = float_to_bf16_bits(row[c]);
+      place_row(bf16_.data(), r, b.data());
       return;
-    case WeightFormat::kQ8:
+    }
+    case WeightFormat::kQ8: {
+      thread_local std::vector<int8_t> q;
+      q.resize(static_cast<size_t>(cols_));
       for (int b = 0; b < blocks_per_row(); ++b) {
         const int c0 = b * kQ8BlockSize, c1 = std::min(cols_, c0 + kQ8BlockSize);
         scales_[static_cast<size_t>(r) * blocks_per_row() + b] =
-            quantize_q8_weight_block(row + c0, c1 - c0, q8_.data() + base + c0);
+            quantize_q8_weight_block(row + c0, c1 - c0, q.data() + c0);
       }
+      place_row(q8_.data(), r, q.data());
       return;
+    }
   }
 }
 
@@ -262,11 +310,11 @@ float PackedMatrix::at(int r, int c) const {
     case WeightFormat::kF32:
       return columns_ ? view_[static_cast<size_t>(c) * rows_ + r] : f32_data()[i];
     case WeightFormat::kBF16:
-      return bf16_bits_to_float(bf16_[i]);
+      return bf16_bits_to_float(bf16_[tiled_index(r, c)]);
     case WeightFormat::kQ8:
       return fp16_bits_to_float(
                  scales_[static_cast<size_t>(r) * blocks_per_row() + c / kQ8BlockSize]) *
-             static_cast<float>(q8_[i]);
+             static_cast<float>(q8_[tiled_index(r, c)]);
   }
   return 0.0f;
 }
@@ -289,10 +337,11 @@ namespace {
 constexpr int kRowsPerPass = 4;
 // The row kernels prefetch each row's stream one pass ahead (the same columns of the rows of the
 // next pass: a pass's R rows are one contiguous block). Those streams are short (a GPT-2 row of 768
-// weights is 0.75 KB in q8) and interleaved, and the hardware prefetchers, which ramp up per 4 KB
+// weights is 3 KB in fp32) and interleaved, and the hardware prefetchers, which ramp up per 4 KB
 // page, fell behind: on one core of the development machine (busy other core) a software
-// prefetch one pass ahead took the q8 products over GPT-2's matrices from 7.5-9 to 10.5-13.5 GB/s
-// and bf16 from 8-9 to about 12 GB/s (1 KB ahead per row gave less); fp32 changed little.
+// prefetch one pass ahead took the (then row-major) q8 products over GPT-2's matrices from 7.5-9
+// to 10.5-13.5 GB/s and bf16 from 8-9 to about 12 GB/s (1 KB ahead per row gave less). q8 now
+// stores each pass's rows as one sequential stream (kQ8TileCols in the header) and needs none.
 // Column views (fp32 Conv1D weights w [in][out], M = wᵀ): each thread takes one contiguous span
 // of the outputs and walks w's rows (the inputs) once, adding x[c] times the span's part of row c
 // into an accumulator of the span (columns_span). A thread then reads one long contiguous piece
@@ -300,7 +349,7 @@ constexpr int kRowsPerPass = 4;
 // rows, in order. The kernel it replaced gave each thread tiles of 128 outputs, a 512-byte piece
 // of each row and then a jump of a row: decode with fp32 weights streamed at about 0.8 of the
 // triad bandwidth (GPT-2 124M and medium), the row kernels at 0.95. Rows of w are prefetched
-// kColumnAheadRows ahead.
+// kColumnAheadRows ahead into L1 and twice that into L2 (prefetch_ahead_and_into_l2).
 [[maybe_unused]] constexpr int kColumnAheadRows = 8;  // (the vector kernels only)
 
 // A prefetch `bytes` past p (the address may lie past the end of the data: a prefetch never
@@ -316,7 +365,11 @@ constexpr int kRowsPerPass = 4;
 // "Session 8"), speed-up over fp32 as the median of rounds: q8 2.62-2.76x -> 2.81-2.89x over
 // SmolLM-135M's matrices and 2.85-2.91x -> 2.94-3.05x over GPT-2's; bf16 1.61-1.71x ->
 // 1.70-1.76x (SmolLM), unchanged on GPT-2. Three, four or six passes ahead gained less in a first
-// micro-benchmark, and the same second prefetch in the fp32 kernel gained nothing.
+// micro-benchmark. The same second prefetch in the fp32 kernels gained nothing on that machine; on
+// session 11's (AMD EPYC with a 32 MB L3, AVX-512) the fp32 row kernel with the L1 prefetch alone
+// swept 768-column rows at 17-25 GB/s and with both at 24-41 (standalone, two threads, three
+// rounds), and fp32 decode of GPT-2 124M ran 11-24 % faster with both in the row and column
+// kernels (decode driver, the variants alternated in one process, medians of 12 rounds).
 [[maybe_unused]] inline void prefetch_ahead_and_into_l2(const void* p, size_t pass_bytes) {
   prefetch_ahead(p, pass_bytes);
   __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + 2 * pass_bytes),
@@ -397,6 +450,27 @@ float dot_q8_portable(const int8_t* q, const uint16_t* scales, const Q8Vector& x
   return s;
 }
 
+// Row i's columns from c (its first past the whole tiles) to n: its tail, contiguous at
+// at.tail + i * at.tail_step (PackedMatrix::tile_place), column c first.
+[[maybe_unused]] float dot_bf16_tail(const uint16_t* w, const TilePlace& at, int i, const float* x,
+                                     int c, int n) {
+  if (c >= n) return 0.0f;
+  // dot_bf16_portable reads row[k] from k = c on: point `row` c elements before the tail (still
+  // inside the storage: the tail follows the row group's tiles).
+  return dot_bf16_portable(w + at.tail + i * at.tail_step - c, x, c, n);
+}
+
+// Row i's columns from block b (the first past its whole tiles) to n: its tail, contiguous at
+// at.tail + i * at.tail_step (PackedMatrix::q8_place), column b * kQ8BlockSize first.
+[[maybe_unused]] float dot_q8_tail(const int8_t* q, const TilePlace& at, int i,
+                                   const uint16_t* scales, const Q8Vector& x, int b, int n) {
+  if (b * kQ8BlockSize >= n) return 0.0f;
+  // dot_q8_portable reads row[c] from c = b * kQ8BlockSize on: point `row` that far before the
+  // tail (still inside the storage: the tail follows the row group's tiles).
+  const int8_t* row = q + at.tail + i * at.tail_step - static_cast<size_t>(b) * kQ8BlockSize;
+  return dot_q8_portable(row, scales, x, b, n);
+}
+
 // Vector paths by the build's instruction set (GAINCELL_NATIVE builds with -march=native):
 // AVX-512 (16 lanes) or AVX2/FMA (8 lanes); the portable loops otherwise and for the tails.
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__F16C__)
@@ -452,24 +526,27 @@ inline __m512i dot_i8_lanes(__m512i w, __m512i x, __m512i offset) {
 #endif
 }
 
+// Rows i < R of a q8 matrix (q: its storage; at: row 0's place, PackedMatrix::q8_place) times
+// the quantised x, one 64-column tile (two blocks) per step. The rows of a group lie tile by tile
+// in one sequential stream (kQ8TileCols), which the hardware prefetchers follow without help.
 template <int R>
-void rows_q8(const int8_t* q, size_t stride, const uint16_t* scales, size_t scale_stride,
+void rows_q8(const int8_t* q, const TilePlace& at, const uint16_t* scales, size_t scale_stride,
              const GemvInput& in, int n, float* y) {
+  static_assert(2 * kQ8BlockSize == kQ8TileCols, "one 64-byte load per row is one tile");
   const Q8Vector& x = *in.q8;
   VecF acc[R];
   for (int i = 0; i < R; ++i) acc[i] = vzero();
   // Lanes 0-7 take the first of two block scales, lanes 8-15 the second.
   const __m512i pick = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  constexpr int kPair = 2 * kQ8BlockSize;
-  const int pairs = n / kPair;
+  const int pairs = n / kQ8TileCols;
   for (int p = 0; p < pairs; ++p) {
-    const int c = p * kPair;
+    const int c = p * kQ8TileCols;
+    const int8_t* tile = q + at.first_tile + static_cast<size_t>(p) * at.tile_step;
     const __m512i xv = _mm512_loadu_si512(x.q.data() + c);
     const __m512i offset = _mm512_loadu_si512(in.q8_lane_offsets + c / 4);
     const __m512 dx = _mm512_loadu_ps(in.q8_lane_scales + c / 4);
     for (int i = 0; i < R; ++i) {
-      prefetch_ahead_and_into_l2(q + i * stride + c, R * stride);
-      const __m512i s = dot_i8_lanes(_mm512_loadu_si512(q + i * stride + c), xv, offset);
+      const __m512i s = dot_i8_lanes(_mm512_loadu_si512(tile + i * at.row_step), xv, offset);
       uint32_t two_scales;  // the blocks' two fp16 scales, widened to fp32 lanes 0 and 1
       std::memcpy(&two_scales, scales + i * scale_stride + 2 * p, sizeof two_scales);
       const __m128 wide = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(two_scales)));
@@ -478,8 +555,7 @@ void rows_q8(const int8_t* q, size_t stride, const uint16_t* scales, size_t scal
     }
   }
   for (int i = 0; i < R; ++i)
-    y[i] =
-        vsum(acc[i]) + dot_q8_portable(q + i * stride, scales + i * scale_stride, x, 2 * pairs, n);
+    y[i] = vsum(acc[i]) + dot_q8_tail(q, at, i, scales + i * scale_stride, x, 2 * pairs, n);
 }
 #define GAINCELL_HAVE_VECTOR_GEMV 1
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -522,28 +598,30 @@ inline __m256i dot_i8_lanes(__m256i w, __m256i x) {
                            _mm256_set1_epi16(1));
 }
 
+// As the AVX-512 rows_q8: one block (half a tile) per step.
 template <int R>
-void rows_q8(const int8_t* q, size_t stride, const uint16_t* scales, size_t scale_stride,
+void rows_q8(const int8_t* q, const TilePlace& at, const uint16_t* scales, size_t scale_stride,
              const GemvInput& in, int n, float* y) {
   const Q8Vector& x = *in.q8;
   VecF acc[R];
   for (int i = 0; i < R; ++i) acc[i] = vzero();
-  const int full = n / kQ8BlockSize;
+  const int full = n / kQ8TileCols * 2;  // blocks in whole tiles
   for (int b = 0; b < full; ++b) {
     const int c = b * kQ8BlockSize;
+    const int8_t* tile =
+        q + at.first_tile + static_cast<size_t>(b / 2) * at.tile_step + (b % 2) * kQ8BlockSize;
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q.data() + c));
     const float dx = x.d[b];
     for (int i = 0; i < R; ++i) {
-      prefetch_ahead_and_into_l2(q + i * stride + c, R * stride);
       const __m256i s = dot_i8_lanes(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * stride + c)), xv);
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + i * at.row_step)), xv);
       acc[i] =
           _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
                           _mm256_set1_ps(_cvtsh_ss(scales[i * scale_stride + b]) * dx), acc[i]);
     }
   }
   for (int i = 0; i < R; ++i)
-    y[i] = vsum(acc[i]) + dot_q8_portable(q + i * stride, scales + i * scale_stride, x, full, n);
+    y[i] = vsum(acc[i]) + dot_q8_tail(q, at, i, scales + i * scale_stride, x, full, n);
 }
 #define GAINCELL_HAVE_VECTOR_GEMV 1
 #endif
@@ -561,7 +639,7 @@ void rows_f32(const float* w, size_t stride, const GemvInput& in, int n, float* 
   for (; c + kLanes <= n; c += kLanes) {
     const VecF xv = vload(x + c);
     for (int i = 0; i < R; ++i) {
-      prefetch_ahead(w + i * stride + c, R * stride * sizeof(*w));
+      prefetch_ahead_and_into_l2(w + i * stride + c, R * stride * sizeof(*w));
       acc[i] = vfmadd(vload(w + i * stride + c), xv, acc[i]);
     }
   }
@@ -571,24 +649,29 @@ void rows_f32(const float* w, size_t stride, const GemvInput& in, int n, float* 
     y[i] = vsum(acc[i]) + (c < n ? dot_f32_portable(w + i * stride, x, c, n) : 0.0f);
 }
 
+// Rows i < R of a bf16 matrix (w: its storage; at: row 0's place, PackedMatrix::tile_place), one
+// regrouped x group per step: the rows of a group lie tile by tile in one sequential stream
+// (kTileGroupRows), which the hardware prefetchers follow without help.
 template <int R>
-void rows_bf16(const uint16_t* w, size_t stride, const GemvInput& in, int n, float* y) {
+void rows_bf16(const uint16_t* w, const TilePlace& at, const GemvInput& in, int n, float* y) {
+  static_assert(kBf16TileCols % kBf16Group == 0, "a tile holds whole groups of x");
   VecF even[R], odd[R];
   for (int i = 0; i < R; ++i) even[i] = odd[i] = vzero();
-  int c = 0;
-  for (; c + kBf16Group <= n; c += kBf16Group) {
+  const int whole = n / kBf16TileCols * kBf16TileCols;
+  for (int c = 0; c < whole; c += kBf16Group) {
+    const uint16_t* tile = w + at.first_tile +
+                           static_cast<size_t>(c / kBf16TileCols) * at.tile_step +
+                           c % kBf16TileCols;
     const VecF x_even = vload(in.x_pairs + c), x_odd = vload(in.x_pairs + c + kLanes);
     for (int i = 0; i < R; ++i) {
-      prefetch_ahead_and_into_l2(w + i * stride + c, R * stride * sizeof(*w));
       VecF w_even, w_odd;
-      vload_bf16_pairs(w + i * stride + c, w_even, w_odd);
+      vload_bf16_pairs(tile + i * at.row_step, w_even, w_odd);
       even[i] = vfmadd(w_even, x_even, even[i]);
       odd[i] = vfmadd(w_odd, x_odd, odd[i]);
     }
   }
   for (int i = 0; i < R; ++i)
-    y[i] = vsum(vadd(even[i], odd[i])) +
-           (c < n ? dot_bf16_portable(w + i * stride, in.x, c, n) : 0.0f);  // as rows_f32
+    y[i] = vsum(vadd(even[i], odd[i])) + dot_bf16_tail(w, at, i, in.x, whole, n);
 }
 constexpr int kSpanAlign = 16;  // 64 bytes: two threads' spans never share a cache line
 
@@ -607,10 +690,10 @@ void columns_span(const float* w, size_t stride, const float* x, int n, int R, f
     const VecF x0 = vset1(x[c]), x1 = vset1(x[c + 1]), x2 = vset1(x[c + 2]), x3 = vset1(x[c + 3]);
     for (int i = 0; i < vectors; i += kLanes) {
       if (i % (64 / sizeof(float)) == 0) {  // once per cache line of each row
-        prefetch_ahead(w0 + i, ahead);
-        prefetch_ahead(w1 + i, ahead);
-        prefetch_ahead(w2 + i, ahead);
-        prefetch_ahead(w3 + i, ahead);
+        prefetch_ahead_and_into_l2(w0 + i, ahead);
+        prefetch_ahead_and_into_l2(w1 + i, ahead);
+        prefetch_ahead_and_into_l2(w2 + i, ahead);
+        prefetch_ahead_and_into_l2(w3 + i, ahead);
       }
       VecF a = vload(y + i);
       a = vfmadd(vload(w0 + i), x0, a);
@@ -640,14 +723,35 @@ void rows_f32(const float* w, size_t stride, const GemvInput& in, int n, float* 
   for (int i = 0; i < R; ++i) y[i] = dot_f32_portable(w + i * stride, in.x, 0, n);
 }
 template <int R>
-void rows_bf16(const uint16_t* w, size_t stride, const GemvInput& in, int n, float* y) {
-  for (int i = 0; i < R; ++i) y[i] = dot_bf16_portable(w + i * stride, in.x, 0, n);
+void rows_bf16(const uint16_t* w, const TilePlace& at, const GemvInput& in, int n, float* y) {
+  const int whole = n / kBf16TileCols * kBf16TileCols;
+  for (int i = 0; i < R; ++i) {
+    float s = 0.0f;
+    for (int c = 0; c < whole; ++c)
+      s += bf16_bits_to_float(
+               w[at.first_tile + static_cast<size_t>(c / kBf16TileCols) * at.tile_step +
+                 i * at.row_step + c % kBf16TileCols]) *
+           in.x[c];
+    y[i] = s + dot_bf16_tail(w, at, i, in.x, whole, n);
+  }
 }
 template <int R>
-void rows_q8(const int8_t* q, size_t stride, const uint16_t* scales, size_t scale_stride,
+void rows_q8(const int8_t* q, const TilePlace& at, const uint16_t* scales, size_t scale_stride,
              const GemvInput& in, int n, float* y) {
-  for (int i = 0; i < R; ++i)
-    y[i] = dot_q8_portable(q + i * stride, scales + i * scale_stride, *in.q8, 0, n);
+  const Q8Vector& x = *in.q8;
+  const int full = n / kQ8TileCols * 2;  // blocks in whole tiles
+  for (int i = 0; i < R; ++i) {
+    float s = 0.0f;
+    for (int b = 0; b < full; ++b) {
+      const int8_t* w = q + at.first_tile + static_cast<size_t>(b / 2) * at.tile_step +
+                        i * at.row_step + (b % 2) * kQ8BlockSize;
+      int32_t block = 0;
+      for (int k = 0; k < kQ8BlockSize; ++k)
+        block += int32_t{w[k]} * int32_t{x.q[b * kQ8BlockSize + k]};
+      s += static_cast<float>(block) * (fp16_bits_to_float(scales[i * scale_stride + b]) * x.d[b]);
+    }
+    y[i] = s + dot_q8_tail(q, at, i, scales + i * scale_stride, x, full, n);
+  }
 }
 #endif
 
@@ -705,10 +809,13 @@ void PackedMatrix::rows_dot(int r0, const GemvInput& x, float* y) const {
       rows_f32<R>(f32_data() + base, cols_, x, cols_, y);
       return;
     case WeightFormat::kBF16:
-      rows_bf16<R>(bf16_.data() + base, cols_, x, cols_, y);
+      rows_bf16<R>(bf16_.data(), tile_place(r0), x, cols_, y);
       return;
     case WeightFormat::kQ8:
-      rows_q8<R>(q8_.data() + base, cols_,
+      // A whole pass (R = kRowsPerPass) is one group of rows (gemv_team starts passes at
+      // multiples of kRowsPerPass); single rows are any row.
+      static_assert(kRowsPerPass == kTileGroupRows, "a pass multiplies one group of rows");
+      rows_q8<R>(q8_.data(), tile_place(r0),
                  scales_.data() + static_cast<size_t>(r0) * blocks_per_row(), blocks_per_row(), x,
                  cols_, y);
       return;
@@ -790,17 +897,24 @@ void PackedMatrix::dequantize_rows(int r0, int r1, float* out) const {
           std::copy(f32_data() + base, f32_data() + base + cols_, o);
         }
         break;
-      case WeightFormat::kBF16:
+      case WeightFormat::kBF16: {
+        thread_local std::vector<uint16_t> b;
+        b.resize(static_cast<size_t>(cols_));
+        gather_row(bf16_.data(), r, b.data());
 #pragma omp simd
         for (int c = 0; c < cols_; ++c)
-          o[c] = std::bit_cast<float>(static_cast<uint32_t>(bf16_[base + c]) << 16);
+          o[c] = std::bit_cast<float>(static_cast<uint32_t>(b[c]) << 16);
         break;
+      }
       case WeightFormat::kQ8: {
+        thread_local std::vector<int8_t> q;
+        q.resize(static_cast<size_t>(cols_));
+        gather_row(q8_.data(), r, q.data());
         const uint16_t* s = scales_.data() + static_cast<size_t>(r) * blocks_per_row();
         for (int c0 = 0; c0 < cols_; c0 += kQ8BlockSize) {
           const float d = fp16_bits_to_float(s[c0 / kQ8BlockSize]);
           const int c1 = std::min(cols_, c0 + kQ8BlockSize);
-          for (int c = c0; c < c1; ++c) o[c] = d * static_cast<float>(q8_[base + c]);
+          for (int c = c0; c < c1; ++c) o[c] = d * static_cast<float>(q[c]);
         }
         break;
       }

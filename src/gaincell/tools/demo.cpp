@@ -85,6 +85,7 @@ std::string greedy_sample(GPT2Model& model, const Tokenizer& tok, const std::str
   const int block = model.config().block_size;
   if (static_cast<int>(ids.size()) > block / 2) ids.erase(ids.begin(), ids.end() - block / 2);
   auto session = model.start_decoding();
+  session->reserve(static_cast<int64_t>(ids.size()) + max_tokens);
   const float* logits = session->prefill(ids.data(), static_cast<int>(ids.size()));
   std::vector<int32_t> out;
   for (int i = 0; i < max_tokens && session->position() < block; ++i) {

@@ -112,12 +112,19 @@ fs::path commit_checkpoint(const fs::path& out, int64_t step,
     if (!is_symlink_to(out / file, target)) replace_symlink(out / file, target);
   }
 
-  // Older checkpoints go only now that the new one is current: each is first renamed to a
-  // temporary name, so that a kill during the removal leaves no incomplete checkpoint.
+  // Older checkpoints go only now that the new one is current.
+  remove_checkpoints_except(parent, name);
+  return final_dir;
+}
+
+void remove_checkpoints_except(const fs::path& parent, const std::string& keep) {
+  // Each is first renamed to a temporary name, so that a kill during the removal leaves no
+  // incomplete checkpoint.
+  std::error_code ec;
   std::vector<fs::path> old;
   for (const auto& entry : fs::directory_iterator(parent)) {
     const std::string other = entry.path().filename().string();
-    if (other != name && other.rfind("step-", 0) == 0 && other.find(".tmp.") == std::string::npos)
+    if (other != keep && other.rfind("step-", 0) == 0 && other.find(".tmp.") == std::string::npos)
       old.push_back(entry.path());
   }
   for (const fs::path& dir : old) {
@@ -125,7 +132,15 @@ fs::path commit_checkpoint(const fs::path& out, int64_t step,
     fs::rename(dir, doomed, ec);
     if (!ec) fs::remove_all(doomed, ec);
   }
-  return final_dir;
+}
+
+void remove_superseded_checkpoints(const fs::path& out, const fs::path& resumed) {
+  std::error_code ec;
+  const fs::path latest = fs::weakly_canonical(out / kLatest, ec);
+  if (ec || latest != resumed) return;  // resumed from an older one: `latest` was damaged
+  const fs::path parent = fs::weakly_canonical(out / kCheckpoints, ec);
+  if (ec || resumed.parent_path() != parent) return;  // the single-directory layout
+  remove_checkpoints_except(parent, resumed.filename().string());
 }
 
 fs::path find_resumable_checkpoint(const fs::path& out, const CheckpointVerifier& verify) {

@@ -88,7 +88,7 @@ void AdamW::step(float* params, const float* grads, float lr) {
     const int64_t begin = static_cast<int64_t>(seg.offset);
     const int64_t end = begin + static_cast<int64_t>(seg.numel);
     // Small segments (biases, LayerNorm) are not worth waking the thread team for.
-#pragma omp parallel for simd schedule(static) if (seg.numel > 32768)
+#pragma omp parallel for simd schedule(static) if (parallel : seg.numel > 32768)
     for (int64_t i = begin; i < end; ++i) {
       const float g = grads[i];
       const float mi = s.beta1 * m[i] + s.one_minus_beta1 * g;
@@ -151,7 +151,7 @@ void scale_grads(float* grads, std::span<const ParamSegment> segments, float fac
   for (const auto& seg : segments) {
     const int64_t begin = static_cast<int64_t>(seg.offset);
     const int64_t end = begin + static_cast<int64_t>(seg.numel);
-#pragma omp parallel for simd schedule(static) if (seg.numel > 32768)
+#pragma omp parallel for simd schedule(static) if (parallel : seg.numel > 32768)
     for (int64_t i = begin; i < end; ++i) grads[i] *= factor;
   }
 }

@@ -391,7 +391,10 @@ TrainResult Trainer::run() {
   // Temporaries of a killed earlier run (a half-written checkpoint) go before the first new one.
   // Every rank has read the checkpoint it resumes from before rank 0 tidies the directory.
   comm_.barrier();
-  if (!options_.out_dir.empty() && comm_.is_root()) prepare_checkpoint_dir(options_.out_dir);
+  if (!options_.out_dir.empty() && comm_.is_root()) {
+    prepare_checkpoint_dir(options_.out_dir);
+    if (!resumed_from_.empty()) remove_superseded_checkpoints(options_.out_dir, resumed_from_);
+  }
   while (step() < options_.steps) {
     StepInfo info = train_step();
     const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
@@ -525,6 +528,7 @@ TrainOptions Trainer::saved_options(const std::filesystem::path& out_dir) {
 
 void Trainer::resume(const std::filesystem::path& out_dir) {
   const std::filesystem::path dir = checkpoint_to_resume(out_dir);
+  resumed_from_ = dir;
   const json state = read_verified_state(dir);
   try {
     const std::string source = (dir / "training_state.json").string() + ": ";

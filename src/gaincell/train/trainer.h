@@ -137,7 +137,8 @@ class Trainer {
   const TokenDataset* val_;
   TrainOptions options_;
   Comm& comm_;
-  BatchShard shard_;  // this rank's rows of every global batch
+  BatchShard shard_;                    // this rank's rows of every global batch
+  std::filesystem::path resumed_from_;  // the checkpoint resume() read (empty: a fresh run)
   GradientAllReduce grad_sync_;
   std::vector<ParamSegment> segments_;
   AdamW optimizer_;
