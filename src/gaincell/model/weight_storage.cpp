@@ -341,7 +341,7 @@ constexpr int kRowsPerPass = 4;
 // page, fell behind: on one core of the development machine (busy other core) a software
 // prefetch one pass ahead took the (then row-major) q8 products over GPT-2's matrices from 7.5-9
 // to 10.5-13.5 GB/s and bf16 from 8-9 to about 12 GB/s (1 KB ahead per row gave less). q8 now
-// stores each pass's rows as one sequential stream (kQ8TileCols in the header) and needs none.
+// stores each pass's rows as one sequential stream (kTileGroupRows in the header), needing none.
 // Column views (fp32 Conv1D weights w [in][out], M = wᵀ): each thread takes one contiguous span
 // of the outputs and walks w's rows (the inputs) once, adding x[c] times the span's part of row c
 // into an accumulator of the span (columns_span). A thread then reads one long contiguous piece
@@ -461,7 +461,7 @@ float dot_q8_portable(const int8_t* q, const uint16_t* scales, const Q8Vector& x
 }
 
 // Row i's columns from block b (the first past its whole tiles) to n: its tail, contiguous at
-// at.tail + i * at.tail_step (PackedMatrix::q8_place), column b * kQ8BlockSize first.
+// at.tail + i * at.tail_step (PackedMatrix::tile_place), column b * kQ8BlockSize first.
 [[maybe_unused]] float dot_q8_tail(const int8_t* q, const TilePlace& at, int i,
                                    const uint16_t* scales, const Q8Vector& x, int b, int n) {
   if (b * kQ8BlockSize >= n) return 0.0f;
@@ -526,9 +526,9 @@ inline __m512i dot_i8_lanes(__m512i w, __m512i x, __m512i offset) {
 #endif
 }
 
-// Rows i < R of a q8 matrix (q: its storage; at: row 0's place, PackedMatrix::q8_place) times
+// Rows i < R of a q8 matrix (q: its storage; at: row 0's place, PackedMatrix::tile_place) times
 // the quantised x, one 64-column tile (two blocks) per step. The rows of a group lie tile by tile
-// in one sequential stream (kQ8TileCols), which the hardware prefetchers follow without help.
+// in one sequential stream (kTileGroupRows), which the hardware prefetchers follow without help.
 template <int R>
 void rows_q8(const int8_t* q, const TilePlace& at, const uint16_t* scales, size_t scale_stride,
              const GemvInput& in, int n, float* y) {
