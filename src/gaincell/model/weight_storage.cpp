@@ -745,10 +745,9 @@ void rows_q8(const int8_t* q, const TilePlace& at, const uint16_t* scales, size_
     for (int b = 0; b < full; ++b) {
       const int8_t* w = q + at.first_tile + static_cast<size_t>(b / 2) * at.tile_step +
                         i * at.row_step + (b % 2) * kQ8BlockSize;
-      int32_t block = 0;
-      for (int k = 0; k < kQ8BlockSize; ++k)
-        block += int32_t{w[k]} * int32_t{x.q[b * kQ8BlockSize + k]};
-      s += static_cast<float>(block) * (fp16_bits_to_float(scales[i * scale_stride + b]) * x.d[b]);
+      // Block b alone (dot_q8_portable indexes its row from column b * kQ8BlockSize).
+      s += dot_q8_portable(w - static_cast<size_t>(b) * kQ8BlockSize, scales + i * scale_stride, x,
+                           b, (b + 1) * kQ8BlockSize);
     }
     y[i] = s + dot_q8_tail(q, at, i, scales + i * scale_stride, x, full, n);
   }

@@ -67,6 +67,23 @@ void sync_tree(const fs::path& dir) {
   fsync_path(dir);
 }
 
+// Removes the step-* checkpoints in `parent` (OUT/checkpoints) other than `keep`, each first
+// renamed to a temporary name, so that a kill during the removal leaves no incomplete checkpoint.
+void remove_checkpoints_except(const fs::path& parent, const std::string& keep) {
+  std::error_code ec;
+  std::vector<fs::path> old;
+  for (const auto& entry : fs::directory_iterator(parent)) {
+    const std::string other = entry.path().filename().string();
+    if (other != keep && other.rfind("step-", 0) == 0 && other.find(".tmp.") == std::string::npos)
+      old.push_back(entry.path());
+  }
+  for (const fs::path& dir : old) {
+    const fs::path doomed = dir.string() + ".tmp." + std::to_string(::getpid());
+    fs::rename(dir, doomed, ec);
+    if (!ec) fs::remove_all(doomed, ec);
+  }
+}
+
 }  // namespace
 
 void prepare_checkpoint_dir(const fs::path& out) {
@@ -115,23 +132,6 @@ fs::path commit_checkpoint(const fs::path& out, int64_t step,
   // Older checkpoints go only now that the new one is current.
   remove_checkpoints_except(parent, name);
   return final_dir;
-}
-
-void remove_checkpoints_except(const fs::path& parent, const std::string& keep) {
-  // Each is first renamed to a temporary name, so that a kill during the removal leaves no
-  // incomplete checkpoint.
-  std::error_code ec;
-  std::vector<fs::path> old;
-  for (const auto& entry : fs::directory_iterator(parent)) {
-    const std::string other = entry.path().filename().string();
-    if (other != keep && other.rfind("step-", 0) == 0 && other.find(".tmp.") == std::string::npos)
-      old.push_back(entry.path());
-  }
-  for (const fs::path& dir : old) {
-    const fs::path doomed = dir.string() + ".tmp." + std::to_string(::getpid());
-    fs::rename(dir, doomed, ec);
-    if (!ec) fs::remove_all(doomed, ec);
-  }
 }
 
 void remove_superseded_checkpoints(const fs::path& out, const fs::path& resumed) {

@@ -20,10 +20,6 @@ namespace gaincell {
 // Removes stale temporaries from OUT and OUT/checkpoints. Call while holding OUT's lock.
 void prepare_checkpoint_dir(const std::filesystem::path& out);
 
-// Removes the step-* checkpoints in `parent` (OUT/checkpoints) other than `keep`, each renamed to
-// a temporary name first. commit_checkpoint() calls it once the new checkpoint is current.
-void remove_checkpoints_except(const std::filesystem::path& parent, const std::string& keep);
-
 // After resuming from `resumed` (find_resumable_checkpoint's result): when that is the checkpoint
 // `latest` names, removes the others, as the commit of `latest` would have had a kill not stopped
 // it. A run resumed at its last step commits nothing, so it would otherwise leave them. Nothing
